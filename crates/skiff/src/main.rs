@@ -1,0 +1,2 @@
+//! The one Skiff binary.
+fn main() {}

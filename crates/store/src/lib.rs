@@ -1,0 +1,1 @@
+//! Revisioned key-value storage with etcd v3 semantics; SQLite backend.
