@@ -1,1 +1,14 @@
-//! Kubernetes API objects, validation, defaulting, strict decoding, selectors and tables: pure logic, no I/O.
+//! Kubernetes API objects, validation, defaulting, strict decoding, selectors, patches and tables:
+//! pure logic, no I/O. The API server and the CLI build on this crate.
+
+pub mod decode;
+pub mod defaults;
+pub mod kinds;
+pub mod openapi;
+pub mod patch;
+pub mod selector;
+pub mod strict;
+pub mod table;
+pub mod validation;
+
+pub use k8s_openapi;
