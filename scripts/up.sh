@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Brings up a Skiff cluster on this machine: builds skiff (release), installs it and kubectl
+# to /usr/local/bin, starts `skiff server` in the background and waits until it serves.
+#
+# Run as root on Debian 12; it installs what is missing. Environment overrides:
+#   SKIFF_DATA_DIR (default /var/lib/skiff), SKIFF_PORT (default 6443),
+#   SKIFF_LOG (default /var/log/skiff.log), SKIFF_READY_TIMEOUT seconds (default 60).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+# shellcheck source=scripts/lib.sh
+source "$repo/scripts/lib.sh"
+
+data_dir=${SKIFF_DATA_DIR:-/var/lib/skiff}
+port=${SKIFF_PORT:-6443}
+log=${SKIFF_LOG:-/var/log/skiff.log}
+ready_timeout=${SKIFF_READY_TIMEOUT:-60}
+pid_file=/run/skiff.pid
+readonly LISTENING='Skiff API server listening on '
+readonly KUBECONFIG_LINE='Admin kubeconfig: '
+
+if [[ $EUID -ne 0 ]]; then
+    echo "up.sh: run as root (it installs to /usr/local/bin and writes $log and $data_dir)" >&2
+    exit 1
+fi
+
+# Prints the pid of a running `skiff server`, if there is one.
+running_server_pid() {
+    local pid
+    for pid in $(pgrep -x skiff || true); do
+        # argv[1] is the subcommand; NUL-separated in /proc.
+        if tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 2p | grep -qx server; then
+            echo "$pid"
+            return 0
+        fi
+    done
+}
+
+existing=$(running_server_pid)
+if [[ -n "$existing" ]]; then
+    echo "A skiff server is already running (pid $existing); its log is $log."
+    echo "To use it:"
+    echo "  export KUBECONFIG=$data_dir/admin.kubeconfig"
+    echo "  kubectl get po"
+    exit 0
+fi
+
+ensure_system_packages
+ensure_rust
+
+step "Building skiff (release)"
+cargo build --release -p skiff
+install -m 0755 "${CARGO_TARGET_DIR:-$repo/target}/release/skiff" /usr/local/bin/skiff
+
+step "Installing kubectl"
+"$repo/scripts/install-kubectl.sh" --system
+
+step "Starting skiff server (log: $log)"
+mkdir -p "$(dirname "$log")" "$data_dir"
+touch "$log"
+# Only lines written after this offset belong to this start; the log keeps earlier runs.
+log_offset=$(stat -c %s "$log")
+# setsid: the server must outlive this script and the terminal it was started from.
+setsid /usr/local/bin/skiff server --disable-agent \
+    --data-dir "$data_dir" --https-listen-port "$port" \
+    </dev/null >>"$log" 2>&1 &
+server_pid=$!
+echo "$server_pid" >"$pid_file"
+
+new_log() {
+    tail -c "+$((log_offset + 1))" "$log"
+}
+
+deadline=$((SECONDS + ready_timeout))
+until new_log | grep -q "$LISTENING"; do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "up.sh: skiff server exited before it was ready; the end of $log:" >&2
+        new_log | tail -n 20 >&2
+        rm -f "$pid_file"
+        exit 1
+    fi
+    if ((SECONDS >= deadline)); then
+        echo "up.sh: skiff server (pid $server_pid) not ready after ${ready_timeout}s; the end of $log:" >&2
+        new_log | tail -n 20 >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+
+url=$(new_log | grep -m 1 "$LISTENING" | sed "s/.*$LISTENING//")
+kubeconfig=$(new_log | grep -m 1 "$KUBECONFIG_LINE" | sed "s/.*$KUBECONFIG_LINE//" || true)
+kubeconfig=${kubeconfig:-$data_dir/admin.kubeconfig}
+
+cat <<EOF
+
+Skiff is up at $url (pid $server_pid, log $log).
+Pods stay Pending for now: there is no node agent yet.
+
+To use it:
+  export KUBECONFIG=$kubeconfig
+  kubectl get po
+
+To stop it:
+  kill \$(cat $pid_file)
+EOF
