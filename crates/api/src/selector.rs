@@ -705,10 +705,12 @@ mod tests {
 
     #[test]
     fn empty_label_selector_selects_everything() {
-        let s = LabelSelector::parse("").unwrap();
+        let s = LabelSelector::parse("").expect("a valid selector");
         assert!(s.is_empty());
         assert!(s.matches(None));
-        assert!(LabelSelector::parse("   ").unwrap().is_empty());
+        assert!(LabelSelector::parse("   ")
+            .expect("a valid selector")
+            .is_empty());
     }
 
     #[test]
@@ -716,12 +718,12 @@ mod tests {
         let app_x = labels(&[("app", "x")]);
         let app_y = labels(&[("app", "y")]);
         for text in ["app=x", "app==x", " app = x "] {
-            let s = LabelSelector::parse(text).unwrap();
+            let s = LabelSelector::parse(text).expect("a valid selector");
             assert!(s.matches(Some(&app_x)), "{text}");
             assert!(!s.matches(Some(&app_y)), "{text}");
             assert!(!s.matches(None), "{text}");
         }
-        let s = LabelSelector::parse("app!=x").unwrap();
+        let s = LabelSelector::parse("app!=x").expect("a valid selector");
         assert!(!s.matches(Some(&app_x)));
         assert!(s.matches(Some(&app_y)));
         // Kubernetes: an object without the label is "not equal".
@@ -731,7 +733,7 @@ mod tests {
 
     #[test]
     fn empty_value_matches_empty_label() {
-        let s = LabelSelector::parse("app=").unwrap();
+        let s = LabelSelector::parse("app=").expect("a valid selector");
         assert!(s.matches(Some(&labels(&[("app", "")]))));
         assert!(!s.matches(Some(&labels(&[("app", "x")]))));
         assert!(!s.matches(None));
@@ -739,12 +741,12 @@ mod tests {
 
     #[test]
     fn set_operators() {
-        let s = LabelSelector::parse("env in (prod, staging)").unwrap();
+        let s = LabelSelector::parse("env in (prod, staging)").expect("a valid selector");
         assert!(s.matches(Some(&labels(&[("env", "prod")]))));
         assert!(s.matches(Some(&labels(&[("env", "staging")]))));
         assert!(!s.matches(Some(&labels(&[("env", "dev")]))));
         assert!(!s.matches(None));
-        let s = LabelSelector::parse("env notin (prod,staging)").unwrap();
+        let s = LabelSelector::parse("env notin (prod,staging)").expect("a valid selector");
         assert!(!s.matches(Some(&labels(&[("env", "prod")]))));
         assert!(s.matches(Some(&labels(&[("env", "dev")]))));
         assert!(s.matches(None));
@@ -752,30 +754,31 @@ mod tests {
 
     #[test]
     fn existence_operators() {
-        let s = LabelSelector::parse("app").unwrap();
+        let s = LabelSelector::parse("app").expect("a valid selector");
         assert!(s.matches(Some(&labels(&[("app", "")]))));
         assert!(!s.matches(Some(&labels(&[("tier", "x")]))));
-        let s = LabelSelector::parse("!app").unwrap();
+        let s = LabelSelector::parse("!app").expect("a valid selector");
         assert!(!s.matches(Some(&labels(&[("app", "x")]))));
         assert!(s.matches(None));
-        let s = LabelSelector::parse("! app").unwrap();
+        let s = LabelSelector::parse("! app").expect("a valid selector");
         assert!(s.matches(None));
     }
 
     #[test]
     fn numeric_operators() {
-        let s = LabelSelector::parse("replicas>2").unwrap();
+        let s = LabelSelector::parse("replicas>2").expect("a valid selector");
         assert!(s.matches(Some(&labels(&[("replicas", "3")]))));
         assert!(!s.matches(Some(&labels(&[("replicas", "2")]))));
         assert!(!s.matches(Some(&labels(&[("replicas", "many")]))));
-        let s = LabelSelector::parse("replicas<2").unwrap();
+        let s = LabelSelector::parse("replicas<2").expect("a valid selector");
         assert!(s.matches(Some(&labels(&[("replicas", "1")]))));
         assert!(error("replicas>two").contains("must be an integer"));
     }
 
     #[test]
     fn terms_are_anded() {
-        let s = LabelSelector::parse("app=x, env in (prod), !legacy,tier").unwrap();
+        let s =
+            LabelSelector::parse("app=x, env in (prod), !legacy,tier").expect("a valid selector");
         assert!(s.matches(Some(&labels(&[
             ("app", "x"),
             ("env", "prod"),
@@ -793,7 +796,7 @@ mod tests {
 
     #[test]
     fn prefixed_keys_and_keyword_named_labels() {
-        let s = LabelSelector::parse("example.com/tier=web,in=notin").unwrap();
+        let s = LabelSelector::parse("example.com/tier=web,in=notin").expect("a valid selector");
         assert!(s.matches(Some(&labels(&[
             ("example.com/tier", "web"),
             ("in", "notin")
@@ -827,39 +830,41 @@ mod tests {
     #[test]
     fn field_selector_operators() {
         let pod = json!({"metadata": {"name": "web", "namespace": "default"}, "status": {"phase": "Running"}});
-        let s = FieldSelector::parse("metadata.name=web", "pods").unwrap();
+        let s = FieldSelector::parse("metadata.name=web", "pods").expect("a valid selector");
         assert!(s.matches("pods", &pod));
         assert_eq!(s.exact("metadata.name"), Some("web"));
-        let s = FieldSelector::parse("metadata.name==other", "pods").unwrap();
+        let s = FieldSelector::parse("metadata.name==other", "pods").expect("a valid selector");
         assert!(!s.matches("pods", &pod));
-        let s = FieldSelector::parse("status.phase!=Running", "pods").unwrap();
+        let s = FieldSelector::parse("status.phase!=Running", "pods").expect("a valid selector");
         assert!(!s.matches("pods", &pod));
         assert_eq!(s.exact("status.phase"), None);
         let s = FieldSelector::parse("status.phase!=Pending,metadata.namespace=default", "pods")
-            .unwrap();
+            .expect("a valid selector");
         assert!(s.matches("pods", &pod));
-        assert!(FieldSelector::parse("", "pods").unwrap().is_empty());
+        assert!(FieldSelector::parse("", "pods")
+            .expect("a valid selector")
+            .is_empty());
     }
 
     #[test]
     fn field_selector_missing_values() {
         let pod = json!({"metadata": {"name": "web"}, "spec": {}});
         assert!(FieldSelector::parse("spec.nodeName=", "pods")
-            .unwrap()
+            .expect("a valid selector")
             .matches("pods", &pod));
         assert!(FieldSelector::parse("spec.hostNetwork=false", "pods")
-            .unwrap()
+            .expect("a valid selector")
             .matches("pods", &pod));
         let host = json!({"spec": {"hostNetwork": true}});
         assert!(FieldSelector::parse("spec.hostNetwork=true", "pods")
-            .unwrap()
+            .expect("a valid selector")
             .matches("pods", &host));
         let node = json!({"metadata": {"name": "n1"}, "spec": {"unschedulable": true}});
         assert!(FieldSelector::parse("spec.unschedulable=true", "nodes")
-            .unwrap()
+            .expect("a valid selector")
             .matches("nodes", &node));
         assert!(FieldSelector::parse("spec.unschedulable=false", "nodes")
-            .unwrap()
+            .expect("a valid selector")
             .matches("nodes", &json!({})));
     }
 
@@ -867,9 +872,10 @@ mod tests {
     fn field_selector_pod_ips() {
         let pod = json!({"status": {"podIP": "10.0.0.5", "podIPs": [{"ip": "10.0.0.5"}, {"ip": "fd00::5"}]}});
         assert!(FieldSelector::parse("status.podIP=10.0.0.5", "pods")
-            .unwrap()
+            .expect("a valid selector")
             .matches("pods", &pod));
-        let s = FieldSelector::parse(r"status.podIPs=10.0.0.5\,fd00::5", "pods").unwrap();
+        let s = FieldSelector::parse(r"status.podIPs=10.0.0.5\,fd00::5", "pods")
+            .expect("a valid selector");
         assert!(s.matches("pods", &pod));
     }
 
@@ -884,30 +890,32 @@ mod tests {
             "involvedObject.name=kubia,involvedObject.namespace=default,involvedObject.uid=u-1",
             "events",
         )
-        .unwrap();
+        .expect("a valid selector");
         assert!(s.matches("events", &event));
         assert!(FieldSelector::parse("source=default-scheduler", "events")
-            .unwrap()
+            .expect("a valid selector")
             .matches("events", &event));
         assert!(!FieldSelector::parse("type=Warning", "events")
-            .unwrap()
+            .expect("a valid selector")
             .matches("events", &event));
     }
 
     #[test]
     fn field_selector_escapes() {
         let pod = json!({"metadata": {"name": "a,b=c\\d"}});
-        let s = FieldSelector::parse(r"metadata.name=a\,b\=c\\d", "pods").unwrap();
+        let s =
+            FieldSelector::parse(r"metadata.name=a\,b\=c\\d", "pods").expect("a valid selector");
         assert_eq!(s.exact("metadata.name"), Some("a,b=c\\d"));
         assert!(s.matches("pods", &pod));
-        let e = FieldSelector::parse(r"metadata.name=a\b", "pods").unwrap_err();
+        let e =
+            FieldSelector::parse(r"metadata.name=a\b", "pods").expect_err("an invalid selector");
         assert!(
             e.0.starts_with(r"invalid field selector: invalid escape sequence: \b"),
             "{e}"
         );
-        let e = FieldSelector::parse(r"metadata.name=a\", "pods").unwrap_err();
+        let e = FieldSelector::parse(r"metadata.name=a\", "pods").expect_err("an invalid selector");
         assert!(e.0.contains("invalid escape sequence"), "{e}");
-        let e = FieldSelector::parse("metadata.name=a=b", "pods").unwrap_err();
+        let e = FieldSelector::parse("metadata.name=a=b", "pods").expect_err("an invalid selector");
         assert!(
             e.0.starts_with("invalid field selector: unescaped character in value: ="),
             "{e}"
@@ -916,13 +924,15 @@ mod tests {
 
     #[test]
     fn field_selector_errors() {
-        let e = FieldSelector::parse("spec.foo=x", "pods").unwrap_err();
+        let e = FieldSelector::parse("spec.foo=x", "pods").expect_err("an invalid selector");
         assert_eq!(e.0, "field label not supported: spec.foo");
-        let e = FieldSelector::parse("metadata.namespace=x", "nodes").unwrap_err();
+        let e =
+            FieldSelector::parse("metadata.namespace=x", "nodes").expect_err("an invalid selector");
         assert_eq!(e.0, "field label not supported: metadata.namespace");
-        let e = FieldSelector::parse("status.phase=Running", "leases").unwrap_err();
+        let e = FieldSelector::parse("status.phase=Running", "leases")
+            .expect_err("an invalid selector");
         assert_eq!(e.0, "field label not supported: status.phase");
-        let e = FieldSelector::parse("metadata.name", "pods").unwrap_err();
+        let e = FieldSelector::parse("metadata.name", "pods").expect_err("an invalid selector");
         assert!(
             e.0.starts_with("invalid selector: 'metadata.name'; can't understand 'metadata.name'"),
             "{e}"
