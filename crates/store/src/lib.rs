@@ -9,6 +9,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::Stream;
 
+pub mod conformance;
+mod sqlite;
+
+pub use sqlite::{SqliteOptions, SqliteStore};
+
 /// A store revision. Every successful write increments the global revision by one, exactly as etcd.
 pub type Revision = i64;
 
@@ -26,13 +31,23 @@ pub enum Error {
     NotFound(String),
     /// A compare-and-swap failed: the key is at `current`, not at the expected revision.
     #[error("key {key:?} is at revision {current}, not {expected}")]
-    Conflict { key: String, expected: Revision, current: Revision },
+    Conflict {
+        key: String,
+        expected: Revision,
+        current: Revision,
+    },
     /// The requested revision is older than the oldest one kept.
     #[error("revision {requested} has been compacted; the oldest available is {compacted}")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     /// A revision newer than the store's current one.
     #[error("revision {requested} is in the future; the current revision is {current}")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
     /// A watcher fell too far behind the writers and was dropped; re-list and watch again.
     #[error("watcher fell behind and was closed")]
     WatchLagged,
@@ -92,7 +107,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces `key`; NotFound if it does not exist; Conflict if `expected` is given and the
     /// key's mod_revision differs. Durable when the future resolves.
-    fn update(&self, key: &str, value: Bytes, expected: Option<Revision>) -> BoxFuture<'_, Result<KeyValue>>;
+    fn update(
+        &self,
+        key: &str,
+        value: Bytes,
+        expected: Option<Revision>,
+    ) -> BoxFuture<'_, Result<KeyValue>>;
 
     /// Deletes `key` and returns it as it was (with `mod_revision` = the deletion's revision);
     /// NotFound / Conflict as for `update`.

@@ -1,0 +1,236 @@
+//! The SQLite backend against the conformance suite, plus what only a disk-backed store has:
+//! reopening, many concurrent writers, lagging watchers, closing.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use skiff_store::{Error, EventType, SqliteOptions, SqliteStore, Store};
+use tempfile::TempDir;
+
+async fn fresh() -> (Arc<dyn Store>, TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("store.db")).unwrap();
+    (store, dir)
+}
+
+mod conformance {
+    skiff_store::store_conformance_tests!(super::fresh);
+}
+
+#[tokio::test]
+async fn creates_the_database_and_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/deeper/store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    assert!(path.exists());
+    assert_eq!(
+        store.current_revision(),
+        1,
+        "an empty store is at revision 1, as etcd"
+    );
+    assert_eq!(store.compacted_revision(), 0);
+}
+
+#[tokio::test]
+async fn data_and_revision_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let a = store.create("/a", Bytes::from_static(b"a1")).await.unwrap();
+    let a2 = store
+        .update("/a", Bytes::from_static(b"a2"), None)
+        .await
+        .unwrap();
+    store.create("/b", Bytes::from_static(b"b1")).await.unwrap();
+    let gone = store.delete("/b", None).await.unwrap();
+    store.compact(a2.mod_revision).await.unwrap();
+    let last = store.current_revision();
+    assert_eq!(last, gone.mod_revision);
+    store.close();
+    drop(store);
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.current_revision(), last);
+    assert_eq!(store.compacted_revision(), a2.mod_revision);
+    assert_eq!(store.get("/a").await.unwrap(), Some(a2.clone()));
+    assert_eq!(store.get("/b").await.unwrap(), None);
+    let old = store.list("/", Some(a2.mod_revision)).await.unwrap();
+    assert_eq!(
+        old.items,
+        vec![a2.clone()],
+        "the state as of the compaction"
+    );
+    let before_delete = store.list("/", Some(gone.mod_revision - 1)).await.unwrap();
+    assert_eq!(
+        before_delete.items.len(),
+        2,
+        "history after the compaction survives too"
+    );
+    let err = store.list("/", Some(a.mod_revision)).await.unwrap_err();
+    assert!(matches!(err, Error::Compacted { .. }), "{err:?}");
+    let next = store.create("/c", Bytes::new()).await.unwrap();
+    assert_eq!(next.mod_revision, last + 1);
+
+    // Delete everything and compact it all away: the counter must still not go back.
+    store.delete("/a", None).await.unwrap();
+    store.delete("/c", None).await.unwrap();
+    let top = store.current_revision();
+    store.compact(top).await.unwrap();
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.current_revision(), top);
+    assert!(store.list("", None).await.unwrap().items.is_empty());
+    assert_eq!(
+        store.create("/d", Bytes::new()).await.unwrap().mod_revision,
+        top + 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_creates_get_distinct_revisions() {
+    let (store, _dir) = fresh().await;
+    let before = store.current_revision();
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create(&format!("/pods/{i}"), Bytes::from(vec![b'x'; 512]))
+                    .await
+            })
+        })
+        .collect();
+    let mut revisions = Vec::new();
+    for task in tasks {
+        revisions.push(task.await.unwrap().unwrap().mod_revision);
+    }
+    revisions.sort_unstable();
+    revisions.dedup();
+    assert_eq!(revisions.len(), 1000);
+    assert_eq!(revisions, (before + 1..=before + 1000).collect::<Vec<_>>());
+    assert_eq!(store.list("/pods/", None).await.unwrap().items.len(), 1000);
+}
+
+#[tokio::test]
+async fn acknowledged_writes_are_on_disk_before_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let kv = store.create("/k", Bytes::from_static(b"v")).await.unwrap();
+    // A second store on the same file reads the log, not the first one's memory. (Only a test
+    // may do this; a server opens a database once.)
+    let reader = SqliteStore::open(&path).unwrap();
+    assert_eq!(reader.get("/k").await.unwrap(), Some(kv));
+    reader.close();
+    store.close();
+}
+
+#[tokio::test]
+async fn a_lagging_watcher_gets_watch_lagged_and_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        watch_buffer: 4,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open_with(&dir.path().join("store.db"), options).unwrap();
+    let mut watch = store.watch("/", store.current_revision()).await.unwrap();
+    for i in 0..10 {
+        store.create(&format!("/k{i}"), Bytes::new()).await.unwrap();
+    }
+    let first = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap();
+    assert!(matches!(first, Some(Err(Error::WatchLagged))), "{first:?}");
+    assert!(watch.next().await.is_none(), "a lagged watch ends");
+}
+
+#[tokio::test]
+async fn a_long_history_is_delivered_in_pages() {
+    let (store, _dir) = fresh().await;
+    let start = store.current_revision();
+    for i in 0..2500 {
+        store
+            .create(&format!("/h/{i:05}"), Bytes::new())
+            .await
+            .unwrap();
+    }
+    let mut watch = store.watch("/h/", start).await.unwrap();
+    for i in 0..2500 {
+        let event = watch.next().await.unwrap().unwrap();
+        assert_eq!(event.kind, EventType::Put);
+        assert_eq!(event.kv.mod_revision, start + 1 + i);
+    }
+    let live = store.create("/h/live", Bytes::new()).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.kv, live);
+}
+
+#[tokio::test]
+async fn close_refuses_writes_and_ends_watches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("store.db")).unwrap();
+    let mut watch = store.watch("/", store.current_revision()).await.unwrap();
+    store.create("/a", Bytes::new()).await.unwrap();
+    store.close();
+    assert!(matches!(
+        store.create("/b", Bytes::new()).await,
+        Err(Error::Closed)
+    ));
+    assert!(matches!(
+        store.watch("/", 0).await.map(|_| ()),
+        Err(Error::Closed)
+    ));
+    let event = watch.next().await.unwrap().unwrap();
+    assert_eq!(event.kv.key, "/a");
+    let end = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap();
+    assert!(end.is_none(), "the watch ends after close");
+    store.close();
+}
+
+#[tokio::test]
+async fn negative_and_odd_revisions_are_errors_not_panics() {
+    let (store, _dir) = fresh().await;
+    store.create("/a", Bytes::new()).await.unwrap();
+    assert!(matches!(
+        store.list("/", Some(-5)).await,
+        Err(Error::Compacted { .. })
+    ));
+    assert!(matches!(
+        store.watch("/", -1).await.map(|_| ()),
+        Err(Error::Compacted { .. })
+    ));
+    assert!(matches!(
+        store.compact(-1).await,
+        Err(Error::Compacted { .. })
+    ));
+    assert!(matches!(
+        store.list("/", Some(i64::MAX)).await,
+        Err(Error::FutureRevision { .. })
+    ));
+    assert!(matches!(
+        store.compact(i64::MAX).await,
+        Err(Error::FutureRevision { .. })
+    ));
+    // A watch from the future waits for that revision.
+    let mut watch = store
+        .watch("/", store.current_revision() + 1)
+        .await
+        .unwrap();
+    store.create("/b", Bytes::new()).await.unwrap();
+    let c = store.create("/c", Bytes::new()).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.kv, c);
+}
