@@ -47,7 +47,12 @@ fn curl_config(cluster: &Cluster, token: &str, names: &[String], out_dir: &Path)
     let url = format!("{}/api/v1/namespaces/default/pods", cluster.url());
     let ca = cluster.ca_file();
     let mut config = String::new();
-    for name in names {
+    for (i, name) in names.iter().enumerate() {
+        // Options are per transfer: `next` starts the next one (a trailing `next` would be an
+        // empty transfer, which curl reports as an error).
+        if i > 0 {
+            config.push_str("next\n");
+        }
         let output = out_dir.join(format!("{name}.json"));
         for (option, value) in [
             ("url", url.clone()),
@@ -62,8 +67,7 @@ fn curl_config(cluster: &Cluster, token: &str, names: &[String], out_dir: &Path)
         ] {
             config.push_str(&format!("{option} = {}\n", quoted(&value)));
         }
-        // Options are per transfer: `next` starts the next one.
-        config.push_str("silent\nnext\n");
+        config.push_str("silent\n");
     }
     config
 }
@@ -105,7 +109,7 @@ fn acknowledged_creates_survive_kill_9() {
         fs::write(&config, curl_config(&cluster, &token, &names, &out_dir))
             .expect("write a curl config");
         let mut child = Command::new("curl")
-            .arg("--parallel")
+            .args(["--silent", "--parallel"])
             .arg("--parallel-max")
             .arg(PARALLEL_PER_WORKER.to_string())
             .arg("--config")
@@ -133,10 +137,12 @@ fn acknowledged_creates_survive_kill_9() {
     loop {
         match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => {
-                let (code, name) = line
-                    .split_once(' ')
-                    .unwrap_or_else(|| panic!("unexpected curl output line {line:?}"));
-                codes.insert(name.to_owned(), code.to_owned());
+                // Only our write-out lines: `<3-digit code> crash-NNNN`.
+                if let Some((code, name)) = line.split_once(' ') {
+                    if code.len() == 3 && name.starts_with("crash-") {
+                        codes.insert(name.to_owned(), code.to_owned());
+                    }
+                }
             }
             Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
