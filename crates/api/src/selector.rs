@@ -653,7 +653,8 @@ impl FieldSelector {
                 )));
             };
             let field = term[..at].trim();
-            let value = unescape(&term[at + op.len()..])?;
+            // Names and phases never start or end with spaces, so `a = b` means `a=b`.
+            let value = unescape(term[at + op.len()..].trim())?;
             if !is_supported(plural, field) {
                 return Err(SelectorError(format!("field label not supported: {field}")));
             }
@@ -838,8 +839,11 @@ mod tests {
         let s = FieldSelector::parse("status.phase!=Running", "pods").expect("a valid selector");
         assert!(!s.matches("pods", &pod));
         assert_eq!(s.exact("status.phase"), None);
-        let s = FieldSelector::parse("status.phase!=Pending,metadata.namespace=default", "pods")
-            .expect("a valid selector");
+        let s = FieldSelector::parse(
+            "status.phase != Pending, metadata.namespace=default",
+            "pods",
+        )
+        .expect("a valid selector");
         assert!(s.matches("pods", &pod));
         assert!(FieldSelector::parse("", "pods")
             .expect("a valid selector")
