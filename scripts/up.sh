@@ -4,7 +4,7 @@
 #
 # Run as root on Debian 12; it installs what is missing. Environment overrides:
 #   SKIFF_DATA_DIR (default /var/lib/skiff), SKIFF_PORT (default 6443),
-#   SKIFF_LOG (default /var/log/skiff.log), SKIFF_READY_TIMEOUT seconds (default 60).
+#   SKIFF_LOG_FILE (default /var/log/skiff.log), SKIFF_READY_TIMEOUT seconds (default 60).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,7 +14,7 @@ source "$repo/scripts/lib.sh"
 
 data_dir=${SKIFF_DATA_DIR:-/var/lib/skiff}
 port=${SKIFF_PORT:-6443}
-log=${SKIFF_LOG:-/var/log/skiff.log}
+log=${SKIFF_LOG_FILE:-/var/log/skiff.log}
 ready_timeout=${SKIFF_READY_TIMEOUT:-60}
 pid_file=/run/skiff.pid
 readonly LISTENING='Skiff API server listening on '
