@@ -29,8 +29,8 @@ fi
 running_server_pid() {
     local pid
     for pid in $(pgrep -x skiff || true); do
-        # argv[1] is the subcommand; NUL-separated in /proc.
-        if tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 2p | grep -qx server; then
+        # The subcommand `server` among its arguments (NUL-separated in /proc).
+        if tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | tail -n +2 | grep -qx server; then
             echo "$pid"
             return 0
         fi
@@ -81,8 +81,10 @@ until new_log | grep -q "$LISTENING"; do
         exit 1
     fi
     if ((SECONDS >= deadline)); then
-        echo "up.sh: skiff server (pid $server_pid) not ready after ${ready_timeout}s; the end of $log:" >&2
+        echo "up.sh: skiff server (pid $server_pid) not ready after ${ready_timeout}s, stopping it; the end of $log:" >&2
         new_log | tail -n 20 >&2
+        kill "$server_pid" 2>/dev/null || true
+        rm -f "$pid_file"
         exit 1
     fi
     sleep 0.2
