@@ -1,2 +1,103 @@
-//! The one Skiff binary.
-fn main() {}
+//! The one Skiff binary: `skiff server` runs the control plane; more verbs come with the node
+//! agent, the image store and the CLI.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "skiff", version, about = "Kubernetes-compatible pods in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane (API server, store, controllers) on this machine.
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Where the database, certificates, token and kubeconfig live.
+    #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address the HTTPS API listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: String,
+    /// Port of the HTTPS API (0 picks a free one).
+    #[arg(long, default_value_t = 6443)]
+    https_listen_port: u16,
+    /// Extra host names or IP addresses for the serving certificate.
+    #[arg(long = "tls-san")]
+    tls_san: Vec<String>,
+    /// Do not run a node agent inside the server (the agent comes in a later release; accepted now
+    /// so scripts keep working).
+    #[arg(long)]
+    disable_agent: bool,
+    /// Log filter, as RUST_LOG (e.g. `info`, `skiff_apiserver=debug`).
+    #[arg(long, default_value = "info", env = "SKIFF_LOG")]
+    log: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => server(args),
+    }
+}
+
+fn server(args: ServerArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
+        let db = args.data_dir.join("db").join("state.db");
+        let store = skiff_store::SqliteStore::open(&db).with_context(|| format!("cannot open the store at {}", db.display()))?;
+        let store: Arc<dyn skiff_store::Store> = store;
+        let config = skiff_apiserver::Config {
+            data_dir: args.data_dir.clone(),
+            bind_address: args.bind_address.clone(),
+            port: args.https_listen_port,
+            tls_sans: args.tls_san.clone(),
+        };
+        let server = skiff_apiserver::ApiServer::bind(&config, store).await.context("cannot start the API server")?;
+        if !args.disable_agent {
+            tracing::info!("the node agent is not part of this release yet; running the control plane only");
+        }
+        // Tests and scripts wait for these two lines.
+        println!("Skiff API server listening on {}", server.url);
+        println!("Admin kubeconfig: {}", server.kubeconfig.display());
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        server.serve(shutdown_signal()).await.context("the API server failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

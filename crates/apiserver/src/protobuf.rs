@@ -1,0 +1,188 @@
+//! Just enough of the Kubernetes protobuf encoding to read a Namespace body:
+//! `kubectl create namespace NAME` sends one and does not fall back to JSON.
+
+use serde_json::{json, Map, Value};
+
+/// The four bytes every Kubernetes protobuf body starts with.
+const MAGIC: &[u8] = b"k8s\0";
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+enum Field<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+impl<'a> Reader<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Reader { data, pos: 0 }
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.data.get(self.pos).ok_or("truncated varint")?;
+            self.pos += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err("varint too long".into())
+    }
+
+    fn next(&mut self) -> Result<Option<(u64, Field<'a>)>, String> {
+        if self.pos >= self.data.len() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let number = key >> 3;
+        let field = match key & 7 {
+            0 => Field::Varint(self.varint()?),
+            1 => {
+                self.pos += 8;
+                Field::Fixed
+            }
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| "length too large")?;
+                let end = self.pos.checked_add(len).filter(|e| *e <= self.data.len()).ok_or("truncated field")?;
+                let bytes = &self.data[self.pos..end];
+                self.pos = end;
+                Field::Bytes(bytes)
+            }
+            5 => {
+                self.pos += 4;
+                Field::Fixed
+            }
+            other => return Err(format!("unsupported wire type {other}")),
+        };
+        if self.pos > self.data.len() {
+            return Err("truncated field".into());
+        }
+        Ok(Some((number, field)))
+    }
+}
+
+fn string(bytes: &[u8]) -> Result<String, String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| "a string field is not UTF-8".to_string())
+}
+
+fn map_entry(bytes: &[u8]) -> Result<(String, String), String> {
+    let mut r = Reader::new(bytes);
+    let (mut k, mut v) = (String::new(), String::new());
+    while let Some((n, f)) = r.next()? {
+        if let Field::Bytes(b) = f {
+            match n {
+                1 => k = string(b)?,
+                2 => v = string(b)?,
+                _ => {}
+            }
+        }
+    }
+    Ok((k, v))
+}
+
+fn object_meta(bytes: &[u8]) -> Result<Value, String> {
+    let mut r = Reader::new(bytes);
+    let mut meta = Map::new();
+    let mut labels = Map::new();
+    let mut annotations = Map::new();
+    while let Some((n, f)) = r.next()? {
+        let Field::Bytes(b) = f else { continue };
+        match n {
+            1 => {
+                meta.insert("name".into(), json!(string(b)?));
+            }
+            2 => {
+                meta.insert("generateName".into(), json!(string(b)?));
+            }
+            3 => {
+                meta.insert("namespace".into(), json!(string(b)?));
+            }
+            11 => {
+                let (k, v) = map_entry(b)?;
+                labels.insert(k, json!(v));
+            }
+            12 => {
+                let (k, v) = map_entry(b)?;
+                annotations.insert(k, json!(v));
+            }
+            _ => {}
+        }
+    }
+    if !labels.is_empty() {
+        meta.insert("labels".into(), Value::Object(labels));
+    }
+    if !annotations.is_empty() {
+        meta.insert("annotations".into(), Value::Object(annotations));
+    }
+    Ok(Value::Object(meta))
+}
+
+/// Decodes a protobuf Namespace body into its JSON form (metadata name, generateName, labels and
+/// annotations; spec and status are left to defaulting).
+pub fn decode_namespace(body: &[u8]) -> Result<Value, String> {
+    let rest = body.strip_prefix(MAGIC).ok_or("the protobuf body does not start with the Kubernetes magic bytes")?;
+    let mut unknown = Reader::new(rest);
+    let mut raw = None;
+    let mut kind = String::new();
+    while let Some((n, f)) = unknown.next()? {
+        match (n, f) {
+            (1, Field::Bytes(type_meta)) => {
+                let mut r = Reader::new(type_meta);
+                while let Some((n, f)) = r.next()? {
+                    if let (2, Field::Bytes(b)) = (n, f) {
+                        kind = string(b)?;
+                    }
+                }
+            }
+            (2, Field::Bytes(b)) => raw = Some(b),
+            _ => {}
+        }
+    }
+    if kind != "Namespace" {
+        return Err(format!("protobuf bodies are accepted only for Namespace, not {kind:?}; send JSON or YAML"));
+    }
+    let raw = raw.ok_or("the protobuf body holds no object")?;
+    let mut r = Reader::new(raw);
+    let mut metadata = json!({});
+    while let Some((n, f)) = r.next()? {
+        if let (1, Field::Bytes(b)) = (n, f) {
+            metadata = object_meta(b)?;
+        }
+    }
+    Ok(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(n: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(n << 3) | 2, u8::try_from(bytes.len()).expect("short")];
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn decodes_what_kubectl_create_namespace_sends() {
+        let type_meta = [field(1, b"v1"), field(2, b"Namespace")].concat();
+        let label = [field(1, b"team"), field(2, b"a")].concat();
+        let meta = [field(1, b"custom2"), field(11, &label)].concat();
+        let ns = [field(1, &meta), field(2, b""), field(3, b"")].concat();
+        let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &ns), field(3, b""), field(4, b"")].concat();
+        let v = decode_namespace(&body).expect("decodes");
+        assert_eq!(v["metadata"]["name"], "custom2");
+        assert_eq!(v["metadata"]["labels"]["team"], "a");
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        assert!(decode_namespace(b"nope").is_err());
+        assert!(decode_namespace(b"k8s\0\x0a\xff").is_err());
+    }
+}
