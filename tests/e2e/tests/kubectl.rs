@@ -522,11 +522,9 @@ fn delete_po_by_label_selector_deletes_only_matching_pods() {
 
     let output = cluster.kubectl(["delete", "po", "-l", "app=nothing"]);
     assert_success(&output, "delete po -l app=nothing");
-    assert!(
-        stderr(&output).contains("No resources found"),
-        "{}",
-        stderr(&output)
-    );
+    // kubectl delete says this on stdout (kubectl get says it on stderr).
+    let said = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(said.contains("No resources found"), "{said}");
     assert_eq!(pod_names(&cluster, &[]), ["c", "d"]);
 }
 
