@@ -1,10 +1,12 @@
 //! The kinds the server stores and what each one needs from this crate: defaults, validation,
 //! and how a write to the main resource or to `/status` treats spec and status.
-//! OWNER: helper "api-validation". Signatures are the contract with the API server; keep them.
 
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::validation::FieldError;
+use crate::defaults;
+use crate::validation::{self, FieldError};
 
 /// A stored API kind.
 pub trait ApiKind:
@@ -43,5 +45,281 @@ pub trait ApiKind:
     /// without a spec.
     fn spec_json(&self) -> Option<serde_json::Value> {
         None
+    }
+}
+
+/// Metadata a `/status` write may not change: everything but labels and annotations (and the
+/// resourceVersion, which the server checks for conflicts).
+fn keep_meta_for_status(new: &mut ObjectMeta, old: &ObjectMeta) {
+    let (resource_version, labels, annotations, managed_fields) = (
+        new.resource_version.take(),
+        new.labels.take(),
+        new.annotations.take(),
+        new.managed_fields.take(),
+    );
+    *new = old.clone();
+    new.resource_version = resource_version;
+    new.labels = labels;
+    new.annotations = annotations;
+    new.managed_fields = managed_fields;
+}
+
+fn spec_value<T: serde::Serialize>(spec: &Option<T>) -> Option<serde_json::Value> {
+    Some(
+        spec.as_ref()
+            .and_then(|s| serde_json::to_value(s).ok())
+            .unwrap_or(serde_json::Value::Null),
+    )
+}
+
+impl ApiKind for Pod {
+    fn set_defaults(&mut self) {
+        defaults::pod(self);
+    }
+
+    fn validate_create(&self) -> Vec<FieldError> {
+        validation::validate_pod(self)
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<FieldError> {
+        validation::validate_pod_update(self, old)
+    }
+
+    fn keep_status_of(&mut self, old: &Self) {
+        self.status = old.status.clone();
+    }
+
+    fn keep_spec_of(&mut self, old: &Self) {
+        self.spec = old.spec.clone();
+        keep_meta_for_status(&mut self.metadata, &old.metadata);
+    }
+
+    /// Kubernetes tracks `metadata.generation` for pods (since 1.33); the other kinds here have
+    /// no generation in Kubernetes, so they return None and keep theirs unset.
+    fn spec_json(&self) -> Option<serde_json::Value> {
+        spec_value(&self.spec)
+    }
+}
+
+/// The finalizer of the namespace controller, which empties a namespace before it goes.
+pub const NAMESPACE_FINALIZER: &str = "kubernetes";
+/// The label every namespace carries with its own name, so selectors can pick namespaces.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+impl ApiKind for Namespace {
+    const NAME_IS_LABEL: bool = true;
+
+    fn set_defaults(&mut self) {
+        // Only while the namespace lives: once deleting, the namespace controller removes the
+        // finalizer and it must not come back.
+        if self.metadata.deletion_timestamp.is_none() {
+            let spec = self.spec.get_or_insert_with(Default::default);
+            if spec.finalizers.is_none() {
+                spec.finalizers = Some(vec![NAMESPACE_FINALIZER.to_string()]);
+            }
+        }
+        let status = self.status.get_or_insert_with(Default::default);
+        if status.phase.as_deref().unwrap_or_default().is_empty() {
+            status.phase = Some("Active".to_string());
+        }
+        if let Some(name) = self.metadata.name.clone().filter(|n| !n.is_empty()) {
+            self.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(NAMESPACE_NAME_LABEL.to_string(), name);
+        }
+    }
+
+    fn validate_create(&self) -> Vec<FieldError> {
+        let mut errs = validation::validate_object_meta(&self.metadata, false, Self::NAME_IS_LABEL);
+        errs.extend(namespace_finalizers(self));
+        errs
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<FieldError> {
+        let mut errs = validation::validate_object_meta_update(&self.metadata, &old.metadata);
+        errs.extend(self.validate_create());
+        errs
+    }
+
+    /// Keeps the status only. Kubernetes also keeps `spec.finalizers` here and changes them
+    /// through a `finalize` subresource; Skiff has none, so the namespace controller removes
+    /// its finalizer with a plain update.
+    fn keep_status_of(&mut self, old: &Self) {
+        self.status = old.status.clone();
+    }
+
+    fn keep_spec_of(&mut self, old: &Self) {
+        self.spec = old.spec.clone();
+        keep_meta_for_status(&mut self.metadata, &old.metadata);
+    }
+}
+
+fn namespace_finalizers(ns: &Namespace) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let finalizers = ns.spec.as_ref().and_then(|s| s.finalizers.as_ref());
+    for (i, f) in finalizers.into_iter().flatten().enumerate() {
+        let path = format!("spec.finalizers[{i}]");
+        let msgs = validation::is_qualified_name(f);
+        if !msgs.is_empty() {
+            errs.extend(
+                msgs.into_iter()
+                    .map(|m| FieldError::invalid(&path, f.as_str(), m)),
+            );
+        } else if !f.contains('/') && f != NAMESPACE_FINALIZER {
+            errs.push(FieldError::invalid(
+                &path,
+                f.as_str(),
+                "name is neither a standard finalizer name nor is it fully qualified (e.g. 'example.com/my-finalizer')",
+            ));
+        }
+    }
+    errs
+}
+
+impl ApiKind for Node {
+    fn set_defaults(&mut self) {
+        // A node that reports only its capacity can allocate all of it.
+        if let Some(status) = self.status.as_mut() {
+            if status.allocatable.is_none() && status.capacity.is_some() {
+                status.allocatable = status.capacity.clone();
+            }
+        }
+    }
+
+    fn validate_create(&self) -> Vec<FieldError> {
+        let mut errs = validation::validate_object_meta(&self.metadata, false, Self::NAME_IS_LABEL);
+        if let Some(taints) = self.spec.as_ref().and_then(|s| s.taints.as_ref()) {
+            errs.extend(validation::validate_taints(taints, "spec.taints"));
+        }
+        errs
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<FieldError> {
+        let mut errs = validation::validate_object_meta_update(&self.metadata, &old.metadata);
+        errs.extend(self.validate_create());
+        errs
+    }
+
+    fn keep_status_of(&mut self, old: &Self) {
+        self.status = old.status.clone();
+    }
+
+    fn keep_spec_of(&mut self, old: &Self) {
+        self.spec = old.spec.clone();
+        keep_meta_for_status(&mut self.metadata, &old.metadata);
+    }
+}
+
+impl ApiKind for Event {
+    fn validate_create(&self) -> Vec<FieldError> {
+        let mut errs = validation::validate_object_meta(&self.metadata, true, Self::NAME_IS_LABEL);
+        errs.extend(event_fields(self));
+        errs
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<FieldError> {
+        let mut errs = validation::validate_object_meta_update(&self.metadata, &old.metadata);
+        errs.extend(self.validate_create());
+        errs
+    }
+}
+
+/// Event rules as Kubernetes' core/v1 events have them: the involved object's namespace agrees
+/// with the event's, and events with an `eventTime` (the newer style) name their reporter.
+fn event_fields(event: &Event) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let involved = &event.involved_object;
+    if involved.kind.as_deref().unwrap_or_default().is_empty()
+        && involved.name.as_deref().unwrap_or_default().is_empty()
+    {
+        errs.push(FieldError::required(
+            "involvedObject",
+            "an event must name the object it is about (kind and name)",
+        ));
+    }
+    let namespace = event.metadata.namespace.as_deref().unwrap_or_default();
+    let involved_ns = involved.namespace.as_deref().unwrap_or_default();
+    let mismatch = if event.event_time.is_none() {
+        if involved_ns.is_empty() {
+            !namespace.is_empty() && namespace != "default"
+        } else {
+            namespace != involved_ns
+        }
+    } else {
+        involved_ns.is_empty() && namespace != "default" && namespace != "kube-system"
+            || !involved_ns.is_empty() && namespace != involved_ns
+    };
+    if mismatch {
+        errs.push(FieldError::invalid(
+            "involvedObject.namespace",
+            involved_ns,
+            format!("does not match event.namespace ({namespace:?})"),
+        ));
+    }
+    if event.event_time.is_some() {
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
+        let component = text(&event.reporting_component);
+        if component.is_empty() {
+            errs.push(FieldError::required("reportingComponent", ""));
+        } else {
+            errs.extend(
+                validation::is_qualified_name(&component)
+                    .into_iter()
+                    .map(|m| FieldError::invalid("reportingComponent", component.as_str(), m)),
+            );
+        }
+        for (field, value, max) in [
+            ("reportingInstance", text(&event.reporting_instance), 128),
+            ("action", text(&event.action), 128),
+            ("reason", text(&event.reason), 128),
+        ] {
+            if value.is_empty() {
+                errs.push(FieldError::required(field, ""));
+            } else if value.len() > max {
+                errs.push(FieldError::invalid(
+                    field,
+                    "",
+                    format!("can have at most {max} characters"),
+                ));
+            }
+        }
+        if text(&event.message).len() > 1024 {
+            errs.push(FieldError::invalid(
+                "message",
+                "",
+                "can have at most 1024 characters",
+            ));
+        }
+    }
+    errs
+}
+
+impl ApiKind for Lease {
+    fn validate_create(&self) -> Vec<FieldError> {
+        let mut errs = validation::validate_object_meta(&self.metadata, true, Self::NAME_IS_LABEL);
+        if let Some(spec) = &self.spec {
+            if let Some(d) = spec.lease_duration_seconds.filter(|d| *d <= 0) {
+                errs.push(FieldError::invalid(
+                    "spec.leaseDurationSeconds",
+                    d,
+                    "must be greater than 0",
+                ));
+            }
+            if let Some(t) = spec.lease_transitions.filter(|t| *t < 0) {
+                errs.push(FieldError::invalid(
+                    "spec.leaseTransitions",
+                    t,
+                    "must be greater than or equal to 0",
+                ));
+            }
+        }
+        errs
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<FieldError> {
+        let mut errs = validation::validate_object_meta_update(&self.metadata, &old.metadata);
+        errs.extend(self.validate_create());
+        errs
     }
 }
