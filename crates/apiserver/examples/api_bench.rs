@@ -27,12 +27,21 @@ async fn connect(t: &Target) -> Client {
     tcp.set_nodelay(true).expect("nodelay");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let tls = t.tls.connect(name, tcp).await.expect("tls");
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.expect("handshake");
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .expect("handshake");
     tokio::spawn(conn);
     send
 }
 
-async fn call(c: &mut Client, t: &Target, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Bytes) {
+async fn call(
+    c: &mut Client,
+    t: &Target,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Bytes) {
     let req = Request::builder()
         .method(method)
         .uri(path)
@@ -67,8 +76,15 @@ async fn main() {
     let conns: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(64);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = skiff_store::SqliteStore::open(&dir.path().join("db/state.db")).expect("store");
-    let config = skiff_apiserver::Config { data_dir: dir.path().to_path_buf(), bind_address: "127.0.0.1".into(), port: 0, tls_sans: vec![] };
-    let server = skiff_apiserver::ApiServer::bind(&config, store).await.expect("bind");
+    let config = skiff_apiserver::Config {
+        data_dir: dir.path().to_path_buf(),
+        bind_address: "127.0.0.1".into(),
+        port: 0,
+        tls_sans: vec![],
+    };
+    let server = skiff_apiserver::ApiServer::bind(&config, store)
+        .await
+        .expect("bind");
     let addr = server.address;
     tokio::spawn(server.serve(std::future::pending()));
 
@@ -83,8 +99,15 @@ async fn main() {
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let token = std::fs::read_to_string(dir.path().join("token")).expect("token").trim().to_string();
-    let target = Arc::new(Target { addr, token, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) });
+    let token = std::fs::read_to_string(dir.path().join("token"))
+        .expect("token")
+        .trim()
+        .to_string();
+    let target = Arc::new(Target {
+        addr,
+        token,
+        tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+    });
 
     // Creates: `conns` connections, each creating its share of pods one after another.
     let started = Instant::now();
@@ -95,7 +118,15 @@ async fn main() {
             let mut client = connect(&t).await;
             let mut i = c;
             while i < pods {
-                let (status, body) = call(&mut client, &t, "POST", "/api/v1/namespaces/default/pods", "application/json", pod(i)).await;
+                let (status, body) = call(
+                    &mut client,
+                    &t,
+                    "POST",
+                    "/api/v1/namespaces/default/pods",
+                    "application/json",
+                    pod(i),
+                )
+                .await;
                 assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
                 i += conns;
             }
@@ -105,7 +136,10 @@ async fn main() {
         t.await.expect("task");
     }
     let create_secs = started.elapsed().as_secs_f64();
-    println!("creates: {pods} pods in {create_secs:.2} s = {:.0} creates/s ({conns} connections)", pods as f64 / create_secs);
+    println!(
+        "creates: {pods} pods in {create_secs:.2} s = {:.0} creates/s ({conns} connections)",
+        pods as f64 / create_secs
+    );
 
     // Gets.
     let gets = pods * 2;
@@ -117,7 +151,15 @@ async fn main() {
             let mut client = connect(&t).await;
             let mut i = c;
             while i < gets {
-                let (status, _) = call(&mut client, &t, "GET", &format!("/api/v1/namespaces/default/pods/bench-{}", i % pods), "", vec![]).await;
+                let (status, _) = call(
+                    &mut client,
+                    &t,
+                    "GET",
+                    &format!("/api/v1/namespaces/default/pods/bench-{}", i % pods),
+                    "",
+                    vec![],
+                )
+                .await;
                 assert_eq!(status, 200);
                 i += conns;
             }
@@ -127,25 +169,51 @@ async fn main() {
         t.await.expect("task");
     }
     let get_secs = started.elapsed().as_secs_f64();
-    println!("gets: {gets} in {get_secs:.2} s = {:.0} gets/s", gets as f64 / get_secs);
+    println!(
+        "gets: {gets} in {get_secs:.2} s = {:.0} gets/s",
+        gets as f64 / get_secs
+    );
 
     // Lists of every pod (JSON, as `kubectl get po -o json` asks).
     let mut client = connect(&target).await;
     let mut times = Vec::new();
     for _ in 0..10 {
         let started = Instant::now();
-        let (status, body) = call(&mut client, &target, "GET", "/api/v1/namespaces/default/pods", "", vec![]).await;
+        let (status, body) = call(
+            &mut client,
+            &target,
+            "GET",
+            "/api/v1/namespaces/default/pods",
+            "",
+            vec![],
+        )
+        .await;
         times.push(started.elapsed());
         assert_eq!(status, 200);
         assert!(body.len() > pods * 100);
     }
     times.sort();
-    println!("list of {pods} pods: median {:.1} ms, max {:.1} ms", percentile(&times, 0.5).as_secs_f64() * 1e3, times[times.len() - 1].as_secs_f64() * 1e3);
+    println!(
+        "list of {pods} pods: median {:.1} ms, max {:.1} ms",
+        percentile(&times, 0.5).as_secs_f64() * 1e3,
+        times[times.len() - 1].as_secs_f64() * 1e3
+    );
 
     // Watch delivery: time from sending a patch to its MODIFIED event arriving on a watch.
-    let (_, list) = call(&mut client, &target, "GET", "/api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dbench-0", "", vec![]).await;
+    let (_, list) = call(
+        &mut client,
+        &target,
+        "GET",
+        "/api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dbench-0",
+        "",
+        vec![],
+    )
+    .await;
     let list: serde_json::Value = serde_json::from_slice(&list).expect("json");
-    let rv = list["metadata"]["resourceVersion"].as_str().expect("rv").to_string();
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_string();
     let mut watcher = connect(&target).await;
     let req = Request::builder()
         .uri(format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dbench-0"))
@@ -159,7 +227,15 @@ async fn main() {
     for n in 0..200 {
         let patch = format!(r#"{{"metadata":{{"labels":{{"round":"r{n}"}}}}}}"#).into_bytes();
         let started = Instant::now();
-        let (status, _) = call(&mut client, &target, "PATCH", "/api/v1/namespaces/default/pods/bench-0", "application/merge-patch+json", patch).await;
+        let (status, _) = call(
+            &mut client,
+            &target,
+            "PATCH",
+            "/api/v1/namespaces/default/pods/bench-0",
+            "application/merge-patch+json",
+            patch,
+        )
+        .await;
         assert_eq!(status, 200);
         let mut seen = String::new();
         while !seen.contains(&format!("\"r{n}\"")) {

@@ -10,7 +10,10 @@ use base64::Engine;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("cannot read or write {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot generate a random token: {0}")]
     Random(String),
     #[error("the token file {path} is empty or malformed; remove it to generate a new one")]
@@ -64,7 +67,10 @@ impl Authenticator {
             return None;
         }
         if constant_time_eq(token.trim().as_bytes(), self.admin_token.as_bytes()) {
-            Some(User { name: "admin".into(), groups: vec!["system:masters".into(), "system:authenticated".into()] })
+            Some(User {
+                name: "admin".into(),
+                groups: vec!["system:masters".into(), "system:authenticated".into()],
+            })
         } else {
             None
         }
@@ -85,16 +91,30 @@ fn random_token() -> Result<String, AuthError> {
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), AuthError> {
-    let io = |source| AuthError::Io { path: path.to_path_buf(), source };
+    let io = |source| AuthError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
     f.write_all(contents.as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
     fs::rename(&tmp, path).map_err(io)
 }
 
 /// Writes `<data-dir>/admin.kubeconfig` for `server_url` and returns its path.
-pub fn write_admin_kubeconfig(data_dir: &Path, server_url: &str, ca_pem: &str, token: &str) -> Result<PathBuf, AuthError> {
+pub fn write_admin_kubeconfig(
+    data_dir: &Path,
+    server_url: &str,
+    ca_pem: &str,
+    token: &str,
+) -> Result<PathBuf, AuthError> {
     let path = data_dir.join("admin.kubeconfig");
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
     let text = format!(
@@ -120,7 +140,9 @@ mod tests {
         let header = format!("Bearer {}", a.admin_token());
         assert!(a.authenticate(Some(&header)).is_some());
         assert!(a.authenticate(Some("Bearer wrong")).is_none());
-        assert!(a.authenticate(Some(&format!("Basic {}", a.admin_token()))).is_none());
+        assert!(a
+            .authenticate(Some(&format!("Basic {}", a.admin_token())))
+            .is_none());
         assert!(a.authenticate(None).is_none());
     }
 }

@@ -13,7 +13,9 @@ const METADATA: &[u8] = b"\"metadata\":{";
 pub fn encode<K: ApiKind>(object: &K) -> Result<Bytes, ApiError> {
     let mut copy = object.clone();
     copy.metadata_mut().resource_version = None;
-    serde_json::to_vec(&copy).map(Bytes::from).map_err(|e| ApiError::internal(format!("cannot encode {}: {e}", K::KIND)))
+    serde_json::to_vec(&copy)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(format!("cannot encode {}: {e}", K::KIND)))
 }
 
 /// The stored JSON with `metadata.resourceVersion` set to `revision`.
@@ -46,8 +48,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The object stored in `kv`, with its resourceVersion.
 pub fn decode<K: ApiKind>(kv: &KeyValue) -> Result<K, ApiError> {
-    let mut object: K = serde_json::from_slice(&kv.value)
-        .map_err(|e| ApiError::internal(format!("stored object {} cannot be decoded: {e}", kv.key)))?;
+    let mut object: K = serde_json::from_slice(&kv.value).map_err(|e| {
+        ApiError::internal(format!("stored object {} cannot be decoded: {e}", kv.key))
+    })?;
     object.metadata_mut().resource_version = Some(kv.mod_revision.to_string());
     Ok(object)
 }

@@ -11,7 +11,8 @@ pub const KUBE_MINOR: &str = "35";
 pub const KUBE_GIT_VERSION: &str = concat!("v1.35.0+skiff-", env!("CARGO_PKG_VERSION"));
 
 /// The content type that tells kubectl a body is aggregated discovery.
-pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 pub fn version() -> Value {
     json!({
@@ -29,8 +30,14 @@ pub fn version() -> Value {
     })
 }
 
-fn resources_of<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
-    resources::ALL.iter().copied().filter(move |r| r.group == group && r.version == version)
+fn resources_of<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
+    resources::ALL
+        .iter()
+        .copied()
+        .filter(move |r| r.group == group && r.version == version)
 }
 
 fn aggregated_resource(r: &ResourceInfo) -> Value {
@@ -73,7 +80,11 @@ fn aggregated_group(group: &str) -> Value {
 
 /// `/api` (core) or `/apis` (named groups) in the aggregated form.
 pub fn aggregated(core: bool) -> Value {
-    let mut groups: Vec<&str> = resources::group_versions().into_iter().map(|(g, _)| g).filter(|g| g.is_empty() == core).collect();
+    let mut groups: Vec<&str> = resources::group_versions()
+        .into_iter()
+        .map(|(g, _)| g)
+        .filter(|g| g.is_empty() == core)
+        .collect();
     groups.dedup();
     json!({
         "kind": "APIGroupDiscoveryList",
@@ -99,19 +110,26 @@ fn api_group(group: &str) -> Value {
 
 /// Legacy `/apis`.
 pub fn api_group_list() -> Value {
-    let mut groups: Vec<&str> = resources::group_versions().into_iter().map(|(g, _)| g).filter(|g| !g.is_empty()).collect();
+    let mut groups: Vec<&str> = resources::group_versions()
+        .into_iter()
+        .map(|(g, _)| g)
+        .filter(|g| !g.is_empty())
+        .collect();
     groups.dedup();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups.into_iter().map(api_group).collect::<Vec<_>>()})
 }
 
 /// `/apis/<group>`, if served.
 pub fn group(group: &str) -> Option<Value> {
-    resources::ALL.iter().any(|r| r.group == group && !group.is_empty()).then(|| {
-        let mut g = api_group(group);
-        g["kind"] = json!("APIGroup");
-        g["apiVersion"] = json!("v1");
-        g
-    })
+    resources::ALL
+        .iter()
+        .any(|r| r.group == group && !group.is_empty())
+        .then(|| {
+            let mut g = api_group(group);
+            g["kind"] = json!("APIGroup");
+            g["apiVersion"] = json!("v1");
+            g
+        })
 }
 
 /// `/api/v1` or `/apis/<group>/<version>`, if served.
@@ -133,8 +151,14 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     if list.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
+    )
 }
 
 #[cfg(test)]
@@ -146,7 +170,13 @@ mod tests {
         let doc = aggregated(true);
         let item = &doc["items"][0];
         assert!(item["metadata"].get("name").is_none());
-        let pods = item["versions"][0]["resources"].as_array().expect("resources").iter().find(|r| r["resource"] == "pods").cloned().expect("pods");
+        let pods = item["versions"][0]["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .find(|r| r["resource"] == "pods")
+            .cloned()
+            .expect("pods");
         assert_eq!(pods["shortNames"], json!(["po"]));
         assert_eq!(pods["categories"], json!(["all"]));
         assert_eq!(pods["scope"], "Namespaced");

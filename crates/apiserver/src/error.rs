@@ -66,16 +66,26 @@ impl ApiError {
 
     /// `pods "x" not found`
     pub fn not_found(resource: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{resource} \"{name}\" not found")).with_details(resource, name)
+        Self::new(404, "NotFound", format!("{resource} \"{name}\" not found"))
+            .with_details(resource, name)
     }
 
     /// The path matches nothing the server serves.
     pub fn no_route() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub fn already_exists(resource: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{resource} \"{name}\" already exists")).with_details(resource, name)
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{resource} \"{name}\" already exists"),
+        )
+        .with_details(resource, name)
     }
 
     /// The optimistic-concurrency failure, worded as Kubernetes words it.
@@ -92,8 +102,15 @@ impl ApiError {
     }
 
     pub fn conflict_message(resource: &str, name: &str, message: impl Into<String>) -> Self {
-        Self::new(409, "Conflict", format!("Operation cannot be fulfilled on {resource} \"{name}\": {}", message.into()))
-            .with_details(resource, name)
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {resource} \"{name}\": {}",
+                message.into()
+            ),
+        )
+        .with_details(resource, name)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
@@ -113,7 +130,11 @@ impl ApiError {
     }
 
     pub fn too_large(limit: usize) -> Self {
-        Self::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
+        Self::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {limit}"),
+        )
     }
 
     pub fn unsupported_media_type(content_type: &str) -> Self {
@@ -128,17 +149,35 @@ impl ApiError {
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
         let listed: Vec<String> = causes
             .iter()
-            .map(|c| if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) })
+            .map(|c| {
+                if c.field.is_empty() {
+                    c.message.clone()
+                } else {
+                    format!("{}: {}", c.field, c.message)
+                }
+            })
             .collect();
-        let joined = if listed.len() == 1 { listed[0].clone() } else { format!("[{}]", listed.join(", ")) };
-        Self::new(422, "Invalid", format!("{kind} \"{name}\" is invalid: {joined}"))
-            .with_details(kind, name)
-            .with_group(group)
-            .with_causes(causes)
+        let joined = if listed.len() == 1 {
+            listed[0].clone()
+        } else {
+            format!("[{}]", listed.join(", "))
+        };
+        Self::new(
+            422,
+            "Invalid",
+            format!("{kind} \"{name}\" is invalid: {joined}"),
+        )
+        .with_details(kind, name)
+        .with_group(group)
+        .with_causes(causes)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
@@ -188,7 +227,10 @@ impl From<skiff_store::Error> for ApiError {
     fn from(err: skiff_store::Error) -> Self {
         use skiff_store::Error as E;
         match err {
-            E::Compacted { requested, compacted } => ApiError::gone(format!(
+            E::Compacted {
+                requested,
+                compacted,
+            } => ApiError::gone(format!(
                 "too old resource version: {requested} ({compacted})"
             )),
             E::FutureRevision { requested, current } => {
@@ -217,12 +259,23 @@ mod tests {
             "",
             "x",
             vec![
-                Cause { reason: "FieldValueRequired".into(), message: "Required value".into(), field: "spec.a".into() },
-                Cause { reason: "FieldValueInvalid".into(), message: "Invalid value: 1".into(), field: "spec.b".into() },
+                Cause {
+                    reason: "FieldValueRequired".into(),
+                    message: "Required value".into(),
+                    field: "spec.a".into(),
+                },
+                Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: "Invalid value: 1".into(),
+                    field: "spec.b".into(),
+                },
             ],
         );
         assert_eq!(err.code, 422);
-        assert_eq!(err.message, "Pod \"x\" is invalid: [spec.a: Required value, spec.b: Invalid value: 1]");
+        assert_eq!(
+            err.message,
+            "Pod \"x\" is invalid: [spec.a: Required value, spec.b: Invalid value: 1]"
+        );
         let status = err.to_status();
         assert_eq!(status["details"]["causes"][1]["field"], "spec.b");
         assert_eq!(status["details"]["kind"], "Pod");

@@ -42,7 +42,12 @@ pub struct State {
 
 impl State {
     pub fn new(registry: Registry, auth: Authenticator, server_address: String) -> Self {
-        State { registry, auth, server_address, openapi: OnceLock::new() }
+        State {
+            registry,
+            auth,
+            server_address,
+            openapi: OnceLock::new(),
+        }
     }
 
     /// The OpenAPI documents with their hashes, built on first use (they are large).
@@ -51,7 +56,8 @@ impl State {
             skiff_api::openapi::GROUP_VERSIONS
                 .iter()
                 .filter_map(|gv| {
-                    let bytes = Bytes::from_static(skiff_api::openapi::document_json(gv)?.as_bytes());
+                    let bytes =
+                        Bytes::from_static(skiff_api::openapi::document_json(gv)?.as_bytes());
                     let hash = {
                         use std::hash::{Hash, Hasher};
                         let mut h = std::hash::DefaultHasher::new();
@@ -79,13 +85,18 @@ fn respond(code: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Bo
 }
 
 fn json_response(code: u16, value: &Value) -> Response<Body> {
-    respond(code, "application/json", serde_json::to_vec(value).unwrap_or_default())
+    respond(
+        code,
+        "application/json",
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
 }
 
 pub fn error_response(err: &ApiError) -> Response<Body> {
     let mut resp = json_response(err.code, &err.to_status());
     if let Some(seconds) = err.retry_after {
-        resp.headers_mut().insert("Retry-After", HeaderValue::from(seconds));
+        resp.headers_mut()
+            .insert("Retry-After", HeaderValue::from(seconds));
     }
     resp
 }
@@ -104,18 +115,28 @@ struct Query(Vec<(String, String)>);
 
 impl Query {
     fn parse(query: Option<&str>) -> Self {
-        Query(form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect())
+        Query(
+            form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn flag(&self, name: &str) -> Result<bool> {
         match self.get(name) {
             None | Some("") | Some("false") | Some("0") | Some("False") => Ok(false),
             Some("true") | Some("1") | Some("True") => Ok(true),
-            Some(other) => Err(ApiError::bad_request(format!("invalid value {other:?} for query parameter {name}: use true or false"))),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "invalid value {other:?} for query parameter {name}: use true or false"
+            ))),
         }
     }
 
@@ -131,37 +152,60 @@ impl Query {
     }
 
     fn dry_run(&self) -> Result<bool> {
-        let values: Vec<&str> = self.0.iter().filter(|(k, _)| k == "dryRun").map(|(_, v)| v.as_str()).collect();
+        let values: Vec<&str> = self
+            .0
+            .iter()
+            .filter(|(k, _)| k == "dryRun")
+            .map(|(_, v)| v.as_str())
+            .collect();
         match values.as_slice() {
             [] => Ok(false),
             v if v.iter().all(|x| *x == "All") => Ok(true),
-            v => Err(ApiError::bad_request(format!("dryRun {:?} is not supported: the only value is All", v.join(",")))),
+            v => Err(ApiError::bad_request(format!(
+                "dryRun {:?} is not supported: the only value is All",
+                v.join(",")
+            ))),
         }
     }
 
     fn list_options(&self, info: &ResourceInfo) -> Result<ListOptions> {
         let label_selector = LabelSelector::parse(self.get("labelSelector").unwrap_or(""))
-            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: invalid labelSelector: {e}")))?;
-        let field_selector = FieldSelector::parse(self.get("fieldSelector").unwrap_or(""), info.plural)
-            .map_err(|e| ApiError::bad_request(format!("invalid fieldSelector: {e}")))?;
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "unable to parse requirement: invalid labelSelector: {e}"
+                ))
+            })?;
+        let field_selector =
+            FieldSelector::parse(self.get("fieldSelector").unwrap_or(""), info.plural)
+                .map_err(|e| ApiError::bad_request(format!("invalid fieldSelector: {e}")))?;
         let rv = match self.get("resourceVersion").filter(|s| !s.is_empty()) {
             Some(rv) => Some(parse_revision(rv, "resourceVersion")?),
             None => None,
         };
-        let (exact_revision, min_revision) = match self.get("resourceVersionMatch").filter(|s| !s.is_empty()) {
-            None => (None, rv.filter(|r| *r > 0)),
-            Some("NotOlderThan") => (None, rv),
-            Some("Exact") => match rv {
-                Some(r) if r > 0 => (Some(r), None),
-                _ => return Err(ApiError::bad_request("resourceVersionMatch=Exact needs a resourceVersion other than 0")),
-            },
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
+        let (exact_revision, min_revision) =
+            match self.get("resourceVersionMatch").filter(|s| !s.is_empty()) {
+                None => (None, rv.filter(|r| *r > 0)),
+                Some("NotOlderThan") => (None, rv),
+                Some("Exact") => match rv {
+                    Some(r) if r > 0 => (Some(r), None),
+                    _ => {
+                        return Err(ApiError::bad_request(
+                            "resourceVersionMatch=Exact needs a resourceVersion other than 0",
+                        ))
+                    }
+                },
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
                     "resourceVersionMatch {other:?} is not supported: use NotOlderThan or Exact"
                 )))
-            }
-        };
-        Ok(ListOptions { label_selector, field_selector, exact_revision, min_revision })
+                }
+            };
+        Ok(ListOptions {
+            label_selector,
+            field_selector,
+            exact_revision,
+            min_revision,
+        })
     }
 }
 
@@ -173,7 +217,9 @@ enum Shape {
 }
 
 fn negotiate(accept: Option<&str>) -> Result<Shape> {
-    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else { return Ok(Shape::Object) };
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return Ok(Shape::Object);
+    };
     let mut json_ok = false;
     for range in accept.split(',') {
         let mut parts = range.split(';').map(str::trim);
@@ -206,13 +252,26 @@ fn wants_aggregated(accept: Option<&str>) -> bool {
 async fn read_body(body: Incoming) -> Result<Bytes> {
     match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError::too_large(MAX_BODY)),
-        Err(e) => Err(ApiError::bad_request(format!("cannot read the request body: {e}"))),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::too_large(MAX_BODY))
+        }
+        Err(e) => Err(ApiError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
     }
 }
 
 fn body_format(content_type: Option<&str>) -> Result<BodyFormat> {
-    let media = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = content_type
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match media.as_str() {
         "" | "application/json" | "*/*" => Ok(BodyFormat::Json),
         "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(BodyFormat::Yaml),
@@ -221,7 +280,13 @@ fn body_format(content_type: Option<&str>) -> Result<BodyFormat> {
 }
 
 fn patch_type(content_type: Option<&str>) -> Result<PatchType> {
-    let media = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = content_type
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match media.as_str() {
         "application/json-patch+json" => Ok(PatchType::Json),
         "application/merge-patch+json" => Ok(PatchType::Merge),
@@ -240,7 +305,10 @@ fn patch_type(content_type: Option<&str>) -> Result<PatchType> {
 }
 
 /// Serves one request; never fails: errors become Status responses.
-pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> std::result::Result<Response<Body>, Infallible> {
+pub async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> std::result::Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
@@ -255,56 +323,104 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> std::result::R
 async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body>> {
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
-    let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let accept = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     match path.as_str() {
-        "/healthz" | "/livez" | "/readyz" => return Ok(respond(200, "text/plain; charset=utf-8", "ok")),
+        "/healthz" | "/livez" | "/readyz" => {
+            return Ok(respond(200, "text/plain; charset=utf-8", "ok"))
+        }
         "/version" | "/version/" => return Ok(json_response(200, &discovery::version())),
         _ => {}
     }
-    let authorization = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let authorization = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     if state.auth.authenticate(authorization).is_none() {
         return Err(ApiError::unauthorized());
     }
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let read_only = |resp: Response<Body>| -> Result<Response<Body>> {
         if req.method() == Method::GET || req.method() == Method::HEAD {
             Ok(resp)
         } else {
-            Err(ApiError::method_not_allowed(format!("{} is not allowed on {path}", req.method())))
+            Err(ApiError::method_not_allowed(format!(
+                "{} is not allowed on {path}",
+                req.method()
+            )))
         }
     };
     match segments.as_slice() {
         ["api"] => {
             if wants_aggregated(accept.as_deref()) {
-                read_only(respond(200, discovery::AGGREGATED_CONTENT_TYPE, serde_json::to_vec(&discovery::aggregated(true)).unwrap_or_default()))
+                read_only(respond(
+                    200,
+                    discovery::AGGREGATED_CONTENT_TYPE,
+                    serde_json::to_vec(&discovery::aggregated(true)).unwrap_or_default(),
+                ))
             } else {
-                read_only(json_response(200, &discovery::api_versions(&state.server_address)))
+                read_only(json_response(
+                    200,
+                    &discovery::api_versions(&state.server_address),
+                ))
             }
         }
         ["apis"] => {
             if wants_aggregated(accept.as_deref()) {
-                read_only(respond(200, discovery::AGGREGATED_CONTENT_TYPE, serde_json::to_vec(&discovery::aggregated(false)).unwrap_or_default()))
+                read_only(respond(
+                    200,
+                    discovery::AGGREGATED_CONTENT_TYPE,
+                    serde_json::to_vec(&discovery::aggregated(false)).unwrap_or_default(),
+                ))
             } else {
                 read_only(json_response(200, &discovery::api_group_list()))
             }
         }
-        ["api", version] => read_only(json_response(200, &discovery::resource_list("", version).ok_or_else(ApiError::no_route)?)),
-        ["apis", group] => read_only(json_response(200, &discovery::group(group).ok_or_else(ApiError::no_route)?)),
-        ["apis", group, version] => read_only(json_response(200, &discovery::resource_list(group, version).ok_or_else(ApiError::no_route)?)),
+        ["api", version] => read_only(json_response(
+            200,
+            &discovery::resource_list("", version).ok_or_else(ApiError::no_route)?,
+        )),
+        ["apis", group] => read_only(json_response(
+            200,
+            &discovery::group(group).ok_or_else(ApiError::no_route)?,
+        )),
+        ["apis", group, version] => read_only(json_response(
+            200,
+            &discovery::resource_list(group, version).ok_or_else(ApiError::no_route)?,
+        )),
         ["openapi", "v3"] => {
             let paths: serde_json::Map<String, Value> = state
                 .openapi()
                 .iter()
-                .map(|(gv, _, hash)| (gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")})))
+                .map(|(gv, _, hash)| {
+                    (
+                        gv.clone(),
+                        json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={hash}")}),
+                    )
+                })
                 .collect();
             read_only(json_response(200, &json!({"paths": paths})))
         }
         ["openapi", "v3", rest @ ..] => {
             let gv = rest.join("/");
-            let (_, bytes, _) = state.openapi().iter().find(|(g, _, _)| *g == gv).ok_or_else(ApiError::no_route)?;
+            let (_, bytes, _) = state
+                .openapi()
+                .iter()
+                .find(|(g, _, _)| *g == gv)
+                .ok_or_else(ApiError::no_route)?;
             let mut resp = respond(200, "application/json", bytes.clone());
             if query.get("hash").is_some() {
-                resp.headers_mut().insert("Cache-Control", HeaderValue::from_static("public, immutable"));
+                resp.headers_mut().insert(
+                    "Cache-Control",
+                    HeaderValue::from_static("public, immutable"),
+                );
             }
             read_only(resp)
         }
@@ -337,7 +453,9 @@ fn route<'a>(group: &str, version: &str, rest: &'a [String]) -> Result<Target<'a
     };
     let parts: Vec<&str> = rest.iter().map(String::as_str).collect();
     let (namespace, plural, more): (Option<&str>, &str, &[String]) = match parts.as_slice() {
-        ["namespaces", _, plural, ..] if resources::find(group, version, plural).is_some_and(|r| r.namespaced) => {
+        ["namespaces", _, plural, ..]
+            if resources::find(group, version, plural).is_some_and(|r| r.namespaced) =>
+        {
             (Some(rest[1].as_str()), rest[2].as_str(), &rest[3..])
         }
         [_, ..] => (None, rest[0].as_str(), &rest[1..]),
@@ -351,10 +469,24 @@ fn route<'a>(group: &str, version: &str, rest: &'a [String]) -> Result<Target<'a
     if info.namespaced && name.is_some() && namespace.is_none() {
         return Err(ApiError::no_route());
     }
-    Ok(Target { info, namespace, name, subresource: more.get(1).map(String::as_str), watch_path })
+    Ok(Target {
+        info,
+        namespace,
+        name,
+        subresource: more.get(1).map(String::as_str),
+        watch_path,
+    })
 }
 
-async fn resource(state: &State, group: &str, version: &str, rest: &[String], query: Query, accept: Option<String>, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn resource(
+    state: &State,
+    group: &str,
+    version: &str,
+    rest: &[String],
+    query: Query,
+    accept: Option<String>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>> {
     let target = route(group, version, rest)?;
     match target.info.kind {
         "Pod" => serve::<Pod>(state, target, query, accept, req).await,
@@ -367,20 +499,33 @@ async fn resource(state: &State, group: &str, version: &str, rest: &[String], qu
 }
 
 fn delete_options(body: &[u8], query: &Query) -> Result<DeleteOptions> {
-    let mut options = DeleteOptions { dry_run: query.dry_run()?, ..Default::default() };
+    let mut options = DeleteOptions {
+        dry_run: query.dry_run()?,
+        ..Default::default()
+    };
     if let Some(g) = query.get("gracePeriodSeconds") {
-        options.grace_period_seconds = Some(g.parse().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds {g:?} is not an integer")))?);
+        options.grace_period_seconds = Some(g.parse().map_err(|_| {
+            ApiError::bad_request(format!("gracePeriodSeconds {g:?} is not an integer"))
+        })?);
     }
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(options);
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
+    })?;
     if let Some(g) = value.get("gracePeriodSeconds").filter(|g| !g.is_null()) {
-        options.grace_period_seconds = Some(g.as_i64().ok_or_else(|| ApiError::bad_request("gracePeriodSeconds must be an integer"))?);
+        options.grace_period_seconds = Some(
+            g.as_i64()
+                .ok_or_else(|| ApiError::bad_request("gracePeriodSeconds must be an integer"))?,
+        );
     }
     if let Some(p) = value.get("preconditions") {
         options.precondition_uid = p.get("uid").and_then(Value::as_str).map(str::to_string);
-        options.precondition_resource_version = p.get("resourceVersion").and_then(Value::as_str).map(str::to_string);
+        options.precondition_resource_version = p
+            .get("resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
     }
     if let Some(policy) = value.get("propagationPolicy").and_then(Value::as_str) {
         if !matches!(policy, "Orphan" | "Background" | "Foreground") {
@@ -395,7 +540,8 @@ fn delete_options(body: &[u8], query: &Query) -> Result<DeleteOptions> {
 
 fn list_json(info: &ResourceInfo, items: &[Vec<u8>], revision: i64) -> Vec<u8> {
     let head = format!("{{\"kind\":\"{}\",\"apiVersion\":\"{}\",\"metadata\":{{\"resourceVersion\":\"{revision}\"}},\"items\":[", info.list_kind, info.api_version());
-    let mut out = Vec::with_capacity(head.len() + items.iter().map(|i| i.len() + 1).sum::<usize>() + 2);
+    let mut out =
+        Vec::with_capacity(head.len() + items.iter().map(|i| i.len() + 1).sum::<usize>() + 2);
     out.extend_from_slice(head.as_bytes());
     for (i, item) in items.iter().enumerate() {
         if i > 0 {
@@ -419,7 +565,9 @@ fn include_object(query: &Query) -> Result<IncludeObject> {
         None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
         Some("None") => Ok(IncludeObject::None),
         Some("Object") => Ok(IncludeObject::Object),
-        Some(other) => Err(ApiError::bad_request(format!("includeObject {other:?} is not supported: use None, Metadata or Object"))),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "includeObject {other:?} is not supported: use None, Metadata or Object"
+        ))),
     }
 }
 
@@ -441,7 +589,12 @@ fn table_rows(info: &ResourceInfo, objects: &[Value], include: IncludeObject) ->
         .collect()
 }
 
-fn table_json(info: &ResourceInfo, objects: &[Value], revision: Option<i64>, include: IncludeObject) -> Value {
+fn table_json(
+    info: &ResourceInfo,
+    objects: &[Value],
+    revision: Option<i64>,
+    include: IncludeObject,
+) -> Value {
     let mut metadata = json!({});
     if let Some(r) = revision {
         metadata["resourceVersion"] = json!(r.to_string());
@@ -456,41 +609,80 @@ fn table_json(info: &ResourceInfo, objects: &[Value], revision: Option<i64>, inc
 }
 
 fn parse_objects(items: &[Vec<u8>]) -> Vec<Value> {
-    items.iter().filter_map(|i| serde_json::from_slice(i).ok()).collect()
+    items
+        .iter()
+        .filter_map(|i| serde_json::from_slice(i).ok())
+        .collect()
 }
 
-fn object_response(code: u16, body: Vec<u8>, shape: Shape, info: &ResourceInfo, query: &Query, warnings: &[String]) -> Result<Response<Body>> {
+fn object_response(
+    code: u16,
+    body: Vec<u8>,
+    shape: Shape,
+    info: &ResourceInfo,
+    query: &Query,
+    warnings: &[String],
+) -> Result<Response<Body>> {
     let mut resp = match shape {
         Shape::Object => respond(code, "application/json", body),
         Shape::Table => {
-            let object: Value = serde_json::from_slice(&body).map_err(|e| ApiError::internal(e.to_string()))?;
-            json_response(code, &table_json(info, &[object], None, include_object(query)?))
+            let object: Value =
+                serde_json::from_slice(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+            json_response(
+                code,
+                &table_json(info, &[object], None, include_object(query)?),
+            )
         }
     };
     add_warnings(&mut resp, warnings);
     Ok(resp)
 }
 
-async fn serve<K: ApiKind>(state: &State, target: Target<'_>, query: Query, accept: Option<String>, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn serve<K: ApiKind>(
+    state: &State,
+    target: Target<'_>,
+    query: Query,
+    accept: Option<String>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>> {
     let info = target.info;
     let registry = &state.registry;
     let shape = negotiate(accept.as_deref())?;
     let method = req.method().clone();
-    let content_type = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let watch = target.watch_path || query.flag("watch")?;
     let ns = target.namespace;
     match (target.name, target.subresource, &method) {
-        (None, None, &Method::GET) if watch => watch_response(state, info, ns, None, &query, shape).await,
+        (None, None, &Method::GET) if watch => {
+            watch_response(state, info, ns, None, &query, shape).await
+        }
         (None, None, &Method::GET) => {
             let listed = registry.list(info, ns, &query.list_options(info)?).await?;
             match shape {
-                Shape::Object => Ok(respond(200, "application/json", list_json(info, &listed.items, listed.revision))),
-                Shape::Table => Ok(json_response(200, &table_json(info, &parse_objects(&listed.items), Some(listed.revision), include_object(&query)?))),
+                Shape::Object => Ok(respond(
+                    200,
+                    "application/json",
+                    list_json(info, &listed.items, listed.revision),
+                )),
+                Shape::Table => Ok(json_response(
+                    200,
+                    &table_json(
+                        info,
+                        &parse_objects(&listed.items),
+                        Some(listed.revision),
+                        include_object(&query)?,
+                    ),
+                )),
             }
         }
         (None, None, &Method::POST) => {
             let body = read_body(req.into_body()).await?;
-            let decoded = decode_write::<K>(registry, info, &body, content_type.as_deref(), &query)?;
+            let decoded =
+                decode_write::<K>(registry, info, &body, content_type.as_deref(), &query)?;
             let written = registry.create(info, ns, decoded, query.dry_run()?).await?;
             object_response(201, written.body, shape, info, &query, &written.warnings)
         }
@@ -500,7 +692,10 @@ async fn serve<K: ApiKind>(state: &State, target: Target<'_>, query: Query, acce
             let listed = registry.list(info, ns, &query.list_options(info)?).await?;
             let mut deleted = Vec::new();
             for item in parse_objects(&listed.items) {
-                let name = item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+                let name = item
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let item_ns = item.pointer("/metadata/namespace").and_then(Value::as_str);
                 match registry.delete::<K>(info, item_ns, name, &options).await {
                     Ok((body, _)) => deleted.push(body),
@@ -508,15 +703,31 @@ async fn serve<K: ApiKind>(state: &State, target: Target<'_>, query: Query, acce
                     Err(e) => return Err(e),
                 }
             }
-            Ok(respond(200, "application/json", list_json(info, &deleted, registry.store.current_revision())))
+            Ok(respond(
+                200,
+                "application/json",
+                list_json(info, &deleted, registry.store.current_revision()),
+            ))
         }
-        (Some(name), None, &Method::GET) if watch => watch_response(state, info, ns, Some(name), &query, shape).await,
-        (Some(name), None | Some("status"), &Method::GET) => object_response(200, registry.get(info, ns, name).await?, shape, info, &query, &[]),
+        (Some(name), None, &Method::GET) if watch => {
+            watch_response(state, info, ns, Some(name), &query, shape).await
+        }
+        (Some(name), None | Some("status"), &Method::GET) => object_response(
+            200,
+            registry.get(info, ns, name).await?,
+            shape,
+            info,
+            &query,
+            &[],
+        ),
         (Some(name), sub @ (None | Some("status")), &Method::PUT) => {
             check_subresource(info, sub)?;
             let body = read_body(req.into_body()).await?;
-            let decoded = decode_write::<K>(registry, info, &body, content_type.as_deref(), &query)?;
-            let written = registry.update(info, ns, name, decoded, sub.is_some(), query.dry_run()?).await?;
+            let decoded =
+                decode_write::<K>(registry, info, &body, content_type.as_deref(), &query)?;
+            let written = registry
+                .update(info, ns, name, decoded, sub.is_some(), query.dry_run()?)
+                .await?;
             object_response(200, written.body, shape, info, &query, &written.warnings)
         }
         (Some(name), sub @ (None | Some("status")), &Method::PATCH) => {
@@ -524,7 +735,16 @@ async fn serve<K: ApiKind>(state: &State, target: Target<'_>, query: Query, acce
             let patch_type = patch_type(content_type.as_deref())?;
             let body = read_body(req.into_body()).await?;
             let written = registry
-                .patch::<K>(info, ns, name, &body, patch_type, query.field_validation()?, sub.is_some(), query.dry_run()?)
+                .patch::<K>(
+                    info,
+                    ns,
+                    name,
+                    &body,
+                    patch_type,
+                    query.field_validation()?,
+                    sub.is_some(),
+                    query.dry_run()?,
+                )
                 .await?;
             object_response(200, written.body, shape, info, &query, &written.warnings)
         }
@@ -537,22 +757,60 @@ async fn serve<K: ApiKind>(state: &State, target: Target<'_>, query: Query, acce
         }
         (Some(name), Some("binding"), &Method::POST) if info.kind == "Pod" => {
             let body = read_body(req.into_body()).await?;
-            let binding: Value = serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("the Binding body is not valid JSON: {e}")))?;
-            let node = binding.pointer("/target/name").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| {
-                ApiError::invalid("Binding", "", name, vec![crate::error::Cause { reason: "FieldValueRequired".into(), message: "Required value".into(), field: "target.name".into() }])
+            let binding: Value = serde_json::from_slice(&body).map_err(|e| {
+                ApiError::bad_request(format!("the Binding body is not valid JSON: {e}"))
             })?;
-            registry.bind_pod(info, ns.unwrap_or("default"), name, node).await?;
-            Ok(json_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+            let node = binding
+                .pointer("/target/name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "Binding",
+                        "",
+                        name,
+                        vec![crate::error::Cause {
+                            reason: "FieldValueRequired".into(),
+                            message: "Required value".into(),
+                            field: "target.name".into(),
+                        }],
+                    )
+                })?;
+            registry
+                .bind_pod(info, ns.unwrap_or("default"), name, node)
+                .await?;
+            Ok(json_response(
+                201,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
-        (Some(name), Some(sub @ ("exec" | "attach" | "log" | "portforward" | "proxy")), _) if info.kind == "Pod" => {
+        (Some(name), Some(sub @ ("exec" | "attach" | "log" | "portforward" | "proxy")), _)
+            if info.kind == "Pod" =>
+        {
             let pod: Pod = registry.get_typed(info, ns, name).await?;
-            if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_none_or(str::is_empty) {
-                return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
+            if pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_none_or(str::is_empty)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "pod {name} does not have a host assigned"
+                )));
             }
             Err(ApiError::unavailable(format!("pods/{sub} is not served yet: the node agent's streaming server comes in a later release")))
         }
-        (Some(_), Some(_), _) if target.subresource.is_some_and(|s| info.subresource(s).is_none()) => Err(ApiError::no_route()),
-        _ => Err(ApiError::method_not_allowed(format!("{method} is not supported on this path of {}", info.qualified()))),
+        (Some(_), Some(_), _)
+            if target
+                .subresource
+                .is_some_and(|s| info.subresource(s).is_none()) =>
+        {
+            Err(ApiError::no_route())
+        }
+        _ => Err(ApiError::method_not_allowed(format!(
+            "{method} is not supported on this path of {}",
+            info.qualified()
+        ))),
     }
 }
 
@@ -563,28 +821,49 @@ fn check_subresource(info: &ResourceInfo, sub: Option<&str>) -> Result<()> {
     }
 }
 
-fn decode_write<K: ApiKind>(registry: &Registry, info: &ResourceInfo, body: &[u8], content_type: Option<&str>, query: &Query) -> Result<crate::registry::Decoded<K>> {
+fn decode_write<K: ApiKind>(
+    registry: &Registry,
+    info: &ResourceInfo,
+    body: &[u8],
+    content_type: Option<&str>,
+    query: &Query,
+) -> Result<crate::registry::Decoded<K>> {
     let validation = query.field_validation()?;
-    let media = content_type.unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = content_type
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if media == "application/vnd.kubernetes.protobuf" {
         if info.kind != "Namespace" {
             return Err(ApiError::unsupported_media_type(&media));
         }
-        let value = protobuf::decode_namespace(body).map_err(|e| ApiError::bad_request(format!("cannot decode the protobuf body: {e}")))?;
+        let value = protobuf::decode_namespace(body)
+            .map_err(|e| ApiError::bad_request(format!("cannot decode the protobuf body: {e}")))?;
         let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::internal(e.to_string()))?;
         return registry.decode(info, &bytes, BodyFormat::Decoded, validation);
     }
     registry.decode(info, body, body_format(content_type)?, validation)
 }
 
-async fn watch_response(state: &State, info: &'static ResourceInfo, namespace: Option<&str>, name: Option<&str>, query: &Query, shape: Shape) -> Result<Response<Body>> {
+async fn watch_response(
+    state: &State,
+    info: &'static ResourceInfo,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    query: &Query,
+    shape: Shape,
+) -> Result<Response<Body>> {
     let mut list = query.list_options(info)?;
     if let Some(name) = name {
         let selector = match query.get("fieldSelector").filter(|s| !s.is_empty()) {
             Some(existing) => format!("{existing},metadata.name={name}"),
             None => format!("metadata.name={name}"),
         };
-        list.field_selector = FieldSelector::parse(&selector, info.plural).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        list.field_selector = FieldSelector::parse(&selector, info.plural)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     let send_initial_events = query.flag("sendInitialEvents")?;
     if send_initial_events && query.get("resourceVersionMatch") != Some("NotOlderThan") {
@@ -599,13 +878,20 @@ async fn watch_response(state: &State, info: &'static ResourceInfo, namespace: O
             }],
         ));
     }
-    let resource_version = match query.get("resourceVersion").filter(|s| !s.is_empty() && *s != "0") {
+    let resource_version = match query
+        .get("resourceVersion")
+        .filter(|s| !s.is_empty() && *s != "0")
+    {
         Some(rv) if !send_initial_events => Some(parse_revision(rv, "resourceVersion")?),
         _ => None,
     };
     list.exact_revision = None;
     let timeout = match query.get("timeoutSeconds") {
-        Some(t) => Duration::from_secs(t.parse().map_err(|_| ApiError::bad_request(format!("timeoutSeconds {t:?} is not a non-negative integer")))?),
+        Some(t) => Duration::from_secs(t.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "timeoutSeconds {t:?} is not a non-negative integer"
+            ))
+        })?),
         None => {
             // Kubernetes ends watches after a random 30-60 minutes so clients re-balance.
             let mut b = [0u8; 2];
@@ -621,24 +907,36 @@ async fn watch_response(state: &State, info: &'static ResourceInfo, namespace: O
         timeout,
         bookmark_interval: Duration::from_secs(60),
     };
-    let mut rx = watch::start(&state.registry, info, namespace.map(str::to_string), options).await?;
+    let mut rx = watch::start(
+        &state.registry,
+        info,
+        namespace.map(str::to_string),
+        options,
+    )
+    .await?;
     let include = include_object(query)?;
     let (tx_frames, rx_frames) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
             let type_name = event.type_name();
             let object = match event {
-                WatchEvent::Added(b) | WatchEvent::Modified(b) | WatchEvent::Deleted(b) => match shape {
-                    Shape::Object => serde_json::from_slice(&b).unwrap_or(Value::Null),
-                    Shape::Table => {
-                        let object: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-                        table_json(info, &[object], None, include)
+                WatchEvent::Added(b) | WatchEvent::Modified(b) | WatchEvent::Deleted(b) => {
+                    match shape {
+                        Shape::Object => serde_json::from_slice(&b).unwrap_or(Value::Null),
+                        Shape::Table => {
+                            let object: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+                            table_json(info, &[object], None, include)
+                        }
                     }
-                },
-                WatchEvent::Bookmark { revision, initial_events_end } => watch::bookmark_object(info, revision, initial_events_end),
+                }
+                WatchEvent::Bookmark {
+                    revision,
+                    initial_events_end,
+                } => watch::bookmark_object(info, revision, initial_events_end),
                 WatchEvent::Error(e) => e.to_status(),
             };
-            let mut line = serde_json::to_vec(&json!({"type": type_name, "object": object})).unwrap_or_default();
+            let mut line = serde_json::to_vec(&json!({"type": type_name, "object": object}))
+                .unwrap_or_default();
             line.push(b'\n');
             if tx_frames.send(Bytes::from(line)).await.is_err() {
                 return;
@@ -646,10 +944,13 @@ async fn watch_response(state: &State, info: &'static ResourceInfo, namespace: O
         }
     });
     let stream = futures_util::stream::unfold(rx_frames, |mut rx| async move {
-        rx.recv().await.map(|chunk| (Ok::<_, Infallible>(Frame::data(chunk)), rx))
+        rx.recv()
+            .await
+            .map(|chunk| (Ok::<_, Infallible>(Frame::data(chunk)), rx))
     });
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(resp)
 }
 
@@ -661,10 +962,21 @@ mod tests {
     fn negotiates_tables_and_refuses_protobuf_only() {
         let kubectl_get = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
         assert_eq!(negotiate(Some(kubectl_get)).expect("ok"), Shape::Table);
-        assert_eq!(negotiate(Some("application/json, */*")).expect("ok"), Shape::Object);
-        assert_eq!(negotiate(Some("application/vnd.kubernetes.protobuf,application/json")).expect("ok"), Shape::Object);
+        assert_eq!(
+            negotiate(Some("application/json, */*")).expect("ok"),
+            Shape::Object
+        );
+        assert_eq!(
+            negotiate(Some("application/vnd.kubernetes.protobuf,application/json")).expect("ok"),
+            Shape::Object
+        );
         assert_eq!(negotiate(None).expect("ok"), Shape::Object);
-        assert_eq!(negotiate(Some("application/vnd.kubernetes.protobuf")).expect_err("406").code, 406);
+        assert_eq!(
+            negotiate(Some("application/vnd.kubernetes.protobuf"))
+                .expect_err("406")
+                .code,
+            406
+        );
     }
 
     #[test]
@@ -672,17 +984,26 @@ mod tests {
         let p = |s: &str| s.split('/').map(str::to_string).collect::<Vec<_>>();
         let r = p("namespaces/default/pods/x/status");
         let t = route("", "v1", &r).expect("route");
-        assert_eq!((t.info.plural, t.namespace, t.name, t.subresource), ("pods", Some("default"), Some("x"), Some("status")));
+        assert_eq!(
+            (t.info.plural, t.namespace, t.name, t.subresource),
+            ("pods", Some("default"), Some("x"), Some("status"))
+        );
         let r = p("namespaces/foo/status");
         let t = route("", "v1", &r).expect("route");
-        assert_eq!((t.info.plural, t.namespace, t.name, t.subresource), ("namespaces", None, Some("foo"), Some("status")));
+        assert_eq!(
+            (t.info.plural, t.namespace, t.name, t.subresource),
+            ("namespaces", None, Some("foo"), Some("status"))
+        );
         let r = p("namespaces/foo");
         let t = route("", "v1", &r).expect("route");
         assert_eq!((t.info.plural, t.name), ("namespaces", Some("foo")));
         let r = p("pods");
         assert_eq!(route("", "v1", &r).expect("route").namespace, None);
         let r = p("pods/x");
-        assert!(route("", "v1", &r).is_err(), "a namespaced object needs its namespace");
+        assert!(
+            route("", "v1", &r).is_err(),
+            "a namespaced object needs its namespace"
+        );
         let r = p("watch/namespaces/default/pods");
         assert!(route("", "v1", &r).expect("route").watch_path);
         let r = p("widgets");
@@ -692,7 +1013,11 @@ mod tests {
     #[test]
     fn delete_options_from_kubectl() {
         let q = Query::parse(None);
-        let o = delete_options(br#"{"gracePeriodSeconds":0,"propagationPolicy":"Background"}"#, &q).expect("ok");
+        let o = delete_options(
+            br#"{"gracePeriodSeconds":0,"propagationPolicy":"Background"}"#,
+            &q,
+        )
+        .expect("ok");
         assert_eq!(o.grace_period_seconds, Some(0));
         assert!(delete_options(br#"{"propagationPolicy":"Sideways"}"#, &q).is_err());
         assert!(delete_options(b"{nope", &q).is_err());

@@ -33,7 +33,10 @@ pub enum Error {
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
     #[error("cannot listen on {address}: {source}")]
-    Listen { address: String, source: std::io::Error },
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("cannot prepare the cluster: {0}")]
     Bootstrap(ApiError),
 }
@@ -69,19 +72,45 @@ impl ApiServer {
         let acceptor = TlsAcceptor::from(tls::server_config(&files)?);
         let authenticator = auth::Authenticator::load_or_create(&config.data_dir)?;
         let address = format!("{}:{}", config.bind_address, config.port);
-        let listener = TcpListener::bind(&address).await.map_err(|source| Error::Listen { address: address.clone(), source })?;
-        let local = listener.local_addr().map_err(|source| Error::Listen { address: address.clone(), source })?;
+        let listener = TcpListener::bind(&address)
+            .await
+            .map_err(|source| Error::Listen {
+                address: address.clone(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| Error::Listen {
+            address: address.clone(),
+            source,
+        })?;
         let host = match config.bind_address.as_str() {
             "0.0.0.0" | "::" | "" => "127.0.0.1".to_string(),
             other if other.contains(':') => format!("[{other}]"),
             other => other.to_string(),
         };
         let url = format!("https://{host}:{}", local.port());
-        let kubeconfig = auth::write_admin_kubeconfig(&config.data_dir, &url, &files.ca_pem, authenticator.admin_token())?;
+        let kubeconfig = auth::write_admin_kubeconfig(
+            &config.data_dir,
+            &url,
+            &files.ca_pem,
+            authenticator.admin_token(),
+        )?;
         let registry = registry::Registry::new(store);
-        namespaces::ensure_built_in(&registry).await.map_err(Error::Bootstrap)?;
-        let state = Arc::new(handlers::State::new(registry, authenticator, format!("{host}:{}", local.port())));
-        Ok(ApiServer { listener, acceptor, state, address: local, url, kubeconfig })
+        namespaces::ensure_built_in(&registry)
+            .await
+            .map_err(Error::Bootstrap)?;
+        let state = Arc::new(handlers::State::new(
+            registry,
+            authenticator,
+            format!("{host}:{}", local.port()),
+        ));
+        Ok(ApiServer {
+            listener,
+            acceptor,
+            state,
+            address: local,
+            url,
+            kubeconfig,
+        })
     }
 
     /// Serves until `shutdown` resolves; background controllers run alongside.

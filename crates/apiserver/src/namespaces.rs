@@ -22,11 +22,23 @@ pub const BUILT_IN: &[&str] = &["default", "kube-system", "kube-public", "kube-n
 /// Creates the built-in namespaces that are missing.
 pub async fn ensure_built_in(registry: &Registry) -> Result<()> {
     for name in BUILT_IN {
-        if registry.store.get(&NAMESPACES.key(None, name)).await?.is_some() {
+        if registry
+            .store
+            .get(&NAMESPACES.key(None, name))
+            .await?
+            .is_some()
+        {
             continue;
         }
-        let body = format!("{{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{{\"name\":\"{name}\"}}}}");
-        let decoded = registry.decode::<Namespace>(&NAMESPACES, body.as_bytes(), BodyFormat::Json, skiff_api::strict::FieldValidation::Strict)?;
+        let body = format!(
+            "{{\"apiVersion\":\"v1\",\"kind\":\"Namespace\",\"metadata\":{{\"name\":\"{name}\"}}}}"
+        );
+        let decoded = registry.decode::<Namespace>(
+            &NAMESPACES,
+            body.as_bytes(),
+            BodyFormat::Json,
+            skiff_api::strict::FieldValidation::Strict,
+        )?;
         match registry.create(&NAMESPACES, None, decoded, false).await {
             Ok(_) => {}
             Err(e) if e.code == 409 => {}
@@ -36,13 +48,26 @@ pub async fn ensure_built_in(registry: &Registry) -> Result<()> {
     Ok(())
 }
 
-async fn delete_all<K: ApiKind>(registry: &Registry, info: &ResourceInfo, namespace: &str) -> Result<usize> {
-    let listed = registry.list(info, Some(namespace), &ListOptions::default()).await?;
+async fn delete_all<K: ApiKind>(
+    registry: &Registry,
+    info: &ResourceInfo,
+    namespace: &str,
+) -> Result<usize> {
+    let listed = registry
+        .list(info, Some(namespace), &ListOptions::default())
+        .await?;
     let mut left = 0;
     for item in &listed.items {
-        let value: Value = serde_json::from_slice(item).map_err(|e| ApiError::internal(e.to_string()))?;
-        let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-        match registry.delete::<K>(info, Some(namespace), name, &DeleteOptions::default()).await {
+        let value: Value =
+            serde_json::from_slice(item).map_err(|e| ApiError::internal(e.to_string()))?;
+        let name = value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        match registry
+            .delete::<K>(info, Some(namespace), name, &DeleteOptions::default())
+            .await
+        {
             Ok((_, true)) => {}
             Ok((_, false)) => left += 1,
             Err(e) if e.code == 404 => {}
@@ -61,16 +86,27 @@ async fn finalize(registry: &Registry, namespace: &str) -> Result<bool> {
             "Pod" => delete_all::<Pod>(registry, info, namespace).await?,
             "Event" => delete_all::<Event>(registry, info, namespace).await?,
             "Lease" => delete_all::<Lease>(registry, info, namespace).await?,
-            other => return Err(ApiError::internal(format!("namespace deletion does not know how to delete {other}"))),
+            other => {
+                return Err(ApiError::internal(format!(
+                    "namespace deletion does not know how to delete {other}"
+                )))
+            }
         };
     }
     if left > 0 {
         return Ok(false);
     }
     let key = NAMESPACES.key(None, namespace);
-    let Some(kv) = registry.store.get(&key).await? else { return Ok(true) };
+    let Some(kv) = registry.store.get(&key).await? else {
+        return Ok(true);
+    };
     let ns: Namespace = codec::decode(&kv)?;
-    if ns.metadata.finalizers.as_ref().is_some_and(|f| !f.is_empty()) {
+    if ns
+        .metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| !f.is_empty())
+    {
         // Someone else's finalizer: clear ours and let them finish.
         return Ok(false);
     }
@@ -112,7 +148,9 @@ pub async fn run(registry: Registry) -> Result<()> {
             match finalize(&registry, ns).await {
                 Ok(true) => done.push(ns.clone()),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(namespace = ns.as_str(), error = %e, "namespace deletion will be retried"),
+                Err(e) => {
+                    tracing::warn!(namespace = ns.as_str(), error = %e, "namespace deletion will be retried")
+                }
             }
         }
         for ns in done {

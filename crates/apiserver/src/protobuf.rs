@@ -49,7 +49,11 @@ impl<'a> Reader<'a> {
             }
             2 => {
                 let len = usize::try_from(self.varint()?).map_err(|_| "length too large")?;
-                let end = self.pos.checked_add(len).filter(|e| *e <= self.data.len()).ok_or("truncated field")?;
+                let end = self
+                    .pos
+                    .checked_add(len)
+                    .filter(|e| *e <= self.data.len())
+                    .ok_or("truncated field")?;
                 let bytes = &self.data[self.pos..end];
                 self.pos = end;
                 Field::Bytes(bytes)
@@ -126,7 +130,9 @@ fn object_meta(bytes: &[u8]) -> Result<Value, String> {
 /// Decodes a protobuf Namespace body into its JSON form (metadata name, generateName, labels and
 /// annotations; spec and status are left to defaulting).
 pub fn decode_namespace(body: &[u8]) -> Result<Value, String> {
-    let rest = body.strip_prefix(MAGIC).ok_or("the protobuf body does not start with the Kubernetes magic bytes")?;
+    let rest = body
+        .strip_prefix(MAGIC)
+        .ok_or("the protobuf body does not start with the Kubernetes magic bytes")?;
     let mut unknown = Reader::new(rest);
     let mut raw = None;
     let mut kind = String::new();
@@ -145,7 +151,9 @@ pub fn decode_namespace(body: &[u8]) -> Result<Value, String> {
         }
     }
     if kind != "Namespace" {
-        return Err(format!("protobuf bodies are accepted only for Namespace, not {kind:?}; send JSON or YAML"));
+        return Err(format!(
+            "protobuf bodies are accepted only for Namespace, not {kind:?}; send JSON or YAML"
+        ));
     }
     let raw = raw.ok_or("the protobuf body holds no object")?;
     let mut r = Reader::new(raw);
@@ -174,7 +182,14 @@ mod tests {
         let label = [field(1, b"team"), field(2, b"a")].concat();
         let meta = [field(1, b"custom2"), field(11, &label)].concat();
         let ns = [field(1, &meta), field(2, b""), field(3, b"")].concat();
-        let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &ns), field(3, b""), field(4, b"")].concat();
+        let body = [
+            MAGIC.to_vec(),
+            field(1, &type_meta),
+            field(2, &ns),
+            field(3, b""),
+            field(4, b""),
+        ]
+        .concat();
         let v = decode_namespace(&body).expect("decodes");
         assert_eq!(v["metadata"]["name"], "custom2");
         assert_eq!(v["metadata"]["labels"]["team"], "a");

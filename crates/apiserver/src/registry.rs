@@ -90,7 +90,11 @@ pub fn now() -> Time {
 fn field_causes(errors: &[FieldError]) -> Vec<Cause> {
     errors
         .iter()
-        .map(|e| Cause { reason: e.reason().to_string(), message: e.message(), field: e.path.clone() })
+        .map(|e| Cause {
+            reason: e.reason().to_string(),
+            message: e.message(),
+            field: e.path.clone(),
+        })
         .collect()
 }
 
@@ -160,18 +164,45 @@ impl Registry {
     }
 
     /// Decodes a body into `K` with strict field validation, type checks and kind checks.
-    pub fn decode<K: ApiKind>(&self, info: &ResourceInfo, body: &[u8], format: BodyFormat, validation: FieldValidation) -> Result<Decoded<K>> {
+    pub fn decode<K: ApiKind>(
+        &self,
+        info: &ResourceInfo,
+        body: &[u8],
+        format: BodyFormat,
+        validation: FieldValidation,
+    ) -> Result<Decoded<K>> {
         let doc = match format {
             BodyFormat::Json | BodyFormat::Decoded => decode::parse(body, Format::Json),
             BodyFormat::Yaml => decode::parse(body, Format::Yaml),
         }
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid {}: {e}", if format == BodyFormat::Yaml { "YAML" } else { "JSON" })))?;
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "the request body is not valid {}: {e}",
+                if format == BodyFormat::Yaml {
+                    "YAML"
+                } else {
+                    "JSON"
+                }
+            ))
+        })?;
         self.decode_document(info, doc, validation)
     }
 
     /// As `decode`, from a document already parsed (patch results).
-    pub fn decode_document<K: ApiKind>(&self, info: &ResourceInfo, mut doc: Document, validation: FieldValidation) -> Result<Decoded<K>> {
-        let cannot = |detail: String| ApiError::bad_request(format!("{} in version \"{}\" cannot be handled as a {}: {detail}", K::KIND, K::VERSION, K::KIND));
+    pub fn decode_document<K: ApiKind>(
+        &self,
+        info: &ResourceInfo,
+        mut doc: Document,
+        validation: FieldValidation,
+    ) -> Result<Decoded<K>> {
+        let cannot = |detail: String| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {detail}",
+                K::KIND,
+                K::VERSION,
+                K::KIND
+            ))
+        };
         if !doc.value.is_object() {
             return Err(cannot("the body must be a JSON or YAML object".into()));
         }
@@ -194,7 +225,10 @@ impl Registry {
             Some(other) => {
                 return Err(ApiError::bad_request(format!(
                     "the kind in the data ({}) does not match the expected kind ({}) of {}",
-                    other.as_str().map(str::to_string).unwrap_or_else(|| other.to_string()),
+                    other
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| other.to_string()),
                     K::KIND,
                     info.plural
                 )))
@@ -212,7 +246,10 @@ impl Registry {
             strict::drop_unknown(&mut doc.value, &issues);
         }
         let object: K = decode::into_typed(doc.value.clone()).map_err(|e| {
-            let line = doc.line_of(&e.path).map(|l| format!(" (line {l})")).unwrap_or_default();
+            let line = doc
+                .line_of(&e.path)
+                .map(|l| format!(" (line {l})"))
+                .unwrap_or_default();
             cannot(format!("{}{line}: {}", e.path, e.message))
         })?;
         Ok(Decoded { object, warnings })
@@ -220,35 +257,59 @@ impl Registry {
 
     /// The 400 for unknown or duplicate fields. Where a misspelt field has a close match, the
     /// content is also validated as if it had the right name, so one answer names every mistake.
-    fn strict_error<K: ApiKind>(&self, info: &ResourceInfo, doc: &Document, issues: &[strict::FieldIssue]) -> ApiError {
+    fn strict_error<K: ApiKind>(
+        &self,
+        info: &ResourceInfo,
+        doc: &Document,
+        issues: &[strict::FieldIssue],
+    ) -> ApiError {
         let mut renamed = doc.value.clone();
         let mut renames: Vec<(String, String)> = Vec::new();
         for issue in issues {
-            if let IssueKind::Unknown { suggestion: Some(suggestion) } = &issue.kind {
+            if let IssueKind::Unknown {
+                suggestion: Some(suggestion),
+            } = &issue.kind
+            {
                 let mut segments = path_segments(&issue.path);
                 let Some(last) = segments.pop() else { continue };
-                let Some(Value::Object(parent)) = value_at_mut(&mut renamed, &segments) else { continue };
+                let Some(Value::Object(parent)) = value_at_mut(&mut renamed, &segments) else {
+                    continue;
+                };
                 if parent.contains_key(suggestion) {
                     continue;
                 }
                 if let Some(v) = parent.remove(&last) {
                     parent.insert(suggestion.clone(), v);
-                    let prefix = if segments.is_empty() { String::new() } else { format!("{}.", segments.join(".").replace(".[", "[")) };
+                    let prefix = if segments.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}.", segments.join(".").replace(".[", "["))
+                    };
                     renames.push((format!("{prefix}{suggestion}"), issue.path.clone()));
                 }
             }
         }
         let mut after_rename: Vec<String> = Vec::new();
         if !renames.is_empty() {
-            let mut rdoc = Document { value: renamed, ..Default::default() };
+            let mut rdoc = Document {
+                value: renamed,
+                ..Default::default()
+            };
             let rissues = strict::field_issues(&rdoc, K::KIND);
             strict::drop_unknown(&mut rdoc.value, &rissues);
             if let Ok(mut object) = decode::into_typed::<K>(rdoc.value) {
                 object.set_defaults();
                 for err in object.validate_create() {
-                    if let Some((new_path, old_path)) = renames.iter().find(|(n, _)| err.path == *n || err.path.starts_with(&format!("{n}.")) || err.path.starts_with(&format!("{n}["))) {
+                    if let Some((new_path, old_path)) = renames.iter().find(|(n, _)| {
+                        err.path == *n
+                            || err.path.starts_with(&format!("{n}."))
+                            || err.path.starts_with(&format!("{n}["))
+                    }) {
                         let original = format!("{old_path}{}", &err.path[new_path.len()..]);
-                        let line = doc.line_of(&original).map(|l| format!(" (line {l})")).unwrap_or_default();
+                        let line = doc
+                            .line_of(&original)
+                            .map(|l| format!(" (line {l})"))
+                            .unwrap_or_default();
                         after_rename.push(format!("{original}{line}: {}", err.message()));
                     }
                 }
@@ -259,12 +320,20 @@ impl Registry {
             K::KIND,
             K::VERSION,
             K::KIND,
-            issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+            issues
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         if !after_rename.is_empty() {
             message.push_str(&format!("; and once renamed, {}", after_rename.join(", ")));
         }
-        let name = doc.value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+        let name = doc
+            .value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let causes = issues
             .iter()
             .map(|i| Cause {
@@ -276,10 +345,17 @@ impl Registry {
                 field: i.path.clone(),
             })
             .collect();
-        ApiError::bad_request(message).with_details(info.plural, name).with_causes(causes)
+        ApiError::bad_request(message)
+            .with_details(info.plural, name)
+            .with_causes(causes)
     }
 
-    async fn get_kv(&self, info: &ResourceInfo, namespace: Option<&str>, name: &str) -> Result<KeyValue> {
+    async fn get_kv(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<KeyValue> {
         self.store
             .get(&info.key(namespace, name))
             .await?
@@ -287,21 +363,40 @@ impl Registry {
     }
 
     /// GET of one object, as JSON.
-    pub async fn get(&self, info: &ResourceInfo, namespace: Option<&str>, name: &str) -> Result<Vec<u8>> {
+    pub async fn get(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Vec<u8>> {
         Ok(codec::read(&self.get_kv(info, namespace, name).await?))
     }
 
     /// GET of one typed object.
-    pub async fn get_typed<K: ApiKind>(&self, info: &ResourceInfo, namespace: Option<&str>, name: &str) -> Result<K> {
+    pub async fn get_typed<K: ApiKind>(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<K> {
         codec::decode(&self.get_kv(info, namespace, name).await?)
     }
 
     /// LIST with selectors.
-    pub async fn list(&self, info: &ResourceInfo, namespace: Option<&str>, options: &ListOptions) -> Result<Listed> {
+    pub async fn list(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        options: &ListOptions,
+    ) -> Result<Listed> {
         if let Some(min) = options.min_revision {
             let current = self.store.current_revision();
             if min > current {
-                return Err(skiff_store::Error::FutureRevision { requested: min, current }.into());
+                return Err(skiff_store::Error::FutureRevision {
+                    requested: min,
+                    current,
+                }
+                .into());
             }
         }
         // metadata.name=x needs one key, not the collection. The revision is read first, so a
@@ -319,7 +414,10 @@ impl Registry {
                 return Ok(Listed { items, revision });
             }
         }
-        let result = self.store.list(&info.prefix(namespace), options.exact_revision).await?;
+        let result = self
+            .store
+            .list(&info.prefix(namespace), options.exact_revision)
+            .await?;
         let filter = !options.label_selector.is_empty() || !options.field_selector.is_empty();
         let mut items = Vec::with_capacity(result.items.len());
         for kv in &result.items {
@@ -328,7 +426,10 @@ impl Registry {
                 items.push(body);
             }
         }
-        Ok(Listed { items, revision: result.revision })
+        Ok(Listed {
+            items,
+            revision: result.revision,
+        })
     }
 
     /// Whether an object (JSON) matches the selectors of `options`.
@@ -336,12 +437,19 @@ impl Registry {
         if options.label_selector.is_empty() && options.field_selector.is_empty() {
             return true;
         }
-        let Ok(value) = serde_json::from_slice::<Value>(body) else { return false };
+        let Ok(value) = serde_json::from_slice::<Value>(body) else {
+            return false;
+        };
         matches_value(info, &value, options)
     }
 
     /// Checks the namespace of a new namespaced object exists and is not terminating.
-    async fn check_namespace(&self, info: &ResourceInfo, namespace: &str, name: &str) -> Result<()> {
+    async fn check_namespace(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+    ) -> Result<()> {
         let Some(kv) = self.store.get(&NAMESPACES.key(None, namespace)).await? else {
             return Err(ApiError::not_found("namespaces", namespace));
         };
@@ -364,7 +472,11 @@ impl Registry {
     }
 
     /// Puts the namespace of the request into the object, or refuses a mismatch.
-    fn bind_namespace(info: &ResourceInfo, meta: &mut ObjectMeta, namespace: Option<&str>) -> Result<()> {
+    fn bind_namespace(
+        info: &ResourceInfo,
+        meta: &mut ObjectMeta,
+        namespace: Option<&str>,
+    ) -> Result<()> {
         if info.namespaced {
             let ns = namespace.unwrap_or("default");
             match meta.namespace.as_deref() {
@@ -382,8 +494,17 @@ impl Registry {
     }
 
     /// CREATE.
-    pub async fn create<K: ApiKind>(&self, info: &ResourceInfo, namespace: Option<&str>, decoded: Decoded<K>, dry_run: bool) -> Result<Written> {
-        let Decoded { mut object, warnings } = decoded;
+    pub async fn create<K: ApiKind>(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        decoded: Decoded<K>,
+        dry_run: bool,
+    ) -> Result<Written> {
+        let Decoded {
+            mut object,
+            warnings,
+        } = decoded;
         let meta = object.metadata_mut();
         Self::bind_namespace(info, meta, namespace)?;
         if meta.name.as_deref().unwrap_or_default().is_empty() {
@@ -414,15 +535,33 @@ impl Registry {
         let ns = object.metadata().namespace.clone();
         let bytes = codec::encode(&object)?;
         if dry_run {
-            return Ok(Written { body: bytes.to_vec(), warnings });
+            return Ok(Written {
+                body: bytes.to_vec(),
+                warnings,
+            });
         }
-        let kv = match self.store.create(&info.key(ns.as_deref(), &name), bytes).await {
+        let kv = match self
+            .store
+            .create(&info.key(ns.as_deref(), &name), bytes)
+            .await
+        {
             Ok(kv) => kv,
-            Err(skiff_store::Error::AlreadyExists(_)) => return Err(ApiError::already_exists(&info.qualified(), &name)),
+            Err(skiff_store::Error::AlreadyExists(_)) => {
+                return Err(ApiError::already_exists(&info.qualified(), &name))
+            }
             Err(e) => return Err(e.into()),
         };
-        tracing::debug!(resource = info.plural, namespace = ns.as_deref().unwrap_or(""), name, revision = kv.mod_revision, "created");
-        Ok(Written { body: codec::read(&kv), warnings })
+        tracing::debug!(
+            resource = info.plural,
+            namespace = ns.as_deref().unwrap_or(""),
+            name,
+            revision = kv.mod_revision,
+            "created"
+        );
+        Ok(Written {
+            body: codec::read(&kv),
+            warnings,
+        })
     }
 
     /// UPDATE (PUT) of the main resource or of `status`.
@@ -435,11 +574,16 @@ impl Registry {
         status: bool,
         dry_run: bool,
     ) -> Result<Written> {
-        let Decoded { mut object, warnings } = decoded;
+        let Decoded {
+            mut object,
+            warnings,
+        } = decoded;
         let meta = object.metadata_mut();
         match meta.name.as_deref() {
             Some(n) if !n.is_empty() && n != name => {
-                return Err(ApiError::bad_request(format!("the name of the object ({n}) does not match the name on the URL ({name})")))
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )))
             }
             _ => meta.name = Some(name.to_string()),
         }
@@ -452,11 +596,23 @@ impl Registry {
             let current = match self.store.get(&info.key(namespace, name)).await? {
                 Some(kv) => kv,
                 None if info.create_on_update && !status => {
-                    return self.create(info, namespace, Decoded { object, warnings }, dry_run).await;
+                    return self
+                        .create(info, namespace, Decoded { object, warnings }, dry_run)
+                        .await;
                 }
                 None => return Err(ApiError::not_found(&info.qualified(), name)),
             };
-            match self.replace(info, &current, object.clone(), precondition, status, dry_run).await {
+            match self
+                .replace(
+                    info,
+                    &current,
+                    object.clone(),
+                    precondition,
+                    status,
+                    dry_run,
+                )
+                .await
+            {
                 Err(Retry::Conflict) => continue,
                 Err(Retry::Fail(e)) => return Err(e),
                 Ok(body) => return Ok(Written { body, warnings }),
@@ -509,7 +665,11 @@ impl Registry {
         }
         let bytes = codec::encode(&object).map_err(Retry::Fail)?;
         if bytes == current.value || dry_run {
-            return Ok(if dry_run { codec::with_revision(&bytes, current.mod_revision) } else { codec::read(current) });
+            return Ok(if dry_run {
+                codec::with_revision(&bytes, current.mod_revision)
+            } else {
+                codec::read(current)
+            });
         }
         // The last finalizer of an object being deleted is gone: the object goes.
         let meta = object.metadata();
@@ -518,19 +678,39 @@ impl Registry {
             && meta.deletion_grace_period_seconds.unwrap_or(0) == 0
             && !has_spec_finalizers(&object)
         {
-            return match self.store.delete(&current.key, Some(current.mod_revision)).await {
+            return match self
+                .store
+                .delete(&current.key, Some(current.mod_revision))
+                .await
+            {
                 Ok(kv) => Ok(codec::with_revision(&bytes, kv.mod_revision)),
-                Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => Err(Retry::Conflict),
-                Err(skiff_store::Error::Conflict { .. }) => Err(Retry::Fail(ApiError::conflict(&info.qualified(), &name))),
-                Err(skiff_store::Error::NotFound(_)) => Err(Retry::Fail(ApiError::not_found(&info.qualified(), &name))),
+                Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => {
+                    Err(Retry::Conflict)
+                }
+                Err(skiff_store::Error::Conflict { .. }) => {
+                    Err(Retry::Fail(ApiError::conflict(&info.qualified(), &name)))
+                }
+                Err(skiff_store::Error::NotFound(_)) => {
+                    Err(Retry::Fail(ApiError::not_found(&info.qualified(), &name)))
+                }
                 Err(e) => Err(Retry::Fail(e.into())),
             };
         }
-        match self.store.update(&current.key, bytes, Some(current.mod_revision)).await {
+        match self
+            .store
+            .update(&current.key, bytes, Some(current.mod_revision))
+            .await
+        {
             Ok(kv) => Ok(codec::read(&kv)),
-            Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => Err(Retry::Conflict),
-            Err(skiff_store::Error::Conflict { .. }) => Err(Retry::Fail(ApiError::conflict(&info.qualified(), &name))),
-            Err(skiff_store::Error::NotFound(_)) => Err(Retry::Fail(ApiError::not_found(&info.qualified(), &name))),
+            Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => {
+                Err(Retry::Conflict)
+            }
+            Err(skiff_store::Error::Conflict { .. }) => {
+                Err(Retry::Fail(ApiError::conflict(&info.qualified(), &name)))
+            }
+            Err(skiff_store::Error::NotFound(_)) => {
+                Err(Retry::Fail(ApiError::not_found(&info.qualified(), &name)))
+            }
             Err(e) => Err(Retry::Fail(e.into())),
         }
     }
@@ -553,23 +733,51 @@ impl Registry {
             let original: Value = serde_json::from_slice(&codec::read(&current))
                 .map_err(|e| ApiError::internal(format!("stored object cannot be read: {e}")))?;
             let patched = patch::apply(&original, body, patch_type, K::KIND).map_err(|e| {
-                ApiError::new(422, "Invalid", format!("the patch does not apply to {} \"{name}\": {e}", info.qualified()))
-                    .with_details(info.plural, name)
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!(
+                        "the patch does not apply to {} \"{name}\": {e}",
+                        info.qualified()
+                    ),
+                )
+                .with_details(info.plural, name)
             })?;
-            let precondition = match patched.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
-                Some(rv) if rv != current.mod_revision.to_string() => Some(parse_revision(rv, "metadata.resourceVersion")?),
+            let precondition = match patched
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+            {
+                Some(rv) if rv != current.mod_revision.to_string() => {
+                    Some(parse_revision(rv, "metadata.resourceVersion")?)
+                }
                 _ => None,
             };
-            let decoded: Decoded<K> = self.decode_document(info, Document { value: patched, ..Default::default() }, validation)?;
-            let Decoded { mut object, warnings } = decoded;
+            let decoded: Decoded<K> = self.decode_document(
+                info,
+                Document {
+                    value: patched,
+                    ..Default::default()
+                },
+                validation,
+            )?;
+            let Decoded {
+                mut object,
+                warnings,
+            } = decoded;
             {
                 let meta = object.metadata_mut();
                 if meta.name.as_deref() != Some(name) {
-                    return Err(ApiError::bad_request(format!("a patch may not change metadata.name (to {:?})", meta.name.clone().unwrap_or_default())));
+                    return Err(ApiError::bad_request(format!(
+                        "a patch may not change metadata.name (to {:?})",
+                        meta.name.clone().unwrap_or_default()
+                    )));
                 }
                 Self::bind_namespace(info, meta, namespace)?;
             }
-            match self.replace(info, &current, object, precondition, status, dry_run).await {
+            match self
+                .replace(info, &current, object, precondition, status, dry_run)
+                .await
+            {
                 Err(Retry::Conflict) => continue,
                 Err(Retry::Fail(e)) => return Err(e),
                 Ok(body) => return Ok(Written { body, warnings }),
@@ -580,7 +788,13 @@ impl Registry {
     /// DELETE. Pods bound to a node are deleted gracefully (deletionTimestamp set, the node agent
     /// removes them); objects with finalizers wait for them; everything else goes at once.
     /// Returns the object and whether it is gone (false while a graceful deletion is under way).
-    pub async fn delete<K: ApiKind>(&self, info: &ResourceInfo, namespace: Option<&str>, name: &str, options: &DeleteOptions) -> Result<(Vec<u8>, bool)> {
+    pub async fn delete<K: ApiKind>(
+        &self,
+        info: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> Result<(Vec<u8>, bool)> {
         loop {
             let current = self.get_kv(info, namespace, name).await?;
             let mut object: K = codec::decode(&current)?;
@@ -618,46 +832,80 @@ impl Registry {
                     }
                 }
                 let deadline = now_seconds() + grace;
-                meta.deletion_timestamp = Some(Time(Timestamp::from_second(deadline).unwrap_or(Timestamp::UNIX_EPOCH)));
+                meta.deletion_timestamp = Some(Time(
+                    Timestamp::from_second(deadline).unwrap_or(Timestamp::UNIX_EPOCH),
+                ));
                 meta.deletion_grace_period_seconds = Some(grace);
                 mark_terminating(&mut object);
                 if options.dry_run {
-                    return codec::encode(&object).map(|b| (codec::with_revision(&b, current.mod_revision), false));
+                    return codec::encode(&object)
+                        .map(|b| (codec::with_revision(&b, current.mod_revision), false));
                 }
                 let bytes = codec::encode(&object)?;
-                match self.store.update(&current.key, bytes, Some(current.mod_revision)).await {
+                match self
+                    .store
+                    .update(&current.key, bytes, Some(current.mod_revision))
+                    .await
+                {
                     Ok(kv) => return Ok((codec::read(&kv), false)),
                     Err(skiff_store::Error::Conflict { .. }) => continue,
-                    Err(skiff_store::Error::NotFound(_)) => return Err(ApiError::not_found(&info.qualified(), name)),
+                    Err(skiff_store::Error::NotFound(_)) => {
+                        return Err(ApiError::not_found(&info.qualified(), name))
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
             if options.dry_run {
                 return Ok((codec::read(&current), true));
             }
-            match self.store.delete(&current.key, Some(current.mod_revision)).await {
+            match self
+                .store
+                .delete(&current.key, Some(current.mod_revision))
+                .await
+            {
                 Ok(kv) => {
-                    tracing::debug!(resource = info.plural, namespace = namespace.unwrap_or(""), name, "deleted");
+                    tracing::debug!(
+                        resource = info.plural,
+                        namespace = namespace.unwrap_or(""),
+                        name,
+                        "deleted"
+                    );
                     return Ok((codec::read(&kv), true));
                 }
                 Err(skiff_store::Error::Conflict { .. }) => continue,
-                Err(skiff_store::Error::NotFound(_)) => return Err(ApiError::not_found(&info.qualified(), name)),
+                Err(skiff_store::Error::NotFound(_)) => {
+                    return Err(ApiError::not_found(&info.qualified(), name))
+                }
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
     /// POST pods/NAME/binding: assigns a pending pod to a node.
-    pub async fn bind_pod(&self, info: &ResourceInfo, namespace: &str, name: &str, node: &str) -> Result<()> {
+    pub async fn bind_pod(
+        &self,
+        info: &ResourceInfo,
+        namespace: &str,
+        name: &str,
+        node: &str,
+    ) -> Result<()> {
         loop {
             let current = self.get_kv(info, Some(namespace), name).await?;
             let mut pod: Pod = codec::decode(&current)?;
             if pod.metadata.deletion_timestamp.is_some() {
-                return Err(ApiError::conflict_message("pods", name, "pod is being deleted, cannot be assigned to a host"));
+                return Err(ApiError::conflict_message(
+                    "pods",
+                    name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
             }
             let spec = pod.spec.get_or_insert_with(Default::default);
             if let Some(existing) = spec.node_name.as_deref().filter(|n| !n.is_empty()) {
-                return Err(ApiError::conflict_message("pods", name, format!("pod {name} is already assigned to node \"{existing}\"")));
+                return Err(ApiError::conflict_message(
+                    "pods",
+                    name,
+                    format!("pod {name} is already assigned to node \"{existing}\""),
+                ));
             }
             spec.node_name = Some(node.to_string());
             let status = pod.status.get_or_insert_with(Default::default);
@@ -670,7 +918,11 @@ impl Registry {
                 ..Default::default()
             });
             let bytes = codec::encode(&pod)?;
-            match self.store.update(&current.key, bytes, Some(current.mod_revision)).await {
+            match self
+                .store
+                .update(&current.key, bytes, Some(current.mod_revision))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(skiff_store::Error::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
@@ -682,8 +934,9 @@ impl Registry {
 /// Whether a parsed object matches the selectors.
 pub fn matches_value(info: &ResourceInfo, value: &Value, options: &ListOptions) -> bool {
     if !options.label_selector.is_empty() {
-        let labels: Option<std::collections::BTreeMap<String, String>> =
-            value.pointer("/metadata/labels").and_then(|l| serde_json::from_value(l.clone()).ok());
+        let labels: Option<std::collections::BTreeMap<String, String>> = value
+            .pointer("/metadata/labels")
+            .and_then(|l| serde_json::from_value(l.clone()).ok());
         if !options.label_selector.matches(labels.as_ref()) {
             return false;
         }
@@ -701,21 +954,37 @@ fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut bytes = [0u8; 5];
     let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
+    bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
 }
 
 /// The grace period a delete gets: pods use theirs (or the request's); a pod bound to no node,
 /// or already finished, goes at once. Other kinds have none.
 fn grace_period<K: ApiKind>(object: &K, options: &DeleteOptions) -> i64 {
-    let Some(pod) = (object as &dyn std::any::Any).downcast_ref::<Pod>() else { return 0 };
-    let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
-    let finished = matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+    let Some(pod) = (object as &dyn std::any::Any).downcast_ref::<Pod>() else {
+        return 0;
+    };
+    let bound = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    let finished = matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    );
     if !bound || finished {
         return 0;
     }
     let grace = options
         .grace_period_seconds
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
         .unwrap_or(30);
     // Kubernetes turns a negative grace period into the shortest graceful one.
     if grace < 0 {
@@ -748,7 +1017,10 @@ mod tests {
     #[test]
     fn splits_paths() {
         assert_eq!(path_segments("metadata.label"), vec!["metadata", "label"]);
-        assert_eq!(path_segments("spec.containers[0].imagePullPolice"), vec!["spec", "containers", "[0]", "imagePullPolice"]);
+        assert_eq!(
+            path_segments("spec.containers[0].imagePullPolice"),
+            vec!["spec", "containers", "[0]", "imagePullPolice"]
+        );
     }
 
     #[test]

@@ -25,7 +25,16 @@ pub struct Subresource {
     pub verbs: &'static [&'static str],
 }
 
-pub const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+pub const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
 pub static PODS: ResourceInfo = ResourceInfo {
@@ -40,8 +49,16 @@ pub static PODS: ResourceInfo = ResourceInfo {
     categories: &["all"],
     create_on_update: false,
     subresources: &[
-        Subresource { name: "binding", kind: "Binding", verbs: &["create"] },
-        Subresource { name: "status", kind: "Pod", verbs: STATUS_VERBS },
+        Subresource {
+            name: "binding",
+            kind: "Binding",
+            verbs: &["create"],
+        },
+        Subresource {
+            name: "status",
+            kind: "Pod",
+            verbs: STATUS_VERBS,
+        },
     ],
 };
 
@@ -56,7 +73,11 @@ pub static NAMESPACES: ResourceInfo = ResourceInfo {
     short_names: &["ns"],
     categories: &[],
     create_on_update: false,
-    subresources: &[Subresource { name: "status", kind: "Namespace", verbs: STATUS_VERBS }],
+    subresources: &[Subresource {
+        name: "status",
+        kind: "Namespace",
+        verbs: STATUS_VERBS,
+    }],
 };
 
 pub static NODES: ResourceInfo = ResourceInfo {
@@ -70,7 +91,11 @@ pub static NODES: ResourceInfo = ResourceInfo {
     short_names: &["no"],
     categories: &[],
     create_on_update: false,
-    subresources: &[Subresource { name: "status", kind: "Node", verbs: STATUS_VERBS }],
+    subresources: &[Subresource {
+        name: "status",
+        kind: "Node",
+        verbs: STATUS_VERBS,
+    }],
 };
 
 pub static EVENTS: ResourceInfo = ResourceInfo {
@@ -121,7 +146,9 @@ pub fn group_versions() -> Vec<(&'static str, &'static str)> {
 }
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
-    ALL.iter().copied().find(|r| r.group == group && r.version == version && r.plural == plural)
+    ALL.iter()
+        .copied()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 impl ResourceInfo {
@@ -178,11 +205,20 @@ mod tests {
     #[test]
     fn keys_and_prefixes_nest() {
         assert_eq!(PODS.key(Some("default"), "a"), "/registry/pods/default/a");
-        assert!(PODS.key(Some("default"), "a").starts_with(&PODS.prefix(Some("default"))));
-        assert!(PODS.key(Some("default"), "a").starts_with(&PODS.prefix(None)));
+        assert!(PODS
+            .key(Some("default"), "a")
+            .starts_with(&PODS.prefix(Some("default"))));
+        assert!(PODS
+            .key(Some("default"), "a")
+            .starts_with(&PODS.prefix(None)));
         assert_eq!(NAMESPACES.key(None, "x"), "/registry/namespaces/x");
-        assert_eq!(LEASES.key(Some("kube-node-lease"), "n1"), "/registry/coordination.k8s.io/leases/kube-node-lease/n1");
+        assert_eq!(
+            LEASES.key(Some("kube-node-lease"), "n1"),
+            "/registry/coordination.k8s.io/leases/kube-node-lease/n1"
+        );
         // A namespace named like a prefix of another must not see its objects.
-        assert!(!PODS.key(Some("ab"), "x").starts_with(&PODS.prefix(Some("a"))));
+        assert!(!PODS
+            .key(Some("ab"), "x")
+            .starts_with(&PODS.prefix(Some("a"))));
     }
 }

@@ -6,7 +6,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    SanType,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -27,12 +30,15 @@ pub struct TlsFiles {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> TlsError + '_ {
-    move |source| TlsError::Io { path: path.to_path_buf(), source }
+    move |source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -104,13 +110,23 @@ fn ca_params() -> CertificateParams {
     dn.push(DnType::CommonName, "skiff-ca");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.not_after = rcgen::date_time_ymd(2036, 1, 1);
     params
 }
 
 fn wanted_sans(extra: &[String]) -> Vec<String> {
-    let mut all: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), "kubernetes".into(), "kubernetes.default".into()];
+    let mut all: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        "::1".into(),
+        "kubernetes".into(),
+        "kubernetes.default".into(),
+    ];
     if let Ok(host) = fs::read_to_string("/proc/sys/kernel/hostname") {
         let host = host.trim();
         if !host.is_empty() {
@@ -135,11 +151,20 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
     let key_pem = fs::read(&key_path).map_err(io_err(&key_path))?;
     let mut chain = Vec::new();
     for cert in rustls_pemfile::certs(&mut cert_pem.as_slice()) {
-        chain.push(cert.map_err(|e| TlsError::Load { path: cert_path.clone(), message: e.to_string() })?);
+        chain.push(cert.map_err(|e| TlsError::Load {
+            path: cert_path.clone(),
+            message: e.to_string(),
+        })?);
     }
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| TlsError::Load { path: key_path.clone(), message: e.to_string() })?
-        .ok_or_else(|| TlsError::Load { path: key_path.clone(), message: "no private key in file".into() })?;
+        .map_err(|e| TlsError::Load {
+            path: key_path.clone(),
+            message: e.to_string(),
+        })?
+        .ok_or_else(|| TlsError::Load {
+            path: key_path.clone(),
+            message: "no private key in file".into(),
+        })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

@@ -32,7 +32,10 @@ pub enum WatchEvent {
     Added(Vec<u8>),
     Modified(Vec<u8>),
     Deleted(Vec<u8>),
-    Bookmark { revision: Revision, initial_events_end: bool },
+    Bookmark {
+        revision: Revision,
+        initial_events_end: bool,
+    },
     Error(ApiError),
 }
 
@@ -61,21 +64,34 @@ fn matches(info: &ResourceInfo, body: &[u8], options: &ListOptions) -> bool {
     if options.label_selector.is_empty() && options.field_selector.is_empty() {
         return true;
     }
-    serde_json::from_slice::<Value>(body).map(|v| matches_value(info, &v, options)).unwrap_or(false)
+    serde_json::from_slice::<Value>(body)
+        .map(|v| matches_value(info, &v, options))
+        .unwrap_or(false)
 }
 
 /// Starts a watch. Errors that happen before the first event (a bad request) are returned;
 /// later ones arrive as an ERROR event, as Kubernetes does.
-pub async fn start(registry: &Registry, info: &'static ResourceInfo, namespace: Option<String>, options: WatchOptions) -> Result<mpsc::Receiver<WatchEvent>> {
+pub async fn start(
+    registry: &Registry,
+    info: &'static ResourceInfo,
+    namespace: Option<String>,
+    options: WatchOptions,
+) -> Result<mpsc::Receiver<WatchEvent>> {
     let (initial, from) = if options.send_initial_events || options.resource_version.is_none() {
-        let listed = registry.list(info, namespace.as_deref(), &options.list).await?;
+        let listed = registry
+            .list(info, namespace.as_deref(), &options.list)
+            .await?;
         (listed.items, listed.revision)
     } else {
         (Vec::new(), options.resource_version.unwrap_or(0))
     };
     let current = registry.store.current_revision();
     if from > current {
-        return Err(skiff_store::Error::FutureRevision { requested: from, current }.into());
+        return Err(skiff_store::Error::FutureRevision {
+            requested: from,
+            current,
+        }
+        .into());
     }
     let prefix = info.prefix(namespace.as_deref());
     let stream = registry.store.watch(&prefix, from).await;
@@ -93,7 +109,15 @@ pub async fn start(registry: &Registry, info: &'static ResourceInfo, namespace: 
                 return;
             }
         }
-        if options.send_initial_events && tx.send(WatchEvent::Bookmark { revision: from, initial_events_end: true }).await.is_err() {
+        if options.send_initial_events
+            && tx
+                .send(WatchEvent::Bookmark {
+                    revision: from,
+                    initial_events_end: true,
+                })
+                .await
+                .is_err()
+        {
             return;
         }
         let mut last = from;

@@ -8,7 +8,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "skiff", version, about = "Kubernetes-compatible pods in one binary")]
+#[command(
+    name = "skiff",
+    version,
+    about = "Kubernetes-compatible pods in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,7 +56,9 @@ fn main() -> anyhow::Result<()> {
 
 fn server(args: ServerArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
+        )
         .with_writer(std::io::stderr)
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -61,9 +67,11 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
         let db = args.data_dir.join("db").join("state.db");
-        let store = skiff_store::SqliteStore::open(&db).with_context(|| format!("cannot open the store at {}", db.display()))?;
+        let store = skiff_store::SqliteStore::open(&db)
+            .with_context(|| format!("cannot open the store at {}", db.display()))?;
         let store: Arc<dyn skiff_store::Store> = store;
         let config = skiff_apiserver::Config {
             data_dir: args.data_dir.clone(),
@@ -71,16 +79,23 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
             port: args.https_listen_port,
             tls_sans: args.tls_san.clone(),
         };
-        let server = skiff_apiserver::ApiServer::bind(&config, store).await.context("cannot start the API server")?;
+        let server = skiff_apiserver::ApiServer::bind(&config, store)
+            .await
+            .context("cannot start the API server")?;
         if !args.disable_agent {
-            tracing::info!("the node agent is not part of this release yet; running the control plane only");
+            tracing::info!(
+                "the node agent is not part of this release yet; running the control plane only"
+            );
         }
         // Tests and scripts wait for these two lines.
         println!("Skiff API server listening on {}", server.url);
         println!("Admin kubeconfig: {}", server.kubeconfig.display());
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        server.serve(shutdown_signal()).await.context("the API server failed")?;
+        server
+            .serve(shutdown_signal())
+            .await
+            .context("the API server failed")?;
         tracing::info!("stopped");
         Ok(())
     })
