@@ -12,7 +12,7 @@ struct Reader<'a> {
 }
 
 enum Field<'a> {
-    Varint(u64),
+    Varint,
     Bytes(&'a [u8]),
     Fixed,
 }
@@ -42,7 +42,10 @@ impl<'a> Reader<'a> {
         let key = self.varint()?;
         let number = key >> 3;
         let field = match key & 7 {
-            0 => Field::Varint(self.varint()?),
+            0 => {
+                self.varint()?;
+                Field::Varint
+            }
             1 => {
                 self.pos += 8;
                 Field::Fixed
