@@ -260,3 +260,145 @@ fn set_if_empty(field: &mut Option<String>, value: &str) {
         *field = Some(value.to_string());
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly on a missing value
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod_with_image(image: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": image, "ports": [{"containerPort": 80}]}]}
+        }))
+        .unwrap()
+    }
+
+    fn defaulted(image: &str) -> Pod {
+        let mut p = pod_with_image(image);
+        pod(&mut p);
+        p
+    }
+
+    #[test]
+    fn pull_policy_follows_the_tag() {
+        for (image, policy) in [
+            ("busybox", "Always"),
+            ("busybox:latest", "Always"),
+            ("busybox:1.36", "IfNotPresent"),
+            ("localhost:5000/busybox", "Always"),
+            ("localhost:5000/busybox:1.36", "IfNotPresent"),
+            ("busybox@sha256:abcd", "IfNotPresent"),
+            ("busybox:latest@sha256:abcd", "Always"),
+        ] {
+            let p = defaulted(image);
+            let got = p.spec.unwrap().containers[0].image_pull_policy.clone();
+            assert_eq!(got.as_deref(), Some(policy), "{image}");
+        }
+    }
+
+    #[test]
+    fn a_pod_gets_what_kubernetes_shows() {
+        let p = defaulted("busybox:1.36");
+        let v = serde_json::to_value(&p).unwrap();
+        let spec = &v["spec"];
+        assert_eq!(spec["restartPolicy"], "Always");
+        assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+        assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+        assert_eq!(spec["schedulerName"], "default-scheduler");
+        assert_eq!(spec["securityContext"], json!({}));
+        assert_eq!(spec["enableServiceLinks"], true);
+        assert_eq!(spec["priority"], 0);
+        assert_eq!(spec["preemptionPolicy"], "PreemptLowerPriority");
+        assert_eq!(spec["serviceAccountName"], "default");
+        assert!(
+            spec.get("volumes").is_none(),
+            "no service account token volume"
+        );
+        let c = &spec["containers"][0];
+        assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(c["terminationMessagePolicy"], "File");
+        assert_eq!(c["ports"][0]["protocol"], "TCP");
+        assert_eq!(c["resources"], json!({}));
+        assert_eq!(
+            spec["tolerations"],
+            json!([
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+            ])
+        );
+        assert_eq!(
+            v["status"],
+            json!({"phase": "Pending", "qosClass": "BestEffort"})
+        );
+    }
+
+    #[test]
+    fn defaulting_twice_gives_the_same_pod() {
+        let once = defaulted("busybox");
+        let mut twice = once.clone();
+        pod(&mut twice);
+        assert_eq!(once, twice);
+    }
+
+    #[test]
+    fn an_existing_toleration_for_all_taints_suppresses_the_defaults() {
+        let mut p = pod_with_image("busybox");
+        p.spec.as_mut().unwrap().tolerations = Some(vec![Toleration {
+            operator: Some("Exists".into()),
+            ..Default::default()
+        }]);
+        pod(&mut p);
+        assert_eq!(p.spec.unwrap().tolerations.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn qos_classes() {
+        let with = |limits: &[(&str, &str)], requests: &[(&str, &str)]| {
+            let mut p = pod_with_image("busybox");
+            let to_map = |l: &[(&str, &str)]| {
+                Some(
+                    l.iter()
+                        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                        .collect::<BTreeMap<_, _>>(),
+                )
+            };
+            p.spec.as_mut().unwrap().containers[0].resources = Some(ResourceRequirements {
+                limits: to_map(limits),
+                requests: to_map(requests),
+                ..Default::default()
+            });
+            pod(&mut p);
+            p.status.unwrap().qos_class.unwrap()
+        };
+        assert_eq!(with(&[], &[]), "BestEffort");
+        // Requests default to limits: both set and equal.
+        assert_eq!(with(&[("cpu", "1"), ("memory", "1Gi")], &[]), "Guaranteed");
+        assert_eq!(
+            with(&[("cpu", "1"), ("memory", "1Gi")], &[("cpu", "1000m")]),
+            "Guaranteed"
+        );
+        assert_eq!(
+            with(&[("cpu", "1"), ("memory", "1Gi")], &[("cpu", "500m")]),
+            "Burstable"
+        );
+        assert_eq!(with(&[], &[("memory", "10Mi")]), "Burstable");
+        assert_eq!(with(&[("cpu", "1")], &[]), "Burstable");
+    }
+
+    #[test]
+    fn requests_default_to_limits() {
+        let mut p = pod_with_image("busybox");
+        p.spec.as_mut().unwrap().containers[0].resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity("64Mi".into()),
+            )])),
+            ..Default::default()
+        });
+        pod(&mut p);
+        let r = p.spec.unwrap().containers[0].resources.clone().unwrap();
+        assert_eq!(r.requests.unwrap()["memory"], Quantity("64Mi".into()));
+    }
+}

@@ -323,3 +323,129 @@ impl ApiKind for Lease {
         errs
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly on a missing value
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn namespace(name: &str) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn namespace_defaults() {
+        let mut ns = namespace("team-a");
+        ns.set_defaults();
+        let v = serde_json::to_value(&ns).unwrap();
+        assert_eq!(v["spec"], json!({"finalizers": ["kubernetes"]}));
+        assert_eq!(v["status"], json!({"phase": "Active"}));
+        assert_eq!(
+            v["metadata"]["labels"],
+            json!({"kubernetes.io/metadata.name": "team-a"})
+        );
+        assert_eq!(ns.validate_create(), vec![]);
+    }
+
+    #[test]
+    fn a_terminating_namespace_does_not_get_its_finalizer_back() {
+        let mut ns = namespace("team-a");
+        ns.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        ns.spec = Some(Default::default());
+        ns.set_defaults();
+        assert_eq!(ns.spec.unwrap().finalizers, None);
+    }
+
+    #[test]
+    fn namespace_names_are_dns_labels() {
+        let mut ns = namespace("a.b");
+        ns.set_defaults();
+        let errs = ns.validate_create();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "metadata.name");
+        assert!(errs[0].detail.contains("RFC 1123 label"));
+    }
+
+    #[test]
+    fn pod_status_and_spec_are_kept_by_the_right_writes() {
+        let mut old = Pod::default();
+        old.set_defaults();
+        let mut new = Pod {
+            status: None,
+            ..old.clone()
+        };
+        new.keep_status_of(&old);
+        assert_eq!(new.status, old.status);
+
+        let mut status_write = Pod {
+            spec: None,
+            ..old.clone()
+        };
+        status_write.metadata.finalizers = Some(vec!["x/y".into()]);
+        status_write.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        status_write.keep_spec_of(&old);
+        assert_eq!(status_write.spec, old.spec);
+        assert_eq!(status_write.metadata.finalizers, None);
+        assert!(status_write.metadata.labels.is_some());
+        assert!(old.spec_json().is_some());
+    }
+
+    #[test]
+    fn event_needs_an_involved_object_in_its_namespace() {
+        let event: Event = serde_json::from_value(json!({
+            "metadata": {"name": "e1", "namespace": "default"},
+            "involvedObject": {}
+        }))
+        .unwrap();
+        let errs = event.validate_create();
+        assert_eq!(errs[0].path, "involvedObject");
+        let event: Event = serde_json::from_value(json!({
+            "metadata": {"name": "e1", "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "other"}
+        }))
+        .unwrap();
+        let errs = event.validate_create();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].path, "involvedObject.namespace");
+    }
+
+    #[test]
+    fn lease_values() {
+        let lease: Lease = serde_json::from_value(json!({
+            "metadata": {"name": "node-1", "namespace": "kube-node-lease"},
+            "spec": {"leaseDurationSeconds": 0, "leaseTransitions": -1}
+        }))
+        .unwrap();
+        let paths: Vec<String> = lease
+            .validate_create()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(
+            paths,
+            vec!["spec.leaseDurationSeconds", "spec.leaseTransitions"]
+        );
+    }
+
+    #[test]
+    fn node_taints_are_checked() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "node-1"},
+            "spec": {"taints": [{"key": "k", "effect": "Sometimes"}]}
+        }))
+        .unwrap();
+        let errs = node.validate_create();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].reason(), "FieldValueNotSupported");
+    }
+}

@@ -1534,8 +1534,8 @@ fn validate_resources(r: &ResourceRequirements, path: &str) -> Vec<FieldError> {
     let check = |map: &Option<
         BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
     >,
-                     base: &str,
-                     errs: &mut Vec<FieldError>| {
+                 base: &str,
+                 errs: &mut Vec<FieldError>| {
         let mut parsed = BTreeMap::new();
         for (name, q) in map.iter().flatten() {
             let at = key_path(base, name);
@@ -1766,4 +1766,473 @@ pub fn validate_taints(
         }
     }
     errs
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly on a missing value
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The corrected seed descriptor, defaulted as the server does before validation.
+    fn seed_pod() -> Pod {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "kubia-manual",
+                "namespace": "default",
+                "labels": {"appName": "kubia-app", "version": "1.0.0"}
+            },
+            "spec": {"containers": [{
+                "image": "luksa/kubia",
+                "name": "kubia",
+                "imagePullPolicy": "Never",
+                "ports": [{"containerPort": 8080, "protocol": "TCP"}]
+            }]}
+        }))
+        .unwrap();
+        crate::defaults::pod(&mut pod);
+        pod
+    }
+
+    fn spec(pod: &mut Pod) -> &mut PodSpec {
+        pod.spec.as_mut().unwrap()
+    }
+
+    #[test]
+    fn corrected_seed_pod_is_valid() {
+        assert_eq!(validate_pod(&seed_pod()), vec![]);
+    }
+
+    #[test]
+    fn seed_label_value_is_one_invalid_error_at_the_key() {
+        let mut pod = seed_pod();
+        pod.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("version".into(), "1.0.0]".into());
+        let errs = validate_pod(&pod);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "metadata.labels.version");
+        assert_eq!(errs[0].reason(), "FieldValueInvalid");
+        let message = errs[0].message();
+        assert!(
+            message.starts_with(
+                "Invalid value: \"1.0.0]\": a valid label must be an empty string or consist of \
+                 alphanumeric characters, '-', '_' or '.', and must start and end with an \
+                 alphanumeric character"
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains("']' at position 6 is not allowed"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn label_keys_with_dots_use_brackets_and_bad_keys_are_explained() {
+        let labels = BTreeMap::from([
+            ("app.kubernetes.io/name".to_string(), "web".to_string()),
+            ("-bad".to_string(), "".to_string()),
+            ("a/b/c".to_string(), "x".to_string()),
+        ]);
+        let errs = validate_labels(&labels, "metadata.labels");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].path, "metadata.labels.-bad");
+        assert!(
+            errs[0].detail.contains("it starts with '-'"),
+            "{}",
+            errs[0].detail
+        );
+        assert_eq!(errs[1].path, "metadata.labels[a/b/c]");
+    }
+
+    #[test]
+    fn long_label_value_is_reported() {
+        let labels = BTreeMap::from([("k".to_string(), "a".repeat(64))]);
+        let errs = validate_labels(&labels, "metadata.labels");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0]
+            .message()
+            .ends_with("must be no more than 63 characters"));
+    }
+
+    #[test]
+    fn duplicate_container_names_across_containers_and_init_containers() {
+        let mut pod = seed_pod();
+        let c = spec(&mut pod).containers[0].clone();
+        spec(&mut pod).containers.push(c.clone());
+        spec(&mut pod).init_containers = Some(vec![c]);
+        let errs = validate_pod(&pod);
+        let dups: Vec<&str> = errs
+            .iter()
+            .filter(|e| e.error_type == ErrorType::Duplicate)
+            .map(|e| e.path.as_str())
+            .collect();
+        assert_eq!(
+            dups,
+            vec!["spec.containers[1].name", "spec.initContainers[0].name"]
+        );
+        assert!(errs
+            .iter()
+            .any(|e| e.message() == "Duplicate value: \"kubia\""));
+    }
+
+    #[test]
+    fn missing_image_is_required() {
+        let mut pod = seed_pod();
+        spec(&mut pod).containers[0].image = None;
+        let errs = validate_pod(&pod);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "spec.containers[0].image");
+        assert_eq!(errs[0].reason(), "FieldValueRequired");
+        assert!(errs[0].message().starts_with("Required value"));
+    }
+
+    #[test]
+    fn no_containers_is_required() {
+        let mut pod = seed_pod();
+        spec(&mut pod).containers.clear();
+        let errs = validate_pod(&pod);
+        assert_eq!(errs[0].path, "spec.containers");
+        assert_eq!(errs[0].error_type, ErrorType::Required);
+    }
+
+    #[test]
+    fn bad_restart_policy_lists_supported_values() {
+        let mut pod = seed_pod();
+        spec(&mut pod).restart_policy = Some("Sometimes".into());
+        let errs = validate_pod(&pod);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].path, "spec.restartPolicy");
+        assert_eq!(errs[0].reason(), "FieldValueNotSupported");
+        assert_eq!(
+            errs[0].message(),
+            "Unsupported value: \"Sometimes\": supported values: \"Always\", \"Never\", \"OnFailure\""
+        );
+    }
+
+    #[test]
+    fn too_long_name_is_invalid_as_kubernetes_reports_it() {
+        let mut pod = seed_pod();
+        pod.metadata.name = Some("a".repeat(254));
+        let errs = validate_pod(&pod);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "metadata.name");
+        assert_eq!(errs[0].reason(), "FieldValueInvalid");
+        assert!(errs[0]
+            .message()
+            .ends_with(": must be no more than 253 characters"));
+    }
+
+    #[test]
+    fn uppercase_name_points_at_the_character() {
+        let mut pod = seed_pod();
+        pod.metadata.name = Some("Kubia".into());
+        let errs = validate_pod(&pod);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0]
+            .detail
+            .contains("'K' at position 1 is not allowed (use lower case)"));
+    }
+
+    #[test]
+    fn generate_name_may_end_with_a_dash() {
+        let mut pod = seed_pod();
+        pod.metadata.name = None;
+        pod.metadata.generate_name = Some("kubia-".into());
+        assert_eq!(validate_pod(&pod), vec![]);
+        pod.metadata.generate_name = None;
+        let errs = validate_pod(&pod);
+        assert_eq!(
+            errs[0].message(),
+            "Required value: name or generateName is required"
+        );
+    }
+
+    #[test]
+    fn namespace_required_for_namespaced_and_forbidden_for_cluster_kinds() {
+        let meta = ObjectMeta {
+            name: Some("x".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            validate_object_meta(&meta, true, false)[0].path,
+            "metadata.namespace"
+        );
+        let meta = ObjectMeta {
+            namespace: Some("ns".into()),
+            ..meta
+        };
+        let errs = validate_object_meta(&meta, false, true);
+        assert_eq!(errs[0].error_type, ErrorType::Forbidden);
+    }
+
+    #[test]
+    fn ports_protocols_and_port_names() {
+        let mut pod = seed_pod();
+        let ports = spec(&mut pod).containers[0].ports.as_mut().unwrap();
+        ports[0].container_port = 70000;
+        ports[0].protocol = Some("ICMP".into());
+        ports[0].name = Some("http".into());
+        ports.push(k8s_openapi::api::core::v1::ContainerPort {
+            container_port: 80,
+            name: Some("http".into()),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        });
+        let errs = validate_pod(&pod);
+        let messages: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            messages,
+            vec![
+                "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+                "spec.containers[0].ports[0].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+                "spec.containers[0].ports[1].name: Duplicate value: \"http\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn volume_mounts_must_name_a_volume() {
+        let mut pod = seed_pod();
+        spec(&mut pod).containers[0].volume_mounts =
+            Some(vec![k8s_openapi::api::core::v1::VolumeMount {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                ..Default::default()
+            }]);
+        let errs = validate_pod(&pod);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].reason(), "FieldValueNotFound");
+        assert!(errs[0].message().starts_with("Not found: \"data\""));
+    }
+
+    #[test]
+    fn requests_above_limits_are_invalid() {
+        let mut pod = seed_pod();
+        let q = |s: &str| k8s_openapi::apimachinery::pkg::api::resource::Quantity(s.into());
+        spec(&mut pod).containers[0].resources = Some(ResourceRequirements {
+            limits: Some(BTreeMap::from([("cpu".to_string(), q("500m"))])),
+            requests: Some(BTreeMap::from([("cpu".to_string(), q("1"))])),
+            ..Default::default()
+        });
+        let errs = validate_pod(&pod);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].path, "spec.containers[0].resources.requests");
+        assert!(errs[0]
+            .detail
+            .contains("less than or equal to cpu limit of 500m"));
+    }
+
+    #[test]
+    fn quantities_parse_to_billionths() {
+        assert_eq!(parse_quantity("1"), Some(1_000_000_000));
+        assert_eq!(parse_quantity("500m"), Some(500_000_000));
+        assert_eq!(parse_quantity("1Ki"), Some(1024 * 1_000_000_000));
+        assert_eq!(parse_quantity("1.5G"), Some(1_500_000_000 * 1_000_000_000));
+        assert_eq!(parse_quantity("1e3"), Some(1000 * 1_000_000_000));
+        assert_eq!(parse_quantity("0.1n"), Some(1));
+        assert_eq!(parse_quantity("-2"), Some(-2_000_000_000));
+        assert_eq!(parse_quantity("abc"), None);
+        assert_eq!(parse_quantity("1Kb"), None);
+        assert_eq!(parse_quantity(""), None);
+    }
+
+    #[test]
+    fn tolerations_operator_and_effect() {
+        let mut pod = seed_pod();
+        spec(&mut pod).tolerations = Some(vec![Toleration {
+            key: Some("k".into()),
+            operator: Some("Maybe".into()),
+            effect: Some("NoRun".into()),
+            ..Default::default()
+        }]);
+        let errs = validate_pod(&pod);
+        let reasons: Vec<(&str, &str)> =
+            errs.iter().map(|e| (e.path.as_str(), e.reason())).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                ("spec.tolerations[0].operator", "FieldValueNotSupported"),
+                ("spec.tolerations[0].effect", "FieldValueNotSupported"),
+            ]
+        );
+    }
+
+    #[test]
+    fn pod_level_values() {
+        let mut pod = seed_pod();
+        let s = spec(&mut pod);
+        s.dns_policy = Some("Google".into());
+        s.termination_grace_period_seconds = Some(-1);
+        s.active_deadline_seconds = Some(0);
+        s.containers[0].image_pull_policy = Some("Sometimes".into());
+        s.containers[0].env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
+            name: "A=B".into(),
+            ..Default::default()
+        }]);
+        let paths: Vec<String> = validate_pod(&pod).into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "spec.containers[0].env[0].name",
+                "spec.containers[0].imagePullPolicy",
+                "spec.dnsPolicy",
+                "spec.activeDeadlineSeconds",
+                "spec.terminationGracePeriodSeconds",
+            ]
+        );
+    }
+
+    #[test]
+    fn annotations_total_size_is_limited() {
+        let big = BTreeMap::from([("a".to_string(), "x".repeat(TOTAL_ANNOTATION_SIZE_LIMIT))]);
+        let errs = validate_annotations(&big, "metadata.annotations");
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].reason(), "FieldValueTooLong");
+        assert!(errs[0]
+            .message()
+            .starts_with("Too long: may not be more than 262144 bytes"));
+    }
+
+    #[test]
+    fn owner_references_need_their_fields() {
+        let meta = ObjectMeta {
+            name: Some("x".into()),
+            namespace: Some("default".into()),
+            owner_references: Some(vec![Default::default()]),
+            ..Default::default()
+        };
+        let paths: Vec<String> = validate_object_meta(&meta, true, false)
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                "metadata.ownerReferences[0].apiVersion",
+                "metadata.ownerReferences[0].kind",
+                "metadata.ownerReferences[0].name",
+                "metadata.ownerReferences[0].uid",
+            ]
+        );
+    }
+
+    #[test]
+    fn updating_the_command_is_forbidden_and_names_the_field() {
+        let old = seed_pod();
+        let mut new = old.clone();
+        spec(&mut new).containers[0].command = Some(vec!["sh".into()]);
+        let errs = validate_pod_update(&new, &old);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "spec");
+        assert_eq!(errs[0].reason(), "FieldValueForbidden");
+        assert!(
+            errs[0].detail.contains("`spec.containers[*].image`"),
+            "{}",
+            errs[0].detail
+        );
+        assert!(
+            errs[0]
+                .detail
+                .contains("`spec.containers[0].command` (from unset to [\"sh\"])"),
+            "{}",
+            errs[0].detail
+        );
+    }
+
+    #[test]
+    fn updating_the_image_labels_and_tolerations_is_allowed() {
+        let old = seed_pod();
+        let mut new = old.clone();
+        spec(&mut new).containers[0].image = Some("luksa/kubia:v2".into());
+        spec(&mut new).active_deadline_seconds = Some(100);
+        spec(&mut new)
+            .tolerations
+            .as_mut()
+            .unwrap()
+            .push(Toleration {
+                key: Some("dedicated".into()),
+                operator: Some("Exists".into()),
+                ..Default::default()
+            });
+        new.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("tier".into(), "web".into());
+        assert_eq!(validate_pod_update(&new, &old), vec![]);
+    }
+
+    #[test]
+    fn removing_a_toleration_or_a_container_is_forbidden() {
+        let old = seed_pod();
+        let mut new = old.clone();
+        spec(&mut new).tolerations.as_mut().unwrap().pop();
+        let errs = validate_pod_update(&new, &old);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "spec.tolerations");
+
+        let mut new = old.clone();
+        let c = spec(&mut new).containers[0].clone();
+        spec(&mut new).containers.push(Container {
+            name: "second".into(),
+            ..c
+        });
+        let errs = validate_pod_update(&new, &old);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "spec.containers");
+    }
+
+    #[test]
+    fn metadata_identity_is_immutable() {
+        let old = seed_pod();
+        let mut new = old.clone();
+        new.metadata.uid = Some("other".into());
+        let errs = validate_pod_update(&new, &old);
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].path, "metadata.uid");
+        assert!(errs[0].detail.starts_with("field is immutable"));
+    }
+
+    #[test]
+    fn values_render_as_kubernetes_does() {
+        assert_eq!(
+            FieldError::invalid("x", 5, "d").message(),
+            "Invalid value: 5: d"
+        );
+        assert_eq!(
+            FieldError::invalid("x", "a\"b", "d").message(),
+            "Invalid value: \"a\\\"b\": d"
+        );
+        assert_eq!(
+            FieldError::too_long("x", 63).message(),
+            "Too long: may not be more than 63 bytes"
+        );
+        assert_eq!(FieldError::forbidden("x", "no").message(), "Forbidden: no");
+        assert_eq!(
+            FieldError::required("x", "").to_string(),
+            "x: Required value"
+        );
+    }
+
+    #[test]
+    fn dns_subdomain_and_qualified_name_rules() {
+        assert!(is_dns1123_subdomain("example.com").is_empty());
+        assert!(!is_dns1123_subdomain("a..b").is_empty());
+        assert!(!is_dns1123_subdomain("a.-b").is_empty());
+        assert!(is_qualified_name("example.com/MyName").is_empty());
+        assert_eq!(
+            is_qualified_name("/x"),
+            vec!["prefix part must be non-empty".to_string()]
+        );
+        assert!(is_dns1123_label("my-name").is_empty());
+        assert!(!is_dns1123_label("my_name").is_empty());
+        assert!(is_valid_port_name("http").is_empty());
+        assert_eq!(is_valid_port_name("80").len(), 1);
+    }
 }
