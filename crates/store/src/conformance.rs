@@ -44,6 +44,7 @@ macro_rules! store_conformance_tests {
             delete_event_carries_last_value,
             compaction,
             compaction_of_everything,
+            watch_while_writing,
             concurrent_writers
         );
     };
@@ -786,4 +787,74 @@ pub async fn concurrent_writers(store: Arc<dyn Store>) {
         "the losers get Conflict: {outcomes:?}"
     );
     assert_eq!(store.current_revision(), before + WRITERS + 1);
+}
+
+/// Watches started at different moments while writes go on each see an unbroken run of
+/// revisions from their starting point: nothing is lost or repeated where history hands over
+/// to live events.
+pub async fn watch_while_writing(store: Arc<dyn Store>) {
+    const WRITES: usize = 300;
+    const WATCHERS: usize = 8;
+    let p = prefix(&*store, "watch-while-writing");
+    let end = format!("{p}end");
+    // The last write waits until every watch has started, so that each has something to see.
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let writer = {
+        let store = store.clone();
+        let p = p.clone();
+        let end = end.clone();
+        tokio::spawn(async move {
+            for chunk in 0..WRITES / 10 {
+                // Ten at a time, so that writes also arrive in batches.
+                let creates = (0..10).map(|i| {
+                    let key = format!("{p}{chunk:03}-{i}");
+                    let store = store.clone();
+                    async move { store.create(&key, val("x")).await }
+                });
+                for result in futures_util::future::join_all(creates).await {
+                    ok(result, "create while watching");
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            let _ = started_rx.await;
+            ok(store.create(&end, val("end")).await, "create end")
+        })
+    };
+    let mut watchers = Vec::new();
+    for w in 0..WATCHERS {
+        // Start some watches a little in the past, some exactly at the current revision.
+        let after =
+            (store.current_revision() - (w as Revision % 3)).max(store.compacted_revision());
+        let stream = ok(store.watch(&p, after).await, "watch while writing");
+        let end = end.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut stream = stream;
+            let mut last = after;
+            loop {
+                let event =
+                    next_event(&mut stream, &format!("watcher {w} from {after}, at {last}")).await;
+                assert_eq!(
+                    event.kv.mod_revision,
+                    last + 1,
+                    "watcher {w} from {after}: no gap, no repeat"
+                );
+                last = event.kv.mod_revision;
+                if event.kv.key == end {
+                    return last;
+                }
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = started_tx.send(());
+    let end_kv = match writer.await {
+        Ok(kv) => kv,
+        Err(e) => panic!("writer failed: {e}"),
+    };
+    for (w, watcher) in watchers.into_iter().enumerate() {
+        match watcher.await {
+            Ok(last) => assert_eq!(last, end_kv.mod_revision, "watcher {w} saw up to the end"),
+            Err(e) => panic!("watcher {w} failed: {e}"),
+        }
+    }
 }

@@ -234,3 +234,84 @@ async fn negative_and_odd_revisions_are_errors_not_panics() {
         .unwrap();
     assert_eq!(event.kv, c);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_fails_its_writes_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    // Inject a storage failure for one key: the log insert of "/poison" aborts.
+    let admin = rusqlite::Connection::open(&path).unwrap();
+    admin
+        .execute_batch(
+            "CREATE TRIGGER poison BEFORE INSERT ON log WHEN NEW.key = CAST('/poison' AS BLOB) \
+             BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+        )
+        .unwrap();
+    drop(admin);
+
+    let before = store.current_revision();
+    let err = store.create("/poison", Bytes::new()).await.unwrap_err();
+    assert!(matches!(err, Error::Backend(_)), "{err:?}");
+    assert_eq!(store.get("/poison").await.unwrap(), None);
+    assert_eq!(
+        store.current_revision(),
+        before,
+        "a failed commit takes no revision"
+    );
+
+    // Concurrent writes, some poisoned: whatever lands in a failing batch fails whole, and
+    // what succeeded has contiguous revisions and is stored.
+    let results = futures_util::future::join_all((0..60).map(|i| {
+        let store = store.clone();
+        async move {
+            let key = if i % 10 == 5 {
+                "/poison".to_string()
+            } else {
+                format!("/ok/{i}")
+            };
+            (key.clone(), store.create(&key, Bytes::new()).await)
+        }
+    }))
+    .await;
+    let mut revisions = Vec::new();
+    for (key, result) in &results {
+        match result {
+            Ok(kv) => {
+                assert_eq!(store.get(key).await.unwrap().as_ref(), Some(kv));
+                revisions.push(kv.mod_revision);
+            }
+            Err(Error::Backend(_)) => {
+                if key != "/poison" {
+                    assert_eq!(
+                        store.get(key).await.unwrap(),
+                        None,
+                        "{key} failed with its batch"
+                    );
+                }
+            }
+            Err(other) => panic!("{key}: {other:?}"),
+        }
+    }
+    revisions.sort_unstable();
+    let n = revisions.len() as i64;
+    assert_eq!(revisions, (before + 1..=before + n).collect::<Vec<_>>());
+    assert_eq!(store.current_revision(), before + n);
+    assert_eq!(
+        store.list("/ok/", None).await.unwrap().items.len() as i64,
+        n
+    );
+    assert!(n < 60, "the poisoned writes failed");
+
+    // The store still works, and the log agrees with memory after a reopen.
+    let next = store.create("/after", Bytes::new()).await.unwrap();
+    assert_eq!(next.mod_revision, before + n + 1);
+    store.close();
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.current_revision(), before + n + 1);
+    assert_eq!(
+        store.list("/ok/", None).await.unwrap().items.len() as i64,
+        n
+    );
+}
