@@ -49,15 +49,18 @@ fn pod_spec(spec: &mut PodSpec) {
     spec.priority.get_or_insert(0);
     set_if_empty(&mut spec.preemption_policy, "PreemptLowerPriority");
     // ServiceAccount admission (its token volume is left out on purpose: no token controller).
-    set_if_empty(&mut spec.service_account_name, "default");
+    // The deprecated `serviceAccount` names the account when `serviceAccountName` does not.
     if spec
-        .service_account
+        .service_account_name
         .as_deref()
         .unwrap_or_default()
         .is_empty()
     {
-        spec.service_account = spec.service_account_name.clone();
+        spec.service_account_name = spec.service_account.clone().filter(|s| !s.is_empty());
     }
+    set_if_empty(&mut spec.service_account_name, "default");
+    // Kubernetes always writes the deprecated field as a copy of the current one.
+    spec.service_account = spec.service_account_name.clone();
     let host_network = spec.host_network == Some(true);
     for c in spec
         .containers
@@ -312,6 +315,7 @@ mod tests {
         assert_eq!(spec["priority"], 0);
         assert_eq!(spec["preemptionPolicy"], "PreemptLowerPriority");
         assert_eq!(spec["serviceAccountName"], "default");
+        assert_eq!(spec["serviceAccount"], "default");
         assert!(
             spec.get("volumes").is_none(),
             "no service account token volume"

@@ -1002,7 +1002,7 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
     for (i, c) in spec.containers.iter().enumerate() {
         let at = index_path(&containers_path, i);
         errs.extend(validate_container(c, &volume_names, host_network, &at));
-        errs.extend(validate_probes(c, &at, true));
+        errs.extend(validate_probes(c, &at));
         if let Some(rp) = &c.restart_policy {
             errs.push(FieldError::forbidden(
                 format!("{at}.restartPolicy"),
@@ -1032,7 +1032,7 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
             }
         };
         if sidecar {
-            errs.extend(validate_probes(c, &at, true));
+            errs.extend(validate_probes(c, &at));
         } else {
             for (field, set) in [
                 ("lifecycle", c.lifecycle.is_some()),
@@ -1450,11 +1450,8 @@ fn validate_volume_mounts(c: &Container, volumes: &BTreeSet<&str>, path: &str) -
     errs
 }
 
-fn validate_probes(c: &Container, at: &str, allowed: bool) -> Vec<FieldError> {
+fn validate_probes(c: &Container, at: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    if !allowed {
-        return errs;
-    }
     for (field, probe) in [
         ("livenessProbe", &c.liveness_probe),
         ("readinessProbe", &c.readiness_probe),
