@@ -37,7 +37,7 @@ pub struct FieldIssue {
 }
 
 impl std::fmt::Display for FieldIssue {
-    /// `unknown field "metadata.label" (line 12), did you mean "metadata.labels"?`
+    /// `unknown field "metadata.label" (line 12): did you mean "labels"?`
     /// `duplicate field "spec.containers[0].name"`
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let what = match self.kind {
@@ -52,8 +52,7 @@ impl std::fmt::Display for FieldIssue {
             suggestion: Some(suggestion),
         } = &self.kind
         {
-            let (parent, _) = split_last(&self.path);
-            write!(f, ", did you mean \"{}\"?", push_key(parent, suggestion))?;
+            write!(f, ": did you mean \"{suggestion}\"?")?;
         }
         Ok(())
     }
@@ -362,7 +361,7 @@ spec:
         );
         assert_eq!(
             found[0].to_string(),
-            "unknown field \"metadata.label\" (line 8), did you mean \"metadata.labels\"?"
+            "unknown field \"metadata.label\" (line 8): did you mean \"labels\"?"
         );
     }
 
@@ -374,7 +373,7 @@ spec:
         assert_eq!(found, vec![unknown("metadata.label", Some("labels"), None)]);
         assert_eq!(
             found[0].to_string(),
-            "unknown field \"metadata.label\", did you mean \"metadata.labels\"?"
+            "unknown field \"metadata.label\": did you mean \"labels\"?"
         );
     }
 

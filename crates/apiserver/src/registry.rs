@@ -327,7 +327,7 @@ impl Registry {
                 .join(", ")
         );
         if !after_rename.is_empty() {
-            message.push_str(&format!("; and once renamed, {}", after_rename.join(", ")));
+            message.push_str(&format!("; even with the suggested name, {}", after_rename.join(", ")));
         }
         let name = doc
             .value
