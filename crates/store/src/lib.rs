@@ -1,6 +1,5 @@
 //! Revisioned key-value storage with etcd v3 semantics (revision = resourceVersion), behind the
 //! [`Store`] trait; the SQLite backend is the embedded default.
-//! OWNER: helper "store". Signatures are the contract with the API server; keep them.
 
 use std::future::Future;
 use std::pin::Pin;

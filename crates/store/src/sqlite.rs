@@ -30,6 +30,9 @@ const INITIAL_REVISION: Revision = 1;
 /// all of it at once.
 const HISTORY_PAGE: usize = 1000;
 
+/// Log rows one compaction transaction examines, so that writes wait at most for one slice.
+const COMPACTION_SLICE: i64 = 5000;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS log (
     rev        INTEGER PRIMARY KEY,
@@ -237,13 +240,25 @@ impl SqliteStore {
             max_readers: options.readers.max(1),
         });
         let (tx, rx) = mpsc::channel();
-        let writer = Writer {
+        let mut writer = Writer {
             conn,
             shared: shared.clone(),
             events,
             requests: rx,
             max_batch: options.max_batch.max(1),
+            compaction: None,
         };
+        // A compaction cut short by a crash or close carries on in the background.
+        let cursor = read_meta(&writer.conn, "compact_cursor")
+            .map_err(backend)?
+            .unwrap_or(0);
+        if cursor < compacted {
+            writer.compaction = Some(CompactionJob {
+                target: compacted,
+                cursor,
+                replies: Vec::new(),
+            });
+        }
         let handle = std::thread::Builder::new()
             .name("skiff-store-writer".into())
             .spawn(move || writer.run())
@@ -645,6 +660,17 @@ struct Writer {
     events: broadcast::Sender<Arc<Event>>,
     requests: mpsc::Receiver<Request>,
     max_batch: usize,
+    /// The compaction under way, done a slice at a time between write batches.
+    compaction: Option<CompactionJob>,
+}
+
+/// A compaction in progress: the rows up to `cursor` are done, those up to `target` remain.
+/// The cursor is kept in meta, so a compaction cut short by a crash or close resumes at the next
+/// open. A new target starts over from 0: rows kept for the old target may be obsolete now.
+struct CompactionJob {
+    target: Revision,
+    cursor: Revision,
+    replies: Vec<oneshot::Sender<Result<()>>>,
 }
 
 /// The outcome of one write of a batch, before the batch is committed.
@@ -655,31 +681,58 @@ struct Pending {
 
 impl Writer {
     fn run(mut self) {
-        // recv fails only once every sender is gone and the queue is empty, so the writes
-        // submitted before close are all finished.
-        while let Ok(first) = self.requests.recv() {
-            let mut writes = Vec::new();
-            let mut compactions = Vec::new();
-            let mut next = Some(first);
-            while let Some(request) = next {
-                match request {
-                    Request::Write { op, reply } => writes.push((op, reply)),
-                    Request::Compact { revision, reply } => compactions.push((revision, reply)),
+        loop {
+            // While a compaction is under way, take what is waiting without blocking and do
+            // the next slice; otherwise sleep until a request comes. recv and try_recv report
+            // the senders gone only once the queue is empty, so writes submitted before close
+            // all finish.
+            let first = if self.compaction.is_some() {
+                match self.requests.try_recv() {
+                    Ok(request) => Some(request),
+                    Err(mpsc::TryRecvError::Empty) => None,
+                    // Closed: stop now; the compaction resumes at the next open.
+                    Err(mpsc::TryRecvError::Disconnected) => break,
                 }
-                next = if writes.len() + compactions.len() < self.max_batch {
-                    self.requests.try_recv().ok()
-                } else {
-                    None
-                };
+            } else {
+                match self.requests.recv() {
+                    Ok(request) => Some(request),
+                    Err(_) => break,
+                }
+            };
+            if let Some(first) = first {
+                self.take_batch(first);
             }
-            if !writes.is_empty() {
-                self.apply_writes(writes);
-            }
-            for (revision, reply) in compactions {
-                let _ = reply.send(self.compact(revision));
+            if self.compaction.is_some() {
+                self.compact_step();
             }
         }
         tracing::debug!("store writer stopped");
+    }
+
+    /// Handles `first` and every request waiting behind it, up to the batch bound.
+    fn take_batch(&mut self, first: Request) {
+        let mut writes = Vec::new();
+        let mut compactions = Vec::new();
+        let mut next = Some(first);
+        while let Some(request) = next {
+            match request {
+                Request::Write { op, reply } => writes.push((op, reply)),
+                Request::Compact { revision, reply } => compactions.push((revision, reply)),
+            }
+            next = if writes.len() + compactions.len() < self.max_batch {
+                self.requests.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if !writes.is_empty() {
+            self.apply_writes(writes);
+        }
+        for (revision, reply) in compactions {
+            if let Err(e) = self.start_compaction(revision, reply) {
+                tracing::warn!(revision, error = %e, "compaction refused");
+            }
+        }
     }
 
     /// Applies a batch in one transaction: each write its own revision, each checked against
@@ -819,17 +872,43 @@ impl Writer {
                     &row.value[..]
                 ])?;
             }
-            let mut meta = tx.prepare_cached(
-                "INSERT INTO meta (name, value) VALUES ('revision', ?1) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            )?;
-            meta.execute([revision])?;
+            set_meta(&tx, "revision", revision)?;
         }
         tx.commit()
     }
 
-    /// Drops every row that no read at or after `revision` can need: for each key, all rows at
-    /// or below `revision` except the newest one, and that one too when it is a deletion.
-    fn compact(&mut self, revision: Revision) -> Result<()> {
+    /// Makes `revision` the compacted revision at once (older reads are refused from now on)
+    /// and schedules the removal of the rows no later read needs. `reply` is answered when the
+    /// removal is done, or now with the error.
+    fn start_compaction(
+        &mut self,
+        revision: Revision,
+        reply: oneshot::Sender<Result<()>>,
+    ) -> Result<(), String> {
+        let outcome = self.mark_compacted(revision);
+        if let Err(e) = outcome {
+            let message = e.to_string();
+            let _ = reply.send(Err(e));
+            return Err(message);
+        }
+        match &mut self.compaction {
+            Some(job) => {
+                job.target = revision;
+                job.cursor = 0;
+                job.replies.push(reply);
+            }
+            None => {
+                self.compaction = Some(CompactionJob {
+                    target: revision,
+                    cursor: 0,
+                    replies: vec![reply],
+                })
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_compacted(&mut self, revision: Revision) -> Result<()> {
         let current = self.shared.current.load(Ordering::Acquire);
         let compacted = self.shared.compacted.load(Ordering::Acquire);
         if revision > current {
@@ -845,26 +924,76 @@ impl Writer {
                 compacted,
             });
         }
-        let run = |conn: &mut Connection| -> rusqlite::Result<usize> {
+        let mark = |conn: &mut Connection| -> rusqlite::Result<()> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let removed = tx.execute(
-                "DELETE FROM log WHERE rev <= ?1 AND (deleted = 1 OR rev < \
-                 (SELECT MAX(l2.rev) FROM log AS l2 WHERE l2.key = log.key AND l2.rev <= ?1))",
-                [revision],
-            )?;
-            tx.execute(
-                "INSERT INTO meta (name, value) VALUES ('compacted', ?1) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                [revision],
-            )?;
-            tx.commit()?;
-            Ok(removed)
+            set_meta(&tx, "compacted", revision)?;
+            set_meta(&tx, "compact_cursor", 0)?;
+            tx.commit()
         };
-        let removed =
-            run(&mut self.conn).map_err(|e| backend(format!("compaction failed: {e}")))?;
+        mark(&mut self.conn).map_err(|e| backend(format!("compaction failed: {e}")))?;
         self.shared.compacted.store(revision, Ordering::Release);
-        tracing::debug!(revision, removed, "compacted the store");
         Ok(())
     }
+
+    /// Removes, in one short transaction, the unneeded rows of the next slice of revisions: for
+    /// each key, the rows at or below the target except the newest one, and that one too when it
+    /// is a deletion. Slices go up in revision order, so whenever a deletion's row is gone, the
+    /// older rows of its key are gone too, and reads at or after the target stay right throughout.
+    fn compact_step(&mut self) {
+        let Some(job) = self.compaction.as_mut() else {
+            return;
+        };
+        let (target, cursor) = (job.target, job.cursor);
+        let step = |conn: &mut Connection| -> rusqlite::Result<(Revision, usize)> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The slice ends at the COMPACTION_SLICE-th row after the cursor, or at the target.
+            let high: Option<Revision> = tx
+                .query_row(
+                    "SELECT rev FROM log WHERE rev > ?1 AND rev <= ?2 ORDER BY rev LIMIT 1 OFFSET ?3",
+                    params![cursor, target, COMPACTION_SLICE - 1],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let high = high.unwrap_or(target);
+            let removed = tx.execute(
+                "DELETE FROM log WHERE rev > ?1 AND rev <= ?2 AND (deleted = 1 OR rev < \
+                 (SELECT MAX(l2.rev) FROM log AS l2 WHERE l2.key = log.key AND l2.rev <= ?3))",
+                params![cursor, high, target],
+            )?;
+            set_meta(&tx, "compact_cursor", high)?;
+            tx.commit()?;
+            Ok((high, removed))
+        };
+        match step(&mut self.conn) {
+            Ok((high, removed)) => {
+                tracing::trace!(target, through = high, removed, "compaction slice");
+                job.cursor = high;
+                if high >= target {
+                    tracing::debug!(revision = target, "compaction done");
+                    for reply in std::mem::take(&mut job.replies) {
+                        let _ = reply.send(Ok(()));
+                    }
+                    self.compaction = None;
+                }
+            }
+            Err(e) => {
+                // The rows left behind are harmless: the next compaction removes them.
+                tracing::error!(error = %e, "compaction failed");
+                for reply in std::mem::take(&mut job.replies) {
+                    let _ = reply.send(Err(backend(format!("compaction failed: {e}"))));
+                }
+                self.compaction = None;
+            }
+        }
+    }
+}
+
+fn set_meta(conn: &Connection, name: &str, value: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO meta (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![name, value])?;
+    Ok(())
 }
 
 /// The key's current value when it exists and, if `expected` is given, is at that revision:

@@ -315,3 +315,77 @@ async fn a_failed_commit_fails_its_writes_and_changes_nothing() {
         n
     );
 }
+
+fn log_rows(path: &std::path::Path) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("SELECT COUNT(*) FROM log", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_removes_obsolete_rows_in_slices_and_resumes_after_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    const KEYS: usize = 6000;
+    for round in 0..2 {
+        for chunk in 0..KEYS / 1000 {
+            let writes = (chunk * 1000..(chunk + 1) * 1000).map(|i| {
+                let store = store.clone();
+                async move {
+                    let key = format!("/k/{i:05}");
+                    if round == 0 {
+                        store.create(&key, Bytes::from_static(b"v1")).await
+                    } else {
+                        store.update(&key, Bytes::from_static(b"v2"), None).await
+                    }
+                }
+            });
+            for result in futures_util::future::join_all(writes).await {
+                result.unwrap();
+            }
+        }
+    }
+    store.delete("/k/00000", None).await.unwrap();
+    assert_eq!(log_rows(&path), 2 * KEYS as i64 + 1);
+    // Compact half way through the updates: the created rows of the keys updated by then go.
+    let half = (KEYS / 2) as i64;
+    let first = 1 + KEYS as i64 + half;
+    store.compact(first).await.unwrap();
+    assert_eq!(log_rows(&path), 2 * KEYS as i64 + 1 - half);
+    assert_eq!(
+        store.list("/k/", Some(first)).await.unwrap().items.len(),
+        KEYS
+    );
+
+    // Start a compaction of everything and close at once: what is left is done at reopen.
+    let top = store.current_revision();
+    let compaction = tokio::spawn({
+        let store = store.clone();
+        async move { store.compact(top).await }
+    });
+    // The compacted revision moves at once; the rows go a slice at a time after that.
+    while store.compacted_revision() != top {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    store.close();
+    let _ = compaction.await.unwrap();
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.compacted_revision(), top);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while log_rows(&path) != KEYS as i64 - 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the compaction did not finish: {} rows",
+            log_rows(&path)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let list = store.list("/k/", Some(top)).await.unwrap();
+    assert_eq!(list.items.len(), KEYS - 1);
+    assert!(list
+        .items
+        .iter()
+        .all(|kv| kv.value == Bytes::from_static(b"v2")));
+}
