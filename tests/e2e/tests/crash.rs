@@ -18,8 +18,8 @@ const PODS: usize = 1_000;
 /// Parallel curl processes, each with this many transfers at once.
 const WORKERS: usize = 8;
 const PARALLEL_PER_WORKER: usize = 8;
-/// The server is killed once this many creates have been acknowledged.
-const KILL_AFTER: usize = 100;
+/// The server is killed (in the middle) once this many creates have been acknowledged.
+const KILL_AFTER: usize = PODS / 2;
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn pod_name(i: usize) -> String {
@@ -41,8 +41,8 @@ fn quoted(value: &str) -> String {
     format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// A curl config with one POST per pod; each prints `<http code> <pod name>` when done and
-/// keeps the response body in `<out_dir>/<pod name>.json`.
+/// A curl config with one POST per pod; each prints `<http code> <pod name>` on stderr when
+/// done and keeps the response body in `<out_dir>/<pod name>.json`.
 fn curl_config(cluster: &Cluster, token: &str, names: &[String], out_dir: &Path) -> String {
     let url = format!("{}/api/v1/namespaces/default/pods", cluster.url());
     let ca = cluster.ca_file();
@@ -61,7 +61,9 @@ fn curl_config(cluster: &Cluster, token: &str, names: &[String], out_dir: &Path)
             ("header", "Content-Type: application/json".to_owned()),
             ("data-binary", pod_body(name)),
             ("output", output.to_string_lossy().into_owned()),
-            ("write-out", format!("%{{http_code}} {name}\\n")),
+            // To stderr, which curl does not buffer: the kill must follow the acknowledgements
+            // closely, not a pipe buffer later.
+            ("write-out", format!("%{{stderr}}%{{http_code}} {name}\\n")),
             ("connect-timeout", "10".to_owned()),
             ("max-time", "60".to_owned()),
         ] {
@@ -109,20 +111,21 @@ fn acknowledged_creates_survive_kill_9() {
         fs::write(&config, curl_config(&cluster, &token, &names, &out_dir))
             .expect("write a curl config");
         let mut child = Command::new("curl")
-            .args(["--silent", "--parallel"])
+            // --silent alone leaves the --parallel progress meter on.
+            .args(["--no-progress-meter", "--silent", "--parallel"])
             .arg("--parallel-max")
             .arg(PARALLEL_PER_WORKER.to_string())
             .arg("--config")
             .arg(&config)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("run curl (scripts/test.sh installs it)");
-        let stdout = child.stdout.take().expect("stdout was piped above");
+        let report = child.stderr.take().expect("stderr was piped above");
         let sender = sender.clone();
         thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in BufReader::new(report).lines().map_while(Result::ok) {
                 let _ = sender.send(line);
             }
         });
@@ -172,6 +175,10 @@ fn acknowledged_creates_survive_kill_9() {
         "all {PODS} creates had finished before the kill, so nothing was in flight"
     );
     assert_eq!(codes.len(), PODS, "every transfer reports a code");
+    assert!(
+        codes.values().any(|code| code == "000"),
+        "every create was answered, so the kill came after the last one: {codes:?}"
+    );
     // 000: no response (the server was gone). Anything else is a server error under load.
     let unexpected: Vec<_> = codes
         .iter()
@@ -194,6 +201,12 @@ fn acknowledged_creates_survive_kill_9() {
         }
     }
 
+    eprintln!(
+        "{} of {PODS} creates acknowledged ({} finished when the server was killed, {} bodies read)",
+        acknowledged.len(),
+        finished_at_kill,
+        returned.len()
+    );
     cluster.restart();
 
     // Every acknowledged create is there, as it was returned.
@@ -253,6 +266,11 @@ fn acknowledged_creates_survive_kill_9() {
     assert_eq!(code, "201", "{again}");
     let second = resource_version(&again).expect("the created pod has a resourceVersion");
     assert!(second > first, "{second} after {first}");
+
+    eprintln!(
+        "after the restart: {} pods listed, resourceVersions up to {seen_max}, then {first} and {second}",
+        listed.len()
+    );
 
     // kubectl, with the kubeconfig of the first start, sees the same pods.
     let names = cluster.kubectl_ok(["get", "po", "-o", "name"]);
