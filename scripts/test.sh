@@ -4,7 +4,7 @@
 #
 # On a fresh Debian 12 machine (as root, or with sudo) it first installs what is missing.
 # Exits non-zero if any step fails.
-set -euo pipefail
+set -Eeuo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
