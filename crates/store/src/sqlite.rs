@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS meta (
 pub struct SqliteOptions {
     /// Most writes committed in one transaction.
     pub max_batch: usize,
-    /// Events a watcher may fall behind before it gets [`Error::WatchLagged`].
+    /// Events a watcher may fall behind before it gets [`Error::WatchLagged`] (at most 2^20).
     pub watch_buffer: usize,
     /// Most read connections (and blocking threads) serving history at once.
     pub readers: usize,
@@ -228,7 +228,7 @@ impl SqliteStore {
             .max(compacted)
             .max(INITIAL_REVISION);
 
-        let (events, _) = broadcast::channel(options.watch_buffer.max(1));
+        let (events, _) = broadcast::channel(options.watch_buffer.clamp(1, 1 << 20));
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             state: RwLock::new(State { kvs, revision }),
