@@ -37,11 +37,31 @@ running_server_pid() {
     done
 }
 
+# Prints the --data-dir a running server was started with (the default if none was given).
+data_dir_of() {
+    local arg take=false dir=/var/lib/skiff
+    while IFS= read -r arg; do
+        if $take; then
+            dir=$arg
+            take=false
+        elif [[ "$arg" == --data-dir ]]; then
+            take=true
+        elif [[ "$arg" == --data-dir=* ]]; then
+            dir=${arg#--data-dir=}
+        fi
+    done < <(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null)
+    echo "$dir"
+}
+
 existing=$(running_server_pid)
 if [[ -n "$existing" ]]; then
-    echo "A skiff server is already running (pid $existing); its log is $log."
+    existing_data_dir=$(data_dir_of "$existing")
+    echo "A skiff server is already running (pid $existing, data dir $existing_data_dir)."
+    if [[ -f "$pid_file" && "$(cat "$pid_file")" == "$existing" ]]; then
+        echo "Its log is $log."
+    fi
     echo "To use it:"
-    echo "  export KUBECONFIG=$data_dir/admin.kubeconfig"
+    echo "  export KUBECONFIG=$existing_data_dir/admin.kubeconfig"
     echo "  kubectl get po"
     exit 0
 fi
