@@ -258,10 +258,12 @@ fn merge_map(
             // Merged into nothing, so directives and nulls inside it are resolved, not stored.
             return merge_map(Map::new(), &replacement, path, schema);
         }
-        Some(other) => return Err(PatchError(format!(
+        Some(other) => {
+            return Err(PatchError(format!(
             "unknown $patch directive {other} at {}: expected \"merge\", \"replace\" or \"delete\"",
             shown(path)
-        ))),
+        )))
+        }
     }
 
     if let Some(retain) = patch.get("$retainKeys") {

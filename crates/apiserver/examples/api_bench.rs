@@ -252,4 +252,81 @@ async fn main() {
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3
     );
+
+    // Fan-out: 1,000 open watches (each on its own connection), one change, time until every
+    // watcher has it. The memory figure is the whole process (client connections included).
+    let watchers = 1000;
+    let rss_before = rss_kib();
+    let (_, list) = call(
+        &mut client,
+        &target,
+        "GET",
+        "/api/v1/namespaces/default/pods?fieldSelector=metadata.name%3Dbench-1",
+        "",
+        vec![],
+    )
+    .await;
+    let list: serde_json::Value = serde_json::from_slice(&list).expect("json");
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .to_string();
+    let mut bodies = Vec::new();
+    for _ in 0..watchers {
+        let mut w = connect(&target).await;
+        let req = Request::builder()
+            .uri(format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dbench-1"))
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {}", target.token))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = w.send_request(req).await.expect("watch");
+        bodies.push((w, resp.into_body()));
+    }
+    let rss_open = rss_kib();
+    let started = Instant::now();
+    let (status, _) = call(
+        &mut client,
+        &target,
+        "PATCH",
+        "/api/v1/namespaces/default/pods/bench-1",
+        "application/merge-patch+json",
+        br#"{"metadata":{"labels":{"fanout":"yes"}}}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut waits = Vec::new();
+    for (w, mut body) in bodies {
+        waits.push(tokio::spawn(async move {
+            let _keep = w;
+            let mut seen = String::new();
+            while !seen.contains("fanout") {
+                let frame = body.frame().await.expect("open").expect("frame");
+                if let Ok(data) = frame.into_data() {
+                    seen.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+        }));
+    }
+    for w in waits {
+        w.await.expect("watcher");
+    }
+    println!(
+        "fan-out: {watchers} open watches all received one change in {:.1} ms; process RSS {} MiB -> {} MiB with them open (client included)",
+        started.elapsed().as_secs_f64() * 1e3,
+        rss_before / 1024,
+        rss_open / 1024
+    );
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }

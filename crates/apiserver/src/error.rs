@@ -18,7 +18,14 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    /// `details.kind` (the resource, e.g. `pods`), `details.name`, `details.group`.
+    /// Boxed: errors travel through every `Result` and most carry no details.
+    pub details: Box<Details>,
+}
+
+/// The `details` of a Status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Details {
+    /// The resource, e.g. `pods`.
     pub kind: Option<String>,
     pub name: Option<String>,
     pub group: Option<String>,
@@ -34,29 +41,25 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
-            kind: None,
-            name: None,
-            group: None,
-            causes: Vec::new(),
-            retry_after: None,
+            details: Box::default(),
         }
     }
 
     pub fn with_details(mut self, kind: &str, name: &str) -> Self {
-        self.kind = Some(kind.to_string());
-        self.name = Some(name.to_string());
+        self.details.kind = Some(kind.to_string());
+        self.details.name = Some(name.to_string());
         self
     }
 
     pub fn with_group(mut self, group: &str) -> Self {
         if !group.is_empty() {
-            self.group = Some(group.to_string());
+            self.details.group = Some(group.to_string());
         }
         self
     }
 
     pub fn with_causes(mut self, causes: Vec<Cause>) -> Self {
-        self.causes = causes;
+        self.details.causes = causes;
         self
     }
 
@@ -196,24 +199,25 @@ impl ApiError {
             "code": self.code,
         });
         let mut details = serde_json::Map::new();
-        if let Some(name) = &self.name {
+        let d = &self.details;
+        if let Some(name) = &d.name {
             details.insert("name".into(), json!(name));
         }
-        if let Some(group) = &self.group {
+        if let Some(group) = &d.group {
             details.insert("group".into(), json!(group));
         }
-        if let Some(kind) = &self.kind {
+        if let Some(kind) = &d.kind {
             details.insert("kind".into(), json!(kind));
         }
-        if !self.causes.is_empty() {
-            let causes: Vec<Value> = self
+        if !d.causes.is_empty() {
+            let causes: Vec<Value> = d
                 .causes
                 .iter()
                 .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                 .collect();
             details.insert("causes".into(), Value::Array(causes));
         }
-        if let Some(seconds) = self.retry_after {
+        if let Some(seconds) = d.retry_after {
             details.insert("retryAfterSeconds".into(), json!(seconds));
         }
         if !details.is_empty() {
@@ -239,7 +243,7 @@ impl From<skiff_store::Error> for ApiError {
                     "Timeout",
                     format!("Too large resource version: {requested}, current: {current}"),
                 );
-                e.retry_after = Some(1);
+                e.details.retry_after = Some(1);
                 e
             }
             E::Closed => ApiError::unavailable("the storage is shutting down"),

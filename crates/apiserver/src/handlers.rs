@@ -94,7 +94,7 @@ fn json_response(code: u16, value: &Value) -> Response<Body> {
 
 pub fn error_response(err: &ApiError) -> Response<Body> {
     let mut resp = json_response(err.code, &err.to_status());
-    if let Some(seconds) = err.retry_after {
+    if let Some(seconds) = err.details.retry_after {
         resp.headers_mut()
             .insert("Retry-After", HeaderValue::from(seconds));
     }

@@ -327,7 +327,10 @@ impl Registry {
                 .join(", ")
         );
         if !after_rename.is_empty() {
-            message.push_str(&format!("; even with the suggested name, {}", after_rename.join(", ")));
+            message.push_str(&format!(
+                "; even with the suggested name, {}",
+                after_rename.join(", ")
+            ));
         }
         let name = doc
             .value
@@ -461,7 +464,7 @@ impl Registry {
             ))
             .with_details(info.plural, name)
             .with_group(info.group);
-            err.causes = vec![Cause {
+            err.details.causes = vec![Cause {
                 reason: "NamespaceTerminating".into(),
                 message: format!("namespace {namespace} is being terminated"),
                 field: "metadata.namespace".into(),
