@@ -523,6 +523,7 @@ impl Registry {
         meta.deletion_grace_period_seconds = None;
         meta.managed_fields = None;
         meta.self_link = None;
+        reset_status_for_create(&mut object);
         object.set_defaults();
         if object.spec_json().is_some() {
             object.metadata_mut().generation = Some(1);
@@ -1004,6 +1005,18 @@ fn has_spec_finalizers<K: ApiKind>(object: &K) -> bool {
         .and_then(|ns| ns.spec.as_ref())
         .and_then(|s| s.finalizers.as_ref())
         .is_some_and(|f| !f.is_empty())
+}
+
+/// Pods and namespaces start with the server's status, whatever the client sent (a pod exported
+/// with `-o yaml` and created again must not claim to be Running), as Kubernetes does; defaulting
+/// then sets phase Pending or Active. Nodes keep theirs: the node agent registers with a status.
+fn reset_status_for_create<K: ApiKind>(object: &mut K) {
+    let any = object as &mut dyn std::any::Any;
+    if let Some(pod) = any.downcast_mut::<Pod>() {
+        pod.status = None;
+    } else if let Some(ns) = any.downcast_mut::<Namespace>() {
+        ns.status = None;
+    }
 }
 
 /// A namespace being deleted shows phase Terminating.
