@@ -74,6 +74,10 @@ pub struct Registry {
     pub store: Arc<dyn Store>,
 }
 
+/// Namespaces Kubernetes refuses to delete (its NamespaceLifecycle admission): the cluster
+/// needs them. kube-node-lease may go, as in Kubernetes.
+pub const UNDELETABLE_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
 /// Seconds since the epoch.
 pub fn now_seconds() -> i64 {
     std::time::SystemTime::now()
@@ -799,6 +803,12 @@ impl Registry {
         name: &str,
         options: &DeleteOptions,
     ) -> Result<(Vec<u8>, bool)> {
+        if info.kind == "Namespace" && UNDELETABLE_NAMESPACES.contains(&name) {
+            return Err(ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            ))
+            .with_details(info.plural, name));
+        }
         loop {
             let current = self.get_kv(info, namespace, name).await?;
             let mut object: K = codec::decode(&current)?;
