@@ -686,6 +686,14 @@ async fn serve<K: ApiKind>(
             let written = registry.create(info, ns, decoded, query.dry_run()?).await?;
             object_response(201, written.body, shape, info, &query, &written.warnings)
         }
+        // Kubernetes serves no deletecollection for namespaces: one request may not empty a
+        // cluster.
+        (None, None, &Method::DELETE) if info.kind == "Namespace" => {
+            Err(ApiError::method_not_allowed(format!(
+                "DELETE is not supported on the collection of {}: delete namespaces one by one",
+                info.qualified()
+            )))
+        }
         (None, None, &Method::DELETE) => {
             let body = read_body(req.into_body()).await?;
             let options = delete_options(&body, &query)?;
