@@ -40,6 +40,15 @@ fn resources_of<'a>(
         .filter(move |r| r.group == group && r.version == version)
 }
 
+/// The verbs of a resource: all of them, except that namespaces have no deletecollection.
+fn verbs(r: &ResourceInfo) -> Vec<&'static str> {
+    VERBS
+        .iter()
+        .copied()
+        .filter(|v| !(r.kind == "Namespace" && *v == "deletecollection"))
+        .collect()
+}
+
 fn aggregated_resource(r: &ResourceInfo) -> Value {
     let subresources: Vec<Value> = r
         .subresources
@@ -51,7 +60,7 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
         "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
         "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": r.singular,
-        "verbs": VERBS,
+        "verbs": verbs(r),
     });
     if !r.short_names.is_empty() {
         v["shortNames"] = json!(r.short_names);
@@ -136,7 +145,7 @@ pub fn group(group: &str) -> Option<Value> {
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut list = Vec::new();
     for r in resources_of(group, version) {
-        let mut v = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": VERBS});
+        let mut v = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs(r)});
         if !r.short_names.is_empty() {
             v["shortNames"] = json!(r.short_names);
         }
