@@ -736,7 +736,8 @@ async fn serve<K: ApiKind>(
             let written = registry
                 .update(info, ns, name, decoded, sub.is_some(), query.dry_run()?)
                 .await?;
-            object_response(200, written.body, shape, info, &query, &written.warnings)
+            let code = if written.created { 201 } else { 200 };
+            object_response(code, written.body, shape, info, &query, &written.warnings)
         }
         (Some(name), sub @ (None | Some("status")), &Method::PATCH) => {
             check_subresource(info, sub)?;

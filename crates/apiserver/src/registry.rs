@@ -40,6 +40,9 @@ pub struct Decoded<K> {
 pub struct Written {
     pub body: Vec<u8>,
     pub warnings: Vec<String>,
+    /// The write created the object (a create, or an update of a missing lease or event):
+    /// answered with 201 instead of 200.
+    pub created: bool,
 }
 
 /// Options of a DELETE (body `DeleteOptions` and query parameters).
@@ -546,6 +549,7 @@ impl Registry {
             return Ok(Written {
                 body: bytes.to_vec(),
                 warnings,
+                created: true,
             });
         }
         let kv = match self
@@ -569,6 +573,7 @@ impl Registry {
         Ok(Written {
             body: codec::read(&kv),
             warnings,
+            created: true,
         })
     }
 
@@ -623,7 +628,13 @@ impl Registry {
             {
                 Err(Retry::Conflict) => continue,
                 Err(Retry::Fail(e)) => return Err(e),
-                Ok(body) => return Ok(Written { body, warnings }),
+                Ok(body) => {
+                    return Ok(Written {
+                        body,
+                        warnings,
+                        created: false,
+                    })
+                }
             }
         }
     }
@@ -788,7 +799,13 @@ impl Registry {
             {
                 Err(Retry::Conflict) => continue,
                 Err(Retry::Fail(e)) => return Err(e),
-                Ok(body) => return Ok(Written { body, warnings }),
+                Ok(body) => {
+                    return Ok(Written {
+                        body,
+                        warnings,
+                        created: false,
+                    })
+                }
             }
         }
     }
