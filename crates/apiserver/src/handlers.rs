@@ -760,9 +760,10 @@ async fn serve<K: ApiKind>(
         (Some(name), None, &Method::DELETE) => {
             let body = read_body(req.into_body()).await?;
             let options = delete_options(&body, &query)?;
-            let (body, gone) = registry.delete::<K>(info, ns, name, &options).await?;
-            // Kubernetes answers 202 while the deletion is still under way.
-            object_response(if gone { 200 } else { 202 }, body, shape, info, &query, &[])
+            // 200 whether the object is gone or only marked (graceful deletion, finalizers):
+            // Kubernetes keeps 202 for orphanDependents=false, which nothing here sends.
+            let (body, _gone) = registry.delete::<K>(info, ns, name, &options).await?;
+            object_response(200, body, shape, info, &query, &[])
         }
         (Some(name), Some("binding"), &Method::POST) if info.kind == "Pod" => {
             let body = read_body(req.into_body()).await?;
