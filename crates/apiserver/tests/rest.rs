@@ -414,13 +414,8 @@ async fn deletion_is_graceful_for_bound_pods() {
     // Bound: marked for deletion and left for the node agent.
     s.create_pod("default", &pod("bound")).await;
     s.bind("default", "bound", "node-1").await.expect(201);
-    let resp = s.delete(&format!("{PODS}/bound")).await;
-    assert!(
-        resp.status == 200 || resp.status == 202,
-        "graceful deletion succeeds: {}",
-        resp.text()
-    );
-    let marked = resp.json();
+    // 200 as in Kubernetes, which keeps 202 for orphanDependents=false only.
+    let marked = s.delete(&format!("{PODS}/bound")).await.expect(200);
     assert!(
         marked["metadata"]["deletionTimestamp"].is_string(),
         "{marked}"
@@ -461,8 +456,11 @@ async fn finalizers_hold_objects_until_removed() {
     body["metadata"]["finalizers"] = json!(["example.com/hold"]);
     s.create_pod("default", &body).await;
 
-    let resp = s.delete(&path).await;
-    assert!(resp.status == 200 || resp.status == 202, "{}", resp.text());
+    let marked = s.delete(&path).await.expect(200);
+    assert!(
+        marked["metadata"]["deletionTimestamp"].is_string(),
+        "{marked}"
+    );
     let held = s.get(&path).await.expect(200);
     assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
     assert_eq!(held["metadata"]["finalizers"], json!(["example.com/hold"]));
@@ -720,9 +718,7 @@ async fn namespaces_exist_scope_and_terminate() {
         .await;
     assert_eq!(pod_watch.status, 200);
 
-    let resp = s.delete("/api/v1/namespaces/doomed").await;
-    assert!(resp.status == 200 || resp.status == 202, "{}", resp.text());
-    let ns = resp.json();
+    let ns = s.delete("/api/v1/namespaces/doomed").await.expect(200);
     assert_eq!(ns["status"]["phase"], "Terminating");
     assert!(ns["metadata"]["deletionTimestamp"].is_string());
 
@@ -903,4 +899,147 @@ async fn objects_survive_a_restart() {
         "{} > {revision_before}",
         rv(&next)
     );
+}
+
+#[tokio::test]
+async fn create_ignores_the_status_a_client_sends() {
+    let s = TestServer::start().await;
+    // `kubectl get po x -o yaml > x.yaml; kubectl create -f x.yaml` sends the old status back.
+    let mut body = pod("exported");
+    body["status"] = json!({"phase": "Running", "podIP": "10.0.0.9", "hostIP": "192.168.1.2"});
+    let created = s.create_pod("default", &body).await;
+    assert_eq!(
+        created["status"],
+        json!({"phase": "Pending", "qosClass": "BestEffort"})
+    );
+
+    let created = s
+        .post(
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "copied"},
+                    "status": {"phase": "Terminating"}}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(created["status"], json!({"phase": "Active"}));
+    s.create_pod("copied", &pod("inside")).await;
+}
+
+#[tokio::test]
+async fn built_in_namespaces_cannot_be_deleted() {
+    let s = TestServer::start().await;
+    for name in ["default", "kube-system", "kube-public"] {
+        let status = s
+            .delete(&format!("/api/v1/namespaces/{name}"))
+            .await
+            .expect_status(403, "Forbidden");
+        assert_eq!(
+            status["message"],
+            format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")
+        );
+        assert_eq!(status["details"]["name"], name);
+        assert_eq!(status["details"]["kind"], "namespaces");
+        let ns = s
+            .get(&format!("/api/v1/namespaces/{name}"))
+            .await
+            .expect(200);
+        assert_eq!(ns["status"]["phase"], "Active");
+        assert!(ns["metadata"].get("deletionTimestamp").is_none());
+    }
+    // Namespaces have no deletecollection in Kubernetes: one request may not empty a cluster.
+    s.delete("/api/v1/namespaces")
+        .await
+        .expect_status(405, "MethodNotAllowed");
+    let all = s.list_names("/api/v1/namespaces").await;
+    assert_eq!(
+        all,
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
+}
+
+#[tokio::test]
+async fn updates_follow_kubernetes_rules() {
+    let s = TestServer::start().await;
+    let created = s.create_pod("default", &pod("upd")).await;
+
+    // The name in the body must be the one on the URL.
+    let mut renamed = created.clone();
+    renamed["metadata"]["name"] = json!("other");
+    let status = s
+        .put(&format!("{PODS}/upd"), &renamed)
+        .await
+        .expect_status(400, "BadRequest");
+    let message = status["message"].as_str().expect("message");
+    assert!(
+        message.contains("other") && message.contains("upd"),
+        "{message}"
+    );
+
+    // Pod spec fields other than images (and a few more) are immutable.
+    let mut changed = created.clone();
+    changed["spec"]["restartPolicy"] = json!("Never");
+    let status = s
+        .put(&format!("{PODS}/upd"), &changed)
+        .await
+        .expect_status(422, "Invalid");
+    assert_eq!(status["details"]["causes"][0]["field"], "spec");
+    assert_eq!(
+        rv(&s.get(&format!("{PODS}/upd")).await.expect(200)),
+        rv(&created)
+    );
+
+    // A PUT of a missing lease creates it (leases allow create on update), with 201.
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "holder"},
+        "spec": {"holderIdentity": "node-1", "leaseDurationSeconds": 40},
+    });
+    let path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/holder";
+    let created = s.put(path, &lease).await.expect(201);
+    assert_eq!(created["spec"]["holderIdentity"], "node-1");
+    let mut renewed = created.clone();
+    renewed["spec"]["holderIdentity"] = json!("node-2");
+    let updated = s.put(path, &renewed).await.expect(200);
+    assert_eq!(updated["spec"]["holderIdentity"], "node-2");
+}
+
+#[tokio::test]
+async fn discovery_lists_the_verbs_served() {
+    let s = TestServer::start().await;
+    let list = s.get("/api/v1").await.expect(200);
+    let verbs = |name: &str| -> Vec<String> {
+        let resource = list["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in discovery"));
+        serde_json::from_value(resource["verbs"].clone()).expect("verbs")
+    };
+    assert!(verbs("pods").contains(&"deletecollection".to_string()));
+    assert!(!verbs("namespaces").contains(&"deletecollection".to_string()));
+    assert_eq!(verbs("pods/binding"), ["create"]);
+    let aggregated = s
+        .request(
+            "GET",
+            "/api",
+            &[(
+                "accept",
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+            )],
+            Vec::new(),
+        )
+        .await
+        .expect(200);
+    let namespaces = aggregated["items"][0]["versions"][0]["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .find(|r| r["resource"] == "namespaces")
+        .expect("namespaces")
+        .clone();
+    assert!(!namespaces["verbs"]
+        .as_array()
+        .expect("verbs")
+        .contains(&json!("deletecollection")));
 }
