@@ -657,6 +657,15 @@ async fn serve<K: ApiKind>(
     let watch = target.watch_path || query.flag("watch")?;
     let ns = target.namespace;
     match (target.name, target.subresource, &method) {
+        // Across all namespaces a namespaced resource is only read (list, watch), as in
+        // Kubernetes: a create must name its namespace, and deletecollection may not span them.
+        (None, None, m) if info.namespaced && ns.is_none() && m != Method::GET => {
+            Err(ApiError::method_not_allowed(format!(
+                "{method} is not supported on {} across all namespaces: use /namespaces/NAMESPACE/{}",
+                info.qualified(),
+                info.plural
+            )))
+        }
         (None, None, &Method::GET) if watch => {
             watch_response(state, info, ns, None, &query, shape).await
         }
