@@ -452,3 +452,23 @@ async fn protobuf_namespace_create_is_accepted() {
     .await
     .expect_status(409, "AlreadyExists");
 }
+
+#[tokio::test]
+async fn all_namespace_paths_are_read_only() {
+    let s = TestServer::start().await;
+    s.create_pod("default", &pod("a")).await;
+    let before = s.store.current_revision();
+    s.post("/api/v1/pods", &pod("b"))
+        .await
+        .expect_status(405, "MethodNotAllowed");
+    s.delete("/api/v1/pods")
+        .await
+        .expect_status(405, "MethodNotAllowed");
+    s.delete("/api/v1/events")
+        .await
+        .expect_status(405, "MethodNotAllowed");
+    assert_eq!(s.store.current_revision(), before, "nothing written");
+    assert_eq!(s.list_names("/api/v1/pods").await, ["a"]);
+    let list = s.get("/api/v1/pods?watch=false").await.expect(200);
+    assert_eq!(list["kind"], "PodList");
+}
