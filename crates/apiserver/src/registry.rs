@@ -77,6 +77,22 @@ pub struct Registry {
     pub store: Arc<dyn Store>,
 }
 
+/// The uid of a stored object, read without decoding the rest of it.
+fn stored_uid(kv: &KeyValue) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        metadata: StoredMeta,
+    }
+    #[derive(serde::Deserialize)]
+    struct StoredMeta {
+        #[serde(default)]
+        uid: String,
+    }
+    serde_json::from_slice::<Stored>(&kv.value)
+        .map(|s| s.metadata.uid)
+        .map_err(|e| ApiError::internal(format!("stored object {} cannot be read: {e}", kv.key)))
+}
+
 /// Namespaces Kubernetes refuses to delete (its NamespaceLifecycle admission): the cluster
 /// needs them. kube-node-lease may go, as in Kubernetes.
 pub const UNDELETABLE_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
@@ -605,6 +621,9 @@ impl Registry {
             Some(rv) => Some(parse_revision(rv, "metadata.resourceVersion")?),
             None => None,
         };
+        // A uid in the body is a precondition, as in Kubernetes: an object deleted and created
+        // again under the same name is not overwritten by an update meant for the old one.
+        let uid = meta.uid.clone().filter(|u| !u.is_empty());
         loop {
             let current = match self.store.get(&info.key(namespace, name)).await? {
                 Some(kv) => kv,
@@ -615,6 +634,16 @@ impl Registry {
                 }
                 None => return Err(ApiError::not_found(&info.qualified(), name)),
             };
+            if let Some(uid) = &uid {
+                let stored = stored_uid(&current)?;
+                if *uid != stored {
+                    return Err(ApiError::conflict_message(
+                        &info.qualified(),
+                        name,
+                        format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {stored}"),
+                    ));
+                }
+            }
             match self
                 .replace(
                     info,
