@@ -129,6 +129,18 @@ async fn updates_use_optimistic_concurrency() {
     let updated = s.put(&path, &first).await.expect(200);
     assert!(rv(&updated) > rv(&created));
 
+    // A uid that is not the stored object's: Conflict (the object was replaced meanwhile).
+    let mut other = updated.clone();
+    other["metadata"]["uid"] = json!("00000000-0000-4000-8000-000000000000");
+    let status = s.put(&path, &other).await.expect_status(409, "Conflict");
+    let message = status["message"].as_str().expect("message");
+    assert!(
+        message.contains(
+            "Precondition failed: UID in precondition: 00000000-0000-4000-8000-000000000000"
+        ),
+        "{message}"
+    );
+
     // The same stale resourceVersion again: Conflict, and nothing written.
     let mut stale = created.clone();
     stale["metadata"]["labels"] = json!({"round": "stale"});
