@@ -381,3 +381,37 @@ async fn table_watches_carry_table_rows() {
         "PartialObjectMetadata"
     );
 }
+
+#[tokio::test]
+async fn a_node_watch_sees_pods_bound_to_it() {
+    let s = TestServer::start().await;
+    let created = s.create_pod("default", &pod("p")).await;
+    s.create_pod("default", &pod("elsewhere")).await;
+    // What a node agent watches: the pods bound to its node, across namespaces.
+    let mut w = open(
+        &s,
+        &format!(
+            "/api/v1/pods?watch=true&fieldSelector=spec.nodeName%3Dnode-1&resourceVersion={}",
+            rv(&created)
+        ),
+    )
+    .await;
+    s.bind("default", "elsewhere", "node-2").await.expect(201);
+    s.bind("default", "p", "node-1").await.expect(201);
+    // Binding makes the pod match: for this watcher it is new.
+    let (kind, name, event) = w.next_typed().await;
+    assert_eq!((kind.as_str(), name.as_str()), ("ADDED", "p"), "{event}");
+    assert_eq!(event["object"]["spec"]["nodeName"], "node-1");
+
+    // The graceful deletion is a change; the removal is the deletion.
+    s.delete(&format!("{PODS}/p")).await.expect(200);
+    let (kind, _, event) = w.next_typed().await;
+    assert_eq!(kind, "MODIFIED");
+    assert!(event["object"]["metadata"]["deletionTimestamp"].is_string());
+    s.delete(&format!("{PODS}/p?gracePeriodSeconds=0"))
+        .await
+        .expect(200);
+    let (kind, name, _) = w.next_typed().await;
+    assert_eq!((kind.as_str(), name.as_str()), ("DELETED", "p"));
+    w.expect_quiet(QUIET).await;
+}
