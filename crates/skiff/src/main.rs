@@ -47,10 +47,18 @@ struct ServerArgs {
     log: String,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Server(args) => server(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole chain of causes on one line, without a backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
@@ -66,9 +74,11 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let started = std::time::Instant::now();
     runtime.block_on(async move {
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
+        let _lock = lock_data_dir(&args.data_dir)?;
         let db = args.data_dir.join("db").join("state.db");
         let store = skiff_store::SqliteStore::open(&db)
             .with_context(|| format!("cannot open the store at {}", db.display()))?;
@@ -87,6 +97,7 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
                 "the node agent is not part of this release yet; running the control plane only"
             );
         }
+        tracing::info!(url = %server.url, "ready in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
         // Tests and scripts wait for these two lines.
         println!("Skiff API server listening on {}", server.url);
         println!("Admin kubeconfig: {}", server.kubeconfig.display());
@@ -99,6 +110,26 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// One server per data dir: a second one would share the database and the certificates. The
+/// lock is released when the process ends, however it ends.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("server.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another skiff server is already using {}; stop it first, or start this one with a different --data-dir",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
 }
 
 async fn shutdown_signal() {

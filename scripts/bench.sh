@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Benchmarks (not tests): the store on its own, the API over HTTPS, and the idle memory of a
+# real `skiff server`. Prints the figures that docs/benchmarks.md records.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+# shellcheck source=scripts/lib.sh
+source "$repo/scripts/lib.sh"
+
+ensure_system_packages
+ensure_rust
+
+step "building (release)"
+cargo build --release -p skiff -p skiff-store -p skiff-apiserver --examples --bins
+
+target="${CARGO_TARGET_DIR:-$repo/target}/release"
+
+step "store: SQLite backend, 10,000 keys of 1 KiB"
+"$target/examples/store_bench"
+
+step "API over HTTPS: creates, gets, a 10,000-pod list, watch latency and fan-out"
+"$target/examples/api_bench" 10000 64
+
+step "idle memory of skiff server"
+data=$(mktemp -d)
+log="$data/server.log"
+"$target/skiff" server --data-dir "$data" --https-listen-port 0 --disable-agent >"$log" 2>&1 &
+pid=$!
+cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$data"; }
+trap cleanup EXIT
+for _ in $(seq 300); do
+    grep -q "listening on" "$log" && break
+    kill -0 "$pid" 2>/dev/null || { cat "$log"; exit 1; }
+    sleep 0.1
+done
+grep -q "listening on" "$log" || { echo "server did not start"; cat "$log"; exit 1; }
+start_ms=$(grep -o 'ready in [0-9.]* ms' "$log" || true)
+# Let start-up allocations settle, then read the resident set.
+sleep 2
+echo "idle skiff server: $(awk '/VmRSS/ {printf "%.1f MiB\n", $2/1024}' "/proc/$pid/status") resident ${start_ms:+($start_ms)}"
