@@ -1,8 +1,6 @@
 //! Bearer-token authentication and the admin kubeconfig written at first start.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -91,21 +89,10 @@ fn random_token() -> Result<String, AuthError> {
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), AuthError> {
-    let io = |source| AuthError::Io {
+    crate::tls::write_private(path, contents).map_err(|source| AuthError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(contents.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 /// Writes `<data-dir>/admin.kubeconfig` for `server_url` and returns its path.

@@ -264,14 +264,19 @@ async fn read_body(body: Incoming) -> Result<Bytes> {
     }
 }
 
-fn body_format(content_type: Option<&str>) -> Result<BodyFormat> {
-    let media = content_type
+/// The media type of a Content-Type header, without parameters, lower-cased.
+fn media_type(content_type: Option<&str>) -> String {
+    content_type
         .unwrap_or("")
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+fn body_format(content_type: Option<&str>) -> Result<BodyFormat> {
+    let media = media_type(content_type);
     match media.as_str() {
         "" | "application/json" | "*/*" => Ok(BodyFormat::Json),
         "application/yaml" | "application/x-yaml" | "text/yaml" => Ok(BodyFormat::Yaml),
@@ -280,13 +285,7 @@ fn body_format(content_type: Option<&str>) -> Result<BodyFormat> {
 }
 
 fn patch_type(content_type: Option<&str>) -> Result<PatchType> {
-    let media = content_type
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = media_type(content_type);
     match media.as_str() {
         "application/json-patch+json" => Ok(PatchType::Json),
         "application/merge-patch+json" => Ok(PatchType::Merge),
@@ -848,13 +847,7 @@ fn decode_write<K: ApiKind>(
     query: &Query,
 ) -> Result<crate::registry::Decoded<K>> {
     let validation = query.field_validation()?;
-    let media = content_type
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let media = media_type(content_type);
     if media == "application/vnd.kubernetes.protobuf" {
         if info.kind != "Namespace" {
             return Err(ApiError::unsupported_media_type(&media));

@@ -732,16 +732,7 @@ impl Registry {
                 .await
             {
                 Ok(kv) => Ok(codec::with_revision(&bytes, kv.mod_revision)),
-                Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => {
-                    Err(Retry::Conflict)
-                }
-                Err(skiff_store::Error::Conflict { .. }) => {
-                    Err(Retry::Fail(ApiError::conflict(&info.qualified(), &name)))
-                }
-                Err(skiff_store::Error::NotFound(_)) => {
-                    Err(Retry::Fail(ApiError::not_found(&info.qualified(), &name)))
-                }
-                Err(e) => Err(Retry::Fail(e.into())),
+                Err(e) => Err(write_failure(e, info, &name, precondition.is_some())),
             };
         }
         match self
@@ -750,16 +741,7 @@ impl Registry {
             .await
         {
             Ok(kv) => Ok(codec::read(&kv)),
-            Err(skiff_store::Error::Conflict { .. }) if precondition.is_none() => {
-                Err(Retry::Conflict)
-            }
-            Err(skiff_store::Error::Conflict { .. }) => {
-                Err(Retry::Fail(ApiError::conflict(&info.qualified(), &name)))
-            }
-            Err(skiff_store::Error::NotFound(_)) => {
-                Err(Retry::Fail(ApiError::not_found(&info.qualified(), &name)))
-            }
-            Err(e) => Err(Retry::Fail(e.into())),
+            Err(e) => Err(write_failure(e, info, &name, precondition.is_some())),
         }
     }
 
@@ -1007,6 +989,26 @@ pub fn matches_value(info: &ResourceInfo, value: &Value, options: &ListOptions) 
 enum Retry {
     Conflict,
     Fail(ApiError),
+}
+
+/// What a failed compare-and-swap write means: a conflict is retried from a fresh read unless
+/// the client gave a resourceVersion, which then is stale.
+fn write_failure(
+    err: skiff_store::Error,
+    info: &ResourceInfo,
+    name: &str,
+    client_precondition: bool,
+) -> Retry {
+    match err {
+        skiff_store::Error::Conflict { .. } if !client_precondition => Retry::Conflict,
+        skiff_store::Error::Conflict { .. } => {
+            Retry::Fail(ApiError::conflict(&info.qualified(), name))
+        }
+        skiff_store::Error::NotFound(_) => {
+            Retry::Fail(ApiError::not_found(&info.qualified(), name))
+        }
+        e => Retry::Fail(e.into()),
+    }
 }
 
 fn random_suffix() -> String {

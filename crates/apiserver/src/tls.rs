@@ -36,7 +36,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> TlsError + '_ {
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
+/// Writes a file only root can read, atomically (write, fsync, rename), so a crash never leaves
+/// a half-written key or token behind. Shared by the TLS material and the credentials.
+pub(crate) fn write_private(path: &Path, contents: &str) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -45,11 +47,14 @@ fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    f.write_all(contents.as_bytes()).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
+        .open(&tmp)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+fn write_secret(path: &Path, contents: &str) -> Result<(), TlsError> {
+    write_private(path, contents).map_err(io_err(path))
 }
 
 /// Makes sure the CA and serving certificate exist, generating what is missing. `sans` are the
@@ -67,8 +72,8 @@ pub fn ensure(data_dir: &Path, sans: &[String]) -> Result<TlsFiles, TlsError> {
         let key = KeyPair::generate()?;
         let params = ca_params();
         let cert = params.self_signed(&key)?;
-        write_private(&ca_key_path, &key.serialize_pem())?;
-        write_private(&ca_cert_path, &cert.pem())?;
+        write_secret(&ca_key_path, &key.serialize_pem())?;
+        write_secret(&ca_cert_path, &cert.pem())?;
         // A new CA invalidates any serving certificate signed by an old one.
         let _ = fs::remove_file(&cert_path);
     }
@@ -97,9 +102,9 @@ pub fn ensure(data_dir: &Path, sans: &[String]) -> Result<TlsFiles, TlsError> {
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         params.not_after = rcgen::date_time_ymd(2036, 1, 1);
         let cert = params.signed_by(&key, &issuer)?;
-        write_private(&key_path, &key.serialize_pem())?;
-        write_private(&cert_path, &cert.pem())?;
-        write_private(&sans_path, &wanted.join("\n"))?;
+        write_secret(&key_path, &key.serialize_pem())?;
+        write_secret(&cert_path, &cert.pem())?;
+        write_secret(&sans_path, &wanted.join("\n"))?;
     }
     Ok(TlsFiles { dir, ca_pem })
 }
