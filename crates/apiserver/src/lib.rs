@@ -117,8 +117,16 @@ impl ApiServer {
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         let registry = self.state.registry.clone();
         let controller = tokio::spawn(async move {
-            if let Err(e) = namespaces::run(registry).await {
-                tracing::error!(error = %e, "namespace controller stopped");
+            // The controller rebuilds its state from the store, so a failure is survived by
+            // starting it again after a pause.
+            loop {
+                match namespaces::run(registry.clone()).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "namespace controller failed; restarting it in 1 s")
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
         let compactor = tokio::spawn(compact_history(self.state.registry.store.clone()));

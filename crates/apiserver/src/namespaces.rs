@@ -172,9 +172,9 @@ pub async fn run(registry: Registry) -> Result<()> {
                                 pending.insert(ns.metadata.name.unwrap_or_default());
                             }
                         }
-                    } else if pending.is_empty() {
-                        continue;
                     }
+                    // Any other change may be the last object of a terminating namespace going:
+                    // the loop looks at the pending namespaces again.
                 }
             },
             // Graceful pod deletions finish on their own time; look again now and then.
