@@ -165,12 +165,10 @@ pub async fn run(registry: Registry) -> Result<()> {
                 }
                 Some(Err(e)) => return Err(e.into()),
                 Some(Ok(event)) => {
-                    if event.kv.key.starts_with(&NAMESPACES.prefix(None)) {
-                        if event.kind == EventType::Put {
-                            let ns: Namespace = codec::decode(&event.kv)?;
-                            if ns.metadata.deletion_timestamp.is_some() {
-                                pending.insert(ns.metadata.name.unwrap_or_default());
-                            }
+                    if event.kv.key.starts_with(&NAMESPACES.prefix(None)) && event.kind == EventType::Put {
+                        let ns: Namespace = codec::decode(&event.kv)?;
+                        if ns.metadata.deletion_timestamp.is_some() {
+                            pending.insert(ns.metadata.name.unwrap_or_default());
                         }
                     }
                     // Any other change may be the last object of a terminating namespace going:
