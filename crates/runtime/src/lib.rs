@@ -1,0 +1,4 @@
+//! The node's container runtime: images (store, import, pull), root filesystems (overlay), and
+//! later pod sandboxes and containers. Every privileged call sits behind a narrow interface.
+
+pub mod image;
