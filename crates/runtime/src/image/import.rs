@@ -21,13 +21,21 @@ pub struct RootfsOptions {
 
 /// Imports every image of a `docker save` or OCI layout archive (`.tar`, `.tar.gz`, or an OCI
 /// layout directory). `tag` (optional) names the image when the archive has exactly one.
-pub fn import_archive(store: &ImageStore, path: &Path, tag: Option<&str>) -> Result<Vec<ImageRecord>> {
+pub fn import_archive(
+    store: &ImageStore,
+    path: &Path,
+    tag: Option<&str>,
+) -> Result<Vec<ImageRecord>> {
     let _ = (store, path, tag);
     todo!("image-import helper")
 }
 
 /// Makes a one-layer image from a directory or a tar of a root filesystem.
-pub fn import_rootfs(store: &ImageStore, source: &Path, options: &RootfsOptions) -> Result<ImageRecord> {
+pub fn import_rootfs(
+    store: &ImageStore,
+    source: &Path,
+    options: &RootfsOptions,
+) -> Result<ImageRecord> {
     let _ = (store, source, options);
     todo!("image-import helper")
 }

@@ -41,7 +41,12 @@ pub struct Unpacked {
 /// whiteouts as the OCI image spec says, for use as an overlay lower directory: a `.wh.NAME`
 /// becomes an overlay whiteout (character device 0/0) and `.wh..wh..opq` the opaque xattr
 /// (`trusted.overlay.opaque=y`). `layer` names the layer in errors.
-pub fn unpack(layer: &str, reader: &mut dyn Read, compression: Compression, dest: &Path) -> Result<Unpacked> {
+pub fn unpack(
+    layer: &str,
+    reader: &mut dyn Read,
+    compression: Compression,
+    dest: &Path,
+) -> Result<Unpacked> {
     let _ = (layer, reader, compression, dest);
     todo!("image-store helper")
 }

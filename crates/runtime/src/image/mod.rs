@@ -27,7 +27,9 @@ pub enum ImageError {
     InvalidReference { reference: String, reason: String },
     #[error("image {0:?} not found in the node's image store; pull it (`skiff image pull`) or import it (`skiff image import`)")]
     NotFound(String),
-    #[error("blob {digest} does not match its digest (got {actual}): it was corrupted or truncated")]
+    #[error(
+        "blob {digest} does not match its digest (got {actual}): it was corrupted or truncated"
+    )]
     DigestMismatch { digest: String, actual: String },
     #[error("layer {layer}: {reason}")]
     UnsafeLayer { layer: String, reason: String },
@@ -40,7 +42,11 @@ pub enum ImageError {
     #[error("image {image} is used by {users}; stop them first")]
     InUse { image: String, users: String },
     #[error("{operation} {path}: {source}")]
-    Io { operation: &'static str, path: String, source: std::io::Error },
+    Io {
+        operation: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -50,6 +56,10 @@ pub type Result<T, E = ImageError> = std::result::Result<T, E>;
 impl ImageError {
     /// An I/O error with what was being done and to which path.
     pub fn io(operation: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
-        ImageError::Io { operation, path: path.display().to_string(), source }
+        ImageError::Io {
+            operation,
+            path: path.display().to_string(),
+            source,
+        }
     }
 }

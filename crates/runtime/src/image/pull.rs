@@ -35,19 +35,30 @@ pub enum Progress {
 
 impl Default for PullOptions {
     fn default() -> Self {
-        PullOptions { credentials: None, insecure_registries: Vec::new(), progress: Progress::Quiet }
+        PullOptions {
+            credentials: None,
+            insecure_registries: Vec::new(),
+            progress: Progress::Quiet,
+        }
     }
 }
 
 /// Pulls `reference` into the store and returns the image record. Concurrent pulls of the same
 /// reference in this process share one download.
-pub async fn pull(store: &ImageStore, reference: &Reference, options: &PullOptions) -> Result<ImageRecord> {
+pub async fn pull(
+    store: &ImageStore,
+    reference: &Reference,
+    options: &PullOptions,
+) -> Result<ImageRecord> {
     let _ = (store, reference, options);
     todo!("image-pull helper")
 }
 
 /// The digest a tag points to now, without pulling (for `imagePullPolicy: Always`).
-pub async fn resolve_digest(reference: &Reference, options: &PullOptions) -> Result<super::digest::Digest> {
+pub async fn resolve_digest(
+    reference: &Reference,
+    options: &PullOptions,
+) -> Result<super::digest::Digest> {
     let _ = (reference, options);
     todo!("image-pull helper")
 }

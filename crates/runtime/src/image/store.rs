@@ -76,7 +76,12 @@ impl ImageStore {
 
     /// Streams a blob into the store, checking its digest (and size when known) before it
     /// becomes visible. Returns its size.
-    pub fn write_blob(&self, digest: &Digest, size: Option<u64>, reader: &mut dyn Read) -> Result<u64> {
+    pub fn write_blob(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+        reader: &mut dyn Read,
+    ) -> Result<u64> {
         let _ = (digest, size, reader);
         todo!("image-store helper")
     }
@@ -90,7 +95,12 @@ impl ImageStore {
     /// Unpacks a layer blob once (tar, gzip or zstd, by media type or by sniffing) and returns
     /// its record; a layer already unpacked is not unpacked again. Its diff id is checked against
     /// `expected_diff_id` when given.
-    pub fn ensure_layer(&self, blob: &Digest, media_type: &str, expected_diff_id: Option<&Digest>) -> Result<LayerRecord> {
+    pub fn ensure_layer(
+        &self,
+        blob: &Digest,
+        media_type: &str,
+        expected_diff_id: Option<&Digest>,
+    ) -> Result<LayerRecord> {
         let _ = (blob, media_type, expected_diff_id);
         todo!("image-store helper")
     }
@@ -141,6 +151,10 @@ impl ImageStore {
 
     /// The unpacked layer directories of an image, bottom first (overlay lowerdirs reversed).
     pub fn layer_dirs(&self, image: &ImageRecord) -> Vec<PathBuf> {
-        image.layers.iter().map(|l| self.layer_dir(&l.diff_id)).collect()
+        image
+            .layers
+            .iter()
+            .map(|l| self.layer_dir(&l.diff_id))
+            .collect()
     }
 }
