@@ -25,6 +25,8 @@ pub mod store;
 pub enum ImageError {
     #[error("invalid image reference {reference:?}: {reason}")]
     InvalidReference { reference: String, reason: String },
+    #[error("invalid digest {digest:?}: {reason}")]
+    InvalidDigest { digest: String, reason: String },
     #[error("image {0:?} not found in the node's image store; pull it (`skiff image pull`) or import it (`skiff image import`)")]
     NotFound(String),
     #[error(
