@@ -287,6 +287,7 @@ fn check_tag(tag: &str) -> std::result::Result<(), String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly on a missing value
 mod tests {
     use super::*;
 
