@@ -19,8 +19,21 @@ as_root() {
     fi
 }
 
+# Installs the given Debian packages (none: nothing to do); apt-get update runs only then.
+apt_install() {
+    if (($# == 0)); then
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: missing $*, and this is not a Debian system (no apt-get); install them yourself" >&2
+        return 1
+    fi
+    step "Installing Debian packages: $*"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
 # Installs the Debian packages the build and the tests use, if they are missing.
-# apt-get update runs only when something has to be installed.
 ensure_system_packages() {
     local missing=()
     # A C compiler and linker: rustc links with cc; ring and the bundled SQLite compile C.
@@ -31,16 +44,23 @@ ensure_system_packages() {
     # curl drives the API server in the crash test, and fetches rustup when Rust is missing.
     command -v curl >/dev/null 2>&1 || missing+=(curl)
     [[ -e /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
-    if ((${#missing[@]} == 0)); then
-        return 0
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "error: missing ${missing[*]}, and this is not a Debian system (no apt-get); install them yourself" >&2
-        return 1
-    fi
-    step "Installing Debian packages: ${missing[*]}"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    apt_install "${missing[@]}"
+}
+
+# Installs the named Debian packages that are not installed yet (apt-get update only if needed).
+ensure_debian_packages() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' ||
+            missing+=("$pkg")
+    done
+    apt_install "${missing[@]}"
+}
+
+# What the image tests use: the test images are built from busybox-static; registry tests run
+# Debian's docker-registry and push with skopeo (also the benchmark's reference).
+ensure_test_packages() {
+    ensure_debian_packages busybox-static docker-registry skopeo
 }
 
 # Makes cargo, clippy and rustfmt available. Debian 12's own Rust (1.63) is older than the

@@ -22,6 +22,7 @@ run_step() {
 
 current_step="installing system packages"
 ensure_system_packages
+ensure_test_packages
 current_step="installing the Rust toolchain"
 ensure_rust
 current_step="installing kubectl"

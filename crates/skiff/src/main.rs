@@ -1,5 +1,7 @@
-//! The one Skiff binary: `skiff server` runs the control plane; more verbs come with the node
-//! agent, the image store and the CLI.
+//! The one Skiff binary: `skiff server` runs the control plane, `skiff image` manages the node's
+//! images; more verbs come with the node agent and the CLI.
+
+mod image;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run the control plane (API server, store, controllers) on this machine.
     Server(ServerArgs),
+    /// Manage the node's images: import, pull, ls, inspect, rm, prune.
+    Image(image::ImageArgs),
 }
 
 #[derive(clap::Args)]
@@ -51,6 +55,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => server(args),
+        Command::Image(args) => image::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
