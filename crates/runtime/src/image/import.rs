@@ -12,9 +12,7 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use sha2::Digest as _;
-
-use super::digest::Digest;
+use super::digest::{Digest, DigestReader, DigestWriter};
 use super::layer::Compression;
 use super::reference::Reference;
 use super::store::{ImageRecord, ImageStore, LayerRecord};
@@ -63,6 +61,9 @@ pub fn import_archive(
 ) -> Result<Vec<ImageRecord>> {
     let tag = tag.map(normalise_tag).transpose()?;
     let source = Source::open(path)?;
+    // Holds off garbage collection until the images are recorded: their blobs are unreferenced
+    // until then.
+    let _lease = store.lease()?;
     let mut plan = if source.exists("index.json") {
         plan_oci(&source)?
     } else if source.exists("manifest.json") {
@@ -100,6 +101,7 @@ pub fn import_rootfs(
     };
     let meta = std::fs::metadata(source)
         .map_err(|e| ImageError::io("opening root filesystem", source, e))?;
+    let _lease = store.lease()?;
     let (diff_id, tar_size) = if meta.is_dir() {
         store_dir_layer(store, source)?
     } else {
@@ -585,6 +587,11 @@ fn write_plan(
         store
             .write_blob(&layer.blob, layer.size, &mut reader)
             .map_err(|e| match e {
+                ImageError::BlobSize {
+                    expected, actual, ..
+                } => source.bad(format!(
+                    "layer {file} has {actual} bytes, its manifest says {expected}"
+                )),
                 ImageError::DigestMismatch { actual, .. } => {
                     let what = if layer.media_type.is_none() {
                         "the diff id its image config gives"
@@ -1070,55 +1077,6 @@ impl Seek for ArchiveReader {
     }
 }
 
-/// sha256 and length of everything written or read through it.
-struct Hashing<T> {
-    inner: T,
-    hasher: sha2::Sha256,
-    count: u64,
-}
-
-impl<T> Hashing<T> {
-    fn new(inner: T) -> Self {
-        Hashing {
-            inner,
-            hasher: sha2::Sha256::new(),
-            count: 0,
-        }
-    }
-
-    fn finish(self) -> Result<(Digest, u64)> {
-        let hex: String = self
-            .hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Ok((Digest::parse(&format!("sha256:{hex}"))?, self.count))
-    }
-}
-
-impl<T: Write> Write for Hashing<T> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<T: Read> Read for Hashing<T> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
 /// A root filesystem tar as one layer: its decompressed bytes as they are (like
 /// `docker import`). A first pass checks it is a tar and computes its digest; the second
 /// streams it into the store.
@@ -1135,7 +1093,7 @@ fn store_tar_layer(store: &ImageStore, source: &Path) -> Result<(Digest, u64)> {
             .map_err(|e| ImageError::io("reading root filesystem", source, e))?;
         ArchiveReader::open(source, Compression::sniff(&head[..n]))
     };
-    let mut hashing = Hashing::new(open()?);
+    let mut hashing = DigestReader::new(open()?);
     {
         let mut archive = tar::Archive::new(&mut hashing);
         let mut count = 0usize;
@@ -1153,7 +1111,7 @@ fn store_tar_layer(store: &ImageStore, source: &Path) -> Result<(Digest, u64)> {
     // The padding after the end-of-archive blocks belongs to the layer too.
     io::copy(&mut hashing, &mut io::sink())
         .map_err(|e| ImageError::io("reading root filesystem", source, e))?;
-    let (digest, size) = hashing.finish()?;
+    let (digest, size, _) = hashing.finish();
     store
         .write_blob(&digest, Some(size), &mut open()?)
         .map_err(|e| match e {
@@ -1167,9 +1125,9 @@ fn store_tar_layer(store: &ImageStore, source: &Path) -> Result<(Digest, u64)> {
 /// no access or change times) made twice, once to compute its digest and once streamed into the
 /// store through a pipe, so it is never written to disk twice.
 fn store_dir_layer(store: &ImageStore, dir: &Path) -> Result<(Digest, u64)> {
-    let mut hashing = Hashing::new(io::sink());
+    let mut hashing = DigestWriter::new(io::sink());
     write_dir_tar(dir, &mut hashing)?;
-    let (digest, size) = hashing.finish()?;
+    let (digest, size, _) = hashing.finish();
 
     let (mut reader, writer) =
         io::pipe().map_err(|e| ImageError::io("creating a pipe for", dir, e))?;
