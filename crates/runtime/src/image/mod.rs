@@ -33,6 +33,16 @@ pub enum ImageError {
         "blob {digest} does not match its digest (got {actual}): it was corrupted or truncated"
     )]
     DigestMismatch { digest: String, actual: String },
+    #[error("blob {0} is not in the node's image store")]
+    BlobNotFound(String),
+    #[error("blob {digest} has {actual} bytes but its descriptor says {expected}")]
+    BlobSize {
+        digest: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{prefix:?} matches several images ({matches}); give more of the id")]
+    AmbiguousId { prefix: String, matches: String },
     #[error("layer {layer}: {reason}")]
     UnsafeLayer { layer: String, reason: String },
     #[error("layer {layer} cannot be unpacked: {reason}")]
