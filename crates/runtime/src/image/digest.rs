@@ -222,6 +222,93 @@ impl<R: Read> Read for DigestReader<R> {
     }
 }
 
+/// A reader that hashes what passes through it on another thread, so hashing overlaps the
+/// consumer's work (decompressing, writing files) instead of adding to it: unpacking a layer
+/// hashes every byte of the uncompressed stream, which costs as much as writing it.
+#[derive(Debug)]
+pub struct ParallelDigestReader<R> {
+    inner: R,
+    hashing: Hashing,
+    len: u64,
+}
+
+#[derive(Debug)]
+enum Hashing {
+    Thread {
+        chunks: std::sync::mpsc::SyncSender<Vec<u8>>,
+        worker: std::thread::JoinHandle<Hasher>,
+    },
+    /// No thread could be started: hash inline.
+    Inline(Hasher),
+}
+
+impl<R: Read> ParallelDigestReader<R> {
+    pub fn new(inner: R) -> Self {
+        // A few chunks in flight bound the memory while letting the two sides run apart.
+        let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+        let spawned = std::thread::Builder::new()
+            .name("digest".into())
+            .spawn(move || {
+                let mut hasher = Hasher::new();
+                for chunk in received {
+                    hasher.update(&chunk);
+                }
+                hasher
+            });
+        let hashing = match spawned {
+            Ok(worker) => Hashing::Thread { chunks, worker },
+            Err(e) => {
+                tracing::debug!(error = %e, "no digest thread; hashing inline");
+                Hashing::Inline(Hasher::new())
+            }
+        };
+        ParallelDigestReader {
+            inner,
+            hashing,
+            len: 0,
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The digest and size of what was read, and the inner reader.
+    pub fn finish(self) -> std::io::Result<(Digest, u64, R)> {
+        let hasher = match self.hashing {
+            Hashing::Inline(hasher) => hasher,
+            Hashing::Thread { chunks, worker } => {
+                drop(chunks);
+                worker
+                    .join()
+                    .map_err(|_| std::io::Error::other("the digest thread panicked"))?
+            }
+        };
+        Ok((hasher.finish(), self.len, self.inner))
+    }
+}
+
+impl<R: Read> Read for ParallelDigestReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            match &mut self.hashing {
+                Hashing::Inline(hasher) => hasher.update(&buf[..n]),
+                Hashing::Thread { chunks, .. } => chunks
+                    .send(buf[..n].to_vec())
+                    .map_err(|_| std::io::Error::other("the digest thread stopped"))?,
+            }
+            self.len += n as u64;
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +372,13 @@ mod tests {
         let mut sink = Vec::new();
         r.read_to_end(&mut sink).expect("read from slice");
         let (digest, len, _) = r.finish();
+        assert_eq!(digest, Digest::of(&data));
+        assert_eq!(len, data.len() as u64);
+
+        let mut r = ParallelDigestReader::new(&data[..]);
+        let mut buf = vec![0u8; 1000];
+        while r.read(&mut buf).expect("read from slice") > 0 {}
+        let (digest, len, _) = r.finish().expect("digest thread");
         assert_eq!(digest, Digest::of(&data));
         assert_eq!(len, data.len() as u64);
     }

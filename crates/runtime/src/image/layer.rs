@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags, CWD};
 
-use super::digest::{Digest, DigestReader};
+use super::digest::{Digest, ParallelDigestReader};
 use super::{ImageError, Result};
 
 /// Layer compression.
@@ -104,7 +104,7 @@ pub fn unpack(
     };
     // The diff id is the digest of the whole uncompressed stream, so it is hashed below the
     // tar parser and drained to the end after the last entry.
-    let mut hashed = DigestReader::new(decoded);
+    let mut hashed = ParallelDigestReader::new(decoded);
     let mut unpacker = Unpacker::new(layer, dest);
     {
         let mut archive = tar::Archive::new(BufReader::with_capacity(BUF_SIZE, &mut hashed));
@@ -120,7 +120,9 @@ pub fn unpack(
             .map_err(|e| bad(format!("reading the end of the tar: {e}")))?;
     }
     let size = unpacker.finish()?;
-    let (diff_id, _, _) = hashed.finish();
+    let (diff_id, _, _) = hashed
+        .finish()
+        .map_err(|e| bad(format!("hashing the tar: {e}")))?;
     Ok(Unpacked { diff_id, size })
 }
 

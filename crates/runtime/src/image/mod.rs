@@ -4,12 +4,16 @@
 //! On disk, under `<data-dir>/images`:
 //! - `blobs/sha256/<hex>`: every blob (manifests, configs, compressed layers), written to
 //!   `tmp/` first, checked against its digest, then renamed into place;
-//! - `layers/<diff-id hex>/`: each layer unpacked once (`rootfs/`, plus `size`), shared by all
-//!   images that use it;
+//! - `layers/<diff-id hex>/`: each layer unpacked once (`rootfs/`, plus `size`: the bytes of file
+//!   content), shared by all images that use it; unpacked in `tmp/` and renamed into place;
+//! - `diffids/<blob hex>`: the diff id a layer blob unpacked to, so it is not unpacked again;
 //! - `images/<config hex>.json`: one [`store::ImageRecord`] per image (id = config digest);
 //! - `refs.json`: tag and digest references -> image id;
+//! - `tmp/`: writes in progress (and leftovers of interrupted ones, removed by prune);
 //! - `lock`: an advisory file lock taken for every change of records or refs, so the CLI and the
-//!   node agent can use one store at once.
+//!   node agent can use one store at once;
+//! - `gc.lock`: shared by writers of blobs and layers ([`store::ImageStore::lease`]), exclusive
+//!   for remove and prune, so garbage collection never deletes what a pull is writing.
 
 pub mod digest;
 pub mod import;

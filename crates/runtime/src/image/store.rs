@@ -14,7 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::digest::{Digest, DigestReader, Hasher};
+use super::digest::{Digest, Hasher, ParallelDigestReader};
 use super::layer::{self, Compression};
 use super::reference::Reference;
 use super::{ImageError, Result};
@@ -319,7 +319,8 @@ impl ImageStore {
         let inode = file
             .metadata()
             .map_err(|e| ImageError::io("inspecting blob", &blob_path, e))?;
-        let mut input = std::io::BufReader::with_capacity(BUF_SIZE, DigestReader::new(file));
+        let mut input =
+            std::io::BufReader::with_capacity(BUF_SIZE, ParallelDigestReader::new(file));
         // The bytes decide when they are compressed (some registries mislabel layers); the media
         // type only when they look like a plain tar.
         let head = input
@@ -336,7 +337,10 @@ impl ImageStore {
         // blob usually also fails to unpack, and must be fetched again rather than reported
         // as a bad layer.
         let drained = std::io::copy(&mut input, &mut std::io::sink());
-        let (actual, _, file) = input.into_inner().finish();
+        let (actual, _, file) = input
+            .into_inner()
+            .finish()
+            .map_err(|e| ImageError::io("hashing blob", &blob_path, e))?;
         if actual != *blob {
             self.discard_corrupt(blob, &inode, &actual);
             return Err(ImageError::DigestMismatch {
