@@ -335,6 +335,71 @@ fn skopeos_oci_archive_imports() {
         .is_file());
 }
 
+/// Docker 25+ writes an OCI layout and a manifest.json pointing into it; when index.json names
+/// the image only by a bare tag, manifest.json's RepoTags name it. Classic docker save links a
+/// repeated layer's `layer.tar` to the first copy: links are followed.
+#[test]
+#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
+fn docker_25_layouts_and_linked_layers_import() {
+    let images = test_images::build();
+    let layout = images.dir.path().join("layout");
+    write_oci_layout(&images.kubia, &layout, "latest");
+    let files = read_tar(&images.kubia);
+    let manifest = docker_manifest(&files);
+    let config_name = manifest[0]["Config"].as_str().expect("Config");
+    let config_hex = sha256_hex(&files[config_name]);
+    let docker_manifest = serde_json::json!([{
+        "Config": format!("blobs/sha256/{config_hex}"),
+        "RepoTags": ["luksa/kubia:docker25"],
+        "Layers": [],
+    }]);
+    std::fs::write(
+        layout.join("manifest.json"),
+        serde_json::to_vec(&docker_manifest).expect("json"),
+    )
+    .expect("manifest.json");
+    let (_dir, store) = new_store();
+    let record = only(import_archive(&store, &layout, None).expect("import"));
+    assert_eq!(record.repo_tags, vec!["docker.io/luksa/kubia:docker25"]);
+    assert_eq!(record.id.to_string(), format!("sha256:{config_hex}"));
+
+    // A classic archive whose second image repeats the base layer through a symlink.
+    let base = manifest[0]["Layers"][0]
+        .as_str()
+        .expect("layer")
+        .to_string();
+    let path = images.dir.path().join("linked.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&path).expect("create"));
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    builder
+        .append_link(&mut link, "dup/layer.tar", format!("../{base}"))
+        .expect("symlink");
+    let mut two = manifest.clone();
+    two[0]["Layers"][0] = serde_json::json!("dup/layer.tar");
+    two[0]["RepoTags"] = serde_json::json!(["linked:1"]);
+    let mut with_manifest = files.clone();
+    with_manifest.insert(
+        "manifest.json".into(),
+        serde_json::to_vec(&two).expect("json"),
+    );
+    for (name, bytes) in &with_manifest {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, name, bytes.as_slice())
+            .expect("append");
+    }
+    builder.finish().expect("finish");
+    drop(builder);
+    let (_dir2, store2) = new_store();
+    let linked = only(import_archive(&store2, &path, None).expect("import linked"));
+    assert_eq!(linked.repo_tags, vec!["docker.io/library/linked:1"]);
+    assert_eq!(linked.id, record.id);
+}
+
 /// Asserts an import failed with a `BadArchive` whose message contains `needle`, and that the
 /// store recorded nothing.
 fn assert_bad(store: &ImageStore, result: Result<Vec<ImageRecord>, ImageError>, needle: &str) {
