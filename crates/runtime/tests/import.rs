@@ -50,7 +50,6 @@ fn the_script_is_reproducible() {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn busybox_and_kubia_import_and_share_their_base_layer() {
     let images = test_images::build();
     let (_dir, store) = new_store();
@@ -140,7 +139,6 @@ fn busybox_and_kubia_import_and_share_their_base_layer() {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn a_tag_renames_the_only_image() {
     let images = test_images::build();
     let (_dir, store) = new_store();
@@ -253,7 +251,6 @@ fn walk(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn oci_layouts_import_as_a_directory_and_as_a_tar_gz() {
     let images = test_images::build();
     let layout = images.dir.path().join("layout");
@@ -296,7 +293,6 @@ fn oci_layouts_import_as_a_directory_and_as_a_tar_gz() {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn an_oci_ref_name_that_is_only_a_tag_takes_the_given_tag() {
     let images = test_images::build();
     let layout = images.dir.path().join("layout");
@@ -313,7 +309,6 @@ fn an_oci_ref_name_that_is_only_a_tag_takes_the_given_tag() {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn skopeos_oci_archive_imports() {
     let images = test_images::build();
     let out = images.dir.path().join("kubia-oci.tar");
@@ -339,7 +334,6 @@ fn skopeos_oci_archive_imports() {
 /// the image only by a bare tag, manifest.json's RepoTags name it. Classic docker save links a
 /// repeated layer's `layer.tar` to the first copy: links are followed.
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn docker_25_layouts_and_linked_layers_import() {
     let images = test_images::build();
     let layout = images.dir.path().join("layout");
@@ -417,7 +411,6 @@ fn assert_bad(store: &ImageStore, result: Result<Vec<ImageRecord>, ImageError>, 
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn a_missing_file_is_a_clear_error() {
     let (dir, store) = new_store();
     let missing = dir.path().join("no-such.tar");
@@ -434,7 +427,6 @@ fn a_missing_file_is_a_clear_error() {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn bad_archives_are_refused_and_record_nothing() {
     let images = test_images::build();
     let (dir, store) = new_store();
@@ -619,7 +611,6 @@ fn layer_entries(blob: &[u8]) -> Vec<(String, LayerEntry)> {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn a_root_filesystem_directory_becomes_a_reproducible_one_layer_image() {
     let (dir, store) = new_store();
     let rootfs = dir.path().join("rootfs");
@@ -701,6 +692,12 @@ fn a_root_filesystem_directory_becomes_a_reproducible_one_layer_image() {
             .ino()
     );
 
+    let motd = unpacked.join("etc/motd");
+    let mut value = [0u8; 16];
+    let len = rustix::fs::lgetxattr(&motd, "trusted.skiff-test", &mut value[..]).expect("xattr");
+    assert_eq!(&value[..len], b"kept");
+    assert_eq!(std::fs::metadata(&motd).expect("stat").uid(), 1234);
+
     // The same directory and options give the same image in another store.
     let (_dir2, store2) = new_store();
     let again = import_rootfs(&store2, &rootfs, &options).expect("import again");
@@ -708,7 +705,6 @@ fn a_root_filesystem_directory_becomes_a_reproducible_one_layer_image() {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn a_root_filesystem_tar_becomes_an_image() {
     let (dir, store) = new_store();
     let rootfs = dir.path().join("rootfs");

@@ -149,8 +149,7 @@ pub fn import_rootfs(
         layers,
         created: None,
     };
-    store.put_image(record.clone())?;
-    Ok(record)
+    record_image(store, record)
 }
 
 /// A tag as the store records it: the full normalised reference.
@@ -665,10 +664,10 @@ fn write_plan(
             created,
         });
     }
-    for record in &records {
-        store.put_image(record.clone())?;
-    }
-    Ok(records)
+    records
+        .into_iter()
+        .map(|record| record_image(store, record))
+        .collect()
 }
 
 /// Writes an OCI manifest for a config and its layers (docker save archives and root
@@ -699,23 +698,19 @@ fn write_manifest(
     Ok(digest)
 }
 
-/// The unpacked size of an image: the store's recorded size of each unpacked layer
-/// (`layers/<diff id>/size`), or the blob's size when that is not recorded.
+/// The unpacked size of an image: the sum of its layers' (the store recomputes it on
+/// `put_image` too), or the blobs' sizes where a layer's is not recorded.
 fn unpacked_size(store: &ImageStore, layers: &[LayerRecord]) -> u64 {
     layers
         .iter()
-        .map(|l| {
-            let file = store
-                .root()
-                .join("layers")
-                .join(l.diff_id.hex())
-                .join("size");
-            std::fs::read_to_string(file)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .unwrap_or(l.size)
-        })
+        .map(|l| store.layer_size(&l.diff_id).unwrap_or(l.size))
         .sum()
+}
+
+/// Records an image and returns it as the store now has it (tags merged with those it had).
+fn record_image(store: &ImageStore, record: ImageRecord) -> Result<ImageRecord> {
+    store.put_image(record.clone())?;
+    Ok(store.resolve(&record.id.to_string())?.unwrap_or(record))
 }
 
 /// Where the files of an archive come from.
@@ -1273,7 +1268,7 @@ fn append_xattrs(builder: &mut tar::Builder<&mut dyn Write>, path: &Path) -> io:
     let len = match rustix::fs::llistxattr(path, &mut names[..]) {
         Ok(len) => len,
         Err(rustix::io::Errno::RANGE) => {
-            let needed = rustix::fs::llistxattr(path, &mut [0u8; 0][..])?;
+            let needed = rustix::fs::llistxattr_query(path)?;
             names.resize(needed, 0);
             rustix::fs::llistxattr(path, &mut names[..])?
         }
@@ -1290,7 +1285,7 @@ fn append_xattrs(builder: &mut tar::Builder<&mut dyn Write>, path: &Path) -> io:
     names.sort();
     let mut records = Vec::new();
     for name in names {
-        let size = match rustix::fs::lgetxattr(path, name, &mut [0u8; 0][..]) {
+        let size = match rustix::fs::lgetxattr_query(path, name) {
             Ok(size) => size,
             // Removed since it was listed.
             Err(rustix::io::Errno::NODATA) => continue,
