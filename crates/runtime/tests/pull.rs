@@ -400,7 +400,12 @@ async fn corrupted_blob_fails_clearly_then_pulls_once_fixed() {
     assert!(err.to_string().contains(&bad_layer.digest), "{err}");
     // Nothing half-written: no such blob, no temporary file, no image.
     assert!(!node.store.has_blob(&digest(&bad_layer.digest)));
-    assert_eq!(tree(&node.store.root().join("tmp")), Vec::<String>::new());
+    // (The store's per-layer unpack lock files may stay; they hold no data.)
+    let leftovers: Vec<String> = tree(&node.store.root().join("tmp"))
+        .into_iter()
+        .filter(|p| !p.ends_with(".lock"))
+        .collect();
+    assert_eq!(leftovers, Vec::<String>::new());
     assert!(node.store.resolve(&reference).unwrap().is_none());
 
     std::fs::write(&data, &good).unwrap();
@@ -465,7 +470,9 @@ async fn second_pull_fetches_no_blobs() {
 async fn concurrent_pulls_share_one_download() {
     let registry = Registry::start();
     let node = node();
-    let big: Vec<u8> = (0..4u32 << 20).map(|i| (i * 2_654_435_761) as u8).collect();
+    let big: Vec<u8> = (0..4u32 << 20)
+        .map(|i| i.wrapping_mul(2_654_435_761) as u8)
+        .collect();
     let mut layers = app_layers(Compression::Gzip);
     layers.push(oci::layer(&[file("big", &big)], Compression::Gzip));
     let image = oci::image("amd64", layers);
