@@ -547,7 +547,16 @@ impl<'a> Unpacker<'a> {
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta> {
         let header = entry.header();
         let bad = |what: &str, e: std::io::Error| self.bad_entry(name, format_args!("{what}: {e}"));
-        let mode = header.mode().map_err(|e| bad("mode", e))? & 0o7777;
+        // An empty numeric field is zero, as Go's archive/tar (which wrote most layers) reads it.
+        let old = header.as_old();
+        let number = |field: &[u8], value: std::io::Result<u64>, what: &str| {
+            if field.iter().all(|&b| b == 0 || b == b' ') {
+                Ok(0)
+            } else {
+                value.map_err(|e| bad(what, e))
+            }
+        };
+        let mode = number(&old.mode, header.mode().map(u64::from), "mode")? as u32 & 0o7777;
         // PAX uid and gid records were already applied to the header by the tar crate.
         let id = |v: u64, what: &str| {
             u32::try_from(v)
@@ -555,9 +564,9 @@ impl<'a> Unpacker<'a> {
                 .filter(|&v| v != u32::MAX)
                 .ok_or_else(|| self.bad_entry(name, format_args!("{what} {v} is out of range")))
         };
-        let uid = id(header.uid().map_err(|e| bad("uid", e))?, "uid")?;
-        let gid = id(header.gid().map_err(|e| bad("gid", e))?, "gid")?;
-        let mut mtime = timespec(header.mtime().map_err(|e| bad("mtime", e))?, 0);
+        let uid = id(number(&old.uid, header.uid(), "uid")?, "uid")?;
+        let gid = id(number(&old.gid, header.gid(), "gid")?, "gid")?;
+        let mut mtime = timespec(number(&old.mtime, header.mtime(), "mtime")?, 0);
         let mut atime = None;
         let mut xattrs = Vec::new();
         if let Some(pax) = entry.pax_extensions().map_err(|e| bad("PAX records", e))? {

@@ -7,13 +7,15 @@
 //! `gc.lock` (a [`StoreLease`]) and garbage collection an exclusive one, so a collection never
 //! deletes what a pull or import in any process is still writing.
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, ErrorKind, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::digest::{Digest, Hasher};
+use super::digest::{Digest, DigestReader, Hasher};
+use super::layer::{self, Compression};
 use super::reference::Reference;
 use super::{ImageError, Result};
 /// One layer of an image.
@@ -221,22 +223,27 @@ impl ImageStore {
     /// user fetches it again instead of using it.
     fn check_or_discard(&self, digest: &Digest, file: &File, actual: Digest) -> Result<()> {
         if let Err(mismatch) = digest.verify(&actual) {
-            let path = self.blob_path(digest);
-            // Only remove the file we read: another writer may have renamed a good copy over it
-            // meanwhile.
-            let same = match (file.metadata(), fs::symlink_metadata(&path)) {
-                (Ok(ours), Ok(now)) => ours.dev() == now.dev() && ours.ino() == now.ino(),
-                _ => false,
-            };
-            if same {
-                if let Err(e) = fs::remove_file(&path) {
-                    tracing::warn!(blob = %digest, error = %e, "cannot remove corrupt blob");
-                }
+            match file.metadata() {
+                Ok(inode) => self.discard_corrupt(digest, &inode, &actual),
+                Err(e) => tracing::warn!(blob = %digest, error = %e, "cannot inspect corrupt blob"),
             }
-            tracing::warn!(blob = %digest, actual = %actual, "corrupt blob discarded");
             return Err(mismatch);
         }
         Ok(())
+    }
+
+    /// Removes a blob found corrupt, if the file at its path is still the one that was read
+    /// (`inode`): another writer may have renamed a good copy over it meanwhile.
+    fn discard_corrupt(&self, digest: &Digest, inode: &fs::Metadata, actual: &Digest) {
+        let path = self.blob_path(digest);
+        let same = fs::symlink_metadata(&path)
+            .is_ok_and(|now| now.dev() == inode.dev() && now.ino() == inode.ino());
+        if same {
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(blob = %digest, error = %e, "cannot remove corrupt blob");
+            }
+        }
+        tracing::warn!(blob = %digest, actual = %actual, "corrupt blob discarded");
     }
 
     /// A fresh path under `tmp/`, unique across threads and processes.
@@ -251,14 +258,136 @@ impl ImageStore {
     /// Unpacks a layer blob once (tar, gzip or zstd, by media type or by sniffing) and returns
     /// its record; a layer already unpacked is not unpacked again. Its diff id is checked against
     /// `expected_diff_id` when given.
+    ///
+    /// The blob is checked against its digest while it is unpacked; a corrupt or truncated one
+    /// is removed and reported as `DigestMismatch`, so the caller fetches it again.
     pub fn ensure_layer(
         &self,
         blob: &Digest,
         media_type: &str,
         expected_diff_id: Option<&Digest>,
     ) -> Result<LayerRecord> {
-        let _ = (blob, media_type, expected_diff_id);
-        todo!("image-store helper")
+        let _lease = self.lease()?;
+        let blob_path = self.blob_path(blob);
+        let blob_size = match fs::metadata(&blob_path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(ImageError::BlobNotFound(blob.to_string()))
+            }
+            Err(e) => return Err(ImageError::io("inspecting blob", &blob_path, e)),
+        };
+        let record = |diff_id: Digest| -> Result<LayerRecord> {
+            if let Some(expected) = expected_diff_id {
+                if *expected != diff_id {
+                    return Err(ImageError::BadLayer {
+                        layer: blob.to_string(),
+                        reason: format!(
+                            "its content is {diff_id} but the image configuration says {expected}"
+                        ),
+                    });
+                }
+            }
+            Ok(LayerRecord {
+                digest: blob.clone(),
+                media_type: media_type.to_string(),
+                size: blob_size,
+                diff_id,
+            })
+        };
+        if let Some(diff_id) = self.unpacked_diff_id(blob) {
+            return record(diff_id);
+        }
+        // One unpack of a blob at a time, across threads and processes; the others wait and
+        // then find it done.
+        let _unpacking = FileLock::take(
+            &self
+                .root
+                .join("tmp")
+                .join(format!("unpack-{}.lock", blob.hex())),
+            rustix::fs::FlockOperation::LockExclusive,
+        )?;
+        if let Some(diff_id) = self.unpacked_diff_id(blob) {
+            return record(diff_id);
+        }
+
+        let tmp = TmpGuard::new(self.tmp_path(&format!("layer-{}", blob.hex())));
+        let rootfs = tmp.0.join("rootfs");
+        for dir in [&tmp.0, &rootfs] {
+            fs::create_dir(dir).map_err(|e| ImageError::io("creating layer directory", dir, e))?;
+        }
+        let file = self.open_blob_file(blob)?;
+        let inode = file
+            .metadata()
+            .map_err(|e| ImageError::io("inspecting blob", &blob_path, e))?;
+        let mut input = std::io::BufReader::with_capacity(BUF_SIZE, DigestReader::new(file));
+        // The bytes decide when they are compressed (some registries mislabel layers); the media
+        // type only when they look like a plain tar.
+        let head = input
+            .fill_buf()
+            .map_err(|e| ImageError::io("reading blob", &blob_path, e))?;
+        let compression = match Compression::sniff(head) {
+            Compression::None => {
+                Compression::from_media_type(media_type).unwrap_or(Compression::None)
+            }
+            sniffed => sniffed,
+        };
+        let unpacked = layer::unpack(&blob.to_string(), &mut input, compression, &rootfs);
+        // Hash what the decoder left unread, then judge the blob before the layer: a corrupt
+        // blob usually also fails to unpack, and must be fetched again rather than reported
+        // as a bad layer.
+        let drained = std::io::copy(&mut input, &mut std::io::sink());
+        let (actual, _, file) = input.into_inner().finish();
+        if actual != *blob {
+            self.discard_corrupt(blob, &inode, &actual);
+            return Err(ImageError::DigestMismatch {
+                digest: blob.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        drop(file);
+        let unpacked = unpacked?;
+        drained.map_err(|e| ImageError::io("reading blob", &blob_path, e))?;
+        let checked = record(unpacked.diff_id.clone())?;
+
+        let size_path = tmp.0.join("size");
+        fs::write(&size_path, unpacked.size.to_string())
+            .map_err(|e| ImageError::io("writing layer size", &size_path, e))?;
+        let dest = self.root.join("layers").join(unpacked.diff_id.hex());
+        match fs::rename(&tmp.0, &dest) {
+            Ok(()) => tmp.disarm(),
+            // The same layer from another blob (the same tar compressed differently) is already
+            // there; ours is removed with the guard.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(code) if code == rustix::io::Errno::NOTEMPTY.raw_os_error()
+                        || code == rustix::io::Errno::EXIST.raw_os_error()
+                ) => {}
+            Err(e) => return Err(ImageError::io("storing layer", &dest, e)),
+        }
+        sync_dir(&self.root.join("layers"))?;
+        self.write_atomic(
+            &self.root.join("diffids").join(blob.hex()),
+            unpacked.diff_id.to_string().as_bytes(),
+        )?;
+        Ok(checked)
+    }
+
+    /// The diff id of a blob whose layer is unpacked and present.
+    fn unpacked_diff_id(&self, blob: &Digest) -> Option<Digest> {
+        let text = fs::read_to_string(self.root.join("diffids").join(blob.hex())).ok()?;
+        let diff_id = Digest::parse(text.trim()).ok()?;
+        self.layer_dir(&diff_id).is_dir().then_some(diff_id)
+    }
+
+    /// The unpacked size of a layer in bytes (file contents), as recorded when it was unpacked.
+    pub fn layer_size(&self, diff_id: &Digest) -> Result<u64> {
+        let path = self.root.join("layers").join(diff_id.hex()).join("size");
+        let text = fs::read_to_string(&path)
+            .map_err(|e| ImageError::io("reading layer size", &path, e))?;
+        text.trim()
+            .parse()
+            .map_err(|_| ImageError::Other(format!("{}: not a size: {text:?}", path.display())))
     }
 
     /// The unpacked directory of a layer (its `rootfs/`).
@@ -267,42 +396,226 @@ impl ImageStore {
     }
 
     /// Records an image and points its tags and digests at it (a tag moves from any image that
-    /// had it). All its blobs and layers must be present.
-    pub fn put_image(&self, record: ImageRecord) -> Result<()> {
-        let _ = record;
-        todo!("image-store helper")
+    /// had it). All its blobs and layers must be present. Tags and digests are normalised, an
+    /// image recorded before keeps its other tags, and `size` is the sum of its layers'.
+    pub fn put_image(&self, mut record: ImageRecord) -> Result<()> {
+        let _lock = self.lock_records()?;
+        let id = record.id.clone();
+        let mut needed: Vec<&Digest> = vec![&record.id];
+        needed.extend(record.manifest_digest.as_ref());
+        needed.extend(record.layers.iter().map(|l| &l.digest));
+        for blob in needed {
+            if !self.blob_path(blob).is_file() {
+                return Err(ImageError::BlobNotFound(blob.to_string()));
+            }
+        }
+        let mut size = 0;
+        for layer in &record.layers {
+            if !self.layer_dir(&layer.diff_id).is_dir() {
+                return Err(ImageError::Other(format!(
+                    "image {id}: layer {} is not unpacked in the store",
+                    layer.diff_id
+                )));
+            }
+            size += self.layer_size(&layer.diff_id)?;
+        }
+        record.size = size;
+        let mut tags = Vec::new();
+        for tag in &record.repo_tags {
+            tags.push(tag_key(tag)?);
+        }
+        let mut digests = Vec::new();
+        for digest in &record.repo_digests {
+            digests.push(digest_key(digest)?);
+        }
+        if let Some(old) = self.load(&id)? {
+            tags = union(old.repo_tags, tags);
+            digests = union(old.repo_digests, digests);
+            if record.manifest_digest.is_none() {
+                record.manifest_digest = old.manifest_digest;
+            }
+        }
+        record.repo_tags = tags;
+        record.repo_digests = digests;
+
+        let mut refs = self.read_refs()?;
+        for key in record.repo_tags.iter().chain(&record.repo_digests) {
+            if let Some(previous) = refs.insert(key.clone(), id.clone()) {
+                if previous != id {
+                    // The tag moves: the image that had it loses it (and may become untagged).
+                    if let Some(mut other) = self.load(&previous)? {
+                        other.repo_tags.retain(|t| t != key);
+                        other.repo_digests.retain(|t| t != key);
+                        self.save(&other)?;
+                    }
+                }
+            }
+        }
+        self.save(&record)?;
+        self.write_refs(&refs)
     }
 
     /// Finds an image by reference (`busybox`, `busybox:1.36`, `x@sha256:...`), by full id or by
     /// a unique id prefix (`sha256:abc...` or `abc123`).
     pub fn resolve(&self, reference: &str) -> Result<Option<ImageRecord>> {
-        let _ = reference;
-        todo!("image-store helper")
+        Ok(self.find(reference)?.map(|(record, _)| record))
+    }
+
+    /// `resolve`, also saying whether a reference (which) or the id matched.
+    fn find(&self, text: &str) -> Result<Option<(ImageRecord, Option<String>)>> {
+        let text = text.trim();
+        let by_id = |prefix: &str| -> Result<Option<(ImageRecord, Option<String>)>> {
+            Ok(self.by_id_prefix(prefix, text)?.map(|r| (r, None)))
+        };
+        if let Some(hex) = text.strip_prefix("sha256:") {
+            return by_id(hex);
+        }
+        let hex = !text.is_empty() && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if hex && text.len() == 64 {
+            return by_id(text);
+        }
+        match Reference::parse(text) {
+            Ok(reference) => {
+                if let Some(found) = self.get_with_key(&reference)? {
+                    return Ok(Some(found));
+                }
+            }
+            Err(e) if !hex => return Err(e),
+            Err(_) => {}
+        }
+        // Like Docker: a name that is no tag but hex may be an id prefix.
+        if hex {
+            return by_id(text);
+        }
+        Ok(None)
+    }
+
+    fn by_id_prefix(&self, prefix: &str, text: &str) -> Result<Option<ImageRecord>> {
+        if prefix.is_empty() {
+            return Ok(None);
+        }
+        let mut matches: Vec<Digest> = self
+            .ids()?
+            .into_iter()
+            .filter(|id| id.hex().starts_with(prefix))
+            .collect();
+        match matches.len() {
+            0 => Ok(None),
+            1 => self.load(&matches.remove(0)),
+            _ => Err(ImageError::AmbiguousId {
+                prefix: text.to_string(),
+                matches: matches
+                    .iter()
+                    .map(|d| d.short().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+        }
     }
 
     /// Finds an image by parsed reference.
     pub fn get(&self, reference: &Reference) -> Result<Option<ImageRecord>> {
-        let _ = reference;
-        todo!("image-store helper")
+        Ok(self.get_with_key(reference)?.map(|(record, _)| record))
     }
 
-    /// Every image, sorted by first tag.
+    fn get_with_key(&self, reference: &Reference) -> Result<Option<(ImageRecord, Option<String>)>> {
+        // A digest pins the image whatever the tag says, as in Docker.
+        let key = match (&reference.digest, reference.tagged()) {
+            (Some(digest), _) => reference.with_digest(digest),
+            (None, Some(tagged)) => tagged,
+            (None, None) => return Ok(None),
+        };
+        let refs = self.read_refs()?;
+        if let Some(id) = refs.get(&key) {
+            if let Some(record) = self.load(id)? {
+                return Ok(Some((record, Some(key))));
+            }
+        }
+        // `name@sha256:<manifest>` of an image known under that name by tag.
+        if let Some(digest) = &reference.digest {
+            let name = reference.name();
+            let same_name = |r: &String| {
+                r.strip_prefix(name.as_str())
+                    .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('@'))
+            };
+            for record in self.list()? {
+                if record.manifest_digest.as_ref() == Some(digest)
+                    && record
+                        .repo_tags
+                        .iter()
+                        .chain(&record.repo_digests)
+                        .any(same_name)
+                {
+                    return Ok(Some((record, None)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every image, sorted by first tag (untagged ones last, by id).
     pub fn list(&self) -> Result<Vec<ImageRecord>> {
-        todo!("image-store helper")
+        let mut images = Vec::new();
+        for id in self.ids()? {
+            // A record removed since the listing is simply gone.
+            if let Some(record) = self.load(&id)? {
+                images.push(record);
+            }
+        }
+        images.sort_by(|a, b| {
+            let key = |r: &ImageRecord| (r.repo_tags.is_empty(), r.repo_tags.first().cloned());
+            key(a).cmp(&key(b)).then_with(|| a.id.cmp(&b.id))
+        });
+        Ok(images)
     }
 
     /// Removes a tag, or the whole image when given by id or when it was its last tag; then frees
     /// layers and blobs nothing else uses. Images in `in_use` (ids) are refused with `InUse`.
     pub fn remove(&self, reference: &str, in_use: &[Digest]) -> Result<Freed> {
-        let _ = (reference, in_use);
-        todo!("image-store helper")
+        let _gc = self.lock_gc()?;
+        let _lock = self.lock_records()?;
+        let Some((mut record, key)) = self.find(reference)? else {
+            return Err(ImageError::NotFound(reference.to_string()));
+        };
+        if let Some(key) = key {
+            let mut untagged = record.clone();
+            untagged.repo_tags.retain(|t| *t != key);
+            untagged.repo_digests.retain(|t| *t != key);
+            if !untagged.repo_tags.is_empty() {
+                let mut refs = self.read_refs()?;
+                refs.remove(&key);
+                self.save(&untagged)?;
+                self.write_refs(&refs)?;
+                return Ok(Freed::default());
+            }
+            record = untagged;
+        }
+        if in_use.contains(&record.id) {
+            return Err(ImageError::InUse {
+                image: reference.to_string(),
+                users: "containers on this node".to_string(),
+            });
+        }
+        self.delete_records(std::slice::from_ref(&record))?;
+        let mut freed = self.collect(Some(std::slice::from_ref(&record)))?;
+        freed.images.push(record.id);
+        Ok(freed)
     }
 
     /// Removes every image not in `in_use` (`all`), or only untagged ones, then unreferenced
     /// layers, blobs and temporary files.
     pub fn prune(&self, in_use: &[Digest], all: bool) -> Result<Freed> {
-        let _ = (in_use, all);
-        todo!("image-store helper")
+        let _gc = self.lock_gc()?;
+        let _lock = self.lock_records()?;
+        let victims: Vec<ImageRecord> = self
+            .list()?
+            .into_iter()
+            .filter(|r| !in_use.contains(&r.id) && (all || r.repo_tags.is_empty()))
+            .collect();
+        self.delete_records(&victims)?;
+        let mut freed = self.collect(None)?;
+        freed.images = victims.into_iter().map(|r| r.id).collect();
+        Ok(freed)
     }
 
     /// The unpacked layer directories of an image, bottom first (overlay lowerdirs reversed).
@@ -313,6 +626,298 @@ impl ImageStore {
             .map(|l| self.layer_dir(&l.diff_id))
             .collect()
     }
+}
+
+/// Records, refs and garbage collection.
+impl ImageStore {
+    fn lock_records(&self) -> Result<FileLock> {
+        FileLock::take(
+            &self.root.join("lock"),
+            rustix::fs::FlockOperation::LockExclusive,
+        )
+    }
+
+    /// Waits until no lease is held in any process, and keeps new ones out.
+    fn lock_gc(&self) -> Result<FileLock> {
+        FileLock::take(
+            &self.root.join("gc.lock"),
+            rustix::fs::FlockOperation::LockExclusive,
+        )
+    }
+
+    fn record_path(&self, id: &Digest) -> PathBuf {
+        self.root.join("images").join(format!("{}.json", id.hex()))
+    }
+
+    fn load(&self, id: &Digest) -> Result<Option<ImageRecord>> {
+        let path = self.record_path(id);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ImageError::io("reading image record", &path, e)),
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            ImageError::Other(format!("{}: corrupt image record: {e}", path.display()))
+        })
+    }
+
+    fn save(&self, record: &ImageRecord) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| ImageError::Other(format!("encoding image record: {e}")))?;
+        self.write_atomic(&self.record_path(&record.id), &bytes)
+    }
+
+    /// Ids of every recorded image.
+    fn ids(&self) -> Result<Vec<Digest>> {
+        let dir = self.root.join("images");
+        let entries = fs::read_dir(&dir).map_err(|e| ImageError::io("listing images", &dir, e))?;
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| ImageError::io("listing images", &dir, e))?;
+            let name = entry.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(Digest::from_hex)
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn read_refs(&self) -> Result<BTreeMap<String, Digest>> {
+        let path = self.root.join("refs.json");
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                ImageError::Other(format!("{}: corrupt references: {e}", path.display()))
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(ImageError::io("reading references", &path, e)),
+        }
+    }
+
+    fn write_refs(&self, refs: &BTreeMap<String, Digest>) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(refs)
+            .map_err(|e| ImageError::Other(format!("encoding references: {e}")))?;
+        self.write_atomic(&self.root.join("refs.json"), &bytes)
+    }
+
+    /// Replaces `path` with `bytes` so readers see the old or the new content, never a mix.
+    fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = TmpGuard::new(self.tmp_path("write"));
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp.0)
+            .map_err(|e| ImageError::io("creating temporary file", &tmp.0, e))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| ImageError::io("writing temporary file", &tmp.0, e))?;
+        drop(file);
+        fs::rename(&tmp.0, path).map_err(|e| ImageError::io("replacing", path, e))?;
+        tmp.disarm();
+        match path.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes image records and every reference to them (the records lock is held).
+    fn delete_records(&self, records: &[ImageRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let ids: HashSet<&Digest> = records.iter().map(|r| &r.id).collect();
+        let mut refs = self.read_refs()?;
+        refs.retain(|_, id| !ids.contains(id));
+        self.write_refs(&refs)?;
+        for id in ids {
+            let path = self.record_path(id);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    return Err(ImageError::io("removing image record", &path, e))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes blobs and layers no remaining image uses: those of `removed`, or (None) every
+    /// one in the store, then also temporary files and stale diff id mappings. Both locks are
+    /// held, so no pull or import is under way. Errors are collected; the rest goes on.
+    fn collect(&self, removed: Option<&[ImageRecord]>) -> Result<Freed> {
+        let mut keep_blobs = BTreeSet::new();
+        let mut keep_layers = BTreeSet::new();
+        for image in self.list()? {
+            keep_blobs.extend(image_blobs(&image));
+            keep_layers.extend(image.layers.into_iter().map(|l| l.diff_id));
+        }
+        let (blobs, layers): (BTreeSet<Digest>, BTreeSet<Digest>) = match removed {
+            Some(records) => (
+                records.iter().flat_map(image_blobs).collect(),
+                records
+                    .iter()
+                    .flat_map(|r| r.layers.iter().map(|l| l.diff_id.clone()))
+                    .collect(),
+            ),
+            None => (
+                hex_names(&self.root.join("blobs/sha256"))?,
+                hex_names(&self.root.join("layers"))?,
+            ),
+        };
+        let mut freed = Freed::default();
+        let mut errors: Vec<String> = Vec::new();
+        for blob in blobs.difference(&keep_blobs) {
+            let path = self.blob_path(blob);
+            let len = match fs::symlink_metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    freed.blobs += 1;
+                    freed.bytes += len;
+                }
+                Err(e) => errors.push(format!("removing {}: {e}", path.display())),
+            }
+            let mapping = self.root.join("diffids").join(blob.hex());
+            if let Err(e) = remove_any(&mapping) {
+                errors.push(format!("removing {}: {e}", mapping.display()));
+            }
+        }
+        for layer in layers.difference(&keep_layers) {
+            let dir = self.root.join("layers").join(layer.hex());
+            if !dir.exists() {
+                continue;
+            }
+            let size = self.layer_size(layer).unwrap_or(0);
+            // Moved out of `layers/` first: a crash half-way through the deletion must not
+            // leave half a layer that looks complete.
+            let doomed = self.tmp_path(&format!("deleting-{}", layer.hex()));
+            if let Err(e) = fs::rename(&dir, &doomed) {
+                errors.push(format!("removing {}: {e}", dir.display()));
+                continue;
+            }
+            freed.layers += 1;
+            freed.bytes += size;
+            if let Err(e) = fs::remove_dir_all(&doomed) {
+                errors.push(format!("removing {}: {e}", doomed.display()));
+            }
+        }
+        if removed.is_none() {
+            self.sweep(&mut errors);
+        }
+        if errors.is_empty() {
+            Ok(freed)
+        } else {
+            Err(ImageError::Other(format!(
+                "cleaning the image store: {}",
+                errors.join("; ")
+            )))
+        }
+    }
+
+    /// Removes leftovers of interrupted writes (everything in `tmp/`: no writer is running) and
+    /// diff id mappings whose blob is gone.
+    fn sweep(&self, errors: &mut Vec<String>) {
+        let tmp = self.root.join("tmp");
+        match fs::read_dir(&tmp) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    if let Err(e) = remove_any(&entry.path()) {
+                        errors.push(format!("removing {}: {e}", entry.path().display()));
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("listing {}: {e}", tmp.display())),
+        }
+        let diffids = self.root.join("diffids");
+        match fs::read_dir(&diffids) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    let blob = name.to_str().and_then(Digest::from_hex);
+                    if blob.is_some_and(|b| !self.blob_path(&b).exists()) {
+                        if let Err(e) = remove_any(&entry.path()) {
+                            errors.push(format!("removing {}: {e}", entry.path().display()));
+                        }
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("listing {}: {e}", diffids.display())),
+        }
+    }
+}
+
+/// Every blob an image needs: config, manifest, layers, and what its digest references name
+/// (an image index pulled by digest).
+fn image_blobs(image: &ImageRecord) -> Vec<Digest> {
+    let mut blobs = vec![image.id.clone()];
+    blobs.extend(image.manifest_digest.clone());
+    blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
+    blobs.extend(
+        image
+            .repo_digests
+            .iter()
+            .filter_map(|r| r.rsplit_once('@'))
+            .filter_map(|(_, d)| Digest::parse(d).ok()),
+    );
+    blobs
+}
+
+/// The digests named by the entries of `dir` (`<64 hex>`); anything else is left alone.
+fn hex_names(dir: &Path) -> Result<BTreeSet<Digest>> {
+    let entries = fs::read_dir(dir).map_err(|e| ImageError::io("listing", dir, e))?;
+    let mut names = BTreeSet::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| ImageError::io("listing", dir, e))?;
+        if let Some(d) = entry.file_name().to_str().and_then(Digest::from_hex) {
+            names.insert(d);
+        }
+    }
+    Ok(names)
+}
+
+/// The full normalised tag reference (`docker.io/library/busybox:latest`).
+fn tag_key(text: &str) -> Result<String> {
+    let reference = Reference::parse(text)?;
+    match (&reference.digest, reference.tagged()) {
+        (None, Some(tagged)) => Ok(tagged),
+        _ => Err(ImageError::InvalidReference {
+            reference: text.to_string(),
+            reason: "a tag reference is NAME:TAG, without a digest".to_string(),
+        }),
+    }
+}
+
+/// The full normalised digest reference (`docker.io/library/busybox@sha256:...`).
+fn digest_key(text: &str) -> Result<String> {
+    let reference = Reference::parse(text)?;
+    match &reference.digest {
+        Some(digest) => Ok(reference.with_digest(digest)),
+        None => Err(ImageError::InvalidReference {
+            reference: text.to_string(),
+            reason: "a digest reference is NAME@sha256:<hex>".to_string(),
+        }),
+    }
+}
+
+/// `a` followed by what `b` adds, without repeats.
+fn union(a: Vec<String>, b: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    for item in a.into_iter().chain(b) {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
 }
 
 /// A shared hold on the store's garbage collection; see [`ImageStore::lease`].
