@@ -306,7 +306,10 @@ impl Session {
                     self.address,
                     error_chain(&e)
                 );
-                if self.address.starts_with("https:") {
+                // A registry that answers plain HTTP fails the TLS handshake; one that does not
+                // resolve or answer at all needs no such hint.
+                let unreachable = reason.contains("dns error") || reason.contains("refused");
+                if self.address.starts_with("https:") && !unreachable {
                     reason.push_str(&format!(
                         " (if {registry} serves plain HTTP, name it with --insecure-registry)"
                     ));
