@@ -64,9 +64,9 @@ enum ImageCommand {
 
 #[derive(Args)]
 struct ImportArgs {
-    /// A `docker save` archive, an OCI layout archive (`.tar`, `.tar.gz`) or an OCI layout directory.
+    /// `docker save` archives, OCI layout archives (`.tar`, `.tar.gz`) or OCI layout directories.
     #[arg(required_unless_present = "rootfs", conflicts_with = "rootfs")]
-    file: Option<PathBuf>,
+    files: Vec<PathBuf>,
     /// Make a one-layer image from this root filesystem (a directory or a tar), as `docker import`.
     #[arg(long, requires = "tag")]
     rootfs: Option<PathBuf>,
@@ -195,8 +195,11 @@ fn find(store: &ImageStore, name: &str) -> anyhow::Result<ImageRecord> {
 }
 
 fn import_cmd(store: &ImageStore, a: ImportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let records = match (&a.file, &a.rootfs) {
-        (_, Some(rootfs)) => {
+    if a.tag.is_some() && a.files.len() > 1 {
+        anyhow::bail!("--tag names one image; import the archives one at a time to tag them");
+    }
+    let records = match &a.rootfs {
+        Some(rootfs) => {
             let options = RootfsOptions {
                 // clap requires --tag with --rootfs.
                 tag: a.tag.clone().unwrap_or_default(),
@@ -207,8 +210,13 @@ fn import_cmd(store: &ImageStore, a: ImportArgs, out: &mut dyn Write) -> anyhow:
             };
             vec![import::import_rootfs(store, rootfs, &options)?]
         }
-        (Some(file), None) => import::import_archive(store, file, a.tag.as_deref())?,
-        (None, None) => anyhow::bail!("give an archive to import, or --rootfs DIR|TAR"),
+        None => {
+            let mut records = Vec::new();
+            for file in &a.files {
+                records.extend(import::import_archive(store, file, a.tag.as_deref())?);
+            }
+            records
+        }
     };
     for record in &records {
         if record.repo_tags.is_empty() {
