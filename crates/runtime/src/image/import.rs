@@ -870,9 +870,14 @@ impl Source {
                 let mut archive = tar::Archive::new(ArchiveReader::open(path, *compression)?);
                 let entries = archive
                     .entries_with_seek()
-                    .map_err(|e| self.bad(format!("not a tar archive: {e}")))?;
+                    .map_err(|e| self.bad(tar_error(0, &e)))?;
                 for entry in entries {
-                    let mut entry = entry.map_err(|e| self.bad(format!("reading the tar: {e}")))?;
+                    let mut entry = entry.map_err(|e| {
+                        self.bad(format!(
+                            "it changed while being read ({})",
+                            tar_error(1, &e)
+                        ))
+                    })?;
                     let Some(name) = normalise_name(&entry.path_bytes()) else {
                         continue;
                     };
@@ -901,9 +906,9 @@ fn read_catalog(path: &Path, compression: Compression) -> Result<Catalog> {
     let mut archive = tar::Archive::new(ArchiveReader::open(path, compression)?);
     let entries = archive
         .entries_with_seek()
-        .map_err(|e| bad(format!("not a tar archive: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| bad(format!("not a tar archive: {e}")))?;
+        .map_err(|e| bad(tar_error(0, &e)))?;
+    for (n, entry) in entries.enumerate() {
+        let mut entry = entry.map_err(|e| bad(tar_error(n, &e)))?;
         let Some(name) = normalise_name(&entry.path_bytes()) else {
             continue;
         };
@@ -938,6 +943,19 @@ fn read_catalog(path: &Path, compression: Compression) -> Result<Catalog> {
         catalog.entries.insert(name, item);
     }
     Ok(catalog)
+}
+
+/// What a tar read error means for the user: not a tar at all when it fails on the first
+/// header, a damaged tar after that. The tar crate's message can quote the bad header's bytes:
+/// only its first line, shortened, is kept.
+fn tar_error(entries_read: usize, error: &io::Error) -> String {
+    if entries_read == 0 {
+        return "not a tar archive (its first block is not a tar header)".to_string();
+    }
+    let text = error.to_string();
+    let first_line = text.lines().next().unwrap_or_default();
+    let short: String = first_line.chars().take(120).collect();
+    format!("the tar archive is damaged after {entries_read} entries: {short}")
 }
 
 /// An archive member's name as a relative path without `./`, `..` or trailing `/`; None for
@@ -1092,11 +1110,8 @@ fn store_tar_layer(store: &ImageStore, source: &Path) -> Result<(Digest, u64)> {
     {
         let mut archive = tar::Archive::new(&mut hashing);
         let mut count = 0usize;
-        for entry in archive
-            .entries()
-            .map_err(|e| bad(format!("not a tar archive: {e}")))?
-        {
-            entry.map_err(|e| bad(format!("not a tar archive: {e}")))?;
+        for entry in archive.entries().map_err(|e| bad(tar_error(0, &e)))? {
+            entry.map_err(|e| bad(tar_error(count, &e)))?;
             count += 1;
         }
         if count == 0 {
