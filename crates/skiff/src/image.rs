@@ -74,10 +74,10 @@ struct ImportArgs {
     #[arg(long, short)]
     tag: Option<String>,
     /// The image's entrypoint, one argument per flag (only with --rootfs).
-    #[arg(long, requires = "rootfs")]
+    #[arg(long, requires = "rootfs", allow_hyphen_values = true)]
     entrypoint: Vec<String>,
     /// The image's default command, one argument per flag (only with --rootfs).
-    #[arg(long, requires = "rootfs")]
+    #[arg(long, requires = "rootfs", allow_hyphen_values = true)]
     cmd: Vec<String>,
     /// KEY=VALUE environment variables of the image (only with --rootfs).
     #[arg(long, requires = "rootfs")]
@@ -259,11 +259,18 @@ fn pull_cmd(store: &ImageStore, a: PullArgs, out: &mut dyn Write) -> anyhow::Res
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let before = store.get(&reference)?.map(|image| image.id);
     let record = runtime.block_on(pull::pull(store, &reference, &options))?;
     if a.quiet {
         writeln!(out, "{}", record.id)?;
-    } else {
+    } else if before.as_ref() == Some(&record.id) {
         writeln!(out, "Image is up to date for {reference} ({})", record.id)?;
+    } else {
+        writeln!(
+            out,
+            "Downloaded newer image for {reference} ({})",
+            record.id
+        )?;
     }
     Ok(())
 }
