@@ -50,7 +50,6 @@ fn the_script_is_reproducible() {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn busybox_and_kubia_import_and_share_their_base_layer() {
     let images = test_images::build();
     let (_dir, store) = new_store();
@@ -140,7 +139,6 @@ fn busybox_and_kubia_import_and_share_their_base_layer() {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn a_tag_renames_the_only_image() {
     let images = test_images::build();
     let (_dir, store) = new_store();
@@ -253,7 +251,6 @@ fn walk(dir: &Path) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn oci_layouts_import_as_a_directory_and_as_a_tar_gz() {
     let images = test_images::build();
     let layout = images.dir.path().join("layout");
@@ -296,7 +293,6 @@ fn oci_layouts_import_as_a_directory_and_as_a_tar_gz() {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn an_oci_ref_name_that_is_only_a_tag_takes_the_given_tag() {
     let images = test_images::build();
     let layout = images.dir.path().join("layout");
@@ -313,7 +309,6 @@ fn an_oci_ref_name_that_is_only_a_tag_takes_the_given_tag() {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn skopeos_oci_archive_imports() {
     let images = test_images::build();
     let out = images.dir.path().join("kubia-oci.tar");
@@ -335,6 +330,70 @@ fn skopeos_oci_archive_imports() {
         .is_file());
 }
 
+/// Docker 25+ writes an OCI layout and a manifest.json pointing into it; when index.json names
+/// the image only by a bare tag, manifest.json's RepoTags name it. Classic docker save links a
+/// repeated layer's `layer.tar` to the first copy: links are followed.
+#[test]
+fn docker_25_layouts_and_linked_layers_import() {
+    let images = test_images::build();
+    let layout = images.dir.path().join("layout");
+    write_oci_layout(&images.kubia, &layout, "latest");
+    let files = read_tar(&images.kubia);
+    let manifest = docker_manifest(&files);
+    let config_name = manifest[0]["Config"].as_str().expect("Config");
+    let config_hex = sha256_hex(&files[config_name]);
+    let docker_manifest = serde_json::json!([{
+        "Config": format!("blobs/sha256/{config_hex}"),
+        "RepoTags": ["luksa/kubia:docker25"],
+        "Layers": [],
+    }]);
+    std::fs::write(
+        layout.join("manifest.json"),
+        serde_json::to_vec(&docker_manifest).expect("json"),
+    )
+    .expect("manifest.json");
+    let (_dir, store) = new_store();
+    let record = only(import_archive(&store, &layout, None).expect("import"));
+    assert_eq!(record.repo_tags, vec!["docker.io/luksa/kubia:docker25"]);
+    assert_eq!(record.id.to_string(), format!("sha256:{config_hex}"));
+
+    // A classic archive whose second image repeats the base layer through a symlink.
+    let base = manifest[0]["Layers"][0]
+        .as_str()
+        .expect("layer")
+        .to_string();
+    let path = images.dir.path().join("linked.tar");
+    let mut builder = tar::Builder::new(std::fs::File::create(&path).expect("create"));
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    builder
+        .append_link(&mut link, "dup/layer.tar", format!("../{base}"))
+        .expect("symlink");
+    let mut two = manifest.clone();
+    two[0]["Layers"][0] = serde_json::json!("dup/layer.tar");
+    two[0]["RepoTags"] = serde_json::json!(["linked:1"]);
+    let mut with_manifest = files.clone();
+    with_manifest.insert(
+        "manifest.json".into(),
+        serde_json::to_vec(&two).expect("json"),
+    );
+    for (name, bytes) in &with_manifest {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, name, bytes.as_slice())
+            .expect("append");
+    }
+    builder.finish().expect("finish");
+    drop(builder);
+    let (_dir2, store2) = new_store();
+    let linked = only(import_archive(&store2, &path, None).expect("import linked"));
+    assert_eq!(linked.repo_tags, vec!["docker.io/library/linked:1"]);
+    assert_eq!(linked.id, record.id);
+}
+
 /// Asserts an import failed with a `BadArchive` whose message contains `needle`, and that the
 /// store recorded nothing.
 fn assert_bad(store: &ImageStore, result: Result<Vec<ImageRecord>, ImageError>, needle: &str) {
@@ -352,7 +411,6 @@ fn assert_bad(store: &ImageStore, result: Result<Vec<ImageRecord>, ImageError>, 
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn a_missing_file_is_a_clear_error() {
     let (dir, store) = new_store();
     let missing = dir.path().join("no-such.tar");
@@ -369,7 +427,6 @@ fn a_missing_file_is_a_clear_error() {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn bad_archives_are_refused_and_record_nothing() {
     let images = test_images::build();
     let (dir, store) = new_store();
@@ -554,7 +611,6 @@ fn layer_entries(blob: &[u8]) -> Vec<(String, LayerEntry)> {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn a_root_filesystem_directory_becomes_a_reproducible_one_layer_image() {
     let (dir, store) = new_store();
     let rootfs = dir.path().join("rootfs");
@@ -636,6 +692,12 @@ fn a_root_filesystem_directory_becomes_a_reproducible_one_layer_image() {
             .ino()
     );
 
+    let motd = unpacked.join("etc/motd");
+    let mut value = [0u8; 16];
+    let len = rustix::fs::lgetxattr(&motd, "trusted.skiff-test", &mut value[..]).expect("xattr");
+    assert_eq!(&value[..len], b"kept");
+    assert_eq!(std::fs::metadata(&motd).expect("stat").uid(), 1234);
+
     // The same directory and options give the same image in another store.
     let (_dir2, store2) = new_store();
     let again = import_rootfs(&store2, &rootfs, &options).expect("import again");
@@ -643,7 +705,6 @@ fn a_root_filesystem_directory_becomes_a_reproducible_one_layer_image() {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn a_root_filesystem_tar_becomes_an_image() {
     let (dir, store) = new_store();
     let rootfs = dir.path().join("rootfs");

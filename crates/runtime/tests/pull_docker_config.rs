@@ -16,7 +16,6 @@ const TEST_PASSWORD: &str = "skiff-test-password";
 const TEST_BCRYPT: &str = "$2b$04$cGBjeRgpPeHrnnuw5f3Mb.09N3ofMwqHXudQqEX1Hmk151XGWpZfe";
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "waits for the store (ensure_layer, put_image, resolve)"]
 async fn credentials_from_docker_config() {
     use base64::Engine as _;
 

@@ -181,7 +181,6 @@ fn an_existing_dir_or_a_missing_layer_is_refused() {
 }
 
 #[test]
-#[ignore = "until ImageStore::ensure_layer, put_image and list land (image-store helper)"]
 fn kubia_runs_from_its_root_filesystem() {
     let images = test_images::build();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -64,9 +64,9 @@ enum ImageCommand {
 
 #[derive(Args)]
 struct ImportArgs {
-    /// A `docker save` archive, an OCI layout archive (`.tar`, `.tar.gz`) or an OCI layout directory.
+    /// `docker save` archives, OCI layout archives (`.tar`, `.tar.gz`) or OCI layout directories.
     #[arg(required_unless_present = "rootfs", conflicts_with = "rootfs")]
-    file: Option<PathBuf>,
+    files: Vec<PathBuf>,
     /// Make a one-layer image from this root filesystem (a directory or a tar), as `docker import`.
     #[arg(long, requires = "tag")]
     rootfs: Option<PathBuf>,
@@ -74,10 +74,10 @@ struct ImportArgs {
     #[arg(long, short)]
     tag: Option<String>,
     /// The image's entrypoint, one argument per flag (only with --rootfs).
-    #[arg(long, requires = "rootfs")]
+    #[arg(long, requires = "rootfs", allow_hyphen_values = true)]
     entrypoint: Vec<String>,
     /// The image's default command, one argument per flag (only with --rootfs).
-    #[arg(long, requires = "rootfs")]
+    #[arg(long, requires = "rootfs", allow_hyphen_values = true)]
     cmd: Vec<String>,
     /// KEY=VALUE environment variables of the image (only with --rootfs).
     #[arg(long, requires = "rootfs")]
@@ -195,8 +195,11 @@ fn find(store: &ImageStore, name: &str) -> anyhow::Result<ImageRecord> {
 }
 
 fn import_cmd(store: &ImageStore, a: ImportArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    let records = match (&a.file, &a.rootfs) {
-        (_, Some(rootfs)) => {
+    if a.tag.is_some() && a.files.len() > 1 {
+        anyhow::bail!("--tag names one image; import the archives one at a time to tag them");
+    }
+    let records = match &a.rootfs {
+        Some(rootfs) => {
             let options = RootfsOptions {
                 // clap requires --tag with --rootfs.
                 tag: a.tag.clone().unwrap_or_default(),
@@ -207,8 +210,13 @@ fn import_cmd(store: &ImageStore, a: ImportArgs, out: &mut dyn Write) -> anyhow:
             };
             vec![import::import_rootfs(store, rootfs, &options)?]
         }
-        (Some(file), None) => import::import_archive(store, file, a.tag.as_deref())?,
-        (None, None) => anyhow::bail!("give an archive to import, or --rootfs DIR|TAR"),
+        None => {
+            let mut records = Vec::new();
+            for file in &a.files {
+                records.extend(import::import_archive(store, file, a.tag.as_deref())?);
+            }
+            records
+        }
     };
     for record in &records {
         if record.repo_tags.is_empty() {
@@ -251,11 +259,18 @@ fn pull_cmd(store: &ImageStore, a: PullArgs, out: &mut dyn Write) -> anyhow::Res
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let before = store.get(&reference)?.map(|image| image.id);
     let record = runtime.block_on(pull::pull(store, &reference, &options))?;
     if a.quiet {
         writeln!(out, "{}", record.id)?;
-    } else {
+    } else if before.as_ref() == Some(&record.id) {
         writeln!(out, "Image is up to date for {reference} ({})", record.id)?;
+    } else {
+        writeln!(
+            out,
+            "Downloaded newer image for {reference} ({})",
+            record.id
+        )?;
     }
     Ok(())
 }

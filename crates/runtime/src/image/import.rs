@@ -149,8 +149,7 @@ pub fn import_rootfs(
         layers,
         created: None,
     };
-    store.put_image(record.clone())?;
-    Ok(record)
+    record_image(store, record)
 }
 
 /// A tag as the store records it: the full normalised reference.
@@ -665,10 +664,10 @@ fn write_plan(
             created,
         });
     }
-    for record in &records {
-        store.put_image(record.clone())?;
-    }
-    Ok(records)
+    records
+        .into_iter()
+        .map(|record| record_image(store, record))
+        .collect()
 }
 
 /// Writes an OCI manifest for a config and its layers (docker save archives and root
@@ -699,23 +698,19 @@ fn write_manifest(
     Ok(digest)
 }
 
-/// The unpacked size of an image: the store's recorded size of each unpacked layer
-/// (`layers/<diff id>/size`), or the blob's size when that is not recorded.
+/// The unpacked size of an image: the sum of its layers' (the store recomputes it on
+/// `put_image` too), or the blobs' sizes where a layer's is not recorded.
 fn unpacked_size(store: &ImageStore, layers: &[LayerRecord]) -> u64 {
     layers
         .iter()
-        .map(|l| {
-            let file = store
-                .root()
-                .join("layers")
-                .join(l.diff_id.hex())
-                .join("size");
-            std::fs::read_to_string(file)
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .unwrap_or(l.size)
-        })
+        .map(|l| store.layer_size(&l.diff_id).unwrap_or(l.size))
         .sum()
+}
+
+/// Records an image and returns it as the store now has it (tags merged with those it had).
+fn record_image(store: &ImageStore, record: ImageRecord) -> Result<ImageRecord> {
+    store.put_image(record.clone())?;
+    Ok(store.resolve(&record.id.to_string())?.unwrap_or(record))
 }
 
 /// Where the files of an archive come from.
@@ -875,9 +870,14 @@ impl Source {
                 let mut archive = tar::Archive::new(ArchiveReader::open(path, *compression)?);
                 let entries = archive
                     .entries_with_seek()
-                    .map_err(|e| self.bad(format!("not a tar archive: {e}")))?;
+                    .map_err(|e| self.bad(tar_error(0, &e)))?;
                 for entry in entries {
-                    let mut entry = entry.map_err(|e| self.bad(format!("reading the tar: {e}")))?;
+                    let mut entry = entry.map_err(|e| {
+                        self.bad(format!(
+                            "it changed while being read ({})",
+                            tar_error(1, &e)
+                        ))
+                    })?;
                     let Some(name) = normalise_name(&entry.path_bytes()) else {
                         continue;
                     };
@@ -906,9 +906,9 @@ fn read_catalog(path: &Path, compression: Compression) -> Result<Catalog> {
     let mut archive = tar::Archive::new(ArchiveReader::open(path, compression)?);
     let entries = archive
         .entries_with_seek()
-        .map_err(|e| bad(format!("not a tar archive: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| bad(format!("not a tar archive: {e}")))?;
+        .map_err(|e| bad(tar_error(0, &e)))?;
+    for (n, entry) in entries.enumerate() {
+        let mut entry = entry.map_err(|e| bad(tar_error(n, &e)))?;
         let Some(name) = normalise_name(&entry.path_bytes()) else {
             continue;
         };
@@ -943,6 +943,19 @@ fn read_catalog(path: &Path, compression: Compression) -> Result<Catalog> {
         catalog.entries.insert(name, item);
     }
     Ok(catalog)
+}
+
+/// What a tar read error means for the user: not a tar at all when it fails on the first
+/// header, a damaged tar after that. The tar crate's message can quote the bad header's bytes:
+/// only its first line, shortened, is kept.
+fn tar_error(entries_read: usize, error: &io::Error) -> String {
+    if entries_read == 0 {
+        return "not a tar archive (its first block is not a tar header)".to_string();
+    }
+    let text = error.to_string();
+    let first_line = text.lines().next().unwrap_or_default();
+    let short: String = first_line.chars().take(120).collect();
+    format!("the tar archive is damaged after {entries_read} entries: {short}")
 }
 
 /// An archive member's name as a relative path without `./`, `..` or trailing `/`; None for
@@ -1097,11 +1110,8 @@ fn store_tar_layer(store: &ImageStore, source: &Path) -> Result<(Digest, u64)> {
     {
         let mut archive = tar::Archive::new(&mut hashing);
         let mut count = 0usize;
-        for entry in archive
-            .entries()
-            .map_err(|e| bad(format!("not a tar archive: {e}")))?
-        {
-            entry.map_err(|e| bad(format!("not a tar archive: {e}")))?;
+        for entry in archive.entries().map_err(|e| bad(tar_error(0, &e)))? {
+            entry.map_err(|e| bad(tar_error(count, &e)))?;
             count += 1;
         }
         if count == 0 {
@@ -1273,7 +1283,7 @@ fn append_xattrs(builder: &mut tar::Builder<&mut dyn Write>, path: &Path) -> io:
     let len = match rustix::fs::llistxattr(path, &mut names[..]) {
         Ok(len) => len,
         Err(rustix::io::Errno::RANGE) => {
-            let needed = rustix::fs::llistxattr(path, &mut [0u8; 0][..])?;
+            let needed = rustix::fs::llistxattr_query(path)?;
             names.resize(needed, 0);
             rustix::fs::llistxattr(path, &mut names[..])?
         }
@@ -1290,7 +1300,7 @@ fn append_xattrs(builder: &mut tar::Builder<&mut dyn Write>, path: &Path) -> io:
     names.sort();
     let mut records = Vec::new();
     for name in names {
-        let size = match rustix::fs::lgetxattr(path, name, &mut [0u8; 0][..]) {
+        let size = match rustix::fs::lgetxattr_query(path, name) {
             Ok(size) => size,
             // Removed since it was listed.
             Err(rustix::io::Errno::NODATA) => continue,

@@ -86,8 +86,18 @@ const MAX_MANIFEST_BYTES: usize = 4 << 20;
 /// is behind an `Arc` because `ImageError` (it carries `io::Error`s) cannot be cloned.
 type SharedPull = Shared<BoxFuture<'static, std::result::Result<ImageRecord, Arc<ImageError>>>>;
 
-/// Pulls in flight in this process, by full normalised reference.
-static IN_FLIGHT: LazyLock<Mutex<HashMap<String, SharedPull>>> = LazyLock::new(Default::default);
+/// Pulls in flight in this process, by full normalised reference, each with a number that tells
+/// it from a later pull of the same reference.
+static IN_FLIGHT: LazyLock<Mutex<HashMap<String, (u64, SharedPull)>>> =
+    LazyLock::new(Default::default);
+
+/// Forgets the pull of `key` numbered `generation`, if it is still the one in flight.
+fn forget_pull(key: &str, generation: u64) {
+    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+    if in_flight.get(key).is_some_and(|(g, _)| *g == generation) {
+        in_flight.remove(key);
+    }
+}
 
 /// Pulls `reference` into the store and returns the image record. Concurrent pulls of the same
 /// reference in this process share one download.
@@ -96,29 +106,30 @@ pub async fn pull(
     reference: &Reference,
     options: &PullOptions,
 ) -> Result<ImageRecord> {
+    static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let key = reference.to_string();
     let shared = {
         let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
         match in_flight.get(&key) {
-            Some(shared) => shared.clone(),
+            Some((_, shared)) => shared.clone(),
             None => {
+                let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (store, reference, options) =
                     (store.clone(), reference.clone(), options.clone());
-                let done_key = key.clone();
-                // A task of its own, so the pull completes (and the map entry goes) even when the
+                let (task_key, waiter_key) = (key.clone(), key.clone());
+                // A task of its own, so the pull completes (and leaves the map) even when the
                 // caller that started it is cancelled while others still wait for it.
                 let task = tokio::spawn(async move {
                     let result = pull_now(&store, &reference, &options)
                         .await
                         .map_err(Arc::new);
-                    IN_FLIGHT
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&done_key);
+                    forget_pull(&task_key, generation);
                     result
                 });
                 let shared = async move {
                     task.await.unwrap_or_else(|e| {
+                        // Cancelled with its runtime, or panicked: it cannot forget itself.
+                        forget_pull(&waiter_key, generation);
                         Err(Arc::new(ImageError::Other(format!(
                             "the pull task failed: {e}"
                         ))))
@@ -126,7 +137,7 @@ pub async fn pull(
                 }
                 .boxed()
                 .shared();
-                in_flight.insert(key, shared.clone());
+                in_flight.insert(key, (generation, shared.clone()));
                 shared
             }
         }
@@ -295,7 +306,10 @@ impl Session {
                     self.address,
                     error_chain(&e)
                 );
-                if self.address.starts_with("https:") {
+                // A registry that answers plain HTTP fails the TLS handshake; one that does not
+                // resolve or answer at all needs no such hint.
+                let unreachable = reason.contains("dns error") || reason.contains("refused");
+                if self.address.starts_with("https:") && !unreachable {
                     reason.push_str(&format!(
                         " (if {registry} serves plain HTTP, name it with --insecure-registry)"
                     ));
@@ -529,6 +543,13 @@ async fn pull_now(
         }
     }
 
+    // Held until the image is recorded, so a concurrent prune (in any process) cannot remove the
+    // blobs and layers this pull wrote but no record references yet.
+    let _lease = blocking({
+        let store = store.clone();
+        move || store.lease()
+    })
+    .await?;
     for (digest, bytes) in manifests {
         store_bytes(store, digest, bytes).await?;
     }
