@@ -262,10 +262,7 @@ pub fn taint_toleration(pod: &Pod, node: &Node) -> FilterResult {
     }
 }
 
-fn requirement_matches(
-    requirement: &NodeSelectorRequirement,
-    value: Option<&str>,
-) -> bool {
+fn requirement_matches(requirement: &NodeSelectorRequirement, value: Option<&str>) -> bool {
     let values = requirement.values.as_deref().unwrap_or_default();
     match requirement.operator.as_str() {
         "In" => value.is_some_and(|v| values.iter().any(|w| w == v)),
@@ -304,8 +301,7 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
         .iter()
         .all(|r| requirement_matches(r, label(&r.key)))
         && fields.iter().all(|r| {
-            r.key == "metadata.name"
-                && requirement_matches(r, node.metadata.name.as_deref())
+            r.key == "metadata.name" && requirement_matches(r, node.metadata.name.as_deref())
         })
 }
 
@@ -326,7 +322,10 @@ pub fn node_affinity(pod: &Pod, node: &Node) -> FilterResult {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     let affinity_ok =
         required.is_none_or(|r| r.node_selector_terms.iter().any(|t| term_matches(t, node)));
     if selector_ok && affinity_ok {
@@ -452,7 +451,10 @@ pub(crate) mod tests {
     #[test]
     fn cordoned_nodes_take_only_pods_tolerating_it() {
         let n = node("n", json!({"spec": {"unschedulable": true}}));
-        assert_eq!(check(&pod("p", json!({})), &n), Err(vec![REASON_UNSCHEDULABLE.into()]));
+        assert_eq!(
+            check(&pod("p", json!({})), &n),
+            Err(vec![REASON_UNSCHEDULABLE.into()])
+        );
         let tolerant = pod(
             "p",
             tol(json!({"key": TAINT_UNSCHEDULABLE, "operator": "Exists", "effect": "NoSchedule"})),
@@ -463,91 +465,193 @@ pub(crate) mod tests {
     #[test]
     fn node_name_must_match_when_set() {
         let p = pod("p", json!({"spec": {"nodeName": "other"}}));
-        assert_eq!(check(&p, &node("n", json!({}))), Err(vec![REASON_NODE_NAME.into()]));
+        assert_eq!(
+            check(&p, &node("n", json!({}))),
+            Err(vec![REASON_NODE_NAME.into()])
+        );
         assert_eq!(check(&p, &node("other", json!({}))), Ok(()));
     }
 
     #[test]
     fn not_ready_nodes_are_tainted_as_kubernetes_does() {
-        let not_ready = node("n", json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}));
-        let unknown = node("n", json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}));
+        let not_ready = node(
+            "n",
+            json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+        );
+        let unknown = node(
+            "n",
+            json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}),
+        );
         let missing = node("n", json!({"status": {"conditions": []}}));
         for n in [&not_ready, &missing] {
-            assert_eq!(check(&pod("p", json!({})), n), Err(vec![REASON_TAINT.into()]));
-            assert_eq!(untolerated_taint(&pod("p", json!({})), n).map(|t| t.key), Some(TAINT_NOT_READY.into()));
+            assert_eq!(
+                check(&pod("p", json!({})), n),
+                Err(vec![REASON_TAINT.into()])
+            );
+            assert_eq!(
+                untolerated_taint(&pod("p", json!({})), n).map(|t| t.key),
+                Some(TAINT_NOT_READY.into())
+            );
         }
-        assert_eq!(untolerated_taint(&pod("p", json!({})), &unknown).map(|t| t.key), Some(TAINT_UNREACHABLE.into()));
+        assert_eq!(
+            untolerated_taint(&pod("p", json!({})), &unknown).map(|t| t.key),
+            Some(TAINT_UNREACHABLE.into())
+        );
         // A pod tolerating not-ready (as DaemonSet pods do) still lands.
-        let tolerant = pod("p", tol(json!({"key": TAINT_NOT_READY, "operator": "Exists"})));
+        let tolerant = pod(
+            "p",
+            tol(json!({"key": TAINT_NOT_READY, "operator": "Exists"})),
+        );
         assert_eq!(check(&tolerant, &not_ready), Ok(()));
         // The NoExecute toleration every pod gets by default does not tolerate NoSchedule.
         let default_toleration = pod(
             "p",
-            tol(json!({"key": TAINT_NOT_READY, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})),
+            tol(
+                json!({"key": TAINT_NOT_READY, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}),
+            ),
         );
-        assert_eq!(check(&default_toleration, &not_ready), Err(vec![REASON_TAINT.into()]));
+        assert_eq!(
+            check(&default_toleration, &not_ready),
+            Err(vec![REASON_TAINT.into()])
+        );
     }
 
     #[test]
     fn taints_and_tolerations_match_as_kubernetes_does() {
-        let n = node("n", json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}}));
+        let n = node(
+            "n",
+            json!({"spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}}),
+        );
         let cases = [
-            (json!({"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}), true),
+            (
+                json!({"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}),
+                true,
+            ),
             (json!({"key": "dedicated", "value": "gpu"}), true),
-            (json!({"key": "dedicated", "operator": "Equal", "value": "cpu"}), false),
+            (
+                json!({"key": "dedicated", "operator": "Equal", "value": "cpu"}),
+                false,
+            ),
             (json!({"key": "dedicated", "operator": "Exists"}), true),
-            (json!({"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}), false),
+            (
+                json!({"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}),
+                false,
+            ),
             (json!({"key": "other", "operator": "Exists"}), false),
             (json!({"operator": "Exists"}), true),
             (json!({"operator": "Exists", "effect": "NoSchedule"}), true),
-            (json!({"operator": "Exists", "effect": "PreferNoSchedule"}), false),
+            (
+                json!({"operator": "Exists", "effect": "PreferNoSchedule"}),
+                false,
+            ),
         ];
         for (t, fits) in cases {
             let p = pod("p", tol(t.clone()));
             assert_eq!(check(&p, &n).is_ok(), fits, "toleration {t}");
         }
-        assert_eq!(check(&pod("p", json!({})), &n), Err(vec![REASON_TAINT.into()]));
-        let no_execute = node("n", json!({"spec": {"taints": [{"key": "k", "effect": "NoExecute"}]}}));
-        assert_eq!(check(&pod("p", json!({})), &no_execute), Err(vec![REASON_TAINT.into()]));
-        let prefer = node("n", json!({"spec": {"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}}));
-        assert_eq!(check(&pod("p", json!({})), &prefer), Ok(()), "PreferNoSchedule only scores");
+        assert_eq!(
+            check(&pod("p", json!({})), &n),
+            Err(vec![REASON_TAINT.into()])
+        );
+        let no_execute = node(
+            "n",
+            json!({"spec": {"taints": [{"key": "k", "effect": "NoExecute"}]}}),
+        );
+        assert_eq!(
+            check(&pod("p", json!({})), &no_execute),
+            Err(vec![REASON_TAINT.into()])
+        );
+        let prefer = node(
+            "n",
+            json!({"spec": {"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}}),
+        );
+        assert_eq!(
+            check(&pod("p", json!({})), &prefer),
+            Ok(()),
+            "PreferNoSchedule only scores"
+        );
     }
 
     #[test]
     fn node_selector_needs_every_label() {
-        let n = node("n", json!({"metadata": {"labels": {"disk": "ssd", "zone": "a"}}}));
+        let n = node(
+            "n",
+            json!({"metadata": {"labels": {"disk": "ssd", "zone": "a"}}}),
+        );
         let p = |sel: Value| pod("p", json!({"spec": {"nodeSelector": sel}}));
         assert_eq!(check(&p(json!({"disk": "ssd"})), &n), Ok(()));
         assert_eq!(check(&p(json!({"disk": "ssd", "zone": "a"})), &n), Ok(()));
-        assert_eq!(check(&p(json!({"disk": "hdd"})), &n), Err(vec![REASON_NODE_AFFINITY.into()]));
-        assert_eq!(check(&p(json!({"gpu": "yes"})), &n), Err(vec![REASON_NODE_AFFINITY.into()]));
+        assert_eq!(
+            check(&p(json!({"disk": "hdd"})), &n),
+            Err(vec![REASON_NODE_AFFINITY.into()])
+        );
+        assert_eq!(
+            check(&p(json!({"gpu": "yes"})), &n),
+            Err(vec![REASON_NODE_AFFINITY.into()])
+        );
     }
 
     #[test]
     fn required_node_affinity_terms_are_ored_and_expressions_anded() {
-        let n = node("n1", json!({"metadata": {"labels": {"disk": "ssd", "cores": "8"}}}));
+        let n = node(
+            "n1",
+            json!({"metadata": {"labels": {"disk": "ssd", "cores": "8"}}}),
+        );
         let p = |terms: Value| {
-            pod("p", json!({"spec": {"affinity": {"nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}}}))
+            pod(
+                "p",
+                json!({"spec": {"affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}}}),
+            )
         };
         let expr = |key: &str, op: &str, values: Value| json!({"key": key, "operator": op, "values": values});
         let fits = |terms: Value| check(&p(terms), &n).is_ok();
-        assert!(fits(json!([{"matchExpressions": [expr("disk", "In", json!(["ssd", "nvme"]))]}])));
-        assert!(!fits(json!([{"matchExpressions": [expr("disk", "NotIn", json!(["ssd"]))]}])));
-        assert!(fits(json!([{"matchExpressions": [expr("gpu", "NotIn", json!(["x"]))]}])));
-        assert!(fits(json!([{"matchExpressions": [{"key": "disk", "operator": "Exists"}]}])));
-        assert!(!fits(json!([{"matchExpressions": [{"key": "disk", "operator": "DoesNotExist"}]}])));
-        assert!(fits(json!([{"matchExpressions": [expr("cores", "Gt", json!(["4"]))]}])));
-        assert!(!fits(json!([{"matchExpressions": [expr("cores", "Lt", json!(["4"]))]}])));
-        assert!(!fits(json!([{"matchExpressions": [expr("disk", "In", json!(["ssd"])), expr("cores", "Lt", json!(["4"]))]}])), "AND within a term");
-        assert!(fits(json!([{"matchExpressions": [expr("disk", "In", json!(["hdd"]))]}, {"matchFields": [expr("metadata.name", "In", json!(["n1"]))]}])), "OR across terms");
-        assert!(!fits(json!([{"matchFields": [expr("metadata.name", "In", json!(["n2"]))]}])));
+        assert!(fits(
+            json!([{"matchExpressions": [expr("disk", "In", json!(["ssd", "nvme"]))]}])
+        ));
+        assert!(!fits(
+            json!([{"matchExpressions": [expr("disk", "NotIn", json!(["ssd"]))]}])
+        ));
+        assert!(fits(
+            json!([{"matchExpressions": [expr("gpu", "NotIn", json!(["x"]))]}])
+        ));
+        assert!(fits(
+            json!([{"matchExpressions": [{"key": "disk", "operator": "Exists"}]}])
+        ));
+        assert!(!fits(
+            json!([{"matchExpressions": [{"key": "disk", "operator": "DoesNotExist"}]}])
+        ));
+        assert!(fits(
+            json!([{"matchExpressions": [expr("cores", "Gt", json!(["4"]))]}])
+        ));
+        assert!(!fits(
+            json!([{"matchExpressions": [expr("cores", "Lt", json!(["4"]))]}])
+        ));
+        assert!(
+            !fits(
+                json!([{"matchExpressions": [expr("disk", "In", json!(["ssd"])), expr("cores", "Lt", json!(["4"]))]}])
+            ),
+            "AND within a term"
+        );
+        assert!(
+            fits(
+                json!([{"matchExpressions": [expr("disk", "In", json!(["hdd"]))]}, {"matchFields": [expr("metadata.name", "In", json!(["n1"]))]}])
+            ),
+            "OR across terms"
+        );
+        assert!(!fits(
+            json!([{"matchFields": [expr("metadata.name", "In", json!(["n2"]))]}])
+        ));
         assert!(!fits(json!([{}])), "an empty term matches nothing");
     }
 
     #[test]
     fn host_ports_conflict_by_protocol_address_and_port() {
-        let hp = |protocol: &str, ip: &str, port| HostPort { protocol: protocol.into(), ip: ip.into(), port };
+        let hp = |protocol: &str, ip: &str, port| HostPort {
+            protocol: protocol.into(),
+            ip: ip.into(),
+            port,
+        };
         assert!(hp("TCP", "0.0.0.0", 80).conflicts(&hp("TCP", "10.0.0.1", 80)));
         assert!(hp("TCP", "10.0.0.1", 80).conflicts(&hp("TCP", "0.0.0.0", 80)));
         assert!(hp("TCP", "10.0.0.1", 80).conflicts(&hp("TCP", "10.0.0.1", 80)));
@@ -556,44 +660,84 @@ pub(crate) mod tests {
         assert!(!hp("TCP", "0.0.0.0", 80).conflicts(&hp("TCP", "0.0.0.0", 81)));
 
         let with_port = |name: &str, port: Value| {
-            pod(name, json!({"spec": {"containers": [{"name": "main", "image": "x", "ports": [port]}]}}))
+            pod(
+                name,
+                json!({"spec": {"containers": [{"name": "main", "image": "x", "ports": [port]}]}}),
+            )
         };
         let n = node("n", json!({}));
         let mut info = NodeInfo::new(&n);
-        info.add_pod(&with_port("a", json!({"containerPort": 8080, "hostPort": 80})));
+        info.add_pod(&with_port(
+            "a",
+            json!({"containerPort": 8080, "hostPort": 80}),
+        ));
         let b = with_port("b", json!({"containerPort": 80, "hostPort": 80}));
-        assert_eq!(run_filters(&b, &pod_requests(&b), &info), Err(vec![REASON_NODE_PORTS.into()]));
-        let udp = with_port("c", json!({"containerPort": 80, "hostPort": 80, "protocol": "UDP"}));
+        assert_eq!(
+            run_filters(&b, &pod_requests(&b), &info),
+            Err(vec![REASON_NODE_PORTS.into()])
+        );
+        let udp = with_port(
+            "c",
+            json!({"containerPort": 80, "hostPort": 80, "protocol": "UDP"}),
+        );
         assert_eq!(run_filters(&udp, &pod_requests(&udp), &info), Ok(()));
         let no_host_port = with_port("d", json!({"containerPort": 80}));
-        assert_eq!(run_filters(&no_host_port, &pod_requests(&no_host_port), &info), Ok(()));
+        assert_eq!(
+            run_filters(&no_host_port, &pod_requests(&no_host_port), &info),
+            Ok(())
+        );
     }
 
     #[test]
     fn resources_fit_against_what_bound_pods_leave() {
-        let n = node("n", json!({"status": {"allocatable": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "512Mi", "pods": "3"}}}));
+        let n = node(
+            "n",
+            json!({"status": {"allocatable": {"cpu": "1", "memory": "1Gi", "ephemeral-storage": "512Mi", "pods": "3"}}}),
+        );
         let sized = |name: &str, cpu: &str, mem: &str| {
-            pod(name, json!({"spec": {"containers": [{"name": "main", "image": "x",
-                "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}}))
+            pod(
+                name,
+                json!({"spec": {"containers": [{"name": "main", "image": "x",
+                "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}}),
+            )
         };
         let mut info = NodeInfo::new(&n);
         info.add_pod(&sized("a", "600m", "512Mi"));
         let fit = |p: &Pod, info: &NodeInfo| run_filters(p, &pod_requests(p), info);
-        assert_eq!(fit(&sized("b", "400m", "512Mi"), &info), Ok(()), "exactly the rest fits");
-        assert_eq!(fit(&sized("b", "401m", "100Mi"), &info), Err(vec!["Insufficient cpu".into()]));
+        assert_eq!(
+            fit(&sized("b", "400m", "512Mi"), &info),
+            Ok(()),
+            "exactly the rest fits"
+        );
+        assert_eq!(
+            fit(&sized("b", "401m", "100Mi"), &info),
+            Err(vec!["Insufficient cpu".into()])
+        );
         assert_eq!(
             fit(&sized("b", "1", "1Gi"), &info),
-            Err(vec!["Insufficient cpu".into(), "Insufficient memory".into()])
+            Err(vec![
+                "Insufficient cpu".into(),
+                "Insufficient memory".into()
+            ])
         );
-        let storage = pod("s", json!({"spec": {"containers": [{"name": "main", "image": "x",
-            "resources": {"requests": {"ephemeral-storage": "1Gi", "example.com/gpu": "1"}}}]}}));
+        let storage = pod(
+            "s",
+            json!({"spec": {"containers": [{"name": "main", "image": "x",
+            "resources": {"requests": {"ephemeral-storage": "1Gi", "example.com/gpu": "1"}}}]}}),
+        );
         assert_eq!(
             fit(&storage, &info),
-            Err(vec!["Insufficient ephemeral-storage".into(), "Insufficient example.com/gpu".into()])
+            Err(vec![
+                "Insufficient ephemeral-storage".into(),
+                "Insufficient example.com/gpu".into()
+            ])
         );
         info.add_pod(&pod("b", json!({})));
         info.add_pod(&pod("c", json!({})));
-        assert_eq!(fit(&pod("d", json!({})), &info), Err(vec![REASON_TOO_MANY_PODS.into()]));
+        assert_eq!(
+            fit(&pod("d", json!({})), &info),
+            Err(vec![REASON_TOO_MANY_PODS.into()])
+        );
         assert_eq!(
             fit(&sized("d", "1", "1Mi"), &info),
             Err(vec![REASON_TOO_MANY_PODS.into(), "Insufficient cpu".into()])
@@ -602,16 +746,22 @@ pub(crate) mod tests {
 
     #[test]
     fn the_first_failing_filter_decides_in_kubernetes_order() {
-        let n = node("n", json!({
-            "metadata": {"labels": {"disk": "hdd"}},
-            "spec": {"unschedulable": true, "taints": [{"key": "k", "effect": "NoSchedule"}]},
-        }));
+        let n = node(
+            "n",
+            json!({
+                "metadata": {"labels": {"disk": "hdd"}},
+                "spec": {"unschedulable": true, "taints": [{"key": "k", "effect": "NoSchedule"}]},
+            }),
+        );
         let p = pod("p", json!({"spec": {"nodeSelector": {"disk": "ssd"}}}));
         assert_eq!(check(&p, &n), Err(vec![REASON_UNSCHEDULABLE.into()]));
-        let uncordoned = node("n", json!({
-            "metadata": {"labels": {"disk": "hdd"}},
-            "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]},
-        }));
+        let uncordoned = node(
+            "n",
+            json!({
+                "metadata": {"labels": {"disk": "hdd"}},
+                "spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]},
+            }),
+        );
         assert_eq!(check(&p, &uncordoned), Err(vec![REASON_TAINT.into()]));
     }
 }

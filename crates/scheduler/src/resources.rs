@@ -61,7 +61,9 @@ impl Resources {
     pub fn add(&mut self, other: &Resources) {
         self.milli_cpu = self.milli_cpu.saturating_add(other.milli_cpu);
         self.memory = self.memory.saturating_add(other.memory);
-        self.ephemeral_storage = self.ephemeral_storage.saturating_add(other.ephemeral_storage);
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_add(other.ephemeral_storage);
         for (name, value) in &other.scalar {
             let slot = self.scalar.entry(name.clone()).or_insert(0);
             *slot = slot.saturating_add(*value);
@@ -246,8 +248,16 @@ mod tests {
             "overhead": {"cpu": "100m", "memory": "1Mi"},
         }));
         let r = pod_requests(&p);
-        assert_eq!(r.milli_cpu, 2000 + 100, "max(init 2000, app 1000) + overhead");
-        assert_eq!(r.memory, (300 << 20) + (1 << 20), "max(init 300Mi, app 200Mi) + overhead");
+        assert_eq!(
+            r.milli_cpu,
+            2000 + 100,
+            "max(init 2000, app 1000) + overhead"
+        );
+        assert_eq!(
+            r.memory,
+            (300 << 20) + (1 << 20),
+            "max(init 300Mi, app 200Mi) + overhead"
+        );
     }
 
     #[test]

@@ -153,28 +153,49 @@ mod tests {
     }
 
     fn small(name: &str, cpu: &str, mem: &str) -> Node {
-        node(name, json!({"status": {"allocatable": {"cpu": cpu, "memory": mem, "pods": "110"}}}))
+        node(
+            name,
+            json!({"status": {"allocatable": {"cpu": cpu, "memory": mem, "pods": "110"}}}),
+        )
     }
 
     #[test]
     fn the_message_reads_as_kubernetes_writes_it() {
-        let one = Snapshot { nodes: vec![small("n", "1", "1Gi")], pods: vec![] };
+        let one = Snapshot {
+            nodes: vec![small("n", "1", "1Gi")],
+            pods: vec![],
+        };
         let err = schedule(&sized("p", "100m", "2Gi", json!({})), &one).expect_err("too big");
-        assert_eq!(err.to_string(), "0/1 nodes are available: 1 Insufficient memory.");
+        assert_eq!(
+            err.to_string(),
+            "0/1 nodes are available: 1 Insufficient memory."
+        );
 
         let err = schedule(&sized("p", "2", "2Gi", json!({})), &one).expect_err("too big");
-        assert_eq!(err.to_string(), "0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory.");
+        assert_eq!(
+            err.to_string(),
+            "0/1 nodes are available: 1 Insufficient cpu, 1 Insufficient memory."
+        );
 
         let three = Snapshot {
             nodes: vec![
-                node("a", json!({"spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]}})),
-                node("b", json!({"spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]}})),
+                node(
+                    "a",
+                    json!({"spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]}}),
+                ),
+                node(
+                    "b",
+                    json!({"spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]}}),
+                ),
                 node("c", json!({})),
             ],
             pods: vec![],
         };
-        let err = schedule(&pod("p", json!({"spec": {"nodeSelector": {"disk": "ssd"}}})), &three)
-            .expect_err("nowhere");
+        let err = schedule(
+            &pod("p", json!({"spec": {"nodeSelector": {"disk": "ssd"}}})),
+            &three,
+        )
+        .expect_err("nowhere");
         assert_eq!(
             err.to_string(),
             "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, 2 node(s) had untolerated taint(s)."
@@ -182,7 +203,9 @@ mod tests {
 
         let none = Snapshot::default();
         assert_eq!(
-            schedule(&pod("p", json!({})), &none).expect_err("no nodes").to_string(),
+            schedule(&pod("p", json!({})), &none)
+                .expect_err("no nodes")
+                .to_string(),
             "no nodes available to schedule pods"
         );
     }
@@ -191,9 +214,12 @@ mod tests {
     fn reasons_sort_as_strings_so_ten_comes_before_two() {
         let err = FitError {
             nodes: 12,
-            reasons: [("node(s) were unschedulable".to_string(), 2), ("Insufficient cpu".to_string(), 10)]
-                .into_iter()
-                .collect(),
+            reasons: [
+                ("node(s) were unschedulable".to_string(), 2),
+                ("Insufficient cpu".to_string(), 10),
+            ]
+            .into_iter()
+            .collect(),
         };
         assert_eq!(
             err.to_string(),
@@ -223,40 +249,70 @@ mod tests {
     #[test]
     fn bound_pods_take_resources_but_finished_and_pending_ones_do_not() {
         let mut done = sized("done", "900m", "1Mi", json!({"spec": {"nodeName": "n"}}));
-        done.status = Some(k8s_openapi::api::core::v1::PodStatus { phase: Some("Succeeded".into()), ..Default::default() });
+        done.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Succeeded".into()),
+            ..Default::default()
+        });
         let pending = sized("pending", "900m", "1Mi", json!({}));
-        let snap = Snapshot { nodes: vec![small("n", "1", "1Gi")], pods: vec![done, pending] };
-        assert_eq!(schedule(&sized("p", "900m", "1Mi", json!({})), &snap), Ok("n".into()));
-        let running = sized("running", "900m", "1Mi", json!({"spec": {"nodeName": "n"}}));
-        let snap = Snapshot { pods: vec![running], ..snap };
+        let snap = Snapshot {
+            nodes: vec![small("n", "1", "1Gi")],
+            pods: vec![done, pending],
+        };
         assert_eq!(
-            schedule(&sized("p", "200m", "1Mi", json!({})), &snap).expect_err("full").to_string(),
+            schedule(&sized("p", "900m", "1Mi", json!({})), &snap),
+            Ok("n".into())
+        );
+        let running = sized("running", "900m", "1Mi", json!({"spec": {"nodeName": "n"}}));
+        let snap = Snapshot {
+            pods: vec![running],
+            ..snap
+        };
+        assert_eq!(
+            schedule(&sized("p", "200m", "1Mi", json!({})), &snap)
+                .expect_err("full")
+                .to_string(),
             "0/1 nodes are available: 1 Insufficient cpu."
         );
     }
 
     #[test]
     fn pods_spread_to_the_least_allocated_node_and_ties_go_by_name() {
-        let snap = Snapshot { nodes: vec![small("b", "2", "2Gi"), small("a", "2", "2Gi")], pods: vec![] };
+        let snap = Snapshot {
+            nodes: vec![small("b", "2", "2Gi"), small("a", "2", "2Gi")],
+            pods: vec![],
+        };
         let mut cluster = Cluster::new(&snap);
         let p = sized("p", "500m", "512Mi", json!({}));
         let first = cluster.schedule(&p).expect("fits");
         assert_eq!(first, "a", "a tie goes to the first name");
         cluster.assume(&p, &first);
-        assert_eq!(cluster.schedule(&p).expect("fits"), "b", "then the emptier node");
-        let bigger = Snapshot { nodes: vec![small("a", "2", "2Gi"), small("z", "8", "8Gi")], pods: vec![] };
+        assert_eq!(
+            cluster.schedule(&p).expect("fits"),
+            "b",
+            "then the emptier node"
+        );
+        let bigger = Snapshot {
+            nodes: vec![small("a", "2", "2Gi"), small("z", "8", "8Gi")],
+            pods: vec![],
+        };
         assert_eq!(schedule(&p, &bigger), Ok("z".into()));
     }
 
     #[test]
     fn assumed_pods_fill_the_last_slot() {
-        let snap = Snapshot { nodes: vec![small("n", "1", "1Gi")], pods: vec![] };
+        let snap = Snapshot {
+            nodes: vec![small("n", "1", "1Gi")],
+            pods: vec![],
+        };
         let mut cluster = Cluster::new(&snap);
         let p = sized("p", "600m", "1Mi", json!({}));
         assert_eq!(cluster.schedule(&p), Ok("n".into()));
         cluster.assume(&p, "n");
         assert_eq!(
-            cluster.schedule(&sized("q", "600m", "1Mi", json!({}))).expect_err("full").to_string(),
+            cluster
+                .schedule(&sized("q", "600m", "1Mi", json!({})))
+                .expect_err("full")
+                .to_string(),
             "0/1 nodes are available: 1 Insufficient cpu."
         );
     }
@@ -266,7 +322,10 @@ mod tests {
         let snap = Snapshot {
             nodes: vec![
                 node("cordoned", json!({"spec": {"unschedulable": true}})),
-                node("notready", json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}})),
+                node(
+                    "notready",
+                    json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+                ),
                 small("tiny", "100m", "64Mi"),
                 small("tiny2", "100m", "64Mi"),
             ],

@@ -141,8 +141,8 @@ struct SchedulingLoop {
 /// (re-listing), API failures are logged and the pod retried; nothing here ends the loop.
 pub async fn run(client: Client, shutdown: impl Future<Output = ()>) {
     let mut state = SchedulingLoop::new(client.clone());
-    let pods = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff();
+    let pods =
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
     let nodes = watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff();
     tokio::pin!(pods, nodes, shutdown);
     tracing::info!("scheduler started");
@@ -266,7 +266,9 @@ impl SchedulingLoop {
         self.failures.retain(|k, _| pods.contains_key(k));
         for (k, pod) in pods {
             if is_pending(pod) {
-                self.queue.entry(k.clone()).or_insert_with(|| QueuedPod::new(now));
+                self.queue
+                    .entry(k.clone())
+                    .or_insert_with(|| QueuedPod::new(now));
             }
         }
     }
@@ -285,7 +287,10 @@ impl SchedulingLoop {
         }
         if pending {
             let now = Instant::now();
-            let entry = self.queue.entry(k.clone()).or_insert_with(|| QueuedPod::new(now));
+            let entry = self
+                .queue
+                .entry(k.clone())
+                .or_insert_with(|| QueuedPod::new(now));
             // A changed spec (a toleration added, say) deserves a fresh try.
             let spec_changed = match (&old, self.pods.get(&k)) {
                 (Some(old), Some(new)) => old.spec != new.spec,
@@ -338,7 +343,11 @@ impl SchedulingLoop {
         if due.is_empty() {
             return;
         }
-        due.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)).then_with(|| a.2.cmp(&b.2)));
+        due.sort_by(|a, b| {
+            b.0.cmp(&a.0)
+                .then_with(|| a.1.cmp(&b.1))
+                .then_with(|| a.2.cmp(&b.2))
+        });
         let nodes: Vec<Node> = self.nodes.values().cloned().collect();
         let counted = self.pods.iter().map(|(k, p)| match self.assumed.get(k) {
             Some(assumed) if bound_node(p).is_none() => assumed,
@@ -487,11 +496,7 @@ impl SchedulingLoop {
                 tracing::warn!(%error, "cannot report the pod unschedulable");
             }
         }
-        if let Some(previous) = self
-            .failures
-            .get_mut(k)
-            .filter(|r| r.message == message)
-        {
+        if let Some(previous) = self.failures.get_mut(k).filter(|r| r.message == message) {
             previous.count += 1;
             let patch = json!({"count": previous.count, "lastTimestamp": now()});
             let name = previous.name.clone();
@@ -601,11 +606,26 @@ mod tests {
     fn pending_means_unbound_ours_ungated_alive_and_unfinished() {
         assert!(is_pending(&pod("p", json!({}))));
         assert!(!is_pending(&pod("p", json!({"spec": {"nodeName": "n"}}))));
-        assert!(!is_pending(&pod("p", json!({"spec": {"schedulerName": "other"}}))));
-        assert!(is_pending(&pod("p", json!({"spec": {"schedulerName": "default-scheduler"}}))));
-        assert!(!is_pending(&pod("p", json!({"spec": {"schedulingGates": [{"name": "g"}]}}))));
-        assert!(!is_pending(&pod("p", json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}}))));
-        assert!(!is_pending(&pod("p", json!({"status": {"phase": "Failed"}}))));
+        assert!(!is_pending(&pod(
+            "p",
+            json!({"spec": {"schedulerName": "other"}})
+        )));
+        assert!(is_pending(&pod(
+            "p",
+            json!({"spec": {"schedulerName": "default-scheduler"}})
+        )));
+        assert!(!is_pending(&pod(
+            "p",
+            json!({"spec": {"schedulingGates": [{"name": "g"}]}})
+        )));
+        assert!(!is_pending(&pod(
+            "p",
+            json!({"metadata": {"deletionTimestamp": "2026-01-01T00:00:00Z"}})
+        )));
+        assert!(!is_pending(&pod(
+            "p",
+            json!({"status": {"phase": "Failed"}})
+        )));
     }
 
     #[test]
@@ -621,7 +641,15 @@ mod tests {
             .collect();
         assert_eq!(waits, [1, 2, 4, 8, 10, 10]);
         q.failed(start, Some(7));
-        assert_eq!(q.due_at(7), start + UNSCHEDULABLE_RETRY, "no change: the periodic retry");
-        assert_eq!(q.due_at(8), start + MAX_BACKOFF, "a change: after the back-off");
+        assert_eq!(
+            q.due_at(7),
+            start + UNSCHEDULABLE_RETRY,
+            "no change: the periodic retry"
+        );
+        assert_eq!(
+            q.due_at(8),
+            start + MAX_BACKOFF,
+            "a change: after the back-off"
+        );
     }
 }

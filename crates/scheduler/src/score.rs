@@ -47,7 +47,10 @@ pub fn balanced_allocation(pod_requests: &Resources, info: &NodeInfo) -> i64 {
         if capacity <= 0 {
             return 1.0;
         }
-        let used = info.requested.get(name).saturating_add(pod_requests.get(name));
+        let used = info
+            .requested
+            .get(name)
+            .saturating_add(pod_requests.get(name));
         (used as f64 / capacity as f64).min(1.0)
     };
     let std_dev = (fraction("cpu") - fraction("memory")).abs() / 2.0;
@@ -62,7 +65,12 @@ fn intolerable_preferred_taints(pod: &Pod, info: &NodeInfo) -> i64 {
         .and_then(|s| s.tolerations.as_deref())
         .unwrap_or_default()
         .iter()
-        .filter(|t| matches!(t.effect.as_deref(), None | Some("") | Some("PreferNoSchedule")))
+        .filter(|t| {
+            matches!(
+                t.effect.as_deref(),
+                None | Some("") | Some("PreferNoSchedule")
+            )
+        })
         .collect();
     effective_taints(info.node)
         .iter()
@@ -122,7 +130,10 @@ pub fn score_nodes(
         .iter()
         .map(|i| intolerable_preferred_taints(pod, i))
         .collect();
-    let affinity: Vec<i64> = feasible.iter().map(|i| preferred_affinity(pod, i)).collect();
+    let affinity: Vec<i64> = feasible
+        .iter()
+        .map(|i| preferred_affinity(pod, i))
+        .collect();
     let taints = normalize(&taints, true);
     let affinity = normalize(&affinity, false);
     feasible
@@ -145,13 +156,19 @@ mod tests {
     use serde_json::json;
 
     fn sized(cpu: &str, mem: &str) -> Pod {
-        pod("p", json!({"spec": {"containers": [{"name": "main", "image": "x",
-            "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}}))
+        pod(
+            "p",
+            json!({"spec": {"containers": [{"name": "main", "image": "x",
+            "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}}),
+        )
     }
 
     #[test]
     fn least_allocated_prefers_the_emptier_node() {
-        let n = node("n", json!({"status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"}}}));
+        let n = node(
+            "n",
+            json!({"status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"}}}),
+        );
         let empty = NodeInfo::new(&n);
         let mut busy = NodeInfo::new(&n);
         busy.add_pod(&sized("500m", "512Mi"));
@@ -160,12 +177,18 @@ mod tests {
         assert_eq!(least_allocated(&nz, &empty), 75);
         assert_eq!(least_allocated(&nz, &busy), 25);
         // Over capacity scores 0 rather than going negative.
-        assert_eq!(least_allocated(&pod_requests_non_zero(&sized("2", "2Gi")), &empty), 0);
+        assert_eq!(
+            least_allocated(&pod_requests_non_zero(&sized("2", "2Gi")), &empty),
+            0
+        );
     }
 
     #[test]
     fn best_effort_pods_count_default_requests() {
-        let n = node("n", json!({"status": {"allocatable": {"cpu": "1", "memory": "1000Mi", "pods": "10"}}}));
+        let n = node(
+            "n",
+            json!({"status": {"allocatable": {"cpu": "1", "memory": "1000Mi", "pods": "10"}}}),
+        );
         let info = NodeInfo::new(&n);
         let p = pod("p", json!({}));
         // cpu: (1000-100)/1000 = 90; memory: (1000-200)/1000 = 80.
@@ -175,26 +198,53 @@ mod tests {
 
     #[test]
     fn balanced_allocation_prefers_even_use() {
-        let n = node("n", json!({"status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"}}}));
+        let n = node(
+            "n",
+            json!({"status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"}}}),
+        );
         let info = NodeInfo::new(&n);
-        assert_eq!(balanced_allocation(&pod_requests(&sized("500m", "512Mi")), &info), 100);
-        assert_eq!(balanced_allocation(&pod_requests(&sized("1", "1Mi")), &info), 50);
+        assert_eq!(
+            balanced_allocation(&pod_requests(&sized("500m", "512Mi")), &info),
+            100
+        );
+        assert_eq!(
+            balanced_allocation(&pod_requests(&sized("1", "1Mi")), &info),
+            50
+        );
     }
 
     #[test]
     fn prefer_no_schedule_taints_and_preferred_affinity_steer() {
         let plain = node("a", json!({}));
-        let tainted = node("b", json!({"spec": {"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}}));
+        let tainted = node(
+            "b",
+            json!({"spec": {"taints": [{"key": "k", "effect": "PreferNoSchedule"}]}}),
+        );
         let labelled = node("c", json!({"metadata": {"labels": {"disk": "ssd"}}}));
-        let infos = [NodeInfo::new(&plain), NodeInfo::new(&tainted), NodeInfo::new(&labelled)];
+        let infos = [
+            NodeInfo::new(&plain),
+            NodeInfo::new(&tainted),
+            NodeInfo::new(&labelled),
+        ];
         let refs: Vec<&NodeInfo> = infos.iter().collect();
-        let p = pod("p", json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}}}));
+        let p = pod(
+            "p",
+            json!({"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 10, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}}}),
+        );
         let scores = score_nodes(&p, &pod_requests(&p), &pod_requests_non_zero(&p), &refs);
         assert!(scores[1] < scores[0], "{scores:?}");
         assert!(scores[2] > scores[0], "{scores:?}");
-        let tolerant = pod("p", json!({"spec": {"tolerations": [{"key": "k", "operator": "Exists", "effect": "PreferNoSchedule"}]}}));
-        let scores = score_nodes(&tolerant, &pod_requests(&tolerant), &pod_requests_non_zero(&tolerant), &refs);
+        let tolerant = pod(
+            "p",
+            json!({"spec": {"tolerations": [{"key": "k", "operator": "Exists", "effect": "PreferNoSchedule"}]}}),
+        );
+        let scores = score_nodes(
+            &tolerant,
+            &pod_requests(&tolerant),
+            &pod_requests_non_zero(&tolerant),
+            &refs,
+        );
         assert_eq!(scores[0], scores[1], "{scores:?}");
     }
 }
