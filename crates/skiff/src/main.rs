@@ -26,6 +26,18 @@ enum Command {
     Server(ServerArgs),
     /// Manage the node's images: import, pull, ls, inspect, rm, prune.
     Image(image::ImageArgs),
+    /// Helpers the node agent starts; not for users.
+    #[command(hide = true, subcommand)]
+    Internal(Internal),
+}
+
+#[derive(Subcommand)]
+enum Internal {
+    /// The monitor of one container (started by the node agent, detached).
+    Monitor {
+        /// The container's directory (bundle, monitor.json, status.json).
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -56,6 +68,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => server(args),
         Command::Image(args) => image::run(args),
+        Command::Internal(Internal::Monitor { dir }) => {
+            return skiff_runtime::container::monitor::main(&dir)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
