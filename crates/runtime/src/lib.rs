@@ -2,3 +2,4 @@
 //! later pod sandboxes and containers. Every privileged call sits behind a narrow interface.
 
 pub mod image;
+pub mod sandbox;
