@@ -26,13 +26,18 @@ enum Command {
     Server(ServerArgs),
     /// Manage the node's images: import, pull, ls, inspect, rm, prune.
     Image(image::ImageArgs),
-    /// Helpers the node agent starts; not for users.
+    /// Helper processes the node agent starts; not for users.
     #[command(hide = true, subcommand)]
     Internal(Internal),
 }
 
 #[derive(Subcommand)]
 enum Internal {
+    /// PID 1 of a pod's shared PID namespace.
+    Pause {
+        /// The sandbox it holds: lets the agent check a pid is really its pause process.
+        sandbox_id: String,
+    },
     /// The monitor of one container (started by the node agent, detached).
     Monitor {
         /// The container's directory (bundle, monitor.json, status.json).
@@ -68,6 +73,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => server(args),
         Command::Image(args) => image::run(args),
+        Command::Internal(Internal::Pause { .. }) => return skiff_runtime::sandbox::pause::main(),
         Command::Internal(Internal::Monitor { dir }) => {
             return skiff_runtime::container::monitor::main(&dir)
         }
