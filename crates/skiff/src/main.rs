@@ -29,6 +29,23 @@ enum Command {
     Image(image::ImageArgs),
     /// Run the node agent on this machine, joined to the API server at --server.
     Agent(agent::AgentArgs),
+    /// Helper processes the node agent starts; not for users.
+    #[command(hide = true, subcommand)]
+    Internal(Internal),
+}
+
+#[derive(Subcommand)]
+enum Internal {
+    /// PID 1 of a pod's shared PID namespace.
+    Pause {
+        /// The sandbox it holds: lets the agent check a pid is really its pause process.
+        sandbox_id: String,
+    },
+    /// The monitor of one container (started by the node agent, detached).
+    Monitor {
+        /// The container's directory (bundle, monitor.json, status.json).
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -62,6 +79,10 @@ fn main() -> std::process::ExitCode {
         Command::Server(args) => server(args),
         Command::Image(args) => image::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Internal(Internal::Pause { .. }) => return skiff_runtime::sandbox::pause::main(),
+        Command::Internal(Internal::Monitor { dir }) => {
+            return skiff_runtime::container::monitor::main(&dir)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
