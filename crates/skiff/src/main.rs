@@ -38,6 +38,11 @@ enum Internal {
         /// The sandbox it holds: lets the agent check a pid is really its pause process.
         sandbox_id: String,
     },
+    /// The monitor of one container (started by the node agent, detached).
+    Monitor {
+        /// The container's directory (bundle, monitor.json, status.json).
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -69,6 +74,9 @@ fn main() -> std::process::ExitCode {
         Command::Server(args) => server(args),
         Command::Image(args) => image::run(args),
         Command::Internal(Internal::Pause { .. }) => return skiff_runtime::sandbox::pause::main(),
+        Command::Internal(Internal::Monitor { dir }) => {
+            return skiff_runtime::container::monitor::main(&dir)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
