@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod node;
+pub mod status;
 
 mod heartbeat;
 
