@@ -264,6 +264,17 @@ fn shared_pid_namespace_has_a_pause_process_that_reaps() {
         ns_id(Path::new(&format!("/proc/{pause}/ns/pid")))
     );
     assert_ne!(ns_id(&pid_ns), ns_id(Path::new("/proc/self/ns/pid")));
+    // Kubelet's oom_score_adj for the pod's infra process, where we may lower it
+    // (CAP_SYS_RESOURCE, bit 24; some machines, this one included, withhold it even from root).
+    let caps = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = caps
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap();
+    if u64::from_str_radix(effective.trim(), 16).unwrap() & (1 << 24) != 0 {
+        let adj = std::fs::read_to_string(format!("/proc/{pause}/oom_score_adj")).unwrap();
+        assert_eq!(adj.trim(), "-998");
+    }
     // In the pod's network namespace too, like Kubernetes' pause container.
     assert_eq!(
         ns_id(&sandbox.net_ns),
@@ -366,11 +377,22 @@ fn open_list_and_remove_after_a_crash() {
     std::fs::remove_file(plain.dir.join("sandbox.json")).unwrap();
     std::fs::remove_file(sandbox.dir.join("sandbox.json")).unwrap();
     assert_eq!(Sandbox::open(root.path(), &id).unwrap(), None);
+    // A third one with a corrupt record.
+    let corrupt = Sandbox::create(
+        root.path(),
+        Path::new("/nonexistent"),
+        &self::spec("bad", &resolv),
+    )
+    .unwrap();
+    std::fs::write(corrupt.dir.join("sandbox.json"), "{not json").unwrap();
+    assert!(Sandbox::open(root.path(), &corrupt.id).is_err());
     for id in Sandbox::list(root.path()).unwrap() {
         Sandbox::remove(root.path(), &id).unwrap();
     }
     assert_nothing_left(root.path(), &sandbox);
     assert_nothing_left(root.path(), &plain);
+    assert!(!corrupt.dir.exists());
+    assert_eq!(mounts_under(&corrupt.dir), Vec::<String>::new());
 }
 
 #[test]

@@ -257,8 +257,9 @@ impl Sandbox {
         let mut errors = Vec::new();
         // The pause process first: it is PID 1 of the pod's PID namespace, and its death ends
         // every process left in there.
+        // An unreadable record is no reason to leave the rest behind: the layout says the rest.
         let record = read_record(&dir).unwrap_or_else(|e| {
-            errors.push(e);
+            tracing::warn!(sandbox = %id, error = %e, "removing a sandbox whose record is unreadable");
             None
         });
         match record
