@@ -2,12 +2,18 @@
 //! bound to it through `skiff-runtime`.
 
 pub mod client;
+pub mod events;
+pub mod fake;
 pub mod node;
+pub mod runtime;
+pub mod status;
+pub mod worker;
 
 mod heartbeat;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::{client_for_server, client_from_kubeconfig};
@@ -73,11 +79,24 @@ impl AgentConfig {
 pub struct Agent {
     client: kube::Client,
     config: AgentConfig,
+    runtime: Option<Arc<dyn runtime::PodRuntime>>,
 }
 
 impl Agent {
+    /// An agent that registers the node; pods run once [`Agent::with_runtime`] gives it a
+    /// runtime.
     pub fn new(client: kube::Client, config: AgentConfig) -> Agent {
-        Agent { client, config }
+        Agent {
+            client,
+            config,
+            runtime: None,
+        }
+    }
+
+    /// Runs the pods bound to the node with `runtime`.
+    pub fn with_runtime(mut self, runtime: Arc<dyn runtime::PodRuntime>) -> Agent {
+        self.runtime = Some(runtime);
+        self
     }
 
     /// Registers the node and keeps its status and Lease fresh until `shutdown` resolves. API
@@ -85,8 +104,27 @@ impl Agent {
     /// node's pods keep running meanwhile.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let heartbeat = heartbeat::run(self.client.clone(), self.config.clone());
+        let pods = async {
+            match &self.runtime {
+                Some(runtime) => {
+                    let host_ip = node::NodeFacts::gather(&self.config.data_dir)
+                        .internal_ip
+                        .to_string();
+                    let ctx = worker::WorkerContext::new(
+                        self.client.clone(),
+                        self.config.node_name.clone(),
+                        host_ip,
+                        runtime.clone(),
+                    );
+                    worker::run(Arc::new(ctx)).await;
+                    tracing::error!(node = %self.config.node_name, "the watch of the node's pods ended");
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = heartbeat => Ok(()),
+            () = pods => Ok(()),
             () = shutdown => {
                 tracing::info!(node = %self.config.node_name, "node agent stopping");
                 Ok(())
