@@ -48,6 +48,10 @@ pub enum SandboxError {
     Invalid(String),
     #[error("pause process: {0}")]
     Pause(String),
+    #[error("sandbox {id} is broken: {reason}")]
+    Broken { id: String, reason: String },
+    #[error("garbage-collecting sandboxes: {}", join_errors(.0))]
+    GarbageCollect(Vec<SandboxError>),
     #[error("removing sandbox {id}: {}", join_errors(.errors))]
     Remove {
         id: String,
@@ -347,6 +351,84 @@ impl Sandbox {
         file.write_all(text.as_bytes())
             .map_err(|e| io_error("writing", &self.hosts, e))?;
         write_record(self)
+    }
+
+    /// Checks that the sandbox still holds what containers join: every namespace file still a
+    /// namespace (nsfs) mount, `/dev/shm` still mounted, the pause process (if any) still the one
+    /// started and alive. For the agent after a restart: kubelet replaces a pod's sandbox (and
+    /// restarts its containers) when it is gone.
+    pub fn verify(&self) -> Result<()> {
+        const NSFS_MAGIC: u64 = 0x6e73_6673;
+        let mut problems = Vec::new();
+        let ns_files = [
+            ("network", &self.net_ns),
+            ("UTS", &self.uts_ns),
+            ("IPC", &self.ipc_ns),
+        ];
+        for (kind, file) in ns_files
+            .into_iter()
+            .chain(self.pid_ns.as_ref().map(|f| ("PID", f)))
+        {
+            match rustix::fs::statfs(file) {
+                Ok(fs) if fs.f_type as u64 == NSFS_MAGIC => {}
+                Ok(_) => problems.push(format!("its {kind} namespace file is not mounted")),
+                Err(e) => problems.push(format!("its {kind} namespace file: {e}")),
+            }
+        }
+        let dev =
+            |path: &Path| std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+        match (dev(&self.shm), dev(&self.dir)) {
+            (Ok(shm), Ok(dir)) if shm != dir => {}
+            (Ok(_), Ok(_)) => problems.push("its /dev/shm is not mounted".into()),
+            (Err(e), _) | (_, Err(e)) => problems.push(format!("its /dev/shm: {e}")),
+        }
+        if let (Some(pid), Some(start_time)) = (self.pause_pid, self.pause_start_time) {
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('Z')));
+            match process_start_time(pid) {
+                Ok(now) if now == start_time && zombie == Some(false) => {}
+                _ => problems.push(format!("its pause process (pid {pid}) is gone")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SandboxError::Broken {
+                id: self.id.clone(),
+                reason: problems.join("; "),
+            })
+        }
+    }
+
+    /// Removes every sandbox under `root` that `keep` rejects (e.g. whose pod no longer exists)
+    /// and every one without a readable record (a create interrupted half-way). For the agent's
+    /// start, before it creates any sandbox: a create in flight has no record for a moment.
+    /// Returns the removed ids; keeps going after an error and reports them all.
+    pub fn garbage_collect(
+        root: &Path,
+        mut keep: impl FnMut(&Sandbox) -> bool,
+    ) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let mut errors = Vec::new();
+        for id in Sandbox::list(root)? {
+            let kept = match Sandbox::open(root, &id) {
+                Ok(Some(sandbox)) => keep(&sandbox),
+                Ok(None) | Err(_) => false,
+            };
+            if kept {
+                continue;
+            }
+            match Sandbox::remove(root, &id) {
+                Ok(()) => removed.push(id),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(removed)
+        } else {
+            Err(SandboxError::GarbageCollect(errors))
+        }
     }
 
     /// Unmounts the tmpfs `create` mounted at `root` (for tests and uninstalling; it stays for
