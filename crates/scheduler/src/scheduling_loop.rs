@@ -47,6 +47,27 @@ fn holds_resources(pod: &Pod) -> bool {
     bound_node(pod).is_some() && !is_terminal(pod)
 }
 
+/// Whether a node update may change which pods fit it: its labels, taints, cordon, allocatable
+/// or readiness. Heartbeats (condition times, images, addresses) do not, and would otherwise
+/// retry every unschedulable pod at each one.
+fn may_change_fit(old: &Node, new: &Node) -> bool {
+    let ready = |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.clone())
+    };
+    let allocatable = |n: &Node| crate::resources::node_allocatable(n);
+    let taints = |n: &Node| n.spec.as_ref().and_then(|s| s.taints.clone());
+    let cordoned = |n: &Node| n.spec.as_ref().and_then(|s| s.unschedulable);
+    old.metadata.labels != new.metadata.labels
+        || taints(old) != taints(new)
+        || cordoned(old) != cordoned(new)
+        || allocatable(old) != allocatable(new)
+        || ready(old) != ready(new)
+}
+
 fn key(pod: &Pod) -> String {
     match pod.metadata.uid.as_deref().filter(|u| !u.is_empty()) {
         Some(uid) => uid.to_string(),
@@ -245,8 +266,10 @@ impl SchedulingLoop {
                 self.generation += 1;
             }
             Ok(watcher::Event::Apply(node)) => {
-                self.nodes.insert(name(&node), node);
-                self.generation += 1;
+                let old = self.nodes.insert(name(&node), node.clone());
+                if old.is_none_or(|old| may_change_fit(&old, &node)) {
+                    self.generation += 1;
+                }
             }
             Ok(watcher::Event::Delete(node)) => {
                 self.nodes.remove(&name(&node));
@@ -285,7 +308,8 @@ impl SchedulingLoop {
         if bound {
             self.assumed.remove(&k);
         }
-        if pending {
+        // A pod just bound here may still show unbound in an event sent before the binding.
+        if pending && !self.assumed.contains_key(&k) {
             let now = Instant::now();
             let entry = self
                 .queue
@@ -422,8 +446,8 @@ impl SchedulingLoop {
                 self.failures.remove(k);
                 tracing::info!(pod = %pod_ref(pod), uid = pod.metadata.uid.as_deref().unwrap_or_default(), node, "bound");
                 let message = format!("Successfully assigned {namespace}/{name} to {node}");
-                self.record_event(pod, "Normal", "Scheduled", "Binding", &message)
-                    .await;
+                // Not awaited: the next pod's binding need not wait for this event.
+                tokio::spawn(self.record_event(pod, "Normal", "Scheduled", "Binding", &message));
                 true
             }
             // Gone, being deleted, or bound by someone else: no longer ours to schedule.
@@ -528,14 +552,14 @@ impl SchedulingLoop {
     }
 
     /// Creates an event about the pod from the default scheduler; its name when created.
-    async fn record_event(
+    fn record_event(
         &self,
         pod: &Pod,
         type_: &str,
         reason: &str,
         action: &str,
         message: &str,
-    ) -> Option<String> {
+    ) -> impl Future<Output = Option<String>> + Send + 'static {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let nanos = std::time::SystemTime::now()
@@ -574,15 +598,15 @@ impl SchedulingLoop {
             ..Default::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        match api.create(&PostParams::default(), &event).await {
-            Ok(_) => Some(name),
-            Err(source) => {
-                let error = Error::RecordEvent {
-                    pod: pod_ref(pod),
-                    source,
-                };
-                tracing::warn!(%error, "event not recorded");
-                None
+        let pod = pod_ref(pod);
+        async move {
+            match api.create(&PostParams::default(), &event).await {
+                Ok(_) => Some(name),
+                Err(source) => {
+                    let error = Error::RecordEvent { pod, source };
+                    tracing::warn!(%error, "event not recorded");
+                    None
+                }
             }
         }
     }
@@ -626,6 +650,32 @@ mod tests {
             "p",
             json!({"status": {"phase": "Failed"}})
         )));
+    }
+
+    #[test]
+    fn only_node_changes_that_matter_retry_pods() {
+        use crate::filter::tests::node;
+        let base = node("n", json!({}));
+        let heartbeat = node(
+            "n",
+            json!({"status": {"conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-01-01T00:00:10Z"}], "nodeInfo": {"kernelVersion": "6"}}}),
+        );
+        assert!(!may_change_fit(&base, &heartbeat));
+        for changed in [
+            node("n", json!({"metadata": {"labels": {"disk": "ssd"}}})),
+            node(
+                "n",
+                json!({"spec": {"taints": [{"key": "k", "effect": "NoSchedule"}]}}),
+            ),
+            node("n", json!({"spec": {"unschedulable": true}})),
+            node("n", json!({"status": {"allocatable": {"memory": "8Gi"}}})),
+            node(
+                "n",
+                json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+            ),
+        ] {
+            assert!(may_change_fit(&base, &changed), "{changed:?}");
+        }
     }
 
     #[test]
