@@ -92,6 +92,100 @@ pub struct SandboxSpec {
     pub shm_size: Option<u64>,
 }
 
+/// The node's DNS settings (kubelet's --cluster-dns, --cluster-domain, --resolv-conf).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDns {
+    /// Empty until the cluster has a DNS service: ClusterFirst then falls back to Default.
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+    pub resolv_conf: PathBuf,
+}
+
+impl Default for NodeDns {
+    fn default() -> Self {
+        NodeDns {
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".into(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+        }
+    }
+}
+
+impl SandboxSpec {
+    /// What `pod` asks of its sandbox, as kubelet reads it: hostname and domain
+    /// ([`files::pod_hostname`]), shareProcessNamespace, hostAliases, dnsPolicy (default
+    /// ClusterFirst) and dnsConfig. hostNetwork pods are not supported yet (they get their own
+    /// network namespace like any other).
+    pub fn for_pod(pod: &k8s_openapi::api::core::v1::Pod, node: &NodeDns) -> Result<SandboxSpec> {
+        let meta = &pod.metadata;
+        let spec = pod.spec.as_ref();
+        let name = meta.name.clone().unwrap_or_default();
+        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+        let (hostname, domain) = files::pod_hostname(
+            &name,
+            spec.and_then(|s| s.hostname.as_deref()),
+            spec.and_then(|s| s.subdomain.as_deref()),
+            &namespace,
+            &node.cluster_domain,
+        );
+        let policy = match spec.and_then(|s| s.dns_policy.as_deref()) {
+            None | Some("") | Some("ClusterFirst") => DnsPolicy::ClusterFirst,
+            Some("ClusterFirstWithHostNet") => DnsPolicy::ClusterFirstWithHostNet,
+            Some("Default") => DnsPolicy::Default,
+            Some("None") => DnsPolicy::None,
+            Some(other) => {
+                return Err(SandboxError::Invalid(format!(
+                    "unsupported dnsPolicy {other:?}"
+                )))
+            }
+        };
+        let dns_config = spec.and_then(|s| s.dns_config.as_ref());
+        Ok(SandboxSpec {
+            uid: meta.uid.clone().unwrap_or_default(),
+            namespace,
+            name,
+            hostname,
+            domain,
+            share_process_namespace: spec
+                .and_then(|s| s.share_process_namespace)
+                .unwrap_or(false),
+            host_aliases: spec
+                .and_then(|s| s.host_aliases.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|alias| HostAlias {
+                    ip: alias.ip.clone(),
+                    hostnames: alias.hostnames.clone().unwrap_or_default(),
+                })
+                .collect(),
+            dns: DnsSpec {
+                policy,
+                nameservers: dns_config
+                    .and_then(|c| c.nameservers.clone())
+                    .unwrap_or_default(),
+                searches: dns_config
+                    .and_then(|c| c.searches.clone())
+                    .unwrap_or_default(),
+                options: dns_config
+                    .and_then(|c| c.options.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| {
+                        Some(DnsOption {
+                            name: o.name.clone()?,
+                            value: o.value.clone(),
+                        })
+                    })
+                    .collect(),
+                cluster_dns: node.cluster_dns.clone(),
+                cluster_domain: node.cluster_domain.clone(),
+                host_resolv_conf: node.resolv_conf.clone(),
+            },
+            shm_size: None,
+        })
+    }
+}
+
 /// One of spec.hostAliases: an IP and the names that resolve to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostAlias {
@@ -839,6 +933,32 @@ mod tests {
         let a = process_start_time(me).unwrap();
         assert_eq!(a, process_start_time(me).unwrap());
         assert_eq!(is_pause_of(me, "x"), Some(false));
+    }
+
+    #[test]
+    fn spec_for_pod() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-0", "namespace": "team", "uid": "u1"},
+            "spec": {
+                "hostname": "db", "subdomain": "svc1", "shareProcessNamespace": true,
+                "dnsPolicy": "None",
+                "dnsConfig": {"nameservers": ["1.2.3.4"], "options": [{"name": "ndots", "value": "2"}]},
+                "hostAliases": [{"ip": "10.1.2.3", "hostnames": ["foo.remote"]}],
+                "containers": [{"name": "c", "image": "busybox"}]
+            }
+        }))
+        .unwrap();
+        let spec = SandboxSpec::for_pod(&pod, &NodeDns::default()).unwrap();
+        assert_eq!(spec.uid, "u1");
+        assert_eq!(spec.hostname, "db");
+        assert_eq!(spec.domain.as_deref(), Some("svc1.team.svc.cluster.local"));
+        assert!(spec.share_process_namespace);
+        assert_eq!(spec.dns.policy, DnsPolicy::None);
+        assert_eq!(spec.dns.nameservers, ["1.2.3.4"]);
+        assert_eq!(spec.dns.options[0].value.as_deref(), Some("2"));
+        assert_eq!(spec.host_aliases[0].hostnames, ["foo.remote"]);
+        let (config, _) = files::pod_dns(&spec.dns, &spec.namespace, None);
+        assert_eq!(config.render(), "nameserver 1.2.3.4\noptions ndots:2\n");
     }
 
     #[test]
