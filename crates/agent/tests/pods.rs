@@ -450,3 +450,37 @@ async fn restart_readopts_live_pods_and_removes_leftovers() {
     );
     assert!(r.fake.with(|s| s.sandboxes.contains_key("sb-kept")));
 }
+
+#[tokio::test]
+async fn force_delete_kills_at_once_and_cleans_up() {
+    let r = start(fake_with_images(), "force").await;
+    let created = r
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "forced"},
+            "spec": {"containers": [{"name": "a", "image": "busybox:1.36"}]},
+        }))
+        .await;
+    let uid = created.metadata.uid.expect("uid");
+    r.wait_pod("forced", "forced running", |p| is_running(p, "a"))
+        .await;
+    // `kubectl delete --grace-period=0 --force`: the object goes at once; the agent kills.
+    r.pods
+        .delete(
+            "forced",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+        )
+        .await
+        .expect("delete");
+    wait_for("the fake to be empty", || async {
+        r.fake
+            .with(|s| (s.containers.is_empty() && s.sandboxes.is_empty()).then_some(()))
+    })
+    .await;
+    let calls = r.fake.with(|s| s.calls.clone());
+    let kill = format!("stop {} 9 0", container_id(&uid, 0, "a"));
+    assert!(calls.contains(&kill), "{kill} in {calls:?}");
+    assert!(r.pods.get_opt("forced").await.expect("get").is_none());
+}
