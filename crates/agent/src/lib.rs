@@ -5,6 +5,7 @@ pub mod client;
 pub mod events;
 pub mod fake;
 pub mod node;
+pub mod node_runtime;
 pub mod runtime;
 pub mod status;
 pub mod worker;
@@ -33,6 +34,8 @@ pub enum Error {
     },
     #[error("cannot build a client for {server}: {source}")]
     Client { server: String, source: kube::Error },
+    #[error("cannot open the node's runtime: {message}")]
+    Runtime { message: String },
     #[error("cannot {what}: {source}")]
     Api {
         what: String,
@@ -131,6 +134,29 @@ impl Agent {
             }
         }
     }
+}
+
+/// The runtime of this machine for an agent with `config`: containers run by runc under
+/// monitors started from this very binary (`skiff internal monitor`).
+pub fn node_runtime(config: &AgentConfig) -> Result<Arc<dyn runtime::PodRuntime>> {
+    let facts = node::NodeFacts::gather(&config.data_dir);
+    let binary = std::env::current_exe().map_err(|source| Error::Runtime {
+        message: format!("cannot find the skiff binary: {source}"),
+    })?;
+    let fields = node_runtime::NodeFields {
+        node_name: config.node_name.clone(),
+        host_ip: facts.internal_ip.to_string(),
+        allocatable_millicpu: i64::try_from(facts.cpus).unwrap_or(1) * 1000,
+        allocatable_memory: i64::try_from(facts.memory_kib).unwrap_or(0) * 1024,
+    };
+    let runtime = node_runtime::NodeRuntime::open(
+        &config.data_dir,
+        binary,
+        skiff_runtime::container::RuntimeKind::Runc,
+        fields,
+    )
+    .map_err(|e| Error::Runtime { message: e.0 })?;
+    Ok(Arc::new(runtime))
 }
 
 /// This machine's host name, lowercased as kubelet does for the default node name.
