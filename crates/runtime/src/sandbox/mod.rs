@@ -111,6 +111,39 @@ impl Default for NodeDns {
     }
 }
 
+impl NodeDns {
+    /// The defaults with the resolv.conf pods can use, picked as k3s does: /etc/resolv.conf,
+    /// unless all its nameservers are loopback addresses (systemd-resolved's 127.0.0.53 stub,
+    /// a local dnsmasq), which a pod's network namespace cannot reach; then systemd-resolved's
+    /// list of upstream servers, /run/systemd/resolve/resolv.conf, if it has usable ones.
+    pub fn for_host() -> NodeDns {
+        NodeDns {
+            resolv_conf: usable_resolv_conf(&[
+                Path::new("/etc/resolv.conf"),
+                Path::new("/run/systemd/resolve/resolv.conf"),
+            ]),
+            ..NodeDns::default()
+        }
+    }
+}
+
+/// The first candidate with a nameserver that is not a loopback address; else the first one.
+fn usable_resolv_conf(candidates: &[&Path]) -> PathBuf {
+    let usable = |path: &&&Path| {
+        std::fs::read_to_string(path).is_ok_and(|text| {
+            files::ResolverConfig::parse(&text)
+                .nameservers
+                .iter()
+                .any(|ns| ns.parse::<IpAddr>().is_ok_and(|ip| !ip.is_loopback()))
+        })
+    };
+    candidates
+        .iter()
+        .find(usable)
+        .or(candidates.first())
+        .map_or_else(|| PathBuf::from("/etc/resolv.conf"), |p| p.to_path_buf())
+}
+
 impl SandboxSpec {
     /// What `pod` asks of its sandbox, as kubelet reads it: hostname and domain
     /// ([`files::pod_hostname`]), shareProcessNamespace, hostAliases, dnsPolicy (default
@@ -959,6 +992,19 @@ mod tests {
         assert_eq!(spec.host_aliases[0].hostnames, ["foo.remote"]);
         let (config, _) = files::pod_dns(&spec.dns, &spec.namespace, None);
         assert_eq!(config.render(), "nameserver 1.2.3.4\noptions ndots:2\n");
+    }
+
+    #[test]
+    fn resolv_conf_with_only_loopback_servers_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let stub = dir.path().join("stub");
+        let upstream = dir.path().join("upstream");
+        std::fs::write(&stub, "nameserver 127.0.0.53\noptions edns0\n").unwrap();
+        std::fs::write(&upstream, "nameserver 192.0.2.1\n").unwrap();
+        assert_eq!(usable_resolv_conf(&[&stub, &upstream]), upstream);
+        assert_eq!(usable_resolv_conf(&[&upstream, &stub]), upstream);
+        let missing = dir.path().join("missing");
+        assert_eq!(usable_resolv_conf(&[&stub, &missing]), stub);
     }
 
     #[test]
