@@ -281,6 +281,33 @@ impl PodWorker {
             }
         };
         worker.sandbox = sandboxes.first().cloned();
+        if let Some(id) = worker.sandbox.clone() {
+            let check = id.clone();
+            if let Err(e) = blocking(&worker.ctx.runtime, move |rt| rt.verify_sandbox(&check)).await
+            {
+                // Kubelet's answer to a sandbox that changed: a new one, and every container
+                // started again in it (as restarts).
+                tracing::warn!(pod_uid = %worker.uid, sandbox = %id, error = %e, "the pod's sandbox is broken; replacing it");
+                let ids: Vec<String> = containers.iter().map(|(_, _, id, _)| id.clone()).collect();
+                let removed = blocking(&worker.ctx.runtime, move |rt| {
+                    for c in &ids {
+                        let _ = rt.stop_container(c, SIGKILL, Duration::ZERO);
+                        let _ = rt.remove_container(c);
+                    }
+                    rt.remove_sandbox(&id)
+                })
+                .await;
+                if let Err(e) = removed {
+                    tracing::warn!(pod_uid = %worker.uid, error = %e, "removing the broken sandbox");
+                }
+                worker.sandbox = None;
+                for (attempt, name, _, _) in containers {
+                    let slot = worker.slots.entry(name).or_default();
+                    slot.attempt = slot.attempt.max(attempt + 1);
+                }
+                return worker;
+            }
+        }
         containers.sort_by_key(|(attempt, _, _, _)| *attempt);
         for (attempt, name, id, state) in containers {
             let slot = worker.slots.entry(name).or_default();
