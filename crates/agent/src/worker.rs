@@ -130,10 +130,8 @@ fn dispatch(
         if tx.send(Some(pod.clone())).is_ok() {
             return;
         }
-        // The worker ended (the pod was torn down); a late event must not start it again.
-        if pod.metadata.deletion_timestamp.is_some() {
-            return;
-        }
+        // The worker ended: only a pod being deleted ends its worker, and a new one finds
+        // nothing left to stop and confirms the deletion again (idempotent).
     }
     let (tx, rx) = watch::channel(Some(pod));
     workers.insert(uid.clone(), tx);
@@ -773,15 +771,21 @@ impl PodWorker {
             }),
             ..DeleteParams::default()
         };
-        match api.delete(&name, &params).await {
-            Ok(_) => {
-                tracing::info!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, "pod deleted")
+        let mut pause = Duration::from_millis(500);
+        for _ in 0..6 {
+            match api.delete(&name, &params).await {
+                Ok(_) => {
+                    tracing::info!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, "pod deleted");
+                    return;
+                }
+                // Already gone, or a new pod of the same name: nothing left to confirm.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return,
+                Err(e) => {
+                    tracing::warn!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, error = %e, "cannot confirm the pod's deletion; retrying")
+                }
             }
-            // Already gone, or a new pod of the same name: nothing left to confirm.
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => {
-                tracing::warn!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, error = %e, "cannot confirm the pod's deletion")
-            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
         }
     }
 
