@@ -274,6 +274,15 @@ fn a_container_outlives_its_manager_and_is_readopted() {
         "not the test's child"
     );
 
+    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", status.monitor_pid))
+        .expect("monitor status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    eprintln!("monitor resident set: {rss_kb} kB");
+    assert!(rss_kb < 16 * 1024, "monitor uses {rss_kb} kB");
+
     // A new manager over the same data dir sees the same running container.
     fixture.manager = open_manager(fixture.dir.path());
     assert_eq!(
@@ -393,4 +402,191 @@ fn a_command_missing_from_the_image_fails_to_start_with_the_runtime_message() {
     assert!(message.expect("message").contains("/no/such/thing"));
     fixture.manager.remove("missing").expect("remove");
     assert_gone(&fixture, "missing");
+}
+
+/// Bind-mounted namespace files made with unshare(1), as a pod sandbox holds them; unmounted
+/// and removed on drop.
+struct NamespaceFiles {
+    dir: tempfile::TempDir,
+}
+
+impl NamespaceFiles {
+    fn new(hostname: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_owned();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .expect("run");
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let p = path.to_str().expect("utf-8");
+        let files = NamespaceFiles { dir };
+        run(&["mount", "--bind", p, p]);
+        run(&["mount", "--make-private", p]);
+        for ns in ["net", "uts", "ipc"] {
+            std::fs::write(path.join(ns), b"").expect("ns file");
+        }
+        run(&[
+            "unshare",
+            &format!("--net={p}/net"),
+            &format!("--uts={p}/uts"),
+            &format!("--ipc={p}/ipc"),
+            "hostname",
+            hostname,
+        ]);
+        files
+    }
+
+    fn path(&self, ns: &str) -> PathBuf {
+        self.dir.path().join(ns)
+    }
+
+    /// The nsfs inode, as `readlink /proc/self/ns/<ns>` shows it inside.
+    fn inode(&self, ns: &str) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.path(ns)).expect("ns file").ino()
+    }
+}
+
+impl Drop for NamespaceFiles {
+    fn drop(&mut self) {
+        for ns in ["net", "uts", "ipc"] {
+            let _ = rustix::mount::unmount(self.path(ns), rustix::mount::UnmountFlags::DETACH);
+        }
+        let _ = rustix::mount::unmount(self.dir.path(), rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn a_container_joins_the_sandbox_namespaces_and_has_its_own_pid_namespace() {
+    let mut fixture = Fixture::new("join");
+    let hostname = format!("pod-{}", std::process::id());
+    let ns = NamespaceFiles::new(&hostname);
+    let rootfs = RootFs::create(
+        &fixture.store,
+        &fixture.busybox,
+        &fixture.dir.path().join("rootfs/join"),
+    )
+    .expect("rootfs");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "join", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c",
+            "hostname; for ns in net uts ipc; do readlink /proc/self/ns/$ns; done; echo pid=$$$$; echo $MY_NAME"]}]}
+    }))
+    .expect("pod");
+    let mut container = pod.spec.as_ref().expect("spec").containers[0].clone();
+    container.env = Some(vec![serde_json::from_value(serde_json::json!(
+        {"name": "MY_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    ))
+    .expect("env")]);
+    let spec = build_spec(&ContainerSpecInput {
+        pod: &pod,
+        container: &container,
+        image_config: &fixture.busybox.config,
+        rootfs: &rootfs.merged,
+        namespaces: NamespacePaths {
+            net: Some(ns.path("net")),
+            uts: Some(ns.path("uts")),
+            ipc: Some(ns.path("ipc")),
+            pid: None,
+        },
+        pod_files: PodFiles::default(),
+        mounts: vec![],
+        termination_log: None,
+        fields: FieldValues::default(),
+        cgroup_parent: fixture.cgroup_parent.clone(),
+        container_id: "join".into(),
+    })
+    .expect("spec");
+    fixture.containers.push(("join".into(), Some(rootfs)));
+    fixture
+        .manager
+        .start("join", &spec, &fixture.log_path("join"))
+        .expect("start");
+    let status = fixture
+        .manager
+        .wait_exited("join", Duration::from_secs(20))
+        .expect("exit");
+    assert_eq!(exited(&status).0, 0);
+    let log = std::fs::read_to_string(fixture.log_path("join")).expect("log");
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            hostname.clone(),
+            format!("net:[{}]", ns.inode("net")),
+            format!("uts:[{}]", ns.inode("uts")),
+            format!("ipc:[{}]", ns.inode("ipc")),
+            "pid=1".to_owned(),
+            "join".to_owned(),
+        ]
+    );
+    fixture.manager.remove("join").expect("remove");
+    assert_gone(&fixture, "join");
+}
+
+/// Not a test of behaviour: the latency of start (create+start), wait for the exit, and remove
+/// of `/bin/true`, median of 10, printed.
+#[test]
+fn latency_of_a_short_container() {
+    let mut fixture = Fixture::new("latency");
+    let mut starts = Vec::new();
+    let mut totals = Vec::new();
+    for i in 0..10 {
+        let id = format!("lat{i}");
+        let rootfs = RootFs::create(
+            &fixture.store,
+            &fixture.busybox,
+            &fixture.dir.path().join("rootfs").join(&id),
+        )
+        .expect("rootfs");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "lat", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}
+        }))
+        .expect("pod");
+        let spec = build_spec(&ContainerSpecInput {
+            pod: &pod,
+            container: &pod.spec.as_ref().expect("spec").containers[0],
+            image_config: &fixture.busybox.config,
+            rootfs: &rootfs.merged,
+            namespaces: NamespacePaths::default(),
+            pod_files: PodFiles::default(),
+            mounts: vec![],
+            termination_log: None,
+            fields: FieldValues::default(),
+            cgroup_parent: fixture.cgroup_parent.clone(),
+            container_id: id.clone(),
+        })
+        .expect("spec");
+        fixture.containers.push((id.clone(), Some(rootfs)));
+        let t0 = Instant::now();
+        fixture
+            .manager
+            .start(&id, &spec, &fixture.log_path(&id))
+            .expect("start");
+        starts.push(t0.elapsed());
+        let status = fixture
+            .manager
+            .wait_exited(&id, Duration::from_secs(20))
+            .expect("exit");
+        assert_eq!(exited(&status).0, 0);
+        fixture.manager.remove(&id).expect("remove");
+        totals.push(t0.elapsed());
+    }
+    starts.sort();
+    totals.sort();
+    eprintln!(
+        "container latency (median of 10): start {:?}, start+exit+remove {:?}",
+        starts[5], totals[5]
+    );
 }

@@ -189,3 +189,44 @@ pub fn resource_field_value(
     };
     Ok(value.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubelet_cpu_formulas() {
+        assert_eq!(milli_cpu_to_shares(0), 2);
+        assert_eq!(milli_cpu_to_shares(1), 2);
+        assert_eq!(milli_cpu_to_shares(100), 102);
+        assert_eq!(milli_cpu_to_shares(1000), 1024);
+        assert_eq!(milli_cpu_to_shares(1_000_000), 262_144);
+        assert_eq!(milli_cpu_to_quota(0), None);
+        assert_eq!(milli_cpu_to_quota(5), Some(1000));
+        assert_eq!(milli_cpu_to_quota(250), Some(25_000));
+        assert_eq!(milli_cpu_to_quota(2000), Some(200_000));
+    }
+
+    #[test]
+    fn qos_classes() {
+        let pod = |resources: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"spec": {"containers": [
+                {"name": "a", "resources": resources}, {"name": "b"}]}}))
+            .expect("pod")
+        };
+        assert_eq!(qos_class(&pod(json!({}))), "BestEffort");
+        assert_eq!(
+            qos_class(&pod(json!({"requests": {"memory": "1Mi"}}))),
+            "Burstable"
+        );
+        let both = |r: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"spec": {"containers": [
+                {"name": "a", "resources": r.clone()}, {"name": "b", "resources": r}]}}))
+            .expect("pod")
+        };
+        let full = json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}});
+        assert_eq!(qos_class(&both(full)), "Guaranteed");
+        let unequal = json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m", "memory": "1Gi"}});
+        assert_eq!(qos_class(&both(unequal)), "Burstable");
+    }
+}

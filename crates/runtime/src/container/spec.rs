@@ -641,3 +641,387 @@ fn mounts(input: &ContainerSpecInput) -> Result<Vec<Value>> {
     }
     Ok(mounts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(container: Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "web", "namespace": "prod", "uid": "uid-1",
+                "labels": {"app": "kubia", "tier": "front"},
+                "annotations": {"note": "hi"},
+            },
+            "spec": {
+                "nodeName": "node-a",
+                "serviceAccountName": "robot",
+                "containers": [container],
+            },
+        }))
+        .expect("pod")
+    }
+
+    fn build(container: Value, image: Value) -> Value {
+        build_with(&pod(container), image, |_| {})
+    }
+
+    fn build_with(pod: &Pod, image: Value, edit: impl FnOnce(&mut ContainerSpecInput)) -> Value {
+        let rootfs = tempfile::tempdir().expect("rootfs");
+        std::fs::create_dir(rootfs.path().join("etc")).expect("etc");
+        std::fs::write(
+            rootfs.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nwww:x:33:44::/:/bin/false\n",
+        )
+        .expect("passwd");
+        std::fs::write(
+            rootfs.path().join("etc/group"),
+            "root:x:0:\nweb:x:44:\nextra:x:50:www\n",
+        )
+        .expect("group");
+        let mut input = ContainerSpecInput {
+            pod,
+            container: &pod.spec.as_ref().expect("spec").containers[0],
+            image_config: &image,
+            rootfs: rootfs.path(),
+            namespaces: NamespacePaths {
+                net: Some("/run/skiff/ns/net".into()),
+                uts: Some("/run/skiff/ns/uts".into()),
+                ipc: Some("/run/skiff/ns/ipc".into()),
+                pid: None,
+            },
+            pod_files: PodFiles {
+                shm: Some("/pods/p/shm".into()),
+                hosts: Some("/pods/p/hosts".into()),
+                hostname: Some("/pods/p/hostname".into()),
+                resolv_conf: Some("/pods/p/resolv.conf".into()),
+            },
+            mounts: vec![MountSpec {
+                destination: "/data".into(),
+                source: "/pods/p/volumes/data".into(),
+                read_only: true,
+            }],
+            termination_log: Some("/containers/c/termination-log".into()),
+            fields: FieldValues {
+                node_name: "node-from-agent".into(),
+                pod_ips: vec!["10.42.0.5".into(), "fd00::5".into()],
+                host_ips: vec!["192.168.1.2".into()],
+                node_allocatable_millicpu: 2000,
+                node_allocatable_memory: 4 << 30,
+            },
+            cgroup_parent: "/skiff/poduid-1".into(),
+            container_id: "cid".into(),
+        };
+        edit(&mut input);
+        let spec = build_spec(&input).expect("spec");
+        serde_json::to_value(&spec).expect("json")
+    }
+
+    fn strings(v: &Value) -> Vec<String> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s.as_str().expect("string").to_owned())
+            .collect()
+    }
+
+    fn env_of(spec: &Value) -> Vec<String> {
+        strings(&spec["process"]["env"])
+    }
+
+    #[test]
+    fn command_and_args_merge_with_entrypoint_and_cmd_as_kubernetes() {
+        let image = json!({"config": {"Entrypoint": ["/ep"], "Cmd": ["cmd1", "cmd2"]}});
+        let args = |c: Value| strings(&build(c, image.clone())["process"]["args"]);
+        assert_eq!(args(json!({"name": "c"})), ["/ep", "cmd1", "cmd2"]);
+        assert_eq!(args(json!({"name": "c", "args": ["a"]})), ["/ep", "a"]);
+        assert_eq!(args(json!({"name": "c", "command": ["/c"]})), ["/c"]);
+        assert_eq!(
+            args(json!({"name": "c", "command": ["/c"], "args": ["a", "b"]})),
+            ["/c", "a", "b"]
+        );
+        let cmd_only = json!({"config": {"Cmd": ["sh"]}});
+        assert_eq!(
+            strings(&build(json!({"name": "c"}), cmd_only)["process"]["args"]),
+            ["sh"]
+        );
+        let error = build_spec(&ContainerSpecInput {
+            pod: &pod(json!({"name": "c"})),
+            container: &serde_json::from_value(json!({"name": "c"})).expect("container"),
+            image_config: &json!({"config": {}}),
+            rootfs: Path::new("/nonexistent"),
+            namespaces: NamespacePaths::default(),
+            pod_files: PodFiles::default(),
+            mounts: vec![],
+            termination_log: None,
+            fields: FieldValues::default(),
+            cgroup_parent: String::new(),
+            container_id: "x".into(),
+        })
+        .expect_err("no command");
+        assert!(
+            error.to_string().contains("no command specified"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn variables_expand_in_command_args_and_env() {
+        let spec = build(
+            json!({
+                "name": "c",
+                "command": ["echo", "$(GREETING)", "$$(GREETING)", "$(IMAGE_VAR)"],
+                "args": ["$(NAME)-$(MISSING)"],
+                "env": [
+                    {"name": "GREETING", "value": "hello"},
+                    {"name": "NAME", "value": "$(GREETING) world"},
+                    {"name": "LATER", "value": "$(AFTER)"},
+                    {"name": "AFTER", "value": "x"},
+                ],
+            }),
+            json!({"config": {"Env": ["IMAGE_VAR=img"]}}),
+        );
+        assert_eq!(
+            strings(&spec["process"]["args"]),
+            [
+                "echo",
+                "hello",
+                "$(GREETING)",
+                "$(IMAGE_VAR)",
+                "hello world-$(MISSING)"
+            ]
+        );
+        let env = env_of(&spec);
+        assert!(env.contains(&"NAME=hello world".to_owned()));
+        assert!(
+            env.contains(&"LATER=$(AFTER)".to_owned()),
+            "only earlier vars expand"
+        );
+    }
+
+    #[test]
+    fn env_merges_default_path_image_and_container_in_order() {
+        let no_path = build(
+            json!({"name": "c", "command": ["x"]}),
+            json!({"config": {}}),
+        );
+        assert_eq!(env_of(&no_path), [format!("PATH={DEFAULT_PATH}")]);
+        let spec = build(
+            json!({"name": "c", "command": ["x"], "env": [
+                {"name": "B", "value": "pod"},
+                {"name": "C", "value": "1"},
+                {"name": "C", "value": "2"},
+            ]}),
+            json!({"config": {"Env": ["PATH=/img/bin", "A=a", "B=image", "EMPTY"]}}),
+        );
+        assert_eq!(
+            env_of(&spec),
+            ["PATH=/img/bin", "A=a", "B=pod", "EMPTY=", "C=2"]
+        );
+    }
+
+    #[test]
+    fn env_from_the_downward_api() {
+        let field = |path: &str| json!({"valueFrom": {"fieldRef": {"fieldPath": path}}});
+        let mut vars = Vec::new();
+        for (name, path) in [
+            ("NAME", "metadata.name"),
+            ("NS", "metadata.namespace"),
+            ("UID", "metadata.uid"),
+            ("APP", "metadata.labels['app']"),
+            ("NOTE", "metadata.annotations['note']"),
+            ("NODE", "spec.nodeName"),
+            ("SA", "spec.serviceAccountName"),
+            ("POD_IP", "status.podIP"),
+            ("POD_IPS", "status.podIPs"),
+            ("HOST_IP", "status.hostIP"),
+            ("HOST_IPS", "status.hostIPs"),
+        ] {
+            let mut var = field(path);
+            var["name"] = json!(name);
+            vars.push(var);
+        }
+        let resource = |name: &str, res: &str, divisor: Option<&str>| {
+            let mut r = json!({"resource": res});
+            if let Some(d) = divisor {
+                r["divisor"] = json!(d);
+            }
+            json!({"name": name, "valueFrom": {"resourceFieldRef": r}})
+        };
+        vars.push(resource("CPU_LIMIT", "limits.cpu", None));
+        vars.push(resource("CPU_LIMIT_M", "limits.cpu", Some("1m")));
+        vars.push(resource("MEM_LIMIT", "limits.memory", Some("1Mi")));
+        vars.push(resource("MEM_REQ", "requests.memory", None));
+        vars.push(resource("CPU_REQ_M", "requests.cpu", Some("1m")));
+        let spec = build(
+            json!({"name": "c", "command": ["x"], "env": vars,
+                   "resources": {"limits": {"cpu": "500m"}, "requests": {"cpu": "250m", "memory": "64Mi"}}}),
+            json!({}),
+        );
+        let env = env_of(&spec);
+        for want in [
+            "NAME=web",
+            "NS=prod",
+            "UID=uid-1",
+            "APP=kubia",
+            "NOTE=hi",
+            "NODE=node-a",
+            "SA=robot",
+            "POD_IP=10.42.0.5",
+            "POD_IPS=10.42.0.5,fd00::5",
+            "HOST_IP=192.168.1.2",
+            "HOST_IPS=192.168.1.2",
+            "CPU_LIMIT=1",
+            "CPU_LIMIT_M=500",
+            // No memory limit: the node's allocatable, 4 GiB.
+            "MEM_LIMIT=4096",
+            "MEM_REQ=67108864",
+            "CPU_REQ_M=250",
+        ] {
+            assert!(env.contains(&want.to_owned()), "{want} not in {env:?}");
+        }
+        let bad = build_spec(&ContainerSpecInput {
+            pod: &pod(json!({"name": "c"})),
+            container: &serde_json::from_value(json!({"name": "c", "command": ["x"],
+                "env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.nope"}}}]}))
+            .expect("container"),
+            image_config: &json!({}),
+            rootfs: Path::new("/nonexistent"),
+            namespaces: NamespacePaths::default(),
+            pod_files: PodFiles::default(),
+            mounts: vec![],
+            termination_log: None,
+            fields: FieldValues::default(),
+            cgroup_parent: String::new(),
+            container_id: "x".into(),
+        });
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn working_dir_and_user() {
+        let image = json!({"config": {"WorkingDir": "/img", "User": "www"}});
+        let spec = build(json!({"name": "c", "command": ["x"]}), image.clone());
+        assert_eq!(spec["process"]["cwd"], "/img");
+        assert_eq!(spec["process"]["user"]["uid"], 33);
+        assert_eq!(spec["process"]["user"]["gid"], 44);
+        assert_eq!(spec["process"]["user"]["additionalGids"], json!([50]));
+        let spec = build(
+            json!({"name": "c", "command": ["x"], "workingDir": "/mine",
+                   "securityContext": {"runAsUser": 1000, "runAsGroup": 2000}}),
+            image,
+        );
+        assert_eq!(spec["process"]["cwd"], "/mine");
+        assert_eq!(spec["process"]["user"]["uid"], 1000);
+        assert_eq!(spec["process"]["user"]["gid"], 2000);
+        let spec = build(json!({"name": "c", "command": ["x"]}), json!({}));
+        assert_eq!(spec["process"]["cwd"], "/");
+        assert_eq!(spec["process"]["user"]["uid"], 0);
+    }
+
+    #[test]
+    fn namespaces_mounts_and_no_hostname() {
+        let spec = build(json!({"name": "c", "command": ["x"]}), json!({}));
+        assert!(
+            spec.get("hostname").is_none(),
+            "the pod's UTS namespace has it"
+        );
+        let ns = spec["linux"]["namespaces"].as_array().expect("namespaces");
+        let find = |kind: &str| ns.iter().find(|n| n["type"] == kind).cloned();
+        assert_eq!(find("network").expect("net")["path"], "/run/skiff/ns/net");
+        assert_eq!(find("uts").expect("uts")["path"], "/run/skiff/ns/uts");
+        assert_eq!(find("ipc").expect("ipc")["path"], "/run/skiff/ns/ipc");
+        assert!(
+            find("pid").expect("pid").get("path").is_none(),
+            "own pid ns"
+        );
+        assert!(find("mount").is_some() && find("cgroup").is_some());
+        assert_eq!(spec["linux"]["cgroupsPath"], "/skiff/poduid-1/cid");
+
+        let mounts = spec["mounts"].as_array().expect("mounts");
+        let at = |dest: &str| {
+            mounts
+                .iter()
+                .find(|m| m["destination"] == dest)
+                .unwrap_or_else(|| panic!("no mount at {dest}"))
+                .clone()
+        };
+        assert_eq!(at("/proc")["type"], "proc");
+        assert_eq!(at("/dev")["type"], "tmpfs");
+        assert_eq!(at("/dev/pts")["type"], "devpts");
+        assert_eq!(at("/dev/mqueue")["type"], "mqueue");
+        assert!(strings(&at("/sys")["options"]).contains(&"ro".to_owned()));
+        assert!(strings(&at("/sys/fs/cgroup")["options"]).contains(&"ro".to_owned()));
+        assert_eq!(at("/dev/shm")["source"], "/pods/p/shm");
+        assert_eq!(at("/etc/hosts")["source"], "/pods/p/hosts");
+        assert_eq!(at("/etc/hostname")["source"], "/pods/p/hostname");
+        assert_eq!(at("/etc/resolv.conf")["source"], "/pods/p/resolv.conf");
+        assert_eq!(
+            at("/dev/termination-log")["source"],
+            "/containers/c/termination-log"
+        );
+        assert!(strings(&at("/data")["options"]).contains(&"ro".to_owned()));
+        let rlimits = spec["process"]["rlimits"].as_array().expect("rlimits");
+        let hard = rlimits[0]["hard"].as_u64().expect("hard");
+        let own = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+        assert!(
+            own.is_none_or(|own| hard <= own),
+            "nofile {hard} above the hard limit"
+        );
+        // oci-spec keeps capabilities in a set: compare sorted.
+        let mut bounding = strings(&spec["process"]["capabilities"]["bounding"]);
+        bounding.sort();
+        let mut defaults = DEFAULT_CAPABILITIES.to_vec();
+        defaults.sort();
+        assert_eq!(bounding, defaults);
+        assert!(strings(&spec["linux"]["maskedPaths"]).contains(&"/proc/kcore".to_owned()));
+    }
+
+    #[test]
+    fn shared_pid_namespace_and_capabilities() {
+        let p = pod(json!({"name": "c", "command": ["x"], "securityContext": {
+            "capabilities": {"add": ["NET_ADMIN"], "drop": ["MKNOD", "CAP_KILL"]}}}));
+        let spec = build_with(&p, json!({}), |input| {
+            input.namespaces.pid = Some("/run/skiff/ns/pid".into());
+        });
+        let ns = spec["linux"]["namespaces"].as_array().expect("namespaces");
+        assert!(ns
+            .iter()
+            .any(|n| n["type"] == "pid" && n["path"] == "/run/skiff/ns/pid"));
+        let caps = strings(&spec["process"]["capabilities"]["effective"]);
+        assert!(caps.contains(&"CAP_NET_ADMIN".to_owned()));
+        assert!(!caps.contains(&"CAP_MKNOD".to_owned()));
+        assert!(!caps.contains(&"CAP_KILL".to_owned()));
+    }
+
+    #[test]
+    fn resources_become_cgroup_settings() {
+        let spec = build(
+            json!({"name": "c", "command": ["x"], "resources": {
+                "requests": {"cpu": "250m", "memory": "64Mi"},
+                "limits": {"cpu": "500m", "memory": "128Mi"}}}),
+            json!({}),
+        );
+        let r = &spec["linux"]["resources"];
+        assert_eq!(r["cpu"]["shares"], 256);
+        assert_eq!(r["cpu"]["quota"], 50_000);
+        assert_eq!(r["cpu"]["period"], 100_000);
+        assert_eq!(r["memory"]["limit"], 128 * 1024 * 1024);
+        // Burstable: 1000 - 1000 * 64 MiB / 4 GiB.
+        assert_eq!(spec["process"]["oomScoreAdj"], 985);
+        let best_effort = build(json!({"name": "c", "command": ["x"]}), json!({}));
+        assert_eq!(best_effort["linux"]["resources"]["cpu"]["shares"], 2);
+        assert!(best_effort["linux"]["resources"]["cpu"]
+            .get("quota")
+            .is_none());
+        assert!(best_effort["linux"]["resources"].get("memory").is_none());
+        assert_eq!(best_effort["process"]["oomScoreAdj"], 1000);
+        let guaranteed = build(
+            json!({"name": "c", "command": ["x"], "resources": {
+                "limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}}),
+            json!({}),
+        );
+        assert_eq!(guaranteed["process"]["oomScoreAdj"], -997);
+        assert_eq!(guaranteed["linux"]["resources"]["cpu"]["shares"], 1024);
+    }
+}
