@@ -22,6 +22,14 @@ step "store: SQLite backend, 10,000 keys of 1 KiB"
 step "API over HTTPS: creates, gets, a 10,000-pod list, watch latency and fan-out"
 "$target/examples/api_bench" 10000 64
 
+step "scheduler: pod created -> binding seen in a watch, one at a time and in a burst, 10 nodes"
+cargo build --release -p skiff-scheduler --example scheduler_bench
+"$target/examples/scheduler_bench" 100 10
+
+step "pod sandbox: create + remove, without and with a shared PID namespace (root)"
+cargo build --release -p skiff-runtime --example sandbox_bench
+SKIFF_BIN="$target/skiff" "$target/examples/sandbox_bench" 300
+
 step "idle memory of skiff server"
 data=$(mktemp -d)
 log="$data/server.log"
