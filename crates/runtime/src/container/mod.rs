@@ -16,6 +16,7 @@ pub mod expand;
 pub mod log;
 pub mod manager;
 pub mod monitor;
+pub mod resources;
 pub mod runtime;
 pub mod spec;
 pub mod user;
@@ -70,7 +71,6 @@ pub enum ContainerError {
 
 pub type Result<T, E = ContainerError> = std::result::Result<T, E>;
 
-#[allow(dead_code)] // used once the manager lands
 pub(crate) fn io_error(
     operation: &'static str,
     path: impl Into<PathBuf>,

@@ -2,9 +2,10 @@
 //! manager and the monitor do not care which one runs the container.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
-use super::Result;
+use super::cgroup::CgroupLayout;
+use super::{ContainerError, Result};
 
 /// Which OCI runtime binary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -63,18 +64,141 @@ impl CliRuntime {
     /// The runtime of `kind` found at its usual place (`/usr/sbin/runc`, `/usr/bin/crun`, else
     /// on PATH), with its state under `root`.
     pub fn new(kind: RuntimeKind, root: PathBuf) -> Self {
-        let _ = (kind, root);
-        todo!()
+        let name = match kind {
+            RuntimeKind::Runc => "runc",
+            RuntimeKind::Crun => "crun",
+        };
+        let binary = [
+            "/usr/sbin",
+            "/usr/bin",
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/sbin",
+            "/bin",
+        ]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name));
+        CliRuntime {
+            kind,
+            binary,
+            root,
+            log: None,
+        }
+    }
+
+    /// The same runtime writing its diagnostics (JSON lines) to `log`.
+    pub fn with_log(&self, log: PathBuf) -> Self {
+        CliRuntime {
+            log: Some(log),
+            ..self.clone()
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.binary);
+        command.arg("--root").arg(&self.root);
+        if let Some(log) = &self.log {
+            command
+                .arg("--log")
+                .arg(log)
+                .arg("--log-format")
+                .arg("json");
+        }
+        command.stdin(Stdio::null());
+        command
+    }
+
+    /// Runs `command` to completion; a failure carries the runtime's own message.
+    fn run(&self, mut command: Command, operation: &'static str, id: &str) -> Result<Vec<u8>> {
+        let output = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| {
+                self.error(
+                    operation,
+                    id,
+                    format!("running {}: {e}", self.binary.display()),
+                )
+            })?;
+        if output.status.success() {
+            Ok(output.stdout)
+        } else {
+            Err(self.error(
+                operation,
+                id,
+                runtime_message(&output.stderr, &output.stdout),
+            ))
+        }
+    }
+
+    fn error(&self, operation: &'static str, id: &str, message: String) -> ContainerError {
+        ContainerError::Runtime {
+            runtime: self.name().to_owned(),
+            operation,
+            id: id.to_owned(),
+            message,
+        }
+    }
+}
+
+/// The runtime's error text, without its decorations: the last non-empty line of stderr (runc
+/// prints `time=... level=error msg="..."` when logging, else the bare message).
+pub fn runtime_message(stderr: &[u8], stdout: &[u8]) -> String {
+    let text = String::from_utf8_lossy(if stderr.trim_ascii().is_empty() {
+        stdout
+    } else {
+        stderr
+    });
+    let line = text
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("failed without a message")
+        .to_owned();
+    match line.find("msg=\"") {
+        Some(start) => {
+            let rest = &line[start + 5..];
+            let end = rest.rfind('"').unwrap_or(rest.len());
+            rest[..end].replace("\\\"", "\"")
+        }
+        None => line,
+    }
+}
+
+/// Whether a runtime's error says it does not know the container.
+fn is_not_found(error: &ContainerError) -> bool {
+    match error {
+        ContainerError::Runtime { message, .. } => {
+            message.contains("does not exist")
+                || message.contains("not found")
+                || message.contains("No such file")
+        }
+        _ => false,
     }
 }
 
 impl OciRuntime for CliRuntime {
     fn name(&self) -> &str {
-        todo!()
+        match self.kind {
+            RuntimeKind::Runc => "runc",
+            RuntimeKind::Crun => "crun",
+        }
     }
+
     fn version(&self) -> Result<String> {
-        todo!()
+        let mut command = Command::new(&self.binary);
+        command.arg("--version").stdin(Stdio::null());
+        let out = self.run(command, "version", "")?;
+        Ok(String::from_utf8_lossy(&out)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned())
     }
+
     fn create(
         &self,
         id: &str,
@@ -83,30 +207,124 @@ impl OciRuntime for CliRuntime {
         stdout: Stdio,
         stderr: Stdio,
     ) -> Result<()> {
-        let _ = (id, bundle, pid_file, stdout, stderr);
-        todo!()
+        let mut command = self.command();
+        command
+            .arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id)
+            .stdout(stdout)
+            .stderr(stderr);
+        let status = command.status().map_err(|e| {
+            self.error(
+                "create",
+                id,
+                format!("running {}: {e}", self.binary.display()),
+            )
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            // The runtime's own stderr is the container's: its message is in the log file.
+            let message = self
+                .log
+                .as_ref()
+                .and_then(|log| std::fs::read(log).ok())
+                .map(|text| last_log_error(&text))
+                .unwrap_or_else(|| format!("exited with {status}"));
+            Err(self.error("create", id, message))
+        }
     }
+
     fn start(&self, id: &str) -> Result<()> {
-        let _ = id;
-        todo!()
+        let mut command = self.command();
+        command.arg("start").arg(id);
+        self.run(command, "start", id).map(drop)
     }
+
     fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
-        let _ = (id, signal, all);
-        todo!()
+        let mut command = self.command();
+        command.arg("kill");
+        if all {
+            command.arg("--all");
+        }
+        command.arg(id).arg(signal.to_string());
+        self.run(command, "kill", id).map(drop)
     }
+
     fn delete(&self, id: &str, force: bool) -> Result<()> {
-        let _ = (id, force);
-        todo!()
+        let mut command = self.command();
+        command.arg("delete");
+        if force {
+            command.arg("--force");
+        }
+        command.arg(id);
+        match self.run(command, "delete", id) {
+            Err(e) if is_not_found(&e) => Ok(()),
+            other => other.map(drop),
+        }
     }
+
     fn state(&self, id: &str) -> Result<Option<RuntimeState>> {
-        let _ = id;
-        todo!()
+        let mut command = self.command();
+        command.arg("state").arg(id);
+        match self.run(command, "state", id) {
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+            Ok(out) => {
+                let value: serde_json::Value = serde_json::from_slice(&out)
+                    .map_err(|e| self.error("state", id, format!("unreadable state: {e}")))?;
+                Ok(Some(RuntimeState {
+                    status: value["status"].as_str().unwrap_or_default().to_owned(),
+                    pid: value["pid"].as_u64().unwrap_or_default() as u32,
+                }))
+            }
+        }
     }
+}
+
+/// The message of the last `error`-level line of a runtime's JSON log.
+fn last_log_error(text: &[u8]) -> String {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .filter(|v| v["level"] == "error" || v["level"] == "fatal")
+        .filter_map(|v| v["msg"].as_str().map(str::to_owned))
+        .next_back()
+        .unwrap_or_else(|| "failed without a message".to_owned())
 }
 
 /// Whether `kind` can run containers on this host's cgroup layout; the error says why not
 /// (crun refuses cgroup v1 hosts whose v2 hierarchy holds a controller).
 pub fn check_runtime_supported(kind: RuntimeKind) -> Result<()> {
-    let _ = kind;
-    todo!()
+    if kind == RuntimeKind::Runc {
+        return Ok(());
+    }
+    match CgroupLayout::detect()? {
+        CgroupLayout::V2 { .. } => Ok(()),
+        CgroupLayout::V1 { unified: None, .. } => Ok(()),
+        CgroupLayout::V1 {
+            unified: Some(unified),
+            ..
+        } => {
+            let controllers =
+                std::fs::read_to_string(unified.join("cgroup.controllers")).unwrap_or_default();
+            let controllers = controllers.trim();
+            if controllers.is_empty() {
+                Ok(())
+            } else {
+                Err(ContainerError::Unsupported(format!(
+                    "crun cannot run containers on this host: its cgroups are in hybrid mode \
+                     (v1 controllers, and the v2 hierarchy at {} holds {controllers}), which crun \
+                     refuses; use --runtime runc, or boot with cgroup v2 only \
+                     (systemd.unified_cgroup_hierarchy=1)",
+                    unified.display()
+                )))
+            }
+        }
+    }
 }
