@@ -191,7 +191,6 @@ fn import_kubia(data_dir: &std::path::Path) {
 }
 
 #[test]
-#[ignore = "needs the container manager (skiff_runtime::container bodies), not landed yet"]
 fn seed_pod_runs_and_is_deleted() {
     let cluster = Cluster::start_with_agent(import_kubia);
     let manifest = fixture("kubia-manual.yaml");
@@ -211,13 +210,16 @@ fn seed_pod_runs_and_is_deleted() {
     assert_eq!(pods[1][1], "1/1", "{pods:?}");
     assert_eq!(pods[1][2], "Running", "{pods:?}");
 
+    let uid = status("{.metadata.uid}");
+    assert!(!uid.is_empty());
+    // busybox httpd runs as the container's PID 1 without a SIGTERM handler, so the kernel
+    // drops SIGTERM (as with Kubernetes): the agent kills it when the grace period ends.
     let started = Instant::now();
-    cluster.kubectl_ok(["delete", "pod", "kubia-manual"]);
-    // busybox httpd exits on SIGTERM: well within the 30 s grace period.
+    cluster.kubectl_ok(["delete", "pod", "kubia-manual", "--grace-period=3"]);
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "delete took {:?}",
-        started.elapsed()
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "delete took {took:?}"
     );
     let left = cluster.kubectl_ok(["get", "pods", "-o", "name"]);
     assert_eq!(left.trim(), "");
@@ -227,4 +229,16 @@ fn seed_pod_runs_and_is_deleted() {
             .unwrap_or(0);
         assert_eq!(count, 0, "{dir} left behind");
     }
+    // Nor the pod's cgroup, in any hierarchy (v1 controllers or the v2 root).
+    let pod_cgroup = format!("skiff/pod{uid}");
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let left: Vec<_> = std::fs::read_dir(root)
+        .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([root.to_path_buf()])
+        .map(|h| h.join(&pod_cgroup))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
 }
