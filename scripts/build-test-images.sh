@@ -22,21 +22,6 @@ readonly EPOCH=0
 readonly CREATED=1970-01-01T00:00:00Z
 readonly PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-# Installs Debian's statically linked busybox if it is not there: the images must not depend on
-# the build machine's shared libraries. (It replaces the dynamic `busybox` package if present.)
-ensure_busybox_static() {
-    if [[ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null)" == "install ok installed" ]]; then
-        return 0
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "error: Debian's busybox-static is needed (no apt-get here to install it)" >&2
-        return 1
-    fi
-    step "Installing Debian package busybox-static"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends busybox-static
-}
-
 # A reproducible tar of the entries NAMES... under DIR: sorted, fixed mtime, root-owned, no
 # atime/ctime/xattr noise. Usage: repro_tar OUT DIR NAMES...
 repro_tar() {
@@ -124,7 +109,9 @@ write_archive() {
     mv -f "$archive.tmp" "$archive"
 }
 
-ensure_busybox_static
+# Debian's statically linked busybox: the images must not depend on the build machine's shared
+# libraries. (It replaces the dynamic `busybox` package if present.)
+ensure_debian_packages busybox-static
 umask 022
 mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/skiff-test-images.XXXXXX")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings up a Skiff cluster on this machine: builds skiff (release), installs it and kubectl
-# to /usr/local/bin, starts `skiff server` in the background and waits until it serves.
+# to /usr/local/bin, imports the test images (busybox, luksa/kubia) into the node's image store,
+# starts `skiff server` in the background and waits until it serves.
 #
 # Run as root on Debian 12; it installs what is missing. Environment overrides:
 #   SKIFF_DATA_DIR (default /var/lib/skiff), SKIFF_PORT (default 6443),
@@ -76,6 +77,14 @@ install -m 0755 "${CARGO_TARGET_DIR:-$repo/target}/release/skiff" /usr/local/bin
 step "Installing kubectl"
 "$repo/scripts/install-kubectl.sh" --system
 
+# The seed's pod runs `luksa/kubia` with imagePullPolicy Never: the node must already have it.
+# Both test images are built here from Debian's busybox-static, with nothing downloaded.
+step "Importing the test images (busybox, luksa/kubia) into $data_dir/images"
+mkdir -p "$data_dir"
+images_dir="${CARGO_TARGET_DIR:-$repo/target}/test-images"
+"$repo/scripts/build-test-images.sh" "$images_dir" >/dev/null
+/usr/local/bin/skiff image --data-dir "$data_dir" import "$images_dir/busybox.tar" "$images_dir/kubia.tar"
+
 step "Starting skiff server (log: $log)"
 mkdir -p "$(dirname "$log")" "$data_dir"
 touch "$log"
@@ -122,6 +131,7 @@ Pods stay Pending for now: there is no node agent yet.
 To use it:
   export KUBECONFIG=$kubeconfig
   kubectl get po
+  skiff image ls
 
 To stop it:
   kill \$(cat $pid_file)

@@ -1,6 +1,7 @@
 //! The one Skiff binary: `skiff server` runs the control plane, `skiff image` manages the node's
 //! images; more verbs come with the node agent and the CLI.
 
+mod agent;
 mod image;
 
 use std::path::PathBuf;
@@ -26,6 +27,25 @@ enum Command {
     Server(ServerArgs),
     /// Manage the node's images: import, pull, ls, inspect, rm, prune.
     Image(image::ImageArgs),
+    /// Run the node agent on this machine, joined to the API server at --server.
+    Agent(agent::AgentArgs),
+    /// Helper processes the node agent starts; not for users.
+    #[command(hide = true, subcommand)]
+    Internal(Internal),
+}
+
+#[derive(Subcommand)]
+enum Internal {
+    /// PID 1 of a pod's shared PID namespace.
+    Pause {
+        /// The sandbox it holds: lets the agent check a pid is really its pause process.
+        sandbox_id: String,
+    },
+    /// The monitor of one container (started by the node agent, detached).
+    Monitor {
+        /// The container's directory (bundle, monitor.json, status.json).
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -42,10 +62,12 @@ struct ServerArgs {
     /// Extra host names or IP addresses for the serving certificate.
     #[arg(long = "tls-san")]
     tls_san: Vec<String>,
-    /// Do not run a node agent inside the server (the agent comes in a later release; accepted now
-    /// so scripts keep working).
+    /// Do not run a node agent inside the server (a control-plane-only machine).
     #[arg(long)]
     disable_agent: bool,
+    /// The name of this machine's Node (default: the host name, lowercased).
+    #[arg(long)]
+    node_name: Option<String>,
     /// Log filter, as RUST_LOG (e.g. `info`, `skiff_apiserver=debug`).
     #[arg(long, default_value = "info", env = "SKIFF_LOG")]
     log: String,
@@ -56,6 +78,11 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Server(args) => server(args),
         Command::Image(args) => image::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Internal(Internal::Pause { .. }) => return skiff_runtime::sandbox::pause::main(),
+        Command::Internal(Internal::Monitor { dir }) => {
+            return skiff_runtime::container::monitor::main(&dir)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -128,11 +155,11 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         let server = skiff_apiserver::ApiServer::bind(&config, store)
             .await
             .context("cannot start the API server")?;
-        if !args.disable_agent {
-            tracing::info!(
-                "the node agent is not part of this release yet; running the control plane only"
-            );
-        }
+        let _agent = if args.disable_agent {
+            None
+        } else {
+            Some(agent::start_in_server(&server.kubeconfig, &args.data_dir, args.node_name.clone()).await?)
+        };
         tracing::info!(url = %server.url, "ready in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
         // Tests and scripts wait for these two lines.
         println!("Skiff API server listening on {}", server.url);
@@ -168,7 +195,7 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -238,3 +238,52 @@ fn import_a_root_filesystem_with_its_settings() {
     let rows = node.ls();
     assert_eq!(rows[1][0..2], ["example.com/team/app", "1.2"]);
 }
+
+/// The registry harness of the runtime's tests: Debian's docker-registry on 127.0.0.1.
+#[allow(dead_code)] // this test uses part of it
+#[path = "../../../crates/runtime/tests/common/registry.rs"]
+mod registry;
+
+#[test]
+fn pull_from_a_real_registry() {
+    let node = Node::new();
+    let registry = registry::Registry::start();
+    registry.push_docker_archive(&node.archive("kubia.tar"), "luksa/kubia:1.0");
+    let reference = registry.reference("luksa/kubia:1.0");
+
+    let out = node.image_ok(&["pull", &reference]);
+    assert!(
+        out.starts_with(&format!("Downloaded newer image for {reference} (sha256:")),
+        "{out}"
+    );
+    let out = node.image_ok(&["pull", &reference]);
+    assert!(
+        out.starts_with(&format!("Image is up to date for {reference} (sha256:")),
+        "{out}"
+    );
+    let rows = node.ls();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        rows[1][0..2],
+        [registry.reference("luksa/kubia"), "1.0".to_string()]
+    );
+    let record = node.inspect(&reference);
+    let digest = record["repo_digests"][0].as_str().unwrap_or_default();
+    assert!(
+        digest.starts_with(&format!("{}@sha256:", registry.reference("luksa/kubia"))),
+        "{record}"
+    );
+    // The image pulled is the image imported: the same config, so the same id.
+    node.image_ok(&[
+        "import",
+        node.archive("kubia.tar").to_str().expect("utf-8 path"),
+    ]);
+    assert_eq!(node.inspect("luksa/kubia")["id"], record["id"]);
+
+    let missing = registry.reference("luksa/kubia:2.0");
+    let output = node.image(&["pull", "--quiet", &missing]);
+    assert_exit_code(&output, 1, "pull of a tag the registry does not have");
+    let err = stderr(&output);
+    assert!(err.contains("kubia") && err.contains("2.0"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}

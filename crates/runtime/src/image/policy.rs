@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use super::reference::Reference;
+use super::store::ImageRecord;
+
 /// The kubelet's first image pull back-off (`backOffPeriod`).
 const BACKOFF_INITIAL: Duration = Duration::from_secs(10);
 /// The kubelet's longest image pull back-off (`MaxContainerBackOff`).
@@ -66,9 +69,76 @@ pub fn backoff(failures: u32) -> Duration {
     (BACKOFF_INITIAL * (1u32 << doublings)).min(BACKOFF_MAX)
 }
 
+/// A container status's `image` and `imageID` for a container that runs `image` and asked for
+/// `requested`, as containerd's CRI reports them: `image` is the image's first tag
+/// (`docker.io/library/busybox:latest`), or the requested reference in full when it has none;
+/// `imageID` is its first repo digest (`docker.io/library/busybox@sha256:<manifest>`) or, for
+/// an image that never came from a registry, its id (`sha256:<config>`).
+pub fn reported_image(image: &ImageRecord, requested: &Reference) -> (String, String) {
+    let name = image
+        .repo_tags
+        .first()
+        .cloned()
+        .unwrap_or_else(|| requested.to_string());
+    let id = image
+        .repo_digests
+        .first()
+        .cloned()
+        .unwrap_or_else(|| image.id.to_string());
+    (name, id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::digest::Digest;
+
+    fn record(tags: &[&str], digests: &[&str]) -> ImageRecord {
+        ImageRecord {
+            id: Digest::of(b"config"),
+            manifest_digest: None,
+            repo_tags: tags.iter().map(|t| t.to_string()).collect(),
+            repo_digests: digests.iter().map(|d| d.to_string()).collect(),
+            config: serde_json::json!({}),
+            layers: Vec::new(),
+            size: 0,
+            created: None,
+        }
+    }
+
+    #[test]
+    fn reported_image_and_id_as_containerd() {
+        let busybox = Reference::parse("busybox").expect("reference");
+        let pulled = format!("docker.io/library/busybox@{}", Digest::of(b"manifest"));
+        let image = record(&["docker.io/library/busybox:latest"], &[&pulled]);
+        assert_eq!(
+            reported_image(&image, &busybox),
+            (
+                "docker.io/library/busybox:latest".to_string(),
+                pulled.clone()
+            )
+        );
+        // Imported, never pulled: the id stands in for a repo digest.
+        let kubia = Reference::parse("luksa/kubia").expect("reference");
+        let image = record(&["docker.io/luksa/kubia:latest"], &[]);
+        assert_eq!(
+            reported_image(&image, &kubia),
+            (
+                "docker.io/luksa/kubia:latest".to_string(),
+                Digest::of(b"config").to_string()
+            )
+        );
+        // Asked for by digest: the image is reported by its tag.
+        let by_digest = Reference::parse(&pulled).expect("reference");
+        let image = record(&["docker.io/library/busybox:latest"], &[&pulled]);
+        assert_eq!(
+            reported_image(&image, &by_digest).0,
+            "docker.io/library/busybox:latest"
+        );
+        // Pulled by digest only, never tagged: the reference asked for.
+        let image = record(&[], &[&pulled]);
+        assert_eq!(reported_image(&image, &by_digest), (pulled.clone(), pulled));
+    }
 
     #[test]
     fn never_with_a_missing_image_gives_the_kubelet_message() {

@@ -198,16 +198,30 @@ impl Registry {
         self.skopeo_copy(&format!("dir:{}", dir.display()), dest, None);
     }
 
+    /// Pushes a `docker save` archive's image to `<addr>/<dest>`; skopeo compresses its
+    /// layers with gzip on the way, as `docker push` does.
+    pub fn push_docker_archive(&self, archive: &Path, dest: &str) {
+        self.skopeo_run(
+            &format!("docker-archive:{}", archive.display()),
+            dest,
+            None,
+            &[],
+        );
+    }
+
     fn skopeo_copy(&self, source: &str, dest: &str, creds: Option<&str>) {
+        self.skopeo_run(source, dest, creds, &["--all", "--preserve-digests"]);
+    }
+
+    fn skopeo_run(&self, source: &str, dest: &str, creds: Option<&str>, extra: &[&str]) {
         let mut cmd = Command::new(SKOPEO_BIN);
         cmd.args([
             "--insecure-policy",
             "copy",
             "--quiet",
-            "--all",
-            "--preserve-digests",
             "--dest-tls-verify=false",
         ]);
+        cmd.args(extra);
         if let Some(creds) = creds {
             cmd.arg("--dest-creds").arg(creds);
         }

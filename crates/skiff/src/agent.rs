@@ -1,0 +1,93 @@
+//! `skiff agent`: the node agent joined to a remote API server, and the agent `skiff server`
+//! runs for its own machine.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+#[derive(clap::Args)]
+pub struct AgentArgs {
+    /// The API server's URL, e.g. https://10.0.0.1:6443.
+    #[arg(long, env = "SKIFF_SERVER")]
+    server: String,
+    /// The token the server printed (its `<data-dir>/token`).
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The CA certificate that signed the server's certificate (the server's
+    /// `<data-dir>/tls/ca.crt`); without it the system's roots are used.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Do not verify the server's certificate (for trials only).
+    #[arg(long)]
+    insecure_skip_tls_verify: bool,
+    /// Where the node's images and pods live.
+    #[arg(long, default_value = "/var/lib/skiff", env = "SKIFF_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The Node's name (default: the host name, lowercased).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// How many pods this node runs at most (its `pods` capacity).
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// Log filter, as RUST_LOG.
+    #[arg(long, default_value = "info", env = "SKIFF_LOG")]
+    log: String,
+}
+
+pub fn run(args: AgentArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
+        let client = skiff_agent::client_for_server(
+            &args.server,
+            &args.token,
+            args.ca_file.as_deref(),
+            args.insecure_skip_tls_verify,
+        )
+        .await?;
+        let name = args
+            .node_name
+            .unwrap_or_else(skiff_agent::default_node_name);
+        let mut config = skiff_agent::AgentConfig::new(name, &args.data_dir);
+        config.max_pods = args.max_pods;
+        tracing::info!(node = %config.node_name, server = %args.server, "node agent starting");
+        skiff_agent::Agent::new(client, config)
+            .run(crate::shutdown_signal())
+            .await?;
+        Ok(())
+    })
+}
+
+/// Starts this machine's agent beside the API server, with the admin kubeconfig the server
+/// wrote. The agent retries until the server answers, so it may start before `serve`. The task
+/// ends with the process (the pods it runs outlive it by design).
+pub async fn start_in_server(
+    kubeconfig: &Path,
+    data_dir: &Path,
+    node_name: Option<String>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let client = skiff_agent::client_from_kubeconfig(kubeconfig)
+        .await
+        .context("cannot start the node agent")?;
+    let name = node_name.unwrap_or_else(skiff_agent::default_node_name);
+    let config = skiff_agent::AgentConfig::new(name, data_dir);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = skiff_agent::Agent::new(client, config)
+            .run(std::future::pending())
+            .await
+        {
+            tracing::error!(error = %e, "the node agent stopped");
+        }
+    }))
+}
