@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): the store on its own, the API over HTTPS, and the idle memory of a
-# real `skiff server`. Prints the figures that docs/benchmarks.md records.
+# Benchmarks (not tests): the store on its own, the API over HTTPS, the idle memory of a real
+# `skiff server`, and image pull, import and unpack beside `skopeo copy` (as root: it starts
+# Debian's docker-registry on 127.0.0.1). Prints the figures that docs/benchmarks.md records.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -9,10 +10,12 @@ cd "$repo"
 source "$repo/scripts/lib.sh"
 
 ensure_system_packages
+ensure_test_packages
 ensure_rust
 
 step "building (release)"
 cargo build --release -p skiff -p skiff-store -p skiff-apiserver --examples --bins
+cargo build --release -p skiff-runtime --example image_bench
 
 target="${CARGO_TARGET_DIR:-$repo/target}/release"
 
@@ -21,6 +24,9 @@ step "store: SQLite backend, 10,000 keys of 1 KiB"
 
 step "API over HTTPS: creates, gets, a 10,000-pod list, watch latency and fan-out"
 "$target/examples/api_bench" 10000 64
+
+step "images: pull, import and unpack of a 3-layer image beside skopeo copy (median of 5)"
+"$target/examples/image_bench" 5
 
 step "idle memory of skiff server"
 data=$(mktemp -d)
