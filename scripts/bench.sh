@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): the store on its own, the API over HTTPS, the idle memory of a real
-# `skiff server`, and image pull, import and unpack beside `skopeo copy` (as root: it starts
-# Debian's docker-registry on 127.0.0.1). Prints the figures that docs/benchmarks.md records.
+# Benchmarks (not tests): the store on its own, the API over HTTPS, the scheduler, pod
+# sandboxes, image pull, import and unpack beside `skopeo copy` (as root: it starts Debian's
+# docker-registry on 127.0.0.1), and the idle memory of a real `skiff server`. Prints the
+# figures that docs/benchmarks.md records.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,7 +16,6 @@ ensure_rust
 
 step "building (release)"
 cargo build --release -p skiff -p skiff-store -p skiff-apiserver --examples --bins
-cargo build --release -p skiff-runtime --example image_bench
 
 target="${CARGO_TARGET_DIR:-$repo/target}/release"
 
@@ -25,7 +25,16 @@ step "store: SQLite backend, 10,000 keys of 1 KiB"
 step "API over HTTPS: creates, gets, a 10,000-pod list, watch latency and fan-out"
 "$target/examples/api_bench" 10000 64
 
-step "images: pull, import and unpack of a 3-layer image beside skopeo copy (median of 5)"
+step "scheduler: pod created -> binding seen in a watch, one at a time and in a burst, 10 nodes"
+cargo build --release -p skiff-scheduler --example scheduler_bench
+"$target/examples/scheduler_bench" 100 10
+
+step "pod sandbox: create + remove, without and with a shared PID namespace (root)"
+cargo build --release -p skiff-runtime --example sandbox_bench
+SKIFF_BIN="$target/skiff" "$target/examples/sandbox_bench" 300
+
+step "images: pull, import and unpack of a 3-layer image beside skopeo copy (root; median of 5)"
+cargo build --release -p skiff-runtime --example image_bench
 "$target/examples/image_bench" 5
 
 step "idle memory of skiff server"

@@ -2,12 +2,19 @@
 //! bound to it through `skiff-runtime`.
 
 pub mod client;
+pub mod events;
+pub mod fake;
 pub mod node;
+pub mod node_runtime;
+pub mod runtime;
+pub mod status;
+pub mod worker;
 
 mod heartbeat;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::{client_for_server, client_from_kubeconfig};
@@ -27,6 +34,8 @@ pub enum Error {
     },
     #[error("cannot build a client for {server}: {source}")]
     Client { server: String, source: kube::Error },
+    #[error("cannot open the node's runtime: {message}")]
+    Runtime { message: String },
     #[error("cannot {what}: {source}")]
     Api {
         what: String,
@@ -73,11 +82,24 @@ impl AgentConfig {
 pub struct Agent {
     client: kube::Client,
     config: AgentConfig,
+    runtime: Option<Arc<dyn runtime::PodRuntime>>,
 }
 
 impl Agent {
+    /// An agent that registers the node; pods run once [`Agent::with_runtime`] gives it a
+    /// runtime.
     pub fn new(client: kube::Client, config: AgentConfig) -> Agent {
-        Agent { client, config }
+        Agent {
+            client,
+            config,
+            runtime: None,
+        }
+    }
+
+    /// Runs the pods bound to the node with `runtime`.
+    pub fn with_runtime(mut self, runtime: Arc<dyn runtime::PodRuntime>) -> Agent {
+        self.runtime = Some(runtime);
+        self
     }
 
     /// Registers the node and keeps its status and Lease fresh until `shutdown` resolves. API
@@ -85,14 +107,56 @@ impl Agent {
     /// node's pods keep running meanwhile.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let heartbeat = heartbeat::run(self.client.clone(), self.config.clone());
+        let pods = async {
+            match &self.runtime {
+                Some(runtime) => {
+                    let host_ip = node::NodeFacts::gather(&self.config.data_dir)
+                        .internal_ip
+                        .to_string();
+                    let ctx = worker::WorkerContext::new(
+                        self.client.clone(),
+                        self.config.node_name.clone(),
+                        host_ip,
+                        runtime.clone(),
+                    );
+                    worker::run(Arc::new(ctx)).await;
+                    tracing::error!(node = %self.config.node_name, "the watch of the node's pods ended");
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = heartbeat => Ok(()),
+            () = pods => Ok(()),
             () = shutdown => {
                 tracing::info!(node = %self.config.node_name, "node agent stopping");
                 Ok(())
             }
         }
     }
+}
+
+/// The runtime of this machine for an agent with `config`: containers run by runc under
+/// monitors started from this very binary (`skiff internal monitor`).
+pub fn node_runtime(config: &AgentConfig) -> Result<Arc<dyn runtime::PodRuntime>> {
+    let facts = node::NodeFacts::gather(&config.data_dir);
+    let binary = std::env::current_exe().map_err(|source| Error::Runtime {
+        message: format!("cannot find the skiff binary: {source}"),
+    })?;
+    let fields = node_runtime::NodeFields {
+        node_name: config.node_name.clone(),
+        host_ip: facts.internal_ip.to_string(),
+        allocatable_millicpu: i64::try_from(facts.cpus).unwrap_or(1) * 1000,
+        allocatable_memory: i64::try_from(facts.memory_kib).unwrap_or(0) * 1024,
+    };
+    let runtime = node_runtime::NodeRuntime::open(
+        &config.data_dir,
+        binary,
+        skiff_runtime::container::RuntimeKind::Runc,
+        fields,
+    )
+    .map_err(|e| Error::Runtime { message: e.0 })?;
+    Ok(Arc::new(runtime))
 }
 
 /// This machine's host name, lowercased as kubelet does for the default node name.

@@ -264,6 +264,17 @@ fn shared_pid_namespace_has_a_pause_process_that_reaps() {
         ns_id(Path::new(&format!("/proc/{pause}/ns/pid")))
     );
     assert_ne!(ns_id(&pid_ns), ns_id(Path::new("/proc/self/ns/pid")));
+    // Kubelet's oom_score_adj for the pod's infra process, where we may lower it
+    // (CAP_SYS_RESOURCE, bit 24; some machines, this one included, withhold it even from root).
+    let caps = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = caps
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap();
+    if u64::from_str_radix(effective.trim(), 16).unwrap() & (1 << 24) != 0 {
+        let adj = std::fs::read_to_string(format!("/proc/{pause}/oom_score_adj")).unwrap();
+        assert_eq!(adj.trim(), "-998");
+    }
     // In the pod's network namespace too, like Kubernetes' pause container.
     assert_eq!(
         ns_id(&sandbox.net_ns),
@@ -366,11 +377,23 @@ fn open_list_and_remove_after_a_crash() {
     std::fs::remove_file(plain.dir.join("sandbox.json")).unwrap();
     std::fs::remove_file(sandbox.dir.join("sandbox.json")).unwrap();
     assert_eq!(Sandbox::open(root.path(), &id).unwrap(), None);
+    assert!(opened.verify().is_ok());
+    // A third one with a corrupt record.
+    let corrupt = Sandbox::create(
+        root.path(),
+        Path::new("/nonexistent"),
+        &self::spec("bad", &resolv),
+    )
+    .unwrap();
+    std::fs::write(corrupt.dir.join("sandbox.json"), "{not json").unwrap();
+    assert!(Sandbox::open(root.path(), &corrupt.id).is_err());
     for id in Sandbox::list(root.path()).unwrap() {
         Sandbox::remove(root.path(), &id).unwrap();
     }
     assert_nothing_left(root.path(), &sandbox);
     assert_nothing_left(root.path(), &plain);
+    assert!(!corrupt.dir.exists());
+    assert_eq!(mounts_under(&corrupt.dir), Vec::<String>::new());
 }
 
 #[test]
@@ -417,4 +440,53 @@ fn root_is_a_private_mount() {
     assert!(line.contains(" - tmpfs "), "{line}");
     Sandbox::remove(root.path(), &sandbox.id).unwrap();
     assert_nothing_left(root.path(), &sandbox);
+}
+
+#[test]
+fn verify_finds_a_broken_sandbox_and_gc_removes_what_is_not_kept() {
+    let root = TestRoot::new();
+    let resolv = host_resolv(&root);
+    let mut shared = spec("gc-shared", &resolv);
+    shared.share_process_namespace = true;
+    let broken = Sandbox::create(root.path(), &skiff_bin(), &shared).unwrap();
+    let kept = Sandbox::create(
+        root.path(),
+        Path::new("/nonexistent"),
+        &spec("gc-kept", &resolv),
+    )
+    .unwrap();
+    let gone = Sandbox::create(
+        root.path(),
+        Path::new("/nonexistent"),
+        &spec("gc-gone", &resolv),
+    )
+    .unwrap();
+    broken.verify().unwrap();
+    kept.verify().unwrap();
+
+    // The pause process dies (killed by someone): the sandbox is broken, and says why.
+    let pid = rustix::process::Pid::from_raw(broken.pause_pid.unwrap() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()).unwrap();
+    let error = broken.verify().unwrap_err().to_string();
+    assert!(error.contains("pause process"), "{error}");
+    // A namespace file unmounted behind our back.
+    rustix::mount::unmount(&gone.uts_ns, rustix::mount::UnmountFlags::DETACH).unwrap();
+    let error = gone.verify().unwrap_err().to_string();
+    assert!(
+        error.contains("UTS namespace file is not mounted"),
+        "{error}"
+    );
+
+    // At the agent's start: only the pod that still exists keeps its sandbox.
+    let mut removed =
+        Sandbox::garbage_collect(root.path(), |s| s.spec.uid == "uid-gc-kept").unwrap();
+    removed.sort();
+    let mut expected = vec![broken.id.clone(), gone.id.clone()];
+    expected.sort();
+    assert_eq!(removed, expected);
+    assert_eq!(Sandbox::list(root.path()).unwrap(), vec![kept.id.clone()]);
+    assert_nothing_left(root.path(), &broken);
+    assert_nothing_left(root.path(), &gone);
+    kept.verify().unwrap();
 }

@@ -62,7 +62,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         let mut config = skiff_agent::AgentConfig::new(name, &args.data_dir);
         config.max_pods = args.max_pods;
         tracing::info!(node = %config.node_name, server = %args.server, "node agent starting");
+        let runtime = skiff_agent::node_runtime(&config)?;
         skiff_agent::Agent::new(client, config)
+            .with_runtime(runtime)
             .run(crate::shutdown_signal())
             .await?;
         Ok(())
@@ -82,8 +84,10 @@ pub async fn start_in_server(
         .context("cannot start the node agent")?;
     let name = node_name.unwrap_or_else(skiff_agent::default_node_name);
     let config = skiff_agent::AgentConfig::new(name, data_dir);
+    let runtime = skiff_agent::node_runtime(&config).context("cannot start the node agent")?;
     Ok(tokio::spawn(async move {
         if let Err(e) = skiff_agent::Agent::new(client, config)
+            .with_runtime(runtime)
             .run(std::future::pending())
             .await
         {

@@ -65,6 +65,9 @@ struct ServerArgs {
     /// Do not run a node agent inside the server (a control-plane-only machine).
     #[arg(long)]
     disable_agent: bool,
+    /// Do not run the scheduler inside the server (pods then wait for another one to bind them).
+    #[arg(long)]
+    disable_scheduler: bool,
     /// The name of this machine's Node (default: the host name, lowercased).
     #[arg(long)]
     node_name: Option<String>,
@@ -159,6 +162,14 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
             None
         } else {
             Some(agent::start_in_server(&server.kubeconfig, &args.data_dir, args.node_name.clone()).await?)
+        };
+        let _scheduler = if args.disable_scheduler {
+            None
+        } else {
+            let client = skiff_scheduler::client_from_kubeconfig(&server.kubeconfig)
+                .await
+                .context("cannot start the scheduler")?;
+            Some(tokio::spawn(skiff_scheduler::run(client, std::future::pending())))
         };
         tracing::info!(url = %server.url, "ready in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
         // Tests and scripts wait for these two lines.

@@ -48,6 +48,40 @@ pub fn hosts_file(
     out
 }
 
+/// The most a hostname may have in Kubernetes (a DNS label).
+pub const MAX_HOSTNAME_CHARS: usize = 63;
+
+/// The pod's hostname and domain as kubelet's GeneratePodHostNameAndDomain computes them:
+/// spec.hostname, else the pod's name, cut to 63 characters (without a trailing `-` or `.`);
+/// with spec.subdomain, the domain `<subdomain>.<namespace>.svc.<cluster domain>`. Both become
+/// [`super::SandboxSpec`]'s `hostname` and `domain`.
+pub fn pod_hostname(
+    pod_name: &str,
+    spec_hostname: Option<&str>,
+    subdomain: Option<&str>,
+    namespace: &str,
+    cluster_domain: &str,
+) -> (String, Option<String>) {
+    let mut hostname = spec_hostname
+        .filter(|h| !h.is_empty())
+        .unwrap_or(pod_name)
+        .to_string();
+    if hostname.len() > MAX_HOSTNAME_CHARS {
+        // Names are ASCII (DNS subdomains), so cutting at a byte is cutting at a character.
+        let mut end = MAX_HOSTNAME_CHARS;
+        while !hostname.is_char_boundary(end) {
+            end -= 1;
+        }
+        hostname.truncate(end);
+        let trimmed = hostname.trim_end_matches(['-', '.']).len();
+        hostname.truncate(trimmed);
+    }
+    let domain = subdomain
+        .filter(|s| !s.is_empty())
+        .map(|subdomain| format!("{subdomain}.{namespace}.svc.{cluster_domain}"));
+    (hostname, domain)
+}
+
 /// `/etc/hostname`: the pod's hostname and a newline, as containerd writes it.
 pub fn hostname_file(hostname: &str) -> String {
     format!("{hostname}\n")
@@ -246,6 +280,25 @@ mod tests {
         let text = hosts_file("nginx", None, &[], &[]);
         assert!(text.ends_with("fe00::2\tip6-allrouters\n"));
         assert_eq!(hostname_file("nginx"), "nginx\n");
+    }
+
+    #[test]
+    fn pod_hostname_as_kubelet() {
+        assert_eq!(
+            pod_hostname("kubia-manual", None, None, "default", "cluster.local"),
+            ("kubia-manual".to_string(), None)
+        );
+        assert_eq!(
+            pod_hostname("web-0", Some("db"), Some("svc1"), "team", "cluster.local"),
+            (
+                "db".to_string(),
+                Some("svc1.team.svc.cluster.local".to_string())
+            )
+        );
+        // 62 characters, then a dash: cut to 63 and the trailing dash dropped.
+        let long = format!("{}-{}", "a".repeat(62), "b".repeat(10));
+        let (hostname, _) = pod_hostname(&long, None, None, "default", "cluster.local");
+        assert_eq!(hostname, "a".repeat(62));
     }
 
     const HOST: &str = "# generated\nnameserver 192.168.1.1\nnameserver 192.168.1.2\nsearch old.example\nsearch example.com. lan\noptions timeout:2 rotate\n";

@@ -48,6 +48,10 @@ pub enum SandboxError {
     Invalid(String),
     #[error("pause process: {0}")]
     Pause(String),
+    #[error("sandbox {id} is broken: {reason}")]
+    Broken { id: String, reason: String },
+    #[error("garbage-collecting sandboxes: {}", join_errors(.0))]
+    GarbageCollect(Vec<SandboxError>),
     #[error("removing sandbox {id}: {}", join_errors(.errors))]
     Remove {
         id: String,
@@ -86,6 +90,133 @@ pub struct SandboxSpec {
     pub dns: DnsSpec,
     /// Size of `/dev/shm` in bytes; `None`: 64 MiB, as Docker and containerd.
     pub shm_size: Option<u64>,
+}
+
+/// The node's DNS settings (kubelet's --cluster-dns, --cluster-domain, --resolv-conf).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDns {
+    /// Empty until the cluster has a DNS service: ClusterFirst then falls back to Default.
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+    pub resolv_conf: PathBuf,
+}
+
+impl Default for NodeDns {
+    fn default() -> Self {
+        NodeDns {
+            cluster_dns: Vec::new(),
+            cluster_domain: "cluster.local".into(),
+            resolv_conf: PathBuf::from("/etc/resolv.conf"),
+        }
+    }
+}
+
+impl NodeDns {
+    /// The defaults with the resolv.conf pods can use, picked as k3s does: /etc/resolv.conf,
+    /// unless all its nameservers are loopback addresses (systemd-resolved's 127.0.0.53 stub,
+    /// a local dnsmasq), which a pod's network namespace cannot reach; then systemd-resolved's
+    /// list of upstream servers, /run/systemd/resolve/resolv.conf, if it has usable ones.
+    pub fn for_host() -> NodeDns {
+        NodeDns {
+            resolv_conf: usable_resolv_conf(&[
+                Path::new("/etc/resolv.conf"),
+                Path::new("/run/systemd/resolve/resolv.conf"),
+            ]),
+            ..NodeDns::default()
+        }
+    }
+}
+
+/// The first candidate with a nameserver that is not a loopback address; else the first one.
+fn usable_resolv_conf(candidates: &[&Path]) -> PathBuf {
+    let usable = |path: &&&Path| {
+        std::fs::read_to_string(path).is_ok_and(|text| {
+            files::ResolverConfig::parse(&text)
+                .nameservers
+                .iter()
+                .any(|ns| ns.parse::<IpAddr>().is_ok_and(|ip| !ip.is_loopback()))
+        })
+    };
+    candidates
+        .iter()
+        .find(usable)
+        .or(candidates.first())
+        .map_or_else(|| PathBuf::from("/etc/resolv.conf"), |p| p.to_path_buf())
+}
+
+impl SandboxSpec {
+    /// What `pod` asks of its sandbox, as kubelet reads it: hostname and domain
+    /// ([`files::pod_hostname`]), shareProcessNamespace, hostAliases, dnsPolicy (default
+    /// ClusterFirst) and dnsConfig. hostNetwork pods are not supported yet (they get their own
+    /// network namespace like any other).
+    pub fn for_pod(pod: &k8s_openapi::api::core::v1::Pod, node: &NodeDns) -> Result<SandboxSpec> {
+        let meta = &pod.metadata;
+        let spec = pod.spec.as_ref();
+        let name = meta.name.clone().unwrap_or_default();
+        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+        let (hostname, domain) = files::pod_hostname(
+            &name,
+            spec.and_then(|s| s.hostname.as_deref()),
+            spec.and_then(|s| s.subdomain.as_deref()),
+            &namespace,
+            &node.cluster_domain,
+        );
+        let policy = match spec.and_then(|s| s.dns_policy.as_deref()) {
+            None | Some("") | Some("ClusterFirst") => DnsPolicy::ClusterFirst,
+            Some("ClusterFirstWithHostNet") => DnsPolicy::ClusterFirstWithHostNet,
+            Some("Default") => DnsPolicy::Default,
+            Some("None") => DnsPolicy::None,
+            Some(other) => {
+                return Err(SandboxError::Invalid(format!(
+                    "unsupported dnsPolicy {other:?}"
+                )))
+            }
+        };
+        let dns_config = spec.and_then(|s| s.dns_config.as_ref());
+        Ok(SandboxSpec {
+            uid: meta.uid.clone().unwrap_or_default(),
+            namespace,
+            name,
+            hostname,
+            domain,
+            share_process_namespace: spec
+                .and_then(|s| s.share_process_namespace)
+                .unwrap_or(false),
+            host_aliases: spec
+                .and_then(|s| s.host_aliases.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|alias| HostAlias {
+                    ip: alias.ip.clone(),
+                    hostnames: alias.hostnames.clone().unwrap_or_default(),
+                })
+                .collect(),
+            dns: DnsSpec {
+                policy,
+                nameservers: dns_config
+                    .and_then(|c| c.nameservers.clone())
+                    .unwrap_or_default(),
+                searches: dns_config
+                    .and_then(|c| c.searches.clone())
+                    .unwrap_or_default(),
+                options: dns_config
+                    .and_then(|c| c.options.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| {
+                        Some(DnsOption {
+                            name: o.name.clone()?,
+                            value: o.value.clone(),
+                        })
+                    })
+                    .collect(),
+                cluster_dns: node.cluster_dns.clone(),
+                cluster_domain: node.cluster_domain.clone(),
+                host_resolv_conf: node.resolv_conf.clone(),
+            },
+            shm_size: None,
+        })
+    }
 }
 
 /// One of spec.hostAliases: an IP and the names that resolve to it.
@@ -257,8 +388,9 @@ impl Sandbox {
         let mut errors = Vec::new();
         // The pause process first: it is PID 1 of the pod's PID namespace, and its death ends
         // every process left in there.
+        // An unreadable record is no reason to leave the rest behind: the layout says the rest.
         let record = read_record(&dir).unwrap_or_else(|e| {
-            errors.push(e);
+            tracing::warn!(sandbox = %id, error = %e, "removing a sandbox whose record is unreadable");
             None
         });
         match record
@@ -346,6 +478,84 @@ impl Sandbox {
         file.write_all(text.as_bytes())
             .map_err(|e| io_error("writing", &self.hosts, e))?;
         write_record(self)
+    }
+
+    /// Checks that the sandbox still holds what containers join: every namespace file still a
+    /// namespace (nsfs) mount, `/dev/shm` still mounted, the pause process (if any) still the one
+    /// started and alive. For the agent after a restart: kubelet replaces a pod's sandbox (and
+    /// restarts its containers) when it is gone.
+    pub fn verify(&self) -> Result<()> {
+        const NSFS_MAGIC: u64 = 0x6e73_6673;
+        let mut problems = Vec::new();
+        let ns_files = [
+            ("network", &self.net_ns),
+            ("UTS", &self.uts_ns),
+            ("IPC", &self.ipc_ns),
+        ];
+        for (kind, file) in ns_files
+            .into_iter()
+            .chain(self.pid_ns.as_ref().map(|f| ("PID", f)))
+        {
+            match rustix::fs::statfs(file) {
+                Ok(fs) if fs.f_type as u64 == NSFS_MAGIC => {}
+                Ok(_) => problems.push(format!("its {kind} namespace file is not mounted")),
+                Err(e) => problems.push(format!("its {kind} namespace file: {e}")),
+            }
+        }
+        let dev =
+            |path: &Path| std::fs::metadata(path).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+        match (dev(&self.shm), dev(&self.dir)) {
+            (Ok(shm), Ok(dir)) if shm != dir => {}
+            (Ok(_), Ok(_)) => problems.push("its /dev/shm is not mounted".into()),
+            (Err(e), _) | (_, Err(e)) => problems.push(format!("its /dev/shm: {e}")),
+        }
+        if let (Some(pid), Some(start_time)) = (self.pause_pid, self.pause_start_time) {
+            let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| Some(stat.rsplit_once(')')?.1.trim_start().starts_with('Z')));
+            match process_start_time(pid) {
+                Ok(now) if now == start_time && zombie == Some(false) => {}
+                _ => problems.push(format!("its pause process (pid {pid}) is gone")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SandboxError::Broken {
+                id: self.id.clone(),
+                reason: problems.join("; "),
+            })
+        }
+    }
+
+    /// Removes every sandbox under `root` that `keep` rejects (e.g. whose pod no longer exists)
+    /// and every one without a readable record (a create interrupted half-way). For the agent's
+    /// start, before it creates any sandbox: a create in flight has no record for a moment.
+    /// Returns the removed ids; keeps going after an error and reports them all.
+    pub fn garbage_collect(
+        root: &Path,
+        mut keep: impl FnMut(&Sandbox) -> bool,
+    ) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        let mut errors = Vec::new();
+        for id in Sandbox::list(root)? {
+            let kept = match Sandbox::open(root, &id) {
+                Ok(Some(sandbox)) => keep(&sandbox),
+                Ok(None) | Err(_) => false,
+            };
+            if kept {
+                continue;
+            }
+            match Sandbox::remove(root, &id) {
+                Ok(()) => removed.push(id),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(removed)
+        } else {
+            Err(SandboxError::GarbageCollect(errors))
+        }
     }
 
     /// Unmounts the tmpfs `create` mounted at `root` (for tests and uninstalling; it stays for
@@ -756,6 +966,45 @@ mod tests {
         let a = process_start_time(me).unwrap();
         assert_eq!(a, process_start_time(me).unwrap());
         assert_eq!(is_pause_of(me, "x"), Some(false));
+    }
+
+    #[test]
+    fn spec_for_pod() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-0", "namespace": "team", "uid": "u1"},
+            "spec": {
+                "hostname": "db", "subdomain": "svc1", "shareProcessNamespace": true,
+                "dnsPolicy": "None",
+                "dnsConfig": {"nameservers": ["1.2.3.4"], "options": [{"name": "ndots", "value": "2"}]},
+                "hostAliases": [{"ip": "10.1.2.3", "hostnames": ["foo.remote"]}],
+                "containers": [{"name": "c", "image": "busybox"}]
+            }
+        }))
+        .unwrap();
+        let spec = SandboxSpec::for_pod(&pod, &NodeDns::default()).unwrap();
+        assert_eq!(spec.uid, "u1");
+        assert_eq!(spec.hostname, "db");
+        assert_eq!(spec.domain.as_deref(), Some("svc1.team.svc.cluster.local"));
+        assert!(spec.share_process_namespace);
+        assert_eq!(spec.dns.policy, DnsPolicy::None);
+        assert_eq!(spec.dns.nameservers, ["1.2.3.4"]);
+        assert_eq!(spec.dns.options[0].value.as_deref(), Some("2"));
+        assert_eq!(spec.host_aliases[0].hostnames, ["foo.remote"]);
+        let (config, _) = files::pod_dns(&spec.dns, &spec.namespace, None);
+        assert_eq!(config.render(), "nameserver 1.2.3.4\noptions ndots:2\n");
+    }
+
+    #[test]
+    fn resolv_conf_with_only_loopback_servers_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let stub = dir.path().join("stub");
+        let upstream = dir.path().join("upstream");
+        std::fs::write(&stub, "nameserver 127.0.0.53\noptions edns0\n").unwrap();
+        std::fs::write(&upstream, "nameserver 192.0.2.1\n").unwrap();
+        assert_eq!(usable_resolv_conf(&[&stub, &upstream]), upstream);
+        assert_eq!(usable_resolv_conf(&[&upstream, &stub]), upstream);
+        let missing = dir.path().join("missing");
+        assert_eq!(usable_resolv_conf(&[&stub, &missing]), stub);
     }
 
     #[test]

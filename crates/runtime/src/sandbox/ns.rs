@@ -108,6 +108,11 @@ fn set_up_on_this_thread(request: &NamespaceRequest<'_>) -> Result<Option<Starte
             ))
         })?;
     let pid = child.id();
+    // As kubelet does for the pod's infra container (PodInfraOOMAdj): the OOM killer takes it
+    // last, since its death kills every process of the pod. Best effort.
+    if let Err(e) = std::fs::write(format!("/proc/{pid}/oom_score_adj"), "-998") {
+        tracing::debug!(pid, error = %e, "cannot set the pause process's oom_score_adj");
+    }
     let started =
         bind(&own("pid_for_children"), pause.ns_file).and_then(|()| super::process_start_time(pid));
     match started {

@@ -1,0 +1,466 @@
+//! The [`PodRuntime`] of a real node: `skiff-runtime`'s image store, pod sandboxes, overlay root
+//! filesystems and containers under the data dir.
+//!
+//! Layout under the data dir (beside the image store):
+//! - `sandboxes/`: pod sandboxes; `containers/`: container bundles and monitors; `runc/`: the
+//!   OCI runtime's state;
+//! - `rootfs/<container-id>/`: each container's overlay root filesystem;
+//! - `pods/<uid>/volumes/<volume>`: emptyDir volumes;
+//! - `pods/<uid>/logs/<container>/<attempt>.log`: CRI logs (kubelet's /var/log/pods).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::jiff::Timestamp;
+use skiff_runtime::container::manager::LogOptions;
+use skiff_runtime::container::{
+    build_spec, ContainerManager, ContainerSpecInput, ContainerState, FieldValues, MountSpec,
+    NamespacePaths, PodFiles,
+};
+use skiff_runtime::container::{CliRuntime, RuntimeKind};
+use skiff_runtime::image::policy::reported_image;
+use skiff_runtime::image::pull::{pull, PullOptions};
+use skiff_runtime::image::reference::Reference;
+use skiff_runtime::image::rootfs::RootFs;
+use skiff_runtime::image::store::ImageStore;
+use skiff_runtime::sandbox::{NodeDns, Sandbox, SandboxSpec};
+
+use crate::runtime::{
+    parse_container_id, CreatedSandbox, ImageRef, PodRuntime, RuntimeFailure, RuntimeResult,
+    RuntimeSandbox, RuntimeState,
+};
+
+/// What the node tells containers about itself (downward API).
+#[derive(Clone, Debug, Default)]
+pub struct NodeFields {
+    pub node_name: String,
+    pub host_ip: String,
+    pub allocatable_millicpu: i64,
+    pub allocatable_memory: i64,
+}
+
+/// The node's runtime. The container manager is opened on first use, on a blocking thread.
+pub struct NodeRuntime {
+    data_dir: PathBuf,
+    skiff_binary: PathBuf,
+    runtime_kind: RuntimeKind,
+    fields: NodeFields,
+    images: ImageStore,
+    /// The node's DNS settings, the base of each pod's resolv.conf.
+    dns: NodeDns,
+    containers: OnceLock<ContainerManager>,
+    /// Root filesystems mounted by this process, by container id.
+    rootfs: Mutex<HashMap<String, RootFs>>,
+}
+
+fn failure(what: &str) -> impl Fn(&dyn std::fmt::Display) -> RuntimeFailure + '_ {
+    move |e| RuntimeFailure(format!("{what}: {e}"))
+}
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    Timestamp::try_from(t).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+impl NodeRuntime {
+    /// The runtime for `data_dir`, running containers with `runtime_kind` under monitors started
+    /// from `skiff_binary` (`skiff internal monitor`).
+    pub fn open(
+        data_dir: &Path,
+        skiff_binary: PathBuf,
+        runtime_kind: RuntimeKind,
+        fields: NodeFields,
+    ) -> RuntimeResult<NodeRuntime> {
+        let images =
+            ImageStore::open(data_dir).map_err(|e| failure("opening the image store")(&e))?;
+        Ok(NodeRuntime {
+            data_dir: data_dir.to_path_buf(),
+            skiff_binary,
+            runtime_kind,
+            fields,
+            images,
+            dns: NodeDns::for_host(),
+            containers: OnceLock::new(),
+            rootfs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn sandboxes_root(&self) -> PathBuf {
+        self.data_dir.join("sandboxes")
+    }
+
+    fn containers(&self) -> RuntimeResult<&ContainerManager> {
+        if let Some(m) = self.containers.get() {
+            return Ok(m);
+        }
+        let runtime = CliRuntime::new(self.runtime_kind, self.data_dir.join("runc"));
+        let monitor = vec![
+            self.skiff_binary.clone(),
+            PathBuf::from("internal"),
+            PathBuf::from("monitor"),
+        ];
+        let manager = ContainerManager::open(
+            &self.data_dir.join("containers"),
+            runtime,
+            monitor,
+            LogOptions::default(),
+        )
+        .map_err(|e| failure("opening the container manager")(&e))?;
+        Ok(self.containers.get_or_init(|| manager))
+    }
+
+    fn rootfs_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, RootFs>> {
+        self.rootfs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn pod_dir(&self, uid: &str) -> PathBuf {
+        self.data_dir.join("pods").join(uid)
+    }
+
+    /// The host paths of the container's volume mounts (emptyDir created on first use).
+    fn mounts(&self, pod: &Pod, container: &Container) -> RuntimeResult<Vec<MountSpec>> {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let volumes = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        let mut mounts = Vec::new();
+        for m in container.volume_mounts.iter().flatten() {
+            let volume = volumes
+                .iter()
+                .find(|v| v.name == m.name)
+                .ok_or_else(|| RuntimeFailure(format!("volume {:?} is not in the pod", m.name)))?;
+            let mut source = if volume.empty_dir.is_some() {
+                let dir = self.pod_dir(uid).join("volumes").join(&volume.name);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| failure(&format!("creating emptyDir {}", dir.display()))(&e))?;
+                dir
+            } else if let Some(host) = &volume.host_path {
+                let path = PathBuf::from(&host.path);
+                match host.type_.as_deref().unwrap_or_default() {
+                    "Directory" if !path.is_dir() => {
+                        return Err(RuntimeFailure(format!(
+                            "hostPath type check failed: {} is not a directory",
+                            host.path
+                        )))
+                    }
+                    "DirectoryOrCreate" => std::fs::create_dir_all(&path)
+                        .map_err(|e| failure(&format!("creating {}", host.path))(&e))?,
+                    "File" if !path.is_file() => {
+                        return Err(RuntimeFailure(format!(
+                            "hostPath type check failed: {} is not a file",
+                            host.path
+                        )))
+                    }
+                    _ => {}
+                }
+                path
+            } else {
+                return Err(RuntimeFailure(format!(
+                    "volume {:?}: only emptyDir and hostPath volumes are supported",
+                    volume.name
+                )));
+            };
+            if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                source = source.join(sub);
+            }
+            mounts.push(MountSpec {
+                destination: PathBuf::from(&m.mount_path),
+                source,
+                read_only: m.read_only.unwrap_or(false),
+            });
+        }
+        Ok(mounts)
+    }
+
+    /// Removes a root filesystem this process did not mount (the agent restarted).
+    fn remove_rootfs_dir(dir: &Path) -> RuntimeResult<()> {
+        if !dir.exists() {
+            return Ok(());
+        }
+        let merged = dir.join("merged");
+        match rustix::mount::unmount(&merged, rustix::mount::UnmountFlags::DETACH) {
+            Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(failure(&format!("unmounting {}", merged.display()))(&e)),
+        }
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| failure(&format!("removing {}", dir.display()))(&e))
+    }
+}
+
+/// An image config's StopSignal (`SIGQUIT`, `QUIT`, `3`) as a number.
+pub fn stop_signal(config: &serde_json::Value) -> Option<i32> {
+    let text = config
+        .get("config")
+        .and_then(|c| c.get("StopSignal"))
+        .and_then(|s| s.as_str())?
+        .trim();
+    if let Ok(n) = text.parse::<i32>() {
+        return Some(n);
+    }
+    let name = text.strip_prefix("SIG").unwrap_or(text);
+    let n = match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "KILL" => 9,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        "WINCH" => 28,
+        "PWR" => 30,
+        _ => return None,
+    };
+    Some(n)
+}
+
+impl PodRuntime for NodeRuntime {
+    fn find_image(&self, image: &str) -> RuntimeResult<Option<ImageRef>> {
+        let reference =
+            Reference::parse(image).map_err(|e| failure(&format!("image {image:?}"))(&e))?;
+        let record = self
+            .images
+            .resolve(image)
+            .map_err(|e| failure(&format!("looking up image {image:?}"))(&e))?;
+        Ok(record.map(|r| {
+            let (image, image_id) = reported_image(&r, &reference);
+            ImageRef {
+                image,
+                image_id,
+                stop_signal: stop_signal(&r.config),
+            }
+        }))
+    }
+
+    fn pull_image(&self, image: &str) -> RuntimeResult<ImageRef> {
+        let reference =
+            Reference::parse(image).map_err(|e| failure(&format!("image {image:?}"))(&e))?;
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|e| failure("pulling needs the async runtime")(&e))?;
+        let record = handle
+            .block_on(pull(&self.images, &reference, &PullOptions::default()))
+            .map_err(|e| RuntimeFailure(e.to_string()))?;
+        let (image, image_id) = reported_image(&record, &reference);
+        Ok(ImageRef {
+            image,
+            image_id,
+            stop_signal: stop_signal(&record.config),
+        })
+    }
+
+    fn create_sandbox(&self, pod: &Pod) -> RuntimeResult<CreatedSandbox> {
+        let spec =
+            SandboxSpec::for_pod(pod, &self.dns).map_err(|e| RuntimeFailure(e.to_string()))?;
+        let sandbox = Sandbox::create(&self.sandboxes_root(), &self.skiff_binary, &spec)
+            .map_err(|e| RuntimeFailure(e.to_string()))?;
+        Ok(CreatedSandbox {
+            id: sandbox.id,
+            pod_ips: sandbox.pod_ips.iter().map(IpAddr::to_string).collect(),
+        })
+    }
+
+    fn remove_sandbox(&self, id: &str) -> RuntimeResult<()> {
+        let root = self.sandboxes_root();
+        let uid = Sandbox::open(&root, id)
+            .ok()
+            .flatten()
+            .map(|s| s.spec.uid)
+            .filter(|u| !u.is_empty());
+        Sandbox::remove(&root, id).map_err(|e| RuntimeFailure(e.to_string()))?;
+        // The pod's volumes and logs go with it.
+        if let Some(uid) = uid {
+            let dir = self.pod_dir(&uid);
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(failure(&format!("removing {}", dir.display()))(&e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn list_sandboxes(&self) -> RuntimeResult<Vec<RuntimeSandbox>> {
+        let root = self.sandboxes_root();
+        if !root.exists() {
+            return Ok(Vec::new());
+        }
+        let ids = Sandbox::list(&root).map_err(|e| RuntimeFailure(e.to_string()))?;
+        Ok(ids
+            .into_iter()
+            .map(|id| RuntimeSandbox {
+                pod_uid: Sandbox::open(&root, &id).ok().flatten().map(|s| s.spec.uid),
+                id,
+            })
+            .collect())
+    }
+
+    fn verify_sandbox(&self, id: &str) -> RuntimeResult<()> {
+        let sandbox = Sandbox::open(&self.sandboxes_root(), id)
+            .map_err(|e| RuntimeFailure(e.to_string()))?
+            .ok_or_else(|| RuntimeFailure(format!("sandbox {id} has no record")))?;
+        sandbox.verify().map_err(|e| RuntimeFailure(e.to_string()))
+    }
+
+    fn start_container(
+        &self,
+        id: &str,
+        pod: &Pod,
+        sandbox_id: &str,
+        container: &Container,
+        _image: &ImageRef,
+    ) -> RuntimeResult<()> {
+        let manager = self.containers()?;
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let wanted = container.image.clone().unwrap_or_default();
+        let record = self
+            .images
+            .resolve(&wanted)
+            .map_err(|e| failure(&format!("looking up image {wanted:?}"))(&e))?
+            .ok_or_else(|| RuntimeFailure(format!("image {wanted:?} is not on the node")))?;
+        let sandbox = Sandbox::open(&self.sandboxes_root(), sandbox_id)
+            .map_err(|e| RuntimeFailure(e.to_string()))?
+            .ok_or_else(|| RuntimeFailure(format!("sandbox {sandbox_id} does not exist")))?;
+        let dir = self.data_dir.join("rootfs").join(id);
+        Self::remove_rootfs_dir(&dir)?;
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| failure(&format!("creating {}", parent.display()))(&e))?;
+        }
+        let rootfs = RootFs::create(&self.images, &record, &dir)
+            .map_err(|e| failure("mounting the root filesystem")(&e))?;
+        let mounts = self.mounts(pod, container)?;
+        let spec = build_spec(&ContainerSpecInput {
+            pod,
+            container,
+            image_config: &record.config,
+            rootfs: &rootfs.merged,
+            namespaces: NamespacePaths {
+                net: Some(sandbox.net_ns.clone()),
+                uts: Some(sandbox.uts_ns.clone()),
+                ipc: Some(sandbox.ipc_ns.clone()),
+                pid: sandbox.pid_ns.clone(),
+            },
+            pod_files: PodFiles {
+                shm: Some(sandbox.shm.clone()),
+                hosts: Some(sandbox.hosts.clone()),
+                hostname: Some(sandbox.hostname_file.clone()),
+                resolv_conf: Some(sandbox.resolv_conf.clone()),
+            },
+            mounts,
+            termination_log: Some(manager.termination_log_path(id)),
+            fields: FieldValues {
+                node_name: self.fields.node_name.clone(),
+                pod_ips: sandbox.pod_ips.iter().map(IpAddr::to_string).collect(),
+                host_ips: vec![self.fields.host_ip.clone()],
+                node_allocatable_millicpu: self.fields.allocatable_millicpu,
+                node_allocatable_memory: self.fields.allocatable_memory,
+            },
+            cgroup_parent: format!("/skiff/pod{uid}"),
+            container_id: id.to_string(),
+        })
+        .map_err(|e| RuntimeFailure(e.to_string()))?;
+        let attempt = parse_container_id(&uid, id).map_or(0, |(a, _)| a);
+        let log_dir = self.pod_dir(&uid).join("logs").join(&container.name);
+        std::fs::create_dir_all(&log_dir)
+            .map_err(|e| failure(&format!("creating {}", log_dir.display()))(&e))?;
+        let log_path = log_dir.join(format!("{attempt}.log"));
+        let started = manager.start(id, &spec, &log_path);
+        // Whether it runs or failed to start, a recorded container keeps its root filesystem
+        // until it is removed; one that was never recorded drops it here.
+        let recorded = started.is_ok() || matches!(manager.status(id), Ok(Some(_)));
+        if recorded {
+            self.rootfs_map().insert(id.to_string(), rootfs);
+        }
+        started
+            .map(|_| ())
+            .map_err(|e| RuntimeFailure(e.to_string()))
+    }
+
+    fn container_state(&self, id: &str) -> RuntimeResult<Option<RuntimeState>> {
+        let status = self
+            .containers()?
+            .status(id)
+            .map_err(|e| RuntimeFailure(e.to_string()))?;
+        Ok(status.map(|s| match s.state {
+            ContainerState::Created => RuntimeState::Created,
+            ContainerState::Running { started_at, .. } => RuntimeState::Running {
+                started_at: timestamp(started_at),
+            },
+            ContainerState::Exited {
+                exit_code,
+                reason,
+                started_at,
+                finished_at,
+                message,
+            } => RuntimeState::Exited {
+                exit_code,
+                reason,
+                message,
+                started_at: started_at.map(timestamp),
+                finished_at: timestamp(finished_at),
+            },
+        }))
+    }
+
+    fn stop_container(&self, id: &str, signal: i32, grace: Duration) -> RuntimeResult<()> {
+        match self.containers()?.stop(id, signal, grace) {
+            Ok(_) | Err(skiff_runtime::container::ContainerError::NotFound(_)) => Ok(()),
+            Err(e) => Err(RuntimeFailure(e.to_string())),
+        }
+    }
+
+    fn remove_container(&self, id: &str) -> RuntimeResult<()> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.containers()?.remove(id) {
+            errors.push(e.to_string());
+        }
+        let mounted = self.rootfs_map().remove(id);
+        let rootfs = match mounted {
+            Some(r) => r.remove().map_err(|e| RuntimeFailure(e.to_string())),
+            None => Self::remove_rootfs_dir(&self.data_dir.join("rootfs").join(id)),
+        };
+        if let Err(e) = rootfs {
+            errors.push(e.to_string());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeFailure(errors.join("; ")))
+        }
+    }
+
+    fn list_containers(&self) -> RuntimeResult<Vec<String>> {
+        self.containers()?
+            .list()
+            .map_err(|e| RuntimeFailure(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stop_signals() {
+        assert_eq!(
+            stop_signal(&json!({"config": {"StopSignal": "SIGQUIT"}})),
+            Some(3)
+        );
+        assert_eq!(
+            stop_signal(&json!({"config": {"StopSignal": "WINCH"}})),
+            Some(28)
+        );
+        assert_eq!(
+            stop_signal(&json!({"config": {"StopSignal": "9"}})),
+            Some(9)
+        );
+        assert_eq!(stop_signal(&json!({"config": {}})), None);
+    }
+}

@@ -1,0 +1,141 @@
+//! What the pod worker needs from the node's container runtime, as a narrow trait so the
+//! worker's logic runs against a fake in tests and against `skiff-runtime` on a node. Methods
+//! block (they run runc, mount, read files): the worker calls them on blocking threads.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::jiff::Timestamp;
+
+/// A runtime operation failed; the message is the runtime's own, shown in the pod's status
+/// and events.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RuntimeFailure(pub String);
+
+impl RuntimeFailure {
+    pub fn new(message: impl std::fmt::Display) -> RuntimeFailure {
+        RuntimeFailure(message.to_string())
+    }
+}
+
+pub type RuntimeResult<T> = Result<T, RuntimeFailure>;
+
+/// An image on the node, as a container status reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRef {
+    /// `docker.io/library/busybox:latest`.
+    pub image: String,
+    /// `docker.io/library/busybox@sha256:...` or `sha256:<config>`.
+    pub image_id: String,
+    /// The image's StopSignal as a number (None: SIGTERM).
+    pub stop_signal: Option<i32>,
+}
+
+/// A sandbox the runtime holds, and the pod it belongs to (None: a half-created sandbox whose
+/// record is missing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeSandbox {
+    pub id: String,
+    pub pod_uid: Option<String>,
+}
+
+/// A sandbox just created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreatedSandbox {
+    pub id: String,
+    pub pod_ips: Vec<String>,
+}
+
+/// A container as the runtime last recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeState {
+    /// Created, not started yet.
+    Created,
+    Running {
+        started_at: Timestamp,
+    },
+    Exited {
+        exit_code: i32,
+        /// `Completed`, `Error`, `OOMKilled`, `StartError`.
+        reason: String,
+        message: Option<String>,
+        started_at: Option<Timestamp>,
+        finished_at: Timestamp,
+    },
+}
+
+/// The node's runtime as the pod worker uses it.
+pub trait PodRuntime: Send + Sync + 'static {
+    /// The image if it is on the node.
+    fn find_image(&self, image: &str) -> RuntimeResult<Option<ImageRef>>;
+    /// Pulls the image (with the node's credentials).
+    fn pull_image(&self, image: &str) -> RuntimeResult<ImageRef>;
+    /// Creates the pod's sandbox (namespaces, /dev/shm, hosts files).
+    fn create_sandbox(&self, pod: &Pod) -> RuntimeResult<CreatedSandbox>;
+    /// Tears a sandbox down; idempotent.
+    fn remove_sandbox(&self, id: &str) -> RuntimeResult<()>;
+    fn list_sandboxes(&self) -> RuntimeResult<Vec<RuntimeSandbox>>;
+    /// Whether a sandbox found at start still holds what containers join (after a reboot its
+    /// mounts are gone); an error says what is broken.
+    fn verify_sandbox(&self, id: &str) -> RuntimeResult<()> {
+        let _ = id;
+        Ok(())
+    }
+    /// Creates and starts container `id` for `container` of `pod` in sandbox `sandbox_id`.
+    /// On a failure after the container was recorded (the process could not start), the
+    /// container exists and its state says so.
+    fn start_container(
+        &self,
+        id: &str,
+        pod: &Pod,
+        sandbox_id: &str,
+        container: &Container,
+        image: &ImageRef,
+    ) -> RuntimeResult<()>;
+    /// None when no such container.
+    fn container_state(&self, id: &str) -> RuntimeResult<Option<RuntimeState>>;
+    /// Sends `signal`, SIGKILL after `grace`, and returns once the container exited.
+    fn stop_container(&self, id: &str, signal: i32, grace: Duration) -> RuntimeResult<()>;
+    /// Removes everything of the container; idempotent.
+    fn remove_container(&self, id: &str) -> RuntimeResult<()>;
+    fn list_containers(&self) -> RuntimeResult<Vec<String>>;
+}
+
+/// The runtime id of the `attempt`-th instance of container `name` of pod `uid`: the pod and
+/// container can be told from the id alone, so the agent re-adopts containers after a restart.
+pub fn container_id(uid: &str, attempt: u32, name: &str) -> String {
+    format!("{uid}_{attempt}_{name}")
+}
+
+/// The attempt and container name of an id of pod `uid`, if it is one.
+pub fn parse_container_id<'a>(uid: &str, id: &'a str) -> Option<(u32, &'a str)> {
+    let rest = id.strip_prefix(uid)?.strip_prefix('_')?;
+    let (attempt, name) = rest.split_once('_')?;
+    Some((attempt.parse().ok()?, name))
+}
+
+/// The pod uid an id names (everything before the attempt).
+pub fn container_pod_uid(id: &str) -> Option<&str> {
+    let mut parts = id.rsplitn(3, '_');
+    let _name = parts.next()?;
+    let attempt = parts.next()?;
+    attempt.parse::<u32>().ok()?;
+    parts.next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_round_trip() {
+        let uid = "0b7e3c1a-1111-4222-8333-944455556666";
+        let id = container_id(uid, 3, "web-server");
+        assert_eq!(parse_container_id(uid, &id), Some((3, "web-server")));
+        assert_eq!(parse_container_id("other", &id), None);
+        assert_eq!(container_pod_uid(&id), Some(uid));
+        assert_eq!(container_pod_uid("junk"), None);
+        assert_eq!(container_pod_uid("a_b_c"), None);
+    }
+}

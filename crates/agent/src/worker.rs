@@ -1,0 +1,879 @@
+//! The pod workers: a watch of the pods bound to this node, and per pod a task that drives it
+//! (sandbox, image, containers, restarts with back-off, status) and, once the pod is deleted,
+//! stops its containers gracefully, removes everything and confirms the deletion. At start the
+//! runtime's leftovers of pods that no longer exist here are removed and the rest re-adopted.
+//! One pod's failure is reported on that pod and never stops the others.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Container, Pod, PodStatus};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Api;
+use skiff_runtime::image::policy::{self, PullDecision};
+use tokio::sync::watch;
+
+use crate::events::{EventRecorder, EventType};
+use crate::runtime::{
+    container_id, container_pod_uid, parse_container_id, ImageRef, PodRuntime, RuntimeFailure,
+    RuntimeResult, RuntimeState,
+};
+use crate::status::{
+    back_off_message, pod_status, should_restart, status_patch, Backoff, ContainerRecord,
+    ContainerView, PodView, RestartGate, Terminated, CONTAINER_CREATING, CRASH_LOOP_BACK_OFF,
+};
+
+const SIGKILL: i32 = 9;
+const SIGTERM: i32 = 15;
+
+/// What every pod worker of the node shares.
+pub struct WorkerContext {
+    pub client: kube::Client,
+    pub node_name: String,
+    /// The node's InternalIP: each pod's hostIP.
+    pub host_ip: String,
+    pub runtime: Arc<dyn PodRuntime>,
+    pub events: EventRecorder,
+    /// How often a pod's containers are looked at for exits.
+    pub poll: Duration,
+}
+
+impl WorkerContext {
+    pub fn new(
+        client: kube::Client,
+        node_name: impl Into<String>,
+        host_ip: impl Into<String>,
+        runtime: Arc<dyn PodRuntime>,
+    ) -> WorkerContext {
+        let node_name = node_name.into();
+        WorkerContext {
+            events: EventRecorder::new(client.clone(), node_name.clone()),
+            client,
+            node_name,
+            host_ip: host_ip.into(),
+            runtime,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Runs a runtime call on a blocking thread; a panic in it becomes a failure of that call.
+async fn blocking<T: Send + 'static>(
+    runtime: &Arc<dyn PodRuntime>,
+    call: impl FnOnce(&dyn PodRuntime) -> RuntimeResult<T> + Send + 'static,
+) -> RuntimeResult<T> {
+    let runtime = runtime.clone();
+    tokio::task::spawn_blocking(move || call(runtime.as_ref()))
+        .await
+        .unwrap_or_else(|e| Err(RuntimeFailure::new(format!("the runtime call failed: {e}"))))
+}
+
+/// Watches the pods bound to this node and keeps one worker per pod until the stream ends.
+pub async fn run(ctx: Arc<WorkerContext>) {
+    let pods: Api<Pod> = Api::all(ctx.client.clone());
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
+    let mut stream = watcher::watcher(pods, config).default_backoff().boxed();
+    let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
+    let mut initial: Vec<Pod> = Vec::new();
+    let mut adopted = false;
+    while let Some(event) = stream.next().await {
+        workers.retain(|_, tx| !tx.is_closed());
+        match event {
+            Ok(Event::Init) => initial.clear(),
+            Ok(Event::InitApply(pod)) => initial.push(pod),
+            Ok(Event::InitDone) => {
+                let uids: HashSet<String> = initial
+                    .iter()
+                    .filter_map(|p| p.metadata.uid.clone())
+                    .collect();
+                if !adopted {
+                    collect_garbage(&ctx, &uids).await;
+                    adopted = true;
+                }
+                // Pods that went while the watch was away.
+                for (uid, tx) in &workers {
+                    if !uids.contains(uid) {
+                        let _ = tx.send(None);
+                    }
+                }
+                for pod in std::mem::take(&mut initial) {
+                    dispatch(&ctx, &mut workers, pod);
+                }
+            }
+            Ok(Event::Apply(pod)) => dispatch(&ctx, &mut workers, pod),
+            Ok(Event::Delete(pod)) => {
+                if let Some(tx) = pod.metadata.uid.as_ref().and_then(|u| workers.get(u)) {
+                    let _ = tx.send(None);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(node = %ctx.node_name, error = %e, "watch of the node's pods failed; retrying")
+            }
+        }
+    }
+}
+
+fn dispatch(
+    ctx: &Arc<WorkerContext>,
+    workers: &mut HashMap<String, watch::Sender<Option<Pod>>>,
+    pod: Pod,
+) {
+    let Some(uid) = pod.metadata.uid.clone() else {
+        return;
+    };
+    if let Some(tx) = workers.get(&uid) {
+        if tx.send(Some(pod.clone())).is_ok() {
+            return;
+        }
+        // The worker ended: only a pod being deleted ends its worker, and a new one finds
+        // nothing left to stop and confirms the deletion again (idempotent).
+    }
+    let (tx, rx) = watch::channel(Some(pod));
+    workers.insert(uid.clone(), tx);
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let worker = PodWorker::adopt(ctx, uid).await;
+        worker.run(rx).await;
+    });
+}
+
+/// Removes what the runtime holds for pods that are not bound here any more (the agent was
+/// away when they were deleted).
+async fn collect_garbage(ctx: &WorkerContext, live: &HashSet<String>) {
+    let live = live.clone();
+    let result = blocking(&ctx.runtime, move |rt| {
+        let mut errors = Vec::new();
+        for id in rt.list_containers()? {
+            let keep = container_pod_uid(&id).is_some_and(|uid| live.contains(uid));
+            if !keep {
+                tracing::info!(container = %id, "removing a container of a pod that is gone");
+                let _ = rt.stop_container(&id, SIGKILL, Duration::ZERO);
+                if let Err(e) = rt.remove_container(&id) {
+                    errors.push(format!("container {id}: {e}"));
+                }
+            }
+        }
+        for sandbox in rt.list_sandboxes()? {
+            let keep = sandbox
+                .pod_uid
+                .as_ref()
+                .is_some_and(|uid| live.contains(uid));
+            if !keep {
+                tracing::info!(sandbox = %sandbox.id, "removing a sandbox of a pod that is gone");
+                if let Err(e) = rt.remove_sandbox(&sandbox.id) {
+                    errors.push(format!("sandbox {}: {e}", sandbox.id));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeFailure(errors.join("; ")))
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "cleaning up leftovers of gone pods");
+    }
+}
+
+/// One container of the pod as the worker tracks it.
+#[derive(Default)]
+struct Slot {
+    /// The runtime id of the current instance.
+    current: Option<String>,
+    /// The previous instance, kept (for its status and logs) until the next restart.
+    previous: Option<String>,
+    /// How many times the container was restarted: the instance number of `current`.
+    attempt: u32,
+    last_terminated: Option<Terminated>,
+    view: Option<ContainerView>,
+    image: Option<ImageRef>,
+    backoff: Backoff,
+    pull_failures: u32,
+    pull_retry_at: Option<Instant>,
+    create_retry_at: Option<Instant>,
+    /// The waiting reason last announced by an event, so a wait is announced once.
+    announced: Option<String>,
+}
+
+struct PodWorker {
+    ctx: Arc<WorkerContext>,
+    uid: String,
+    sandbox: Option<String>,
+    pod_ips: Vec<String>,
+    slots: BTreeMap<String, Slot>,
+    start_time: Timestamp,
+    posted: Option<PodStatus>,
+}
+
+fn terminated_from(id: &str, state: &RuntimeState) -> Option<Terminated> {
+    match state {
+        RuntimeState::Exited {
+            exit_code,
+            reason,
+            message,
+            started_at,
+            finished_at,
+        } => Some(Terminated {
+            container_id: id.to_string(),
+            exit_code: *exit_code,
+            signal: None,
+            reason: reason.clone(),
+            message: message.clone(),
+            started_at: *started_at,
+            finished_at: *finished_at,
+        }),
+        _ => None,
+    }
+}
+
+fn pod_label(pod: &Pod) -> (String, String) {
+    (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+impl PodWorker {
+    /// A worker for pod `uid`, taking over the sandbox and containers the runtime already holds
+    /// for it (the agent restarted): nothing is restarted.
+    async fn adopt(ctx: Arc<WorkerContext>, uid: String) -> PodWorker {
+        let mut worker = PodWorker {
+            ctx,
+            uid,
+            sandbox: None,
+            pod_ips: Vec::new(),
+            slots: BTreeMap::new(),
+            start_time: Timestamp::now(),
+            posted: None,
+        };
+        let uid = worker.uid.clone();
+        let found = blocking(&worker.ctx.runtime, move |rt| {
+            let sandboxes: Vec<String> = rt
+                .list_sandboxes()?
+                .into_iter()
+                .filter(|s| s.pod_uid.as_deref() == Some(uid.as_str()))
+                .map(|s| s.id)
+                .collect();
+            let mut containers = Vec::new();
+            for id in rt.list_containers()? {
+                if let Some((attempt, name)) = parse_container_id(&uid, &id) {
+                    let state = rt.container_state(&id)?;
+                    containers.push((attempt, name.to_string(), id.clone(), state));
+                }
+            }
+            Ok((sandboxes, containers))
+        })
+        .await;
+        let (sandboxes, mut containers) = match found {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(pod_uid = %worker.uid, error = %e, "cannot list the runtime's containers; starting afresh");
+                return worker;
+            }
+        };
+        worker.sandbox = sandboxes.first().cloned();
+        if let Some(id) = worker.sandbox.clone() {
+            let check = id.clone();
+            if let Err(e) = blocking(&worker.ctx.runtime, move |rt| rt.verify_sandbox(&check)).await
+            {
+                // Kubelet's answer to a sandbox that changed: a new one, and every container
+                // started again in it (as restarts).
+                tracing::warn!(pod_uid = %worker.uid, sandbox = %id, error = %e, "the pod's sandbox is broken; replacing it");
+                let ids: Vec<String> = containers.iter().map(|(_, _, id, _)| id.clone()).collect();
+                let removed = blocking(&worker.ctx.runtime, move |rt| {
+                    for c in &ids {
+                        let _ = rt.stop_container(c, SIGKILL, Duration::ZERO);
+                        let _ = rt.remove_container(c);
+                    }
+                    rt.remove_sandbox(&id)
+                })
+                .await;
+                if let Err(e) = removed {
+                    tracing::warn!(pod_uid = %worker.uid, error = %e, "removing the broken sandbox");
+                }
+                worker.sandbox = None;
+                for (attempt, name, _, _) in containers {
+                    let slot = worker.slots.entry(name).or_default();
+                    slot.attempt = slot.attempt.max(attempt + 1);
+                }
+                return worker;
+            }
+        }
+        containers.sort_by_key(|(attempt, _, _, _)| *attempt);
+        for (attempt, name, id, state) in containers {
+            let slot = worker.slots.entry(name).or_default();
+            // In attempt order: the last one seen is the current instance.
+            if let Some(current) = slot.current.take() {
+                slot.previous = Some(current);
+                slot.last_terminated = slot.view.take().and_then(|v| match v {
+                    ContainerView::Terminated(t) => Some(t),
+                    _ => None,
+                });
+            }
+            slot.view = state
+                .as_ref()
+                .and_then(|s| terminated_from(&id, s))
+                .map(ContainerView::Terminated);
+            slot.current = Some(id);
+            slot.attempt = attempt;
+        }
+        worker
+    }
+
+    async fn run(mut self, mut rx: watch::Receiver<Option<Pod>>) {
+        loop {
+            let pod = rx.borrow_and_update().clone();
+            let Some(pod) = pod else {
+                // The object is gone (force-deleted, or deleted while the agent was away).
+                self.tear_down(None, SIGKILL, Duration::ZERO).await;
+                return;
+            };
+            if pod.metadata.deletion_timestamp.is_some() {
+                self.terminate(&pod).await;
+                return;
+            }
+            let wake = self.sync(&pod).await;
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        // The agent is stopping: the containers keep running.
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(wake) => {}
+            }
+        }
+    }
+
+    /// One pass over the pod: sandbox, each container, status. Returns when to look again.
+    async fn sync(&mut self, pod: &Pod) -> Duration {
+        let (namespace, name) = pod_label(pod);
+        let mut wake = self.ctx.poll;
+        if self.sandbox.is_none() {
+            let p = pod.clone();
+            match blocking(&self.ctx.runtime, move |rt| rt.create_sandbox(&p)).await {
+                Ok(created) => {
+                    self.sandbox = Some(created.id);
+                    self.pod_ips = created.pod_ips;
+                }
+                Err(e) => {
+                    tracing::warn!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, error = %e, "cannot create the pod sandbox");
+                    self.ctx
+                        .events
+                        .record(
+                            pod,
+                            None,
+                            EventType::Warning,
+                            "FailedCreatePodSandBox",
+                            &format!("Failed to create pod sandbox: {e}"),
+                        )
+                        .await;
+                    self.post_status(pod).await;
+                    return Duration::from_secs(5);
+                }
+            }
+        }
+        let terminal = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        let containers = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.clone())
+            .unwrap_or_default();
+        for container in &containers {
+            if let Some(next) = self.sync_container(pod, container, terminal).await {
+                wake = wake.min(next);
+            }
+        }
+        self.post_status(pod).await;
+        wake
+    }
+
+    /// Brings one container towards running; returns an earlier time to look again, if any.
+    async fn sync_container(
+        &mut self,
+        pod: &Pod,
+        container: &Container,
+        terminal: bool,
+    ) -> Option<Duration> {
+        let name = container.name.clone();
+        let runtime = self.ctx.runtime.clone();
+        let restart_policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone());
+        let slot = self.slots.entry(name.clone()).or_default();
+        if let Some(id) = slot.current.clone() {
+            let query = id.clone();
+            match blocking(&runtime, move |rt| rt.container_state(&query)).await {
+                Ok(Some(RuntimeState::Running { started_at })) => {
+                    slot.view = Some(ContainerView::Running {
+                        container_id: id,
+                        started_at,
+                    });
+                    return None;
+                }
+                Ok(Some(RuntimeState::Created)) => {
+                    slot.view = Some(ContainerView::Waiting {
+                        reason: CONTAINER_CREATING.into(),
+                        message: None,
+                    });
+                    return None;
+                }
+                Ok(Some(state)) => {
+                    let ended = terminated_from(&id, &state)?;
+                    if terminal || !should_restart(restart_policy.as_deref(), ended.exit_code) {
+                        slot.view = Some(ContainerView::Terminated(ended));
+                        return None;
+                    }
+                    match slot.backoff.gate(ended.finished_at, Timestamp::now()) {
+                        RestartGate::Wait { remaining, delay } => {
+                            let message = back_off_message(delay, &name, pod);
+                            slot.view = Some(ContainerView::Waiting {
+                                reason: CRASH_LOOP_BACK_OFF.into(),
+                                message: Some(message),
+                            });
+                            slot.last_terminated = Some(ended);
+                            if slot.announced.as_deref() != Some(id.as_str()) {
+                                slot.announced = Some(id.clone());
+                                let (namespace, pod_name) = pod_label(pod);
+                                self.ctx
+                                    .events
+                                    .record(pod, Some(&name), EventType::Warning, "BackOff", &format!("Back-off restarting failed container {name} in pod {pod_name}_{namespace}({})", self.uid))
+                                    .await;
+                            }
+                            return Some(remaining);
+                        }
+                        RestartGate::Now => {
+                            slot.last_terminated = Some(ended);
+                            // Keep this instance as the previous one; drop the one before.
+                            if let Some(old) = slot.previous.replace(id) {
+                                let _ =
+                                    blocking(&runtime, move |rt| rt.remove_container(&old)).await;
+                            }
+                            slot.current = None;
+                            slot.attempt += 1;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    // The runtime lost it (removed by hand): start a new instance.
+                    slot.current = None;
+                    slot.attempt += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(pod_uid = %self.uid, container = %name, error = %e, "cannot read the container's state");
+                    return None;
+                }
+            }
+        }
+        self.start_container(pod, container).await
+    }
+
+    /// Pulls the image as the policy says and starts a new instance of the container.
+    async fn start_container(&mut self, pod: &Pod, container: &Container) -> Option<Duration> {
+        let name = container.name.clone();
+        let runtime = self.ctx.runtime.clone();
+        let events = &self.ctx.events;
+        let sandbox = self.sandbox.clone()?;
+        let slot = self.slots.entry(name.clone()).or_default();
+        let now = Instant::now();
+        if let Some(at) = slot.create_retry_at.filter(|at| *at > now) {
+            return Some(at - now);
+        }
+        let image = container.image.clone().unwrap_or_default();
+        let wanted = image.clone();
+        let present = match blocking(&runtime, move |rt| rt.find_image(&wanted)).await {
+            Ok(p) => p,
+            Err(e) => {
+                slot.view = Some(ContainerView::Waiting {
+                    reason: "ErrImagePull".into(),
+                    message: Some(e.to_string()),
+                });
+                return Some(Duration::from_secs(5));
+            }
+        };
+        let pull_policy = container.image_pull_policy.clone().unwrap_or_default();
+        let image_ref = match (
+            policy::decide(&pull_policy, &image, present.is_some()),
+            present,
+        ) {
+            (PullDecision::NeverPull { message }, _) => {
+                let reason = "ErrImageNeverPull";
+                slot.view = Some(ContainerView::Waiting {
+                    reason: reason.into(),
+                    message: Some(message.clone()),
+                });
+                if slot.announced.as_deref() != Some(reason) {
+                    slot.announced = Some(reason.into());
+                    events
+                        .record(pod, Some(&name), EventType::Warning, reason, &message)
+                        .await;
+                    events
+                        .record(
+                            pod,
+                            Some(&name),
+                            EventType::Warning,
+                            "Failed",
+                            "Error: ErrImageNeverPull",
+                        )
+                        .await;
+                }
+                return None;
+            }
+            (PullDecision::UseLocal, Some(found)) => {
+                events
+                    .record(
+                        pod,
+                        Some(&name),
+                        EventType::Normal,
+                        "Pulled",
+                        &format!("Container image {image:?} already present on machine"),
+                    )
+                    .await;
+                found
+            }
+            (_, _) => {
+                if let Some(at) = slot.pull_retry_at.filter(|at| *at > now) {
+                    let reason = "ImagePullBackOff";
+                    let message = format!("Back-off pulling image {image:?}");
+                    slot.view = Some(ContainerView::Waiting {
+                        reason: reason.into(),
+                        message: Some(message.clone()),
+                    });
+                    if slot.announced.as_deref() != Some(reason) {
+                        slot.announced = Some(reason.into());
+                        events
+                            .record(pod, Some(&name), EventType::Normal, "BackOff", &message)
+                            .await;
+                    }
+                    return Some(at - now);
+                }
+                events
+                    .record(
+                        pod,
+                        Some(&name),
+                        EventType::Normal,
+                        "Pulling",
+                        &format!("Pulling image {image:?}"),
+                    )
+                    .await;
+                let started = Instant::now();
+                let wanted = image.clone();
+                match blocking(&runtime, move |rt| rt.pull_image(&wanted)).await {
+                    Ok(pulled) => {
+                        slot.pull_failures = 0;
+                        slot.pull_retry_at = None;
+                        events
+                            .record(
+                                pod,
+                                Some(&name),
+                                EventType::Normal,
+                                "Pulled",
+                                &format!(
+                                    "Successfully pulled image {image:?} in {:.3}s",
+                                    started.elapsed().as_secs_f64()
+                                ),
+                            )
+                            .await;
+                        pulled
+                    }
+                    Err(e) => {
+                        slot.pull_failures += 1;
+                        let wait = policy::backoff(slot.pull_failures);
+                        slot.pull_retry_at = Some(Instant::now() + wait);
+                        slot.view = Some(ContainerView::Waiting {
+                            reason: "ErrImagePull".into(),
+                            message: Some(e.to_string()),
+                        });
+                        slot.announced = Some("ErrImagePull".into());
+                        events
+                            .record(
+                                pod,
+                                Some(&name),
+                                EventType::Warning,
+                                "Failed",
+                                &format!("Failed to pull image {image:?}: {e}"),
+                            )
+                            .await;
+                        events
+                            .record(
+                                pod,
+                                Some(&name),
+                                EventType::Warning,
+                                "Failed",
+                                "Error: ErrImagePull",
+                            )
+                            .await;
+                        return Some(wait);
+                    }
+                }
+            }
+        };
+        slot.image = Some(image_ref.clone());
+        let id = container_id(&self.uid, slot.attempt, &name);
+        let (p, c, start_id) = (pod.clone(), container.clone(), id.clone());
+        let started = blocking(&runtime, move |rt| {
+            rt.start_container(&start_id, &p, &sandbox, &c, &image_ref)
+        })
+        .await;
+        match started {
+            Ok(()) => {
+                slot.current = Some(id.clone());
+                slot.create_retry_at = None;
+                slot.announced = None;
+                slot.view = Some(ContainerView::Running {
+                    container_id: id,
+                    started_at: Timestamp::now(),
+                });
+                events
+                    .record(
+                        pod,
+                        Some(&name),
+                        EventType::Normal,
+                        "Created",
+                        &format!("Created container: {name}"),
+                    )
+                    .await;
+                events
+                    .record(
+                        pod,
+                        Some(&name),
+                        EventType::Normal,
+                        "Started",
+                        &format!("Started container {name}"),
+                    )
+                    .await;
+                // Read its real state (start time, or an exit already) at once.
+                Some(Duration::from_millis(50))
+            }
+            Err(e) => {
+                events
+                    .record(
+                        pod,
+                        Some(&name),
+                        EventType::Warning,
+                        "Failed",
+                        &format!("Error: {e}"),
+                    )
+                    .await;
+                let query = id.clone();
+                let recorded = blocking(&runtime, move |rt| rt.container_state(&query)).await;
+                if let Ok(Some(state @ RuntimeState::Exited { .. })) = recorded {
+                    // The process could not start (a missing command): it counts as an exit,
+                    // and the restart policy and back-off apply.
+                    slot.view = terminated_from(&id, &state).map(ContainerView::Terminated);
+                    slot.current = Some(id);
+                    return Some(Duration::from_millis(50));
+                }
+                let cleanup = id.clone();
+                let _ = blocking(&runtime, move |rt| rt.remove_container(&cleanup)).await;
+                slot.view = Some(ContainerView::Waiting {
+                    reason: "CreateContainerError".into(),
+                    message: Some(e.to_string()),
+                });
+                let wait = Duration::from_secs(10);
+                slot.create_retry_at = Some(Instant::now() + wait);
+                Some(wait)
+            }
+        }
+    }
+
+    fn view(&self, pod: &Pod) -> PodView {
+        let containers = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| {
+                let slot = self.slots.get(&c.name)?;
+                let state = slot.view.clone()?;
+                Some(ContainerRecord {
+                    name: c.name.clone(),
+                    state,
+                    last_terminated: slot.last_terminated.clone(),
+                    restart_count: i32::try_from(slot.attempt).unwrap_or(i32::MAX),
+                    image: slot
+                        .image
+                        .as_ref()
+                        .map(|i| i.image.clone())
+                        .unwrap_or_default(),
+                    image_id: slot
+                        .image
+                        .as_ref()
+                        .map(|i| i.image_id.clone())
+                        .unwrap_or_default(),
+                })
+            })
+            .collect();
+        PodView {
+            sandbox_ready: self.sandbox.is_some(),
+            host_ip: Some(self.ctx.host_ip.clone()),
+            pod_ips: self.pod_ips.clone(),
+            start_time: Some(self.start_time),
+            containers,
+            init_containers: Vec::new(),
+        }
+    }
+
+    /// Patches pods/status with what changed since the pod's current status.
+    async fn post_status(&mut self, pod: &Pod) {
+        let status = pod_status(pod, &self.view(pod), Timestamp::now());
+        if self.posted.as_ref() == Some(&status) {
+            return;
+        }
+        let Some(patch) = status_patch(pod.status.as_ref(), &status) else {
+            self.posted = Some(status);
+            return;
+        };
+        let (namespace, name) = pod_label(pod);
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &namespace);
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => self.posted = Some(status),
+            Err(e) => {
+                tracing::warn!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, error = %e, "cannot patch the pod's status")
+            }
+        }
+    }
+
+    /// The pod is being deleted: stop its containers within the grace period, remove
+    /// everything, then confirm the deletion so the object goes.
+    async fn terminate(&mut self, pod: &Pod) {
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0);
+        let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        self.tear_down(Some(pod), SIGTERM, grace).await;
+        let (namespace, name) = pod_label(pod);
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        let mut pause = Duration::from_millis(500);
+        for _ in 0..6 {
+            match api.delete(&name, &params).await {
+                Ok(_) => {
+                    tracing::info!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, "pod deleted");
+                    return;
+                }
+                // Already gone, or a new pod of the same name: nothing left to confirm.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return,
+                Err(e) => {
+                    tracing::warn!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, error = %e, "cannot confirm the pod's deletion; retrying")
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+    }
+
+    /// Stops every container (`signal`, SIGKILL after `grace`; the image's StopSignal instead
+    /// of SIGTERM), then removes the containers and the sandbox. Errors are collected and the
+    /// removal retried a few times; what is still left is the start-up cleanup's job.
+    async fn tear_down(&mut self, pod: Option<&Pod>, signal: i32, grace: Duration) {
+        let mut stops = Vec::new();
+        for (name, slot) in &self.slots {
+            let Some(id) = slot.current.clone() else {
+                continue;
+            };
+            let running = matches!(slot.view, Some(ContainerView::Running { .. }));
+            if let (Some(pod), true) = (pod, running) {
+                self.ctx
+                    .events
+                    .record(
+                        pod,
+                        Some(name),
+                        EventType::Normal,
+                        "Killing",
+                        &format!("Stopping container {name}"),
+                    )
+                    .await;
+            }
+            let signal = match (signal, slot.image.as_ref().and_then(|i| i.stop_signal)) {
+                (SIGTERM, Some(custom)) => custom,
+                (s, _) => s,
+            };
+            let runtime = self.ctx.runtime.clone();
+            stops.push(tokio::spawn(async move {
+                blocking(&runtime, move |rt| rt.stop_container(&id, signal, grace)).await
+            }));
+        }
+        for stop in stops {
+            match stop.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(pod_uid = %self.uid, error = %e, "cannot stop a container")
+                }
+                Err(e) => {
+                    tracing::warn!(pod_uid = %self.uid, error = %e, "stopping a container failed")
+                }
+            }
+        }
+        let mut ids: Vec<String> = self
+            .slots
+            .values()
+            .flat_map(|s| s.current.iter().chain(s.previous.iter()).cloned())
+            .collect();
+        let mut sandbox = self.sandbox.clone();
+        for attempt in 0..5 {
+            let (todo, sb) = (ids.clone(), sandbox.clone());
+            let left = blocking(&self.ctx.runtime, move |rt| {
+                let mut left = Vec::new();
+                let mut errors = Vec::new();
+                for id in todo {
+                    if let Err(e) = rt.remove_container(&id) {
+                        errors.push(format!("container {id}: {e}"));
+                        left.push(id);
+                    }
+                }
+                let mut sandbox_left = None;
+                if let Some(sb) = sb {
+                    if let Err(e) = rt.remove_sandbox(&sb) {
+                        errors.push(format!("sandbox {sb}: {e}"));
+                        sandbox_left = Some(sb);
+                    }
+                }
+                Ok((left, sandbox_left, errors))
+            })
+            .await;
+            match left {
+                Ok((left, sandbox_left, errors)) => {
+                    if errors.is_empty() {
+                        break;
+                    }
+                    tracing::warn!(pod_uid = %self.uid, attempt, errors = %errors.join("; "), "cannot remove all of the pod's containers and sandbox yet");
+                    ids = left;
+                    sandbox = sandbox_left;
+                }
+                Err(e) => {
+                    tracing::warn!(pod_uid = %self.uid, error = %e, "removing the pod's containers failed")
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        self.slots.clear();
+        self.sandbox = None;
+    }
+}
