@@ -130,10 +130,8 @@ fn dispatch(
         if tx.send(Some(pod.clone())).is_ok() {
             return;
         }
-        // The worker ended (the pod was torn down); a late event must not start it again.
-        if pod.metadata.deletion_timestamp.is_some() {
-            return;
-        }
+        // The worker ended: only a pod being deleted ends its worker, and a new one finds
+        // nothing left to stop and confirms the deletion again (idempotent).
     }
     let (tx, rx) = watch::channel(Some(pod));
     workers.insert(uid.clone(), tx);
@@ -281,6 +279,33 @@ impl PodWorker {
             }
         };
         worker.sandbox = sandboxes.first().cloned();
+        if let Some(id) = worker.sandbox.clone() {
+            let check = id.clone();
+            if let Err(e) = blocking(&worker.ctx.runtime, move |rt| rt.verify_sandbox(&check)).await
+            {
+                // Kubelet's answer to a sandbox that changed: a new one, and every container
+                // started again in it (as restarts).
+                tracing::warn!(pod_uid = %worker.uid, sandbox = %id, error = %e, "the pod's sandbox is broken; replacing it");
+                let ids: Vec<String> = containers.iter().map(|(_, _, id, _)| id.clone()).collect();
+                let removed = blocking(&worker.ctx.runtime, move |rt| {
+                    for c in &ids {
+                        let _ = rt.stop_container(c, SIGKILL, Duration::ZERO);
+                        let _ = rt.remove_container(c);
+                    }
+                    rt.remove_sandbox(&id)
+                })
+                .await;
+                if let Err(e) = removed {
+                    tracing::warn!(pod_uid = %worker.uid, error = %e, "removing the broken sandbox");
+                }
+                worker.sandbox = None;
+                for (attempt, name, _, _) in containers {
+                    let slot = worker.slots.entry(name).or_default();
+                    slot.attempt = slot.attempt.max(attempt + 1);
+                }
+                return worker;
+            }
+        }
         containers.sort_by_key(|(attempt, _, _, _)| *attempt);
         for (attempt, name, id, state) in containers {
             let slot = worker.slots.entry(name).or_default();
@@ -746,15 +771,21 @@ impl PodWorker {
             }),
             ..DeleteParams::default()
         };
-        match api.delete(&name, &params).await {
-            Ok(_) => {
-                tracing::info!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, "pod deleted")
+        let mut pause = Duration::from_millis(500);
+        for _ in 0..6 {
+            match api.delete(&name, &params).await {
+                Ok(_) => {
+                    tracing::info!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, "pod deleted");
+                    return;
+                }
+                // Already gone, or a new pod of the same name: nothing left to confirm.
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return,
+                Err(e) => {
+                    tracing::warn!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, error = %e, "cannot confirm the pod's deletion; retrying")
+                }
             }
-            // Already gone, or a new pod of the same name: nothing left to confirm.
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => {
-                tracing::warn!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, error = %e, "cannot confirm the pod's deletion")
-            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
         }
     }
 

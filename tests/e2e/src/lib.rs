@@ -87,12 +87,36 @@ pub struct Cluster {
     url: String,
     port: u16,
     kubeconfig: PathBuf,
+    /// The node name of the agent the server runs; None: started with `--disable-agent`.
+    agent: Option<String>,
 }
 
 impl Cluster {
     /// Starts `skiff server` on a fresh data directory and a free port, and waits until it
     /// prints that it is listening (at most [`START_TIMEOUT`]).
     pub fn start() -> Cluster {
+        Cluster::create(None, |_| {})
+    }
+
+    /// Starts `skiff server` with its node agent (node name unique to this cluster), after
+    /// `prepare` ran on the fresh data directory (e.g. `skiff image import` of test images).
+    /// On drop, the cluster's pods are force-deleted and their containers given time to go,
+    /// and whatever is still mounted under the data directory is unmounted.
+    pub fn start_with_agent(prepare: impl FnOnce(&Path)) -> Cluster {
+        let node = format!(
+            "e2e-{}-{}",
+            std::process::id(),
+            NEXT_NODE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        Cluster::create(Some(node), prepare)
+    }
+
+    /// The node name of the server's agent, if it runs one.
+    pub fn node_name(&self) -> Option<&str> {
+        self.agent.as_deref()
+    }
+
+    fn create(agent: Option<String>, prepare: impl FnOnce(&Path)) -> Cluster {
         let root = tempfile::Builder::new()
             .prefix("skiff-e2e-")
             .tempdir()
@@ -109,7 +133,9 @@ impl Cluster {
             root,
             url: String::new(),
             port: 0,
+            agent,
         };
+        prepare(&cluster.data_dir);
         cluster.launch(0);
         cluster
     }
@@ -291,13 +317,18 @@ impl Cluster {
             .append(true)
             .open(self.stderr_path())
             .expect("open the server's stderr log");
-        let mut child = Command::new(skiff_bin())
+        let mut command = Command::new(skiff_bin());
+        command
             .arg("server")
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--bind-address", "127.0.0.1", "--https-listen-port"])
-            .arg(port.to_string())
-            .arg("--disable-agent")
+            .arg(port.to_string());
+        match &self.agent {
+            Some(node) => command.arg("--node-name").arg(node),
+            None => command.arg("--disable-agent"),
+        };
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -350,8 +381,51 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// For a cluster with an agent: force-deletes every pod, waits (bounded) until the agent
+    /// removed their containers and sandboxes, then, after the server is gone, unmounts what
+    /// is still mounted under the data directory (deepest first).
+    fn remove_node_leftovers(&mut self) {
+        if self.agent.is_none() {
+            return;
+        }
+        if self.child.is_some() {
+            let _ = self.kubectl([
+                "delete",
+                "pods",
+                "--all",
+                "--all-namespaces",
+                "--grace-period=0",
+                "--force",
+                "--wait=false",
+            ]);
+            let empty = |dir: PathBuf| fs::read_dir(dir).map_or(true, |mut d| d.next().is_none());
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline
+                && !(empty(self.data_dir.join("containers"))
+                    && empty(self.data_dir.join("sandboxes")))
+            {
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+        self.crash();
+        let prefix = format!("{}/", self.data_dir.display());
+        let mut points: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .filter(|p| p.starts_with(&prefix))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = Command::new("umount").args(["--lazy", &point]).status();
+        }
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
+        self.remove_node_leftovers();
         self.crash();
         if thread::panicking() {
             // The test failed: what the server said is the first thing one wants to see.
@@ -359,6 +433,9 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Makes agent node names unique within a test binary.
+static NEXT_NODE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// The port of `https://host:port`.
 fn port_of(url: &str) -> u16 {
