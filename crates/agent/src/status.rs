@@ -107,6 +107,8 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
         .cloned()
         .collect();
     let old = previous.conditions.as_deref().unwrap_or_default();
+    // Kubernetes 1.35 (PodObservedGenerationTracking): which spec the status describes.
+    let generation = pod.metadata.generation;
     let mut set = |kind: &str, status: bool, reason: Option<String>, message: Option<String>| {
         let status = if status { "True" } else { "False" };
         let transition = old
@@ -119,6 +121,7 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
             status: status.into(),
             reason,
             message,
+            observed_generation: generation,
             last_transition_time: Some(transition),
             ..PodCondition::default()
         });
@@ -145,6 +148,7 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
     };
     PodStatus {
         phase: Some(phase.into()),
+        observed_generation: generation,
         conditions: Some(conditions),
         host_ips: host_ip.clone().map(|ip| vec![HostIP { ip }]),
         host_ip,
@@ -760,13 +764,16 @@ mod tests {
 
     #[test]
     fn all_running_is_running_and_ready() {
-        let p = two();
+        let mut p = two();
+        p.metadata.generation = Some(3);
         let mut v = view(vec![running("a"), running("b")]);
         v.pod_ips = vec!["10.42.0.7".into()];
         let s = pod_status(&p, &v, t(6));
         assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(s.observed_generation, Some(3));
         let c = condition_map(&s);
         for kind in KUBELET_CONDITIONS {
+            assert_eq!(c[kind].observed_generation, Some(3), "{kind}");
             assert_eq!(c[kind].status, "True", "{kind}");
             assert_eq!(c[kind].reason, None, "{kind}");
         }
