@@ -33,6 +33,8 @@ pub struct FakeState {
     pub containers: BTreeMap<String, FakeContainer>,
     /// Every call, in order (`start <id>`, `stop <id> <signal> <grace>`, ...).
     pub calls: Vec<String>,
+    /// Sandboxes that fail verification (as after a reboot).
+    pub broken_sandboxes: BTreeSet<String>,
     /// A container whose first command word is this fails to start with this message.
     pub missing_commands: BTreeMap<String, String>,
     next_sandbox: u32,
@@ -141,6 +143,18 @@ impl PodRuntime for FakeRuntime {
                 })
                 .collect()
         }))
+    }
+
+    fn verify_sandbox(&self, id: &str) -> RuntimeResult<()> {
+        self.with(|s| {
+            if s.broken_sandboxes.contains(id) {
+                Err(RuntimeFailure(format!(
+                    "sandbox {id}: net namespace is not mounted"
+                )))
+            } else {
+                Ok(())
+            }
+        })
     }
 
     fn start_container(

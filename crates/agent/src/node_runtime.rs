@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::jiff::Timestamp;
 use skiff_runtime::container::manager::LogOptions;
 use skiff_runtime::container::{
@@ -27,7 +27,7 @@ use skiff_runtime::image::pull::{pull, PullOptions};
 use skiff_runtime::image::reference::Reference;
 use skiff_runtime::image::rootfs::RootFs;
 use skiff_runtime::image::store::ImageStore;
-use skiff_runtime::sandbox::{DnsOption, DnsPolicy, HostAlias, Sandbox, SandboxSpec};
+use skiff_runtime::sandbox::{NodeDns, Sandbox, SandboxSpec};
 
 use crate::runtime::{
     parse_container_id, CreatedSandbox, ImageRef, PodRuntime, RuntimeFailure, RuntimeResult,
@@ -50,6 +50,8 @@ pub struct NodeRuntime {
     runtime_kind: RuntimeKind,
     fields: NodeFields,
     images: ImageStore,
+    /// The node's DNS settings, the base of each pod's resolv.conf.
+    dns: NodeDns,
     containers: OnceLock<ContainerManager>,
     /// Root filesystems mounted by this process, by container id.
     rootfs: Mutex<HashMap<String, RootFs>>,
@@ -80,6 +82,7 @@ impl NodeRuntime {
             runtime_kind,
             fields,
             images,
+            dns: NodeDns::for_host(),
             containers: OnceLock::new(),
             rootfs: Mutex::new(HashMap::new()),
         })
@@ -191,70 +194,6 @@ impl NodeRuntime {
     }
 }
 
-/// The sandbox a pod asks for.
-pub fn sandbox_spec(pod: &Pod) -> SandboxSpec {
-    let meta = &pod.metadata;
-    let spec = pod.spec.clone().unwrap_or_default();
-    let name = meta.name.clone().unwrap_or_default();
-    let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
-    let mut hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
-    // kubelet truncates to 63 characters, dropping a trailing '-' or '.'.
-    if hostname.len() > 63 {
-        hostname.truncate(63);
-        while hostname.ends_with(['-', '.']) {
-            hostname.pop();
-        }
-    }
-    let mut dns = skiff_runtime::sandbox::DnsSpec {
-        policy: dns_policy(&spec),
-        ..Default::default()
-    };
-    if let Some(config) = &spec.dns_config {
-        dns.nameservers = config.nameservers.clone().unwrap_or_default();
-        dns.searches = config.searches.clone().unwrap_or_default();
-        dns.options = config
-            .options
-            .iter()
-            .flatten()
-            .map(|o| DnsOption {
-                name: o.name.clone().unwrap_or_default(),
-                value: o.value.clone(),
-            })
-            .collect();
-    }
-    SandboxSpec {
-        uid: meta.uid.clone().unwrap_or_default(),
-        domain: spec
-            .subdomain
-            .as_ref()
-            .map(|s| format!("{s}.{namespace}.svc.{}", dns.cluster_domain)),
-        namespace,
-        name,
-        hostname,
-        share_process_namespace: spec.share_process_namespace.unwrap_or(false),
-        host_aliases: spec
-            .host_aliases
-            .iter()
-            .flatten()
-            .map(|a| HostAlias {
-                ip: a.ip.clone(),
-                hostnames: a.hostnames.clone().unwrap_or_default(),
-            })
-            .collect(),
-        dns,
-        shm_size: None,
-    }
-}
-
-fn dns_policy(spec: &PodSpec) -> DnsPolicy {
-    match spec.dns_policy.as_deref() {
-        Some("Default") => DnsPolicy::Default,
-        Some("None") => DnsPolicy::None,
-        Some("ClusterFirstWithHostNet") => DnsPolicy::ClusterFirstWithHostNet,
-        _ => DnsPolicy::ClusterFirst,
-    }
-}
-
 /// An image config's StopSignal (`SIGQUIT`, `QUIT`, `3`) as a number.
 pub fn stop_signal(config: &serde_json::Value) -> Option<i32> {
     let text = config
@@ -316,12 +255,10 @@ impl PodRuntime for NodeRuntime {
     }
 
     fn create_sandbox(&self, pod: &Pod) -> RuntimeResult<CreatedSandbox> {
-        let sandbox = Sandbox::create(
-            &self.sandboxes_root(),
-            &self.skiff_binary,
-            &sandbox_spec(pod),
-        )
-        .map_err(|e| RuntimeFailure(e.to_string()))?;
+        let spec =
+            SandboxSpec::for_pod(pod, &self.dns).map_err(|e| RuntimeFailure(e.to_string()))?;
+        let sandbox = Sandbox::create(&self.sandboxes_root(), &self.skiff_binary, &spec)
+            .map_err(|e| RuntimeFailure(e.to_string()))?;
         Ok(CreatedSandbox {
             id: sandbox.id,
             pod_ips: sandbox.pod_ips.iter().map(IpAddr::to_string).collect(),
@@ -361,6 +298,13 @@ impl PodRuntime for NodeRuntime {
                 id,
             })
             .collect())
+    }
+
+    fn verify_sandbox(&self, id: &str) -> RuntimeResult<()> {
+        let sandbox = Sandbox::open(&self.sandboxes_root(), id)
+            .map_err(|e| RuntimeFailure(e.to_string()))?
+            .ok_or_else(|| RuntimeFailure(format!("sandbox {id} has no record")))?;
+        sandbox.verify().map_err(|e| RuntimeFailure(e.to_string()))
     }
 
     fn start_container(
@@ -502,43 +446,6 @@ impl PodRuntime for NodeRuntime {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn sandbox_spec_from_the_pod() {
-        let pod: Pod = serde_json::from_value(json!({
-            "metadata": {"name": "web", "namespace": "shop", "uid": "u1"},
-            "spec": {
-                "hostname": "front", "subdomain": "svc1", "shareProcessNamespace": true,
-                "dnsPolicy": "None",
-                "dnsConfig": {"nameservers": ["1.1.1.1"], "searches": ["a.b"],
-                              "options": [{"name": "ndots", "value": "2"}]},
-                "hostAliases": [{"ip": "10.1.1.1", "hostnames": ["x", "y"]}],
-                "containers": [{"name": "a", "image": "busybox"}],
-            },
-        }))
-        .expect("pod");
-        let s = sandbox_spec(&pod);
-        assert_eq!(s.uid, "u1");
-        assert_eq!(s.namespace, "shop");
-        assert_eq!(s.name, "web");
-        assert_eq!(s.hostname, "front");
-        assert_eq!(s.domain.as_deref(), Some("svc1.shop.svc.cluster.local"));
-        assert!(s.share_process_namespace);
-        assert_eq!(s.dns.policy, DnsPolicy::None);
-        assert_eq!(s.dns.nameservers, ["1.1.1.1"]);
-        assert_eq!(s.dns.options[0].value.as_deref(), Some("2"));
-        assert_eq!(s.host_aliases[0].hostnames, ["x", "y"]);
-
-        let long: Pod = serde_json::from_value(json!({
-            "metadata": {"name": format!("{}-{}", "a".repeat(62), "b"), "uid": "u2"},
-            "spec": {"containers": []},
-        }))
-        .expect("pod");
-        let s = sandbox_spec(&long);
-        assert_eq!(s.hostname, "a".repeat(62));
-        assert_eq!(s.namespace, "default");
-        assert_eq!(s.dns.policy, DnsPolicy::ClusterFirst);
-    }
 
     #[test]
     fn stop_signals() {

@@ -76,6 +76,12 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// Tears a sandbox down; idempotent.
     fn remove_sandbox(&self, id: &str) -> RuntimeResult<()>;
     fn list_sandboxes(&self) -> RuntimeResult<Vec<RuntimeSandbox>>;
+    /// Whether a sandbox found at start still holds what containers join (after a reboot its
+    /// mounts are gone); an error says what is broken.
+    fn verify_sandbox(&self, id: &str) -> RuntimeResult<()> {
+        let _ = id;
+        Ok(())
+    }
     /// Creates and starts container `id` for `container` of `pod` in sandbox `sandbox_id`.
     /// On a failure after the container was recorded (the process could not start), the
     /// container exists and its state says so.

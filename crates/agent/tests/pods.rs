@@ -450,3 +450,142 @@ async fn restart_readopts_live_pods_and_removes_leftovers() {
     );
     assert!(r.fake.with(|s| s.sandboxes.contains_key("sb-kept")));
 }
+
+#[tokio::test]
+async fn force_delete_kills_at_once_and_cleans_up() {
+    let r = start(fake_with_images(), "force").await;
+    let created = r
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "forced"},
+            "spec": {"containers": [{"name": "a", "image": "busybox:1.36"}]},
+        }))
+        .await;
+    let uid = created.metadata.uid.expect("uid");
+    r.wait_pod("forced", "forced running", |p| is_running(p, "a"))
+        .await;
+    // `kubectl delete --grace-period=0 --force`: the object goes at once; the agent kills.
+    r.pods
+        .delete(
+            "forced",
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            },
+        )
+        .await
+        .expect("delete");
+    wait_for("the fake to be empty", || async {
+        r.fake
+            .with(|s| (s.containers.is_empty() && s.sandboxes.is_empty()).then_some(()))
+    })
+    .await;
+    let calls = r.fake.with(|s| s.calls.clone());
+    let kill = format!("stop {} 9 0", container_id(&uid, 0, "a"));
+    assert!(calls.contains(&kill), "{kill} in {calls:?}");
+    assert!(r.pods.get_opt("forced").await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn a_broken_sandbox_is_replaced_and_its_containers_restarted() {
+    let server = TestServer::start().await;
+    let fake = fake_with_images();
+    let node = format!("n-broken-{}", std::process::id());
+    let pods: Api<Pod> = Api::namespaced(server.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rebooted"},
+        "spec": {"nodeName": node, "containers": [{"name": "a", "image": "busybox:1.36"}]},
+    }))
+    .expect("pod");
+    let pod = pods
+        .create(&PostParams::default(), &pod)
+        .await
+        .expect("pod");
+    let uid = pod.metadata.uid.clone().expect("uid");
+    // After a reboot: the sandbox's record is there but its mounts are not, and the container
+    // died with the machine.
+    let old = container_id(&uid, 0, "a");
+    fake.with(|s| {
+        s.sandboxes.insert("sb-old".into(), Some(uid.clone()));
+        s.broken_sandboxes.insert("sb-old".into());
+        s.containers.insert(
+            old.clone(),
+            FakeContainer {
+                pod_uid: uid.clone(),
+                sandbox: "sb-old".into(),
+                name: "a".into(),
+                command: vec![],
+                state: RuntimeState::Exited {
+                    exit_code: 255,
+                    reason: "Error".into(),
+                    message: None,
+                    started_at: None,
+                    finished_at: k8s_openapi::jiff::Timestamp::now(),
+                },
+            },
+        );
+    });
+    let r = start_on(server, fake, "broken").await;
+    let pod = r
+        .wait_pod("rebooted", "rebooted running again", |p| is_running(p, "a"))
+        .await;
+    let a = container(&pod, "a").expect("a");
+    assert_eq!(a.restart_count, 1);
+    assert_eq!(
+        a.container_id.as_deref(),
+        Some(format!("skiff://{}", container_id(&uid, 1, "a")).as_str())
+    );
+    r.fake.with(|s| {
+        assert!(!s.sandboxes.contains_key("sb-old"), "{:?}", s.calls);
+        assert_eq!(s.sandboxes.len(), 1);
+        assert!(!s.containers.contains_key(&old));
+    });
+}
+
+#[tokio::test]
+async fn init_containers_run_to_completion_first() {
+    let r = start(fake_with_images(), "init").await;
+    let created = r
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "with-init"},
+            "spec": {
+                "initContainers": [{"name": "setup", "image": "busybox:1.36"}],
+                "containers": [{"name": "app", "image": "busybox:1.36"}],
+            },
+        }))
+        .await;
+    let uid = created.metadata.uid.expect("uid");
+    let setup = container_id(&uid, 0, "setup");
+    let pod = r
+        .wait_pod("with-init", "setup running", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.init_container_statuses.as_ref())
+                .is_some_and(|s| s[0].state.as_ref().is_some_and(|st| st.running.is_some()))
+        })
+        .await;
+    assert_eq!(condition(&pod, "Initialized").as_deref(), Some("False"));
+    assert_eq!(
+        waiting_reason(&pod, "app").as_deref(),
+        Some("PodInitializing")
+    );
+    assert_eq!(phase(&pod), "Pending");
+    assert!(
+        !r.fake
+            .with(|s| s.containers.contains_key(&container_id(&uid, 0, "app"))),
+        "app must wait for setup"
+    );
+    // A failure is retried (restartPolicy Always means OnFailure for init containers).
+    r.fake.exit(&setup, 1);
+    let retry = container_id(&uid, 1, "setup");
+    wait_for("setup retried", || async {
+        r.fake
+            .with(|s| s.containers.contains_key(&retry).then_some(()))
+    })
+    .await;
+    r.fake.exit(&retry, 0);
+    let pod = r
+        .wait_pod("with-init", "app running", |p| is_running(p, "app"))
+        .await;
+    assert_eq!(condition(&pod, "Initialized").as_deref(), Some("True"));
+    assert_eq!(phase(&pod), "Running");
+}
