@@ -40,6 +40,19 @@ pub trait OciRuntime: Send + Sync {
         stderr: Stdio,
     ) -> Result<()>;
     fn start(&self, id: &str) -> Result<()>;
+    /// Creates and starts the container in one step (`runc run --detach`: one runtime process
+    /// fewer than create then start).
+    fn run_detached(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<()> {
+        self.create(id, bundle, pid_file, stdout, stderr)?;
+        self.start(id)
+    }
     /// Sends `signal` (a number) to the container's init (`all`: to every process in it).
     fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()>;
     /// Deletes the runtime's state (`force`: kills a running container first). A container the
@@ -134,6 +147,52 @@ impl CliRuntime {
         }
     }
 
+    /// `create` or `run --detach`: the container's stdio are `stdout` and `stderr`, so the
+    /// runtime's own errors go to its log file, where the failure's message is read from.
+    fn create_or_run(
+        &self,
+        verb: &'static str,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<()> {
+        let operation = verb;
+        let mut command = self.command();
+        command.arg(verb);
+        if verb == "run" {
+            command.arg("--detach");
+        }
+        command
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id)
+            .stdout(stdout)
+            .stderr(stderr);
+        let status = command.status().map_err(|e| {
+            self.error(
+                operation,
+                id,
+                format!("running {}: {e}", self.binary.display()),
+            )
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            // The runtime's own stderr is the container's: its message is in the log file.
+            let message = self
+                .log
+                .as_ref()
+                .and_then(|log| std::fs::read(log).ok())
+                .map(|text| last_log_error(&text))
+                .unwrap_or_else(|| format!("exited with {status}"));
+            Err(self.error(operation, id, message))
+        }
+    }
+
     fn error(&self, operation: &'static str, id: &str, message: String) -> ContainerError {
         ContainerError::Runtime {
             runtime: self.name().to_owned(),
@@ -207,35 +266,18 @@ impl OciRuntime for CliRuntime {
         stdout: Stdio,
         stderr: Stdio,
     ) -> Result<()> {
-        let mut command = self.command();
-        command
-            .arg("create")
-            .arg("--bundle")
-            .arg(bundle)
-            .arg("--pid-file")
-            .arg(pid_file)
-            .arg(id)
-            .stdout(stdout)
-            .stderr(stderr);
-        let status = command.status().map_err(|e| {
-            self.error(
-                "create",
-                id,
-                format!("running {}: {e}", self.binary.display()),
-            )
-        })?;
-        if status.success() {
-            Ok(())
-        } else {
-            // The runtime's own stderr is the container's: its message is in the log file.
-            let message = self
-                .log
-                .as_ref()
-                .and_then(|log| std::fs::read(log).ok())
-                .map(|text| last_log_error(&text))
-                .unwrap_or_else(|| format!("exited with {status}"));
-            Err(self.error("create", id, message))
-        }
+        self.create_or_run("create", id, bundle, pid_file, stdout, stderr)
+    }
+
+    fn run_detached(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<()> {
+        self.create_or_run("run", id, bundle, pid_file, stdout, stderr)
     }
 
     fn start(&self, id: &str) -> Result<()> {
