@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): the store on its own, the API over HTTPS, and the idle memory of a
-# real `skiff server`. Prints the figures that docs/benchmarks.md records.
+# Benchmarks (not tests): the store on its own, the API over HTTPS, the scheduler, pod
+# sandboxes, image pull, import and unpack beside `skopeo copy` (as root: it starts Debian's
+# docker-registry on 127.0.0.1), and the idle memory of a real `skiff server`. Prints the
+# figures that docs/benchmarks.md records.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -9,6 +11,7 @@ cd "$repo"
 source "$repo/scripts/lib.sh"
 
 ensure_system_packages
+ensure_test_packages
 ensure_rust
 
 step "building (release)"
@@ -29,6 +32,10 @@ cargo build --release -p skiff-scheduler --example scheduler_bench
 step "pod sandbox: create + remove, without and with a shared PID namespace (root)"
 cargo build --release -p skiff-runtime --example sandbox_bench
 SKIFF_BIN="$target/skiff" "$target/examples/sandbox_bench" 300
+
+step "images: pull, import and unpack of a 3-layer image beside skopeo copy (root; median of 5)"
+cargo build --release -p skiff-runtime --example image_bench
+"$target/examples/image_bench" 5
 
 step "idle memory of skiff server"
 data=$(mktemp -d)

@@ -535,10 +535,11 @@ fn a_container_joins_the_sandbox_namespaces_and_has_its_own_pid_namespace() {
 }
 
 /// Not a test of behaviour: the latency of start (create+start), wait for the exit, and remove
-/// of `/bin/true`, median of 10, printed.
+/// of `/bin/true` in a sandbox's namespaces, median of 10, printed.
 #[test]
 fn latency_of_a_short_container() {
     let mut fixture = Fixture::new("latency");
+    let ns = NamespaceFiles::new("latency");
     let mut starts = Vec::new();
     let mut totals = Vec::new();
     for i in 0..10 {
@@ -559,7 +560,12 @@ fn latency_of_a_short_container() {
             container: &pod.spec.as_ref().expect("spec").containers[0],
             image_config: &fixture.busybox.config,
             rootfs: &rootfs.merged,
-            namespaces: NamespacePaths::default(),
+            namespaces: NamespacePaths {
+                net: Some(ns.path("net")),
+                uts: Some(ns.path("uts")),
+                ipc: Some(ns.path("ipc")),
+                pid: None,
+            },
             pod_files: PodFiles::default(),
             mounts: vec![],
             termination_log: None,

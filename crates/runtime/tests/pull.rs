@@ -457,6 +457,38 @@ async fn second_pull_fetches_no_blobs() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_present_blob_whose_layer_is_not_unpacked_is_unpacked_not_fetched() {
+    let registry = Registry::start();
+    let node = node();
+    let image = oci::image("amd64", app_layers(Compression::Gzip));
+    push(&registry, &image, "halfway:1");
+    // The bottom layer's blob is in the store (an interrupted pull, say), its layer is not.
+    let bottom = &image.layers[0];
+    node.store
+        .write_blob(
+            &digest(&bottom.digest),
+            Some(bottom.blob.len() as u64),
+            &mut bottom.blob.as_slice(),
+        )
+        .unwrap();
+    assert!(!node.store.layer_dir(&digest(&bottom.diff_id)).exists());
+
+    let record = pull_ref(&node.store, &registry.reference("halfway:1"))
+        .await
+        .unwrap();
+    check_app(&node.store, &record, &image);
+    registry.settle_log();
+    assert_eq!(
+        registry.gets(&format!("/v2/halfway/blobs/{}", bottom.digest)),
+        0
+    );
+    assert_eq!(
+        registry.gets(&format!("/v2/halfway/blobs/{}", image.layers[1].digest)),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_pulls_share_one_download() {
     let registry = Registry::start();
     let node = node();

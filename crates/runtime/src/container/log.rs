@@ -141,6 +141,34 @@ impl CriLogWriter {
     }
 }
 
+/// The last `max_lines` lines (at most `max_bytes` bytes) of the container's output in a CRI
+/// log, as kubelet gives a terminationMessagePolicy of FallbackToLogsOnError (80 lines, 2 KiB):
+/// the messages only, partial lines joined.
+pub fn tail(path: &Path, max_lines: usize, max_bytes: usize) -> std::io::Result<String> {
+    let text = std::fs::read(path)?;
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    let mut joining = false;
+    for entry in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let mut fields = entry.splitn(4, |b| *b == b' ');
+        let (_time, _stream, tag) = (fields.next(), fields.next(), fields.next());
+        let message = fields.next().unwrap_or_default();
+        if joining {
+            if let Some(last) = lines.last_mut() {
+                last.extend_from_slice(message);
+            }
+        } else {
+            lines.push(message.to_vec());
+        }
+        joining = tag == Some(b"P".as_slice());
+    }
+    let start = lines.len().saturating_sub(max_lines);
+    let mut out = lines[start..].join(&b'\n');
+    if out.len() > max_bytes {
+        out.drain(..out.len() - max_bytes);
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// `time` as RFC 3339 in UTC with nine digits of nanoseconds, as CRI log lines carry it.
 pub fn rfc3339_nanos(time: SystemTime) -> String {
     let since = time
@@ -228,6 +256,24 @@ mod tests {
         assert!(got[4].2.starts_with("lastxxx"));
         assert_eq!(got[5], s("stdout", "F", "xxxxxxx"));
         assert_eq!(got.len(), 6);
+    }
+
+    #[test]
+    fn tail_gives_the_last_messages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("0.log");
+        let mut log = CriLogWriter::open(&path, DEFAULT_MAX_SIZE, 5).expect("open");
+        for i in 0..100 {
+            log.write(LogStream::Stdout, format!("line {i}\n").as_bytes())
+                .expect("write");
+        }
+        log.write(LogStream::Stderr, &vec![b'y'; MAX_LINE + 2])
+            .expect("write");
+        log.write(LogStream::Stderr, b"\n").expect("write");
+        log.finish().expect("finish");
+        let text = tail(&path, 2, 100_000).expect("tail");
+        assert_eq!(text, format!("line 99\n{}", "y".repeat(MAX_LINE + 2)));
+        assert_eq!(tail(&path, 80, 10).expect("tail"), "yyyyyyyyyy");
     }
 
     #[test]

@@ -280,8 +280,12 @@ impl ContainerManager {
     pub fn remove(&self, id: &str) -> Result<()> {
         let dir = self.container_dir(id);
         let mut errors = Vec::new();
-        if let Err(e) = self.runtime.delete(id, true) {
-            errors.push(e.to_string());
+        // The monitor deletes the runtime's state after the exit: ask the runtime only when it
+        // still holds some (a running container, or a monitor that died).
+        if self.runtime.root.join(id).exists() {
+            if let Err(e) = self.runtime.delete(id, true) {
+                errors.push(e.to_string());
+            }
         }
         // The monitor records the exit and deletes the runtime's state; give it the time.
         let deadline = Instant::now() + KILL_TIMEOUT;

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 pub use manager::ContainerManager;
-pub use runtime::{check_runtime_supported, CliRuntime, OciRuntime, RuntimeKind};
+pub use runtime::{check_runtime_supported, signal_number, CliRuntime, OciRuntime, RuntimeKind};
 pub use spec::{build_spec, ContainerSpecInput, FieldValues, MountSpec, NamespacePaths, PodFiles};
 
 /// Errors of the container subsystem; each carries what failed and the underlying cause.

@@ -167,8 +167,9 @@ fn run(dir: &Path) -> Result<()> {
         std::io::pipe().map_err(io_error("creating the stderr pipe of", dir))?;
 
     let pid_file = dir.join(PID_FILE);
+    // One runtime process (`run --detach`) instead of create then start.
     let started = runtime
-        .create(
+        .run_detached(
             &id,
             dir,
             &pid_file,
@@ -178,22 +179,14 @@ fn run(dir: &Path) -> Result<()> {
         .and_then(|()| {
             let text =
                 std::fs::read_to_string(&pid_file).map_err(io_error("reading", &pid_file))?;
-            let pid: i32 = text.trim().parse().map_err(|_| ContainerError::Runtime {
-                runtime: runtime.name().to_owned(),
-                operation: "create",
-                id: id.clone(),
-                message: format!("unreadable pid file {text:?}"),
-            })?;
-            Ok(pid)
-        })
-        .and_then(|pid| {
-            runtime.start(&id).map(|()| pid).inspect_err(|_| {
-                // Not started: the created init must not linger as the monitor's child.
-                if let Some(p) = Pid::from_raw(pid) {
-                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-                    let _ = rustix::process::waitpid(Some(p), WaitOptions::empty());
-                }
-            })
+            text.trim()
+                .parse::<i32>()
+                .map_err(|_| ContainerError::Runtime {
+                    runtime: runtime.name().to_owned(),
+                    operation: "run",
+                    id: id.clone(),
+                    message: format!("unreadable pid file {text:?}"),
+                })
         });
     let pid = match started {
         Ok(pid) => pid,

@@ -40,6 +40,19 @@ pub trait OciRuntime: Send + Sync {
         stderr: Stdio,
     ) -> Result<()>;
     fn start(&self, id: &str) -> Result<()>;
+    /// Creates and starts the container in one step (`runc run --detach`: one runtime process
+    /// fewer than create then start).
+    fn run_detached(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<()> {
+        self.create(id, bundle, pid_file, stdout, stderr)?;
+        self.start(id)
+    }
     /// Sends `signal` (a number) to the container's init (`all`: to every process in it).
     fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()>;
     /// Deletes the runtime's state (`force`: kills a running container first). A container the
@@ -134,6 +147,52 @@ impl CliRuntime {
         }
     }
 
+    /// `create` or `run --detach`: the container's stdio are `stdout` and `stderr`, so the
+    /// runtime's own errors go to its log file, where the failure's message is read from.
+    fn create_or_run(
+        &self,
+        verb: &'static str,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<()> {
+        let operation = verb;
+        let mut command = self.command();
+        command.arg(verb);
+        if verb == "run" {
+            command.arg("--detach");
+        }
+        command
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id)
+            .stdout(stdout)
+            .stderr(stderr);
+        let status = command.status().map_err(|e| {
+            self.error(
+                operation,
+                id,
+                format!("running {}: {e}", self.binary.display()),
+            )
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            // The runtime's own stderr is the container's: its message is in the log file.
+            let message = self
+                .log
+                .as_ref()
+                .and_then(|log| std::fs::read(log).ok())
+                .map(|text| last_log_error(&text))
+                .unwrap_or_else(|| format!("exited with {status}"));
+            Err(self.error(operation, id, message))
+        }
+    }
+
     fn error(&self, operation: &'static str, id: &str, message: String) -> ContainerError {
         ContainerError::Runtime {
             runtime: self.name().to_owned(),
@@ -207,35 +266,18 @@ impl OciRuntime for CliRuntime {
         stdout: Stdio,
         stderr: Stdio,
     ) -> Result<()> {
-        let mut command = self.command();
-        command
-            .arg("create")
-            .arg("--bundle")
-            .arg(bundle)
-            .arg("--pid-file")
-            .arg(pid_file)
-            .arg(id)
-            .stdout(stdout)
-            .stderr(stderr);
-        let status = command.status().map_err(|e| {
-            self.error(
-                "create",
-                id,
-                format!("running {}: {e}", self.binary.display()),
-            )
-        })?;
-        if status.success() {
-            Ok(())
-        } else {
-            // The runtime's own stderr is the container's: its message is in the log file.
-            let message = self
-                .log
-                .as_ref()
-                .and_then(|log| std::fs::read(log).ok())
-                .map(|text| last_log_error(&text))
-                .unwrap_or_else(|| format!("exited with {status}"));
-            Err(self.error("create", id, message))
-        }
+        self.create_or_run("create", id, bundle, pid_file, stdout, stderr)
+    }
+
+    fn run_detached(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<()> {
+        self.create_or_run("run", id, bundle, pid_file, stdout, stderr)
     }
 
     fn start(&self, id: &str) -> Result<()> {
@@ -325,6 +367,116 @@ pub fn check_runtime_supported(kind: RuntimeKind) -> Result<()> {
                     unified.display()
                 )))
             }
+        }
+    }
+}
+
+/// The number of a signal given by name as images' StopSignal gives it (`SIGTERM`, `TERM`,
+/// `15`, `SIGRTMIN+3`).
+pub fn signal_number(name: &str) -> Option<i32> {
+    let name = name.trim();
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if let Some(rest) = bare.strip_prefix("RTMIN") {
+        let offset: i32 = if rest.is_empty() {
+            0
+        } else {
+            rest.strip_prefix('+')?.parse().ok()?
+        };
+        return (offset <= 30).then_some(34 + offset);
+    }
+    Some(match bare {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ILL" => 4,
+        "TRAP" => 5,
+        "ABRT" | "IOT" => 6,
+        "BUS" => 7,
+        "FPE" => 8,
+        "KILL" => 9,
+        "USR1" => 10,
+        "SEGV" => 11,
+        "USR2" => 12,
+        "PIPE" => 13,
+        "ALRM" => 14,
+        "TERM" => 15,
+        "STKFLT" => 16,
+        "CHLD" => 17,
+        "CONT" => 18,
+        "STOP" => 19,
+        "TSTP" => 20,
+        "TTIN" => 21,
+        "TTOU" => 22,
+        "URG" => 23,
+        "XCPU" => 24,
+        "XFSZ" => 25,
+        "VTALRM" => 26,
+        "PROF" => 27,
+        "WINCH" => 28,
+        "IO" | "POLL" => 29,
+        "PWR" => 30,
+        "SYS" => 31,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_number("SIGTERM"), Some(15));
+        assert_eq!(signal_number("term"), Some(15));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("SIGQUIT"), Some(3));
+        assert_eq!(signal_number("SIGRTMIN+3"), Some(37));
+        assert_eq!(signal_number("SIGNOPE"), None);
+        assert_eq!(signal_number("0"), None);
+    }
+
+    #[test]
+    fn runtime_messages_lose_their_decorations() {
+        assert_eq!(
+            runtime_message(
+                b"time=\"2026-01-01T00:00:00Z\" level=error msg=\"exec: \\\"/x\\\": not found\"\n",
+                b""
+            ),
+            "exec: \"/x\": not found"
+        );
+        assert_eq!(runtime_message(b"plain failure\n\n", b""), "plain failure");
+        assert_eq!(
+            last_log_error(
+                br#"{"level":"info","msg":"a"}
+{"level":"error","msg":"runc create failed: unable to start container process: exec: \"/no\": stat /no: no such file or directory"}
+"#
+            ),
+            "runc create failed: unable to start container process: exec: \"/no\": stat /no: no such file or directory"
+        );
+    }
+
+    /// This host (cgroup v1 with hugetlb on the v2 mount) is one crun refuses; runc is fine.
+    #[test]
+    fn crun_on_a_hybrid_host_with_v2_controllers_is_refused() {
+        assert!(check_runtime_supported(RuntimeKind::Runc).is_ok());
+        let layout = CgroupLayout::detect().expect("layout");
+        let hybrid_with_controllers = match &layout {
+            CgroupLayout::V1 {
+                unified: Some(u), ..
+            } => !std::fs::read_to_string(u.join("cgroup.controllers"))
+                .unwrap_or_default()
+                .trim()
+                .is_empty(),
+            _ => false,
+        };
+        let result = check_runtime_supported(RuntimeKind::Crun);
+        assert_eq!(result.is_err(), hybrid_with_controllers, "{result:?}");
+        if let Err(e) = result {
+            assert!(e.to_string().contains("hybrid"), "{e}");
         }
     }
 }

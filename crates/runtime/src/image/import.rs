@@ -548,23 +548,25 @@ fn layer_media_type(compression: Compression) -> &'static str {
     }
 }
 
-/// Writes every blob of the plan (each checked by the store), unpacks the layers, and only then
-/// records the images.
+/// Writes every blob of the plan (each checked by the store), unpacking the layers as they are
+/// read, and only then records the images.
 fn write_plan(
     store: &ImageStore,
     source: &Source,
     plan: Vec<PlannedImage>,
 ) -> Result<Vec<ImageRecord>> {
     // The layer files, each streamed once even when several images share it.
-    let mut wanted: BTreeMap<String, PlannedLayer> = BTreeMap::new();
-    for layer in plan.iter().flat_map(|i| &i.layers) {
-        wanted
-            .entry(layer.file.clone())
-            .or_insert_with(|| layer.clone());
+    let mut wanted: BTreeMap<String, (PlannedLayer, &str)> = BTreeMap::new();
+    for image in &plan {
+        for layer in &image.layers {
+            wanted
+                .entry(layer.file.clone())
+                .or_insert_with(|| (layer.clone(), image.config_file.as_str()));
+        }
     }
     let mut media_types: HashMap<String, String> = HashMap::new();
     source.stream_files(&wanted.keys().cloned().collect::<Vec<_>>(), &mut |file, reader| {
-        let Some(layer) = wanted.get(file) else {
+        let Some((layer, config_file)) = wanted.get(file) else {
             return Ok(());
         };
         let mut reader = BufReader::with_capacity(64 << 10, reader);
@@ -583,8 +585,15 @@ fn write_plan(
                 layer_media_type(sniffed).to_string()
             }
         };
+        // Stored and unpacked in one pass; images that share the layer find it unpacked below.
         store
-            .write_blob(&layer.blob, layer.size, &mut reader)
+            .write_layer_blob(
+                &layer.blob,
+                layer.size,
+                &media_type,
+                Some(&layer.diff_id),
+                &mut reader,
+            )
             .map_err(|e| match e {
                 ImageError::BlobSize {
                     expected, actual, ..
@@ -601,6 +610,9 @@ fn write_plan(
                         "layer {file} does not match {what}: expected {}, got {actual}",
                         layer.blob
                     ))
+                }
+                e @ ImageError::BadLayer { .. } => {
+                    source.bad(format!("layer {file} (config {config_file}): {e}"))
                 }
                 other => other,
             })?;

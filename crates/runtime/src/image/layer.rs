@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags, CWD};
 
-use super::digest::{Digest, ParallelDigestReader};
+use super::digest::{Digest, Hasher, ParallelDigestReader};
+use super::pipe;
 use super::{ImageError, Result};
 
 /// Layer compression.
@@ -124,6 +125,105 @@ pub fn unpack(
         .finish()
         .map_err(|e| bad(format!("hashing the tar: {e}")))?;
     Ok(Unpacked { diff_id, size })
+}
+
+/// [`unpack`], with decompression and the diff id's hashing on a second thread while this one
+/// parses the tar and writes the files, so a layer unpacks in about the time its files take to
+/// write rather than the sum of all three.
+///
+/// What the decoder reads of `reader` is all it consumes; the caller may read on after it (to
+/// hash bytes trailing the compressed stream, say).
+pub fn unpack_parallel<R: Read + Send>(
+    layer: &str,
+    reader: &mut R,
+    compression: Compression,
+    dest: &Path,
+) -> Result<Unpacked> {
+    let bad = |reason: String| ImageError::BadLayer {
+        layer: layer.to_string(),
+        reason,
+    };
+    std::thread::scope(|scope| {
+        let (chunks, mut decoded) = pipe::pipe();
+        let decoder = std::thread::Builder::new()
+            .name("layer-decode".into())
+            .spawn_scoped(scope, move || decode(reader, compression, &chunks))
+            .map_err(|e| bad(format!("starting the decoder thread: {e}")))?;
+        let written = write_entries(layer, &mut decoded, dest);
+        // Gone before the join: a decoder blocked on a full pipe then stops instead of waiting.
+        drop(decoded);
+        let diff_id = decoder
+            .join()
+            .map_err(|_| bad("the decoder thread panicked".to_string()))?;
+        let size = written?;
+        let diff_id = diff_id.map_err(bad)?;
+        Ok(Unpacked { diff_id, size })
+    })
+}
+
+/// The decoder side of [`unpack_parallel`]: decompresses `reader` into `chunks`, hashing the
+/// uncompressed stream on the way; its errors reach the reader of `chunks`, and the digest is
+/// only returned when the whole stream was sent.
+fn decode(
+    reader: &mut dyn Read,
+    compression: Compression,
+    chunks: &pipe::ChunkSender,
+) -> std::result::Result<Digest, String> {
+    let input = BufReader::with_capacity(BUF_SIZE, reader);
+    let mut decoded: Box<dyn Read + '_> = match compression {
+        Compression::None => Box::new(input),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(input) {
+            Ok(decoder) => Box::new(decoder),
+            Err(e) => {
+                let reason = format!("zstd: {e}");
+                chunks.fail(std::io::Error::other(reason.clone()));
+                return Err(reason);
+            }
+        },
+    };
+    let mut hasher = Hasher::new();
+    loop {
+        let mut chunk = chunks.buffer();
+        match pipe::fill_chunk(&mut decoded, &mut chunk) {
+            Ok(0) => return Ok(hasher.finish()),
+            Ok(_) => {
+                hasher.update(&chunk);
+                if !chunks.send(chunk) {
+                    return Err("the unpacker stopped".to_string());
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                chunks.send(chunk);
+                chunks.fail(e);
+                return Err(reason);
+            }
+        }
+    }
+}
+
+/// The tar side of [`unpack_parallel`]: writes the entries of the uncompressed stream `tar`
+/// under `dest` and reads it to its end; returns the bytes of file content written.
+fn write_entries(layer: &str, tar: &mut pipe::ChunkReader, dest: &Path) -> Result<u64> {
+    let bad = |reason: String| ImageError::BadLayer {
+        layer: layer.to_string(),
+        reason,
+    };
+    let mut unpacker = Unpacker::new(layer, dest);
+    // No BufReader: the pipe hands out its chunks as they are, one copy fewer.
+    let mut archive = tar::Archive::new(tar);
+    let entries = archive
+        .entries()
+        .map_err(|e| bad(format!("reading the tar: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| bad(format!("reading the tar: {e}")))?;
+        unpacker.entry(&mut entry)?;
+    }
+    let rest = archive.into_inner();
+    std::io::copy(rest, &mut std::io::sink())
+        .map_err(|e| bad(format!("reading the end of the tar: {e}")))?;
+    unpacker.finish()
 }
 
 /// Metadata of one entry, taken from its header and PAX records.

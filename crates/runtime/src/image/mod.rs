@@ -18,6 +18,7 @@
 pub mod digest;
 pub mod import;
 pub mod layer;
+pub mod pipe;
 pub mod policy;
 pub mod pull;
 pub mod reference;

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::digest::{Digest, Hasher, ParallelDigestReader};
 use super::layer::{self, Compression};
+use super::pipe;
 use super::reference::Reference;
 use super::{ImageError, Result};
 /// One layer of an image.
@@ -300,10 +301,7 @@ impl ImageStore {
         // One unpack of a blob at a time, across threads and processes; the others wait and
         // then find it done.
         let _unpacking = FileLock::take(
-            &self
-                .root
-                .join("tmp")
-                .join(format!("unpack-{}.lock", blob.hex())),
+            &self.unpack_lock_path(blob),
             rustix::fs::FlockOperation::LockExclusive,
         )?;
         if let Some(diff_id) = self.unpacked_diff_id(blob) {
@@ -332,7 +330,7 @@ impl ImageStore {
             }
             sniffed => sniffed,
         };
-        let unpacked = layer::unpack(&blob.to_string(), &mut input, compression, &rootfs);
+        let unpacked = layer::unpack_parallel(&blob.to_string(), &mut input, compression, &rootfs);
         // Hash what the decoder left unread, then judge the blob before the layer: a corrupt
         // blob usually also fails to unpack, and must be fetched again rather than reported
         // as a bad layer.
@@ -352,7 +350,13 @@ impl ImageStore {
         let unpacked = unpacked?;
         drained.map_err(|e| ImageError::io("reading blob", &blob_path, e))?;
         let checked = record(unpacked.diff_id.clone())?;
+        self.store_layer(blob, tmp, &unpacked)?;
+        Ok(checked)
+    }
 
+    /// Moves a layer unpacked in `tmp` (its `rootfs/`) into place and records which blob it
+    /// came from. The caller holds the blob's unpack lock.
+    fn store_layer(&self, blob: &Digest, tmp: TmpGuard, unpacked: &layer::Unpacked) -> Result<()> {
         let size_path = tmp.0.join("size");
         fs::write(&size_path, unpacked.size.to_string())
             .map_err(|e| ImageError::io("writing layer size", &size_path, e))?;
@@ -373,8 +377,142 @@ impl ImageStore {
         self.write_atomic(
             &self.root.join("diffids").join(blob.hex()),
             unpacked.diff_id.to_string().as_bytes(),
-        )?;
-        Ok(checked)
+        )
+    }
+
+    /// Receives a layer blob and unpacks it in the same pass: what `write_blob` then
+    /// `ensure_layer` do, leaving the same blob, layer and mapping, but reading the bytes once.
+    /// The compressed stream is written to a temporary blob and hashed on this thread while
+    /// other threads decompress it, hash the tar and write its files; the blob and the layer
+    /// only move into place when the blob's size and digest and the layer's diff id
+    /// (`expected_diff_id`, when given) all match. On any error nothing of them is left.
+    ///
+    /// A blob whose layer is already unpacked is only written. When another thread or process
+    /// is unpacking the same blob, this one writes the blob and waits for that unpack (doing it
+    /// from the stored blob if that one fails), so a blob is unpacked once.
+    pub fn write_layer_blob(
+        &self,
+        digest: &Digest,
+        size: Option<u64>,
+        media_type: &str,
+        expected_diff_id: Option<&Digest>,
+        reader: &mut dyn Read,
+    ) -> Result<LayerRecord> {
+        let _lease = self.lease()?;
+        let blob_then_layer = |reader: &mut dyn Read| {
+            self.write_blob(digest, size, reader)?;
+            self.ensure_layer(digest, media_type, expected_diff_id)
+        };
+        if self.unpacked_diff_id(digest).is_some() {
+            return blob_then_layer(reader);
+        }
+        let Some(_unpacking) = FileLock::try_take(
+            &self.unpack_lock_path(digest),
+            rustix::fs::FlockOperation::NonBlockingLockExclusive,
+        )?
+        else {
+            return blob_then_layer(reader);
+        };
+        if self.unpacked_diff_id(digest).is_some() {
+            return blob_then_layer(reader);
+        }
+
+        let blob_tmp = TmpGuard::new(self.tmp_path(&format!("blob-{}", digest.hex())));
+        let layer_tmp = TmpGuard::new(self.tmp_path(&format!("layer-{}", digest.hex())));
+        let rootfs = layer_tmp.0.join("rootfs");
+        for dir in [&layer_tmp.0, &rootfs] {
+            fs::create_dir(dir).map_err(|e| ImageError::io("creating layer directory", dir, e))?;
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&blob_tmp.0)
+            .map_err(|e| ImageError::io("creating temporary blob", &blob_tmp.0, e))?;
+        let mut pump = BlobPump {
+            digest,
+            size,
+            file,
+            path: &blob_tmp.0,
+            hasher: Hasher::new(),
+        };
+        let (chunks, mut compressed) = pipe::pipe();
+        let mut first = chunks.buffer();
+        pipe::fill_chunk(reader, &mut first).map_err(|e| receiving(digest, e))?;
+        // As in `ensure_layer`: the bytes say whether they are compressed, the media type only
+        // when they look like a plain tar.
+        let compression = match Compression::sniff(&first) {
+            Compression::None => {
+                Compression::from_media_type(media_type).unwrap_or(Compression::None)
+            }
+            sniffed => sniffed,
+        };
+        let name = digest.to_string();
+        let (pumped, unpacked) = std::thread::scope(|scope| {
+            let unpacker = std::thread::Builder::new()
+                .name("layer-unpack".into())
+                .spawn_scoped(scope, {
+                    let (name, rootfs) = (&name, &rootfs);
+                    // `compressed` moves in and is dropped when the unpack ends, so the pump
+                    // stops feeding a finished (or failed) unpacker instead of blocking on it.
+                    move || layer::unpack_parallel(name, &mut compressed, compression, rootfs)
+                });
+            let unpacker = match unpacker {
+                Ok(unpacker) => unpacker,
+                Err(e) => {
+                    return (
+                        Err(ImageError::Other(format!(
+                            "starting the unpack thread: {e}"
+                        ))),
+                        None,
+                    )
+                }
+            };
+            let pumped = pump.run(reader, first, chunks);
+            // The blob is complete and checked while the unpacker may still be writing files:
+            // make it durable now, in parallel, rather than after.
+            let pumped = pumped.and_then(|()| pump.sync());
+            let unpacked = unpacker.join().unwrap_or_else(|_| {
+                Err(ImageError::Other(format!(
+                    "unpacking layer {digest}: the unpack thread panicked"
+                )))
+            });
+            (pumped, Some(unpacked))
+        });
+        pumped?;
+        let unpacked = unpacked.ok_or_else(|| {
+            ImageError::Other(format!("unpacking layer {digest}: no unpack result"))
+        })??;
+        if let Some(expected) = expected_diff_id {
+            if *expected != unpacked.diff_id {
+                return Err(ImageError::BadLayer {
+                    layer: digest.to_string(),
+                    reason: format!(
+                        "its content is {} but the image configuration says {expected}",
+                        unpacked.diff_id
+                    ),
+                });
+            }
+        }
+        let written = pump.hasher.len();
+        drop(pump.file);
+        let path = self.blob_path(digest);
+        fs::rename(&blob_tmp.0, &path).map_err(|e| ImageError::io("storing blob", &path, e))?;
+        blob_tmp.disarm();
+        sync_dir(&self.root.join("blobs/sha256"))?;
+        self.store_layer(digest, layer_tmp, &unpacked)?;
+        Ok(LayerRecord {
+            digest: digest.clone(),
+            media_type: media_type.to_string(),
+            size: written,
+            diff_id: unpacked.diff_id,
+        })
+    }
+
+    /// Held by whoever unpacks a blob, so each blob is unpacked once across processes.
+    fn unpack_lock_path(&self, blob: &Digest) -> PathBuf {
+        self.root
+            .join("tmp")
+            .join(format!("unpack-{}.lock", blob.hex()))
     }
 
     /// The diff id of a blob whose layer is unpacked and present.
@@ -950,6 +1088,91 @@ impl FileLock {
                 Err(e) => return Err(ImageError::io("locking", path, e.into())),
             }
         }
+    }
+}
+
+impl FileLock {
+    /// `take` without waiting: None when another holder has the lock.
+    fn try_take(path: &Path, operation: rustix::fs::FlockOperation) -> Result<Option<Self>> {
+        match Self::take(path, operation) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(ImageError::Io { source, .. })
+                if source.raw_os_error() == Some(rustix::io::Errno::WOULDBLOCK.raw_os_error()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The writing side of [`ImageStore::write_layer_blob`]: stores and hashes the compressed
+/// stream and hands it on to the unpacker.
+struct BlobPump<'a> {
+    digest: &'a Digest,
+    size: Option<u64>,
+    file: File,
+    path: &'a Path,
+    hasher: Hasher,
+}
+
+impl BlobPump<'_> {
+    /// Reads `reader` to its end (`first` is what was read of it already), writing every chunk
+    /// to the temporary blob and hashing it, and sends it to `chunks` while the unpacker reads
+    /// them. Then checks the size and the digest.
+    fn run(
+        &mut self,
+        reader: &mut dyn Read,
+        mut chunk: Vec<u8>,
+        chunks: pipe::ChunkSender,
+    ) -> Result<()> {
+        let mut feeding = true;
+        while !chunk.is_empty() {
+            self.hasher.update(&chunk);
+            // Stop a stream that is longer than announced before it fills the disk.
+            if let Some(expected) = self.size {
+                if self.hasher.len() > expected {
+                    return Err(ImageError::BlobSize {
+                        digest: self.digest.to_string(),
+                        expected,
+                        actual: self.hasher.len(),
+                    });
+                }
+            }
+            self.file
+                .write_all(&chunk)
+                .map_err(|e| ImageError::io("writing temporary blob", self.path, e))?;
+            if feeding {
+                feeding = chunks.send(std::mem::take(&mut chunk));
+                chunk = chunks.buffer();
+            }
+            pipe::fill_chunk(reader, &mut chunk).map_err(|e| receiving(self.digest, e))?;
+        }
+        drop(chunks);
+        if let Some(expected) = self.size {
+            if self.hasher.len() != expected {
+                return Err(ImageError::BlobSize {
+                    digest: self.digest.to_string(),
+                    expected,
+                    actual: self.hasher.len(),
+                });
+            }
+        }
+        self.digest.verify(&self.hasher.clone().finish())
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| ImageError::io("syncing temporary blob", self.path, e))
+    }
+}
+
+fn receiving(digest: &Digest, source: std::io::Error) -> ImageError {
+    ImageError::Io {
+        operation: "receiving blob",
+        path: digest.to_string(),
+        source,
     }
 }
 
