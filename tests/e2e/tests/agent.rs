@@ -173,7 +173,8 @@ fn skiff_agent_joins_with_url_token_and_ca() {
     assert!(!missing.status.success());
 }
 
-/// Builds the project's test images and imports luksa/kubia into `data_dir`, as `up.sh` does.
+/// Builds the project's test images and imports luksa/kubia and busybox into `data_dir`, as
+/// `up.sh` does.
 fn import_kubia(data_dir: &std::path::Path) {
     let out = data_dir.with_file_name("images-out");
     let mut build = Command::new(skiff_e2e::workspace_root().join("scripts/build-test-images.sh"));
@@ -187,6 +188,15 @@ fn import_kubia(data_dir: &std::path::Path) {
     skiff_e2e::assert_success(
         &skiff_e2e::run(import, None),
         "skiff image import kubia.tar",
+    );
+    let mut import = Command::new(skiff_bin());
+    import
+        .args(["image", "import", "--data-dir"])
+        .arg(data_dir)
+        .arg(out.join("busybox.tar"));
+    skiff_e2e::assert_success(
+        &skiff_e2e::run(import, None),
+        "skiff image import busybox.tar",
     );
 }
 
@@ -241,4 +251,100 @@ fn seed_pod_runs_and_is_deleted() {
         .filter(|p| p.exists())
         .collect();
     assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
+
+/// The pid the monitor recorded for container `id` (its status.json).
+fn container_pid(cluster: &Cluster, id: &str) -> u64 {
+    let path = cluster
+        .data_dir()
+        .join("containers")
+        .join(id)
+        .join("status.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let status: serde_json::Value = serde_json::from_str(&text).expect("status.json is JSON");
+    status["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid in {text}"))
+}
+
+#[test]
+fn containers_survive_a_server_kill_and_are_readopted() {
+    let mut cluster = Cluster::start_with_agent(import_kubia);
+    let pod = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: survivor}
+spec:
+  containers:
+  - {name: web, image: luksa/kubia, imagePullPolicy: Never}
+  - {name: side, image: busybox, imagePullPolicy: Never, command: [sleep, "3600"]}
+  - {name: crash, image: busybox, imagePullPolicy: Never, command: [sh, -c, "exit 3"]}
+"#;
+    let created = cluster.kubectl_stdin(["create", "-f", "-"], pod);
+    skiff_e2e::assert_success(&created, "kubectl create -f -");
+    let restarts = |c: &Cluster, name: &str| -> u32 {
+        let path = format!("{{.status.containerStatuses[?(@.name==\"{name}\")].restartCount}}");
+        get(c, &["pod", "survivor"], &path).parse().unwrap_or(0)
+    };
+    let running = |c: &Cluster, name: &str| {
+        let path = format!("{{.status.containerStatuses[?(@.name==\"{name}\")].state.running}}");
+        !get(c, &["pod", "survivor"], &path).is_empty()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "web and side running, crash restarted",
+        || {
+            running(&cluster, "web")
+                && running(&cluster, "side")
+                && restarts(&cluster, "crash") >= 1
+        },
+    );
+    let uid = get(&cluster, &["pod", "survivor"], "{.metadata.uid}");
+    let ids = [format!("{uid}_0_web"), format!("{uid}_0_side")];
+    let pids: Vec<u64> = ids.iter().map(|id| container_pid(&cluster, id)).collect();
+    let crashes = restarts(&cluster, "crash");
+
+    cluster.restart();
+    // The agent is back and has gone over the pod once it restarted the crashing container
+    // again (its back-off did not survive the kill); the others are untouched.
+    wait_until(
+        Duration::from_secs(60),
+        "crash restarted after the kill",
+        || restarts(&cluster, "crash") > crashes,
+    );
+    for (id, pid) in ids.iter().zip(&pids) {
+        assert_eq!(
+            container_pid(&cluster, id),
+            *pid,
+            "{id} is the same process"
+        );
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "{id} still runs"
+        );
+    }
+    for name in ["web", "side"] {
+        assert_eq!(restarts(&cluster, name), 0, "{name} was not restarted");
+        assert!(running(&cluster, name), "{name} runs");
+        let path = format!("{{.status.containerStatuses[?(@.name==\"{name}\")].containerID}}");
+        assert_eq!(
+            get(&cluster, &["pod", "survivor"], &path),
+            format!("skiff://{uid}_0_{name}")
+        );
+    }
+
+    // The adopted containers are stopped and removed like any others.
+    cluster.kubectl_ok(["delete", "pod", "survivor", "--grace-period=2"]);
+    for pid in &pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} is gone"
+        );
+    }
+    for dir in ["containers", "sandboxes", "rootfs"] {
+        let count = std::fs::read_dir(cluster.data_dir().join(dir))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(count, 0, "{dir} left behind");
+    }
 }
