@@ -348,3 +348,104 @@ spec:
         assert_eq!(count, 0, "{dir} left behind");
     }
 }
+
+/// Creates `manifest` (YAML) and fails the test if kubectl refuses it.
+fn create(cluster: &Cluster, manifest: &str) {
+    let created = cluster.kubectl_stdin(["create", "-f", "-"], manifest);
+    skiff_e2e::assert_success(&created, "kubectl create -f -");
+}
+
+fn busybox_pod(name: &str, policy: &str, grace: u32, script: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {policy}\n  \
+         terminationGracePeriodSeconds: {grace}\n  containers:\n  - name: main\n    image: busybox\n    \
+         imagePullPolicy: Never\n    command: [sh, -c, {script:?}]\n"
+    )
+}
+
+#[test]
+fn restart_policies_and_graceful_termination_for_real() {
+    let cluster = Cluster::start_with_agent(import_kubia);
+    create(
+        &cluster,
+        &busybox_pod("done", "Never", 30, "echo all good > /dev/termination-log"),
+    );
+    create(&cluster, &busybox_pod("broken", "Never", 30, "exit 7"));
+    create(&cluster, &busybox_pod("retry", "OnFailure", 30, "exit 0"));
+    create(
+        &cluster,
+        &busybox_pod("deaf", "Always", 3, "exec sleep 3600"),
+    );
+    create(
+        &cluster,
+        &busybox_pod(
+            "polite",
+            "Always",
+            30,
+            "trap 'exit 0' TERM; sleep 3600 & wait",
+        ),
+    );
+    create(
+        &cluster,
+        &busybox_pod("forced", "Always", 30, "exec sleep 3600"),
+    );
+    let phase = |name: &str| get(&cluster, &["pod", name], "{.status.phase}");
+    wait_until(Duration::from_secs(60), "done Succeeded", || {
+        phase("done") == "Succeeded"
+    });
+    wait_until(Duration::from_secs(60), "broken Failed", || {
+        phase("broken") == "Failed"
+    });
+    wait_until(Duration::from_secs(60), "retry Succeeded", || {
+        phase("retry") == "Succeeded"
+    });
+    let term = |name: &str, field: &str| {
+        get(
+            &cluster,
+            &["pod", name],
+            &format!("{{.status.containerStatuses[0].state.terminated.{field}}}"),
+        )
+    };
+    assert_eq!(term("done", "reason"), "Completed");
+    assert_eq!(term("done", "message"), "all good\n");
+    assert_eq!(term("broken", "reason"), "Error");
+    assert_eq!(term("broken", "exitCode"), "7");
+    assert_eq!(
+        get(
+            &cluster,
+            &["pod", "broken"],
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+
+    for name in ["deaf", "polite", "forced"] {
+        wait_until(Duration::from_secs(60), &format!("{name} Running"), || {
+            phase(name) == "Running"
+        });
+    }
+    // One that exits on SIGTERM goes at once; one whose PID 1 ignores it at its grace period.
+    let started = Instant::now();
+    cluster.kubectl_ok(["delete", "pod", "polite"]);
+    let polite = started.elapsed();
+    assert!(polite < Duration::from_secs(3), "polite took {polite:?}");
+    let started = Instant::now();
+    cluster.kubectl_ok(["delete", "pod", "deaf"]);
+    let deaf = started.elapsed();
+    assert!(
+        deaf >= Duration::from_secs(3) && deaf < Duration::from_secs(8),
+        "deaf took {deaf:?} with a 3 s grace period"
+    );
+    // --grace-period=0 --force: the object goes at once, the agent kills and cleans up after.
+    let uid = get(&cluster, &["pod", "forced"], "{.metadata.uid}");
+    cluster.kubectl_ok(["delete", "pod", "forced", "--grace-period=0", "--force"]);
+    let containers = cluster.data_dir().join("containers");
+    wait_until(WAIT, "the forced pod's containers removed", || {
+        std::fs::read_dir(&containers)
+            .map(|d| {
+                !d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(uid.as_str()))
+            })
+            .unwrap_or(true)
+    });
+}
