@@ -449,3 +449,82 @@ fn restart_policies_and_graceful_termination_for_real() {
             .unwrap_or(true)
     });
 }
+
+/// Starts `skiff agent` for `cluster` on `data` as node `node`, logging to `log`.
+fn join(
+    cluster: &Cluster,
+    data: &std::path::Path,
+    node: &str,
+    log: &std::path::Path,
+) -> AgentProcess {
+    let log = std::fs::File::create(log).expect("log");
+    let child = Command::new(skiff_bin())
+        .arg("agent")
+        .args(["--server", cluster.url(), "--token", &cluster.token()])
+        .arg("--ca-file")
+        .arg(cluster.ca_file())
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--node-name", node])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("skiff agent starts");
+    AgentProcess(child)
+}
+
+#[test]
+fn a_pod_deleted_while_its_agent_is_away_goes_when_it_returns() {
+    let cluster = Cluster::start();
+    let node = format!("away-{}", std::process::id());
+    let data = cluster.scratch_dir().join("agent-data");
+    import_kubia(&data);
+    let log = cluster.scratch_dir().join("agent.log");
+    let agent = join(&cluster, &data, &node, &log);
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: lonely}}\nspec:\n  nodeName: {node}\n  \
+         terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: busybox\n    \
+         imagePullPolicy: Never\n    command: [sleep, \"3600\"]\n"
+    );
+    create(&cluster, &pod);
+    wait_until(Duration::from_secs(60), "lonely Running", || {
+        get(&cluster, &["pod", "lonely"], "{.status.phase}") == "Running"
+    });
+    let uid = get(&cluster, &["pod", "lonely"], "{.metadata.uid}");
+    let pid = {
+        let path = data
+            .join("containers")
+            .join(format!("{uid}_0_main"))
+            .join("status.json");
+        let status: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("status.json"))
+                .expect("json");
+        status["pid"].as_u64().expect("pid")
+    };
+    drop(agent); // SIGKILL: the container keeps running.
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    cluster.kubectl_ok(["delete", "pod", "lonely", "--wait=false"]);
+    // Nobody confirms the deletion: the pod stays, Terminating.
+    let deleting = get(
+        &cluster,
+        &["pod", "lonely"],
+        "{.metadata.deletionTimestamp}",
+    );
+    assert!(!deleting.is_empty());
+
+    let _agent = join(&cluster, &data, &node, &log);
+    wait_until(WAIT, "lonely gone once its agent is back", || {
+        !cluster.kubectl(["get", "pod", "lonely"]).status.success()
+    });
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container was stopped"
+    );
+    for dir in ["containers", "sandboxes", "rootfs"] {
+        let count = std::fs::read_dir(data.join(dir))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(count, 0, "{dir} left behind");
+    }
+}
