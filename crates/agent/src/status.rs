@@ -73,6 +73,8 @@ pub struct PodView {
 
 /// The waiting reason of a container that has not been created yet.
 pub const CONTAINER_CREATING: &str = "ContainerCreating";
+/// The waiting reason of containers of a pod whose init containers have not completed.
+pub const POD_INITIALIZING: &str = "PodInitializing";
 /// The waiting reason of a container held back by the restart back-off.
 pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
 
@@ -82,11 +84,15 @@ pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
 pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
     let previous = pod.status.clone().unwrap_or_default();
-    let statuses = container_statuses(&spec.containers, &view.containers);
-    let init_statuses = container_statuses(
-        spec.init_containers.as_deref().unwrap_or_default(),
-        &view.init_containers,
-    );
+    let init_specs = spec.init_containers.as_deref().unwrap_or_default();
+    // Kubelet's default waiting reason: PodInitializing while the pod has init containers.
+    let first_wait = if init_specs.is_empty() {
+        CONTAINER_CREATING
+    } else {
+        POD_INITIALIZING
+    };
+    let statuses = container_statuses(&spec.containers, &view.containers, first_wait);
+    let init_statuses = container_statuses(init_specs, &view.init_containers, POD_INITIALIZING);
     let mut phase = phase(&spec, &statuses, &init_statuses);
     let old_phase = previous.phase.as_deref().unwrap_or_default();
     if matches!(old_phase, "Succeeded" | "Failed") {
@@ -101,6 +107,8 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
         .cloned()
         .collect();
     let old = previous.conditions.as_deref().unwrap_or_default();
+    // Kubernetes 1.35 (PodObservedGenerationTracking): which spec the status describes.
+    let generation = pod.metadata.generation;
     let mut set = |kind: &str, status: bool, reason: Option<String>, message: Option<String>| {
         let status = if status { "True" } else { "False" };
         let transition = old
@@ -113,6 +121,7 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
             status: status.into(),
             reason,
             message,
+            observed_generation: generation,
             last_transition_time: Some(transition),
             ..PodCondition::default()
         });
@@ -139,6 +148,7 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
     };
     PodStatus {
         phase: Some(phase.into()),
+        observed_generation: generation,
         conditions: Some(conditions),
         host_ips: host_ip.clone().map(|ip| vec![HostIP { ip }]),
         host_ip,
@@ -184,7 +194,11 @@ pub fn container_id(id: &str) -> String {
 
 /// One status per container of the spec, in the spec's order; a container the node has no
 /// record of yet is waiting in ContainerCreating.
-fn container_statuses(specs: &[Container], records: &[ContainerRecord]) -> Vec<ContainerStatus> {
+fn container_statuses(
+    specs: &[Container],
+    records: &[ContainerRecord],
+    first_wait: &str,
+) -> Vec<ContainerStatus> {
     specs
         .iter()
         .map(|c| {
@@ -198,7 +212,7 @@ fn container_statuses(specs: &[Container], records: &[ContainerRecord]) -> Vec<C
                     started: Some(false),
                     state: Some(ContainerState {
                         waiting: Some(ContainerStateWaiting {
-                            reason: Some(CONTAINER_CREATING.into()),
+                            reason: Some(first_wait.into()),
                             message: None,
                         }),
                         ..ContainerState::default()
@@ -750,13 +764,16 @@ mod tests {
 
     #[test]
     fn all_running_is_running_and_ready() {
-        let p = two();
+        let mut p = two();
+        p.metadata.generation = Some(3);
         let mut v = view(vec![running("a"), running("b")]);
         v.pod_ips = vec!["10.42.0.7".into()];
         let s = pod_status(&p, &v, t(6));
         assert_eq!(s.phase.as_deref(), Some("Running"));
+        assert_eq!(s.observed_generation, Some(3));
         let c = condition_map(&s);
         for kind in KUBELET_CONDITIONS {
+            assert_eq!(c[kind].observed_generation, Some(3), "{kind}");
             assert_eq!(c[kind].status, "True", "{kind}");
             assert_eq!(c[kind].reason, None, "{kind}");
         }
@@ -959,6 +976,21 @@ mod tests {
             c["Initialized"].message.as_deref(),
             Some("containers with incomplete status: [init]")
         );
+        let waiting = |s: &PodStatus, list: &str| {
+            let statuses = if list == "init" {
+                s.init_container_statuses.clone()
+            } else {
+                s.container_statuses.clone()
+            };
+            statuses.expect("statuses")[0]
+                .state
+                .as_ref()
+                .and_then(|st| st.waiting.as_ref())
+                .and_then(|w| w.reason.clone())
+        };
+        let fresh = pod_status(&p, &view(vec![]), t(1));
+        assert_eq!(waiting(&fresh, "init").as_deref(), Some("PodInitializing"));
+        assert_eq!(waiting(&fresh, "app").as_deref(), Some("PodInitializing"));
         v.init_containers = vec![exited("init", 0)];
         let s = pod_status(&p, &v, t(10));
         assert_eq!(condition_map(&s)["Initialized"].status, "True");

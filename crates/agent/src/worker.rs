@@ -384,14 +384,45 @@ impl PodWorker {
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")
         );
-        let containers = pod
-            .spec
-            .as_ref()
-            .map(|s| s.containers.clone())
-            .unwrap_or_default();
-        for container in &containers {
-            if let Some(next) = self.sync_container(pod, container, terminal).await {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let pod_policy = spec.restart_policy.as_deref().unwrap_or("Always");
+        // Init containers one at a time, each to completion (a sidecar, restartPolicy Always,
+        // until it runs), before any regular container; a failed one is retried unless the
+        // pod's policy is Never, as kubelet does.
+        let init_policy = if pod_policy == "Never" {
+            "Never"
+        } else {
+            "OnFailure"
+        };
+        let mut initialized = true;
+        for container in spec.init_containers.iter().flatten() {
+            let sidecar = container.restart_policy.as_deref() == Some("Always");
+            let policy = if sidecar { "Always" } else { init_policy };
+            if let Some(next) = self.sync_container(pod, container, terminal, policy).await {
                 wake = wake.min(next);
+            }
+            let done = match self
+                .slots
+                .get(&container.name)
+                .and_then(|s| s.view.as_ref())
+            {
+                Some(ContainerView::Running { .. }) => sidecar,
+                Some(ContainerView::Terminated(t)) => !sidecar && t.exit_code == 0,
+                _ => false,
+            };
+            if !done {
+                initialized = false;
+                break;
+            }
+        }
+        if initialized {
+            for container in &spec.containers {
+                if let Some(next) = self
+                    .sync_container(pod, container, terminal, pod_policy)
+                    .await
+                {
+                    wake = wake.min(next);
+                }
             }
         }
         self.post_status(pod).await;
@@ -404,10 +435,10 @@ impl PodWorker {
         pod: &Pod,
         container: &Container,
         terminal: bool,
+        restart_policy: &str,
     ) -> Option<Duration> {
         let name = container.name.clone();
         let runtime = self.ctx.runtime.clone();
-        let restart_policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone());
         let slot = self.slots.entry(name.clone()).or_default();
         if let Some(id) = slot.current.clone() {
             let query = id.clone();
@@ -428,7 +459,7 @@ impl PodWorker {
                 }
                 Ok(Some(state)) => {
                     let ended = terminated_from(&id, &state)?;
-                    if terminal || !should_restart(restart_policy.as_deref(), ended.exit_code) {
+                    if terminal || !should_restart(Some(restart_policy), ended.exit_code) {
                         slot.view = Some(ContainerView::Terminated(ended));
                         return None;
                     }
@@ -686,11 +717,20 @@ impl PodWorker {
     }
 
     fn view(&self, pod: &Pod) -> PodView {
-        let containers = pod
-            .spec
-            .as_ref()
-            .map(|s| s.containers.as_slice())
-            .unwrap_or_default()
+        let spec = pod.spec.clone().unwrap_or_default();
+        PodView {
+            sandbox_ready: self.sandbox.is_some(),
+            host_ip: Some(self.ctx.host_ip.clone()),
+            pod_ips: self.pod_ips.clone(),
+            start_time: Some(self.start_time),
+            containers: self.records(&spec.containers),
+            init_containers: self.records(spec.init_containers.as_deref().unwrap_or_default()),
+        }
+    }
+
+    /// What the worker knows of each of `containers` (none yet for one never tried).
+    fn records(&self, containers: &[Container]) -> Vec<ContainerRecord> {
+        containers
             .iter()
             .filter_map(|c| {
                 let slot = self.slots.get(&c.name)?;
@@ -712,15 +752,7 @@ impl PodWorker {
                         .unwrap_or_default(),
                 })
             })
-            .collect();
-        PodView {
-            sandbox_ready: self.sandbox.is_some(),
-            host_ip: Some(self.ctx.host_ip.clone()),
-            pod_ips: self.pod_ips.clone(),
-            start_time: Some(self.start_time),
-            containers,
-            init_containers: Vec::new(),
-        }
+            .collect()
     }
 
     /// Patches pods/status with what changed since the pod's current status.

@@ -540,3 +540,52 @@ async fn a_broken_sandbox_is_replaced_and_its_containers_restarted() {
         assert!(!s.containers.contains_key(&old));
     });
 }
+
+#[tokio::test]
+async fn init_containers_run_to_completion_first() {
+    let r = start(fake_with_images(), "init").await;
+    let created = r
+        .create(json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "with-init"},
+            "spec": {
+                "initContainers": [{"name": "setup", "image": "busybox:1.36"}],
+                "containers": [{"name": "app", "image": "busybox:1.36"}],
+            },
+        }))
+        .await;
+    let uid = created.metadata.uid.expect("uid");
+    let setup = container_id(&uid, 0, "setup");
+    let pod = r
+        .wait_pod("with-init", "setup running", |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.init_container_statuses.as_ref())
+                .is_some_and(|s| s[0].state.as_ref().is_some_and(|st| st.running.is_some()))
+        })
+        .await;
+    assert_eq!(condition(&pod, "Initialized").as_deref(), Some("False"));
+    assert_eq!(
+        waiting_reason(&pod, "app").as_deref(),
+        Some("PodInitializing")
+    );
+    assert_eq!(phase(&pod), "Pending");
+    assert!(
+        !r.fake
+            .with(|s| s.containers.contains_key(&container_id(&uid, 0, "app"))),
+        "app must wait for setup"
+    );
+    // A failure is retried (restartPolicy Always means OnFailure for init containers).
+    r.fake.exit(&setup, 1);
+    let retry = container_id(&uid, 1, "setup");
+    wait_for("setup retried", || async {
+        r.fake
+            .with(|s| s.containers.contains_key(&retry).then_some(()))
+    })
+    .await;
+    r.fake.exit(&retry, 0);
+    let pod = r
+        .wait_pod("with-init", "app running", |p| is_running(p, "app"))
+        .await;
+    assert_eq!(condition(&pod, "Initialized").as_deref(), Some("True"));
+    assert_eq!(phase(&pod), "Running");
+}

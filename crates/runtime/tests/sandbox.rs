@@ -241,6 +241,8 @@ fn namespaces_hostname_loopback_shm_and_files() {
 
     Sandbox::remove(root.path(), &sandbox.id).unwrap();
     assert_nothing_left(root.path(), &sandbox);
+    // The last sandbox out took the root's tmpfs with it.
+    assert_eq!(mounts_under(root.path()), Vec::<String>::new());
     // Idempotent.
     Sandbox::remove(root.path(), &sandbox.id).unwrap();
 }
@@ -406,9 +408,9 @@ fn a_failed_create_leaves_nothing() {
     let error = Sandbox::create(root.path(), Path::new("/nonexistent/skiff"), &spec).unwrap_err();
     assert!(error.to_string().contains("/nonexistent/skiff"), "{error}");
     assert_eq!(Sandbox::list(root.path()).unwrap(), Vec::<String>::new());
+    // Not even the root's tmpfs: no sandbox is left.
     let mounts = mounts_under(root.path());
-    // Only the root's own private tmpfs.
-    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    assert_eq!(mounts, Vec::<String>::new());
 
     spec.hostname = String::new();
     assert!(Sandbox::create(root.path(), &skiff_bin(), &spec).is_err());
@@ -486,6 +488,11 @@ fn verify_finds_a_broken_sandbox_and_gc_removes_what_is_not_kept() {
     expected.sort();
     assert_eq!(removed, expected);
     assert_eq!(Sandbox::list(root.path()).unwrap(), vec![kept.id.clone()]);
+    // The root's tmpfs stays while a sandbox is on it.
+    let canonical = std::fs::canonicalize(root.path()).unwrap();
+    assert!(mounts_under(&canonical)
+        .iter()
+        .any(|l| l.split(' ').nth(4) == canonical.to_str()));
     assert_nothing_left(root.path(), &broken);
     assert_nothing_left(root.path(), &gone);
     kept.verify().unwrap();

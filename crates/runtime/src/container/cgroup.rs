@@ -1,47 +1,220 @@
 //! Cgroups of containers: which layout the host has (v1 or hybrid, or pure v2), where a
 //! container's cgroup lives in each hierarchy, its OOM-kill counter, and removal.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use super::Result;
+use super::{io_error, ContainerError, Result};
 
 /// The host's cgroup layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CgroupLayout {
-    /// cgroup v1 controllers (each mounted under /sys/fs/cgroup/<name>), possibly with a v2
-    /// hierarchy at /sys/fs/cgroup/unified (hybrid).
+    /// cgroup v1 controllers (each hierarchy mounted under /sys/fs/cgroup), possibly with a v2
+    /// hierarchy beside them (hybrid: /sys/fs/cgroup/unified).
     V1 {
         /// Every v1 hierarchy's mount point.
         hierarchies: Vec<PathBuf>,
+        /// The hierarchy holding the memory controller.
+        memory: Option<PathBuf>,
         unified: Option<PathBuf>,
     },
-    /// Pure cgroup v2 at /sys/fs/cgroup.
-    V2,
+    /// Pure cgroup v2, mounted at `root` (/sys/fs/cgroup).
+    V2 { root: PathBuf },
 }
 
 impl CgroupLayout {
-    /// The layout of this host (reads /proc/self/mountinfo).
+    /// The layout of this host, from /proc/self/mountinfo.
     pub fn detect() -> Result<Self> {
-        todo!()
+        let text = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(io_error("reading", "/proc/self/mountinfo"))?;
+        Ok(Self::from_mountinfo(&text))
+    }
+
+    /// The layout described by a mountinfo text.
+    pub fn from_mountinfo(text: &str) -> Self {
+        let mut hierarchies = Vec::new();
+        let mut memory = None;
+        let mut unified = None;
+        for line in text.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let Some(mount_point) = left.split(' ').nth(4) else {
+                continue;
+            };
+            let mut right = right.split(' ');
+            let fstype = right.next().unwrap_or_default();
+            let super_options = right.nth(1).unwrap_or_default();
+            let mount_point = PathBuf::from(mount_point.replace("\\040", " "));
+            match fstype {
+                "cgroup" => {
+                    if super_options.split(',').any(|o| o == "memory") {
+                        memory = Some(mount_point.clone());
+                    }
+                    if !hierarchies.contains(&mount_point) {
+                        hierarchies.push(mount_point);
+                    }
+                }
+                "cgroup2" => unified = Some(mount_point),
+                _ => {}
+            }
+        }
+        match (hierarchies.is_empty(), unified) {
+            (true, Some(root)) => CgroupLayout::V2 { root },
+            (_, unified) => CgroupLayout::V1 {
+                hierarchies,
+                memory,
+                unified,
+            },
+        }
     }
 
     /// The directories of cgroup `path` (`/skiff/pod<uid>/<id>`) in every hierarchy.
     pub fn dirs(&self, path: &str) -> Vec<PathBuf> {
-        let _ = path;
-        todo!()
+        let relative = path.trim_start_matches('/');
+        match self {
+            CgroupLayout::V1 {
+                hierarchies,
+                unified,
+                ..
+            } => hierarchies
+                .iter()
+                .chain(unified.iter())
+                .map(|h| h.join(relative))
+                .collect(),
+            CgroupLayout::V2 { root } => vec![root.join(relative)],
+        }
     }
 
     /// How many processes of cgroup `path` the kernel's OOM killer has killed (v1
     /// memory.oom_control `oom_kill`, v2 memory.events `oom_kill`); 0 when it cannot tell.
     pub fn oom_kills(&self, path: &str) -> u64 {
-        let _ = path;
-        todo!()
+        let relative = path.trim_start_matches('/');
+        let (file, key) = match self {
+            CgroupLayout::V1 {
+                memory: Some(memory),
+                ..
+            } => (memory.join(relative).join("memory.oom_control"), "oom_kill"),
+            CgroupLayout::V1 { memory: None, .. } => return 0,
+            CgroupLayout::V2 { root } => (root.join(relative).join("memory.events"), "oom_kill"),
+        };
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|line| {
+                    let (name, value) = line.split_once(' ')?;
+                    (name == key).then(|| value.trim().parse().ok()).flatten()
+                })
+            })
+            .unwrap_or(0)
     }
 
     /// Removes cgroup `path` (and its children) in every hierarchy; a missing one is fine.
-    /// Keeps going past errors and reports them all.
+    /// Processes still inside are killed (they can only be the container's). Keeps going past
+    /// errors and reports them all.
     pub fn remove(&self, path: &str) -> Result<()> {
-        let _ = path;
-        todo!()
+        let mut errors = Vec::new();
+        for dir in self.dirs(path) {
+            if let Err(e) = remove_tree(&dir) {
+                errors.push(format!("{}: {e}", dir.display()));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ContainerError::Cleanup {
+                id: path.to_owned(),
+                errors,
+            })
+        }
+    }
+}
+
+/// rmdir of a cgroup directory, children first (their files cannot be unlinked), retried
+/// while the kernel still counts exiting processes in it.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            remove_tree(&entry.path())?;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(16) && Instant::now() < deadline => {
+                // EBUSY: processes remain; kill them and retry.
+                kill_procs(dir);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn kill_procs(dir: &Path) {
+    let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+        return;
+    };
+    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            // Already gone is fine: the retry loop checks the cgroup again.
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn hybrid_and_v2_layouts() {
+        let layout = CgroupLayout::from_mountinfo(HYBRID);
+        assert_eq!(
+            layout,
+            CgroupLayout::V1 {
+                hierarchies: ["cpu", "memory", "pids", "systemd"]
+                    .iter()
+                    .map(|c| Path::new("/sys/fs/cgroup").join(c))
+                    .collect(),
+                memory: Some("/sys/fs/cgroup/memory".into()),
+                unified: Some("/sys/fs/cgroup/unified".into()),
+            }
+        );
+        assert_eq!(layout.dirs("/skiff/a").len(), 5);
+        assert_eq!(
+            layout.dirs("/skiff/a")[1],
+            Path::new("/sys/fs/cgroup/memory/skiff/a")
+        );
+        let v2 = CgroupLayout::from_mountinfo(
+            "25 22 0:22 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n",
+        );
+        assert_eq!(
+            v2,
+            CgroupLayout::V2 {
+                root: "/sys/fs/cgroup".into()
+            }
+        );
+        assert_eq!(
+            v2.dirs("/skiff/a"),
+            vec![Path::new("/sys/fs/cgroup/skiff/a")]
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod expand;
 pub mod log;
 pub mod manager;
 pub mod monitor;
+pub mod resources;
 pub mod runtime;
 pub mod spec;
 pub mod user;
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 pub use manager::ContainerManager;
-pub use runtime::{check_runtime_supported, CliRuntime, OciRuntime, RuntimeKind};
+pub use runtime::{check_runtime_supported, signal_number, CliRuntime, OciRuntime, RuntimeKind};
 pub use spec::{build_spec, ContainerSpecInput, FieldValues, MountSpec, NamespacePaths, PodFiles};
 
 /// Errors of the container subsystem; each carries what failed and the underlying cause.
@@ -70,7 +71,6 @@ pub enum ContainerError {
 
 pub type Result<T, E = ContainerError> = std::result::Result<T, E>;
 
-#[allow(dead_code)] // used once the manager lands
 pub(crate) fn io_error(
     operation: &'static str,
     path: impl Into<PathBuf>,

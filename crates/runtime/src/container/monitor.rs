@@ -1,12 +1,36 @@
 //! The per-container monitor (`skiff internal monitor <container-dir>`): a small process, in its
 //! own session so it survives the agent, that runs the container through the OCI runtime as a
 //! child subreaper, holds its stdout and stderr, writes them to the CRI log, waits for the exit,
-//! records it in `status.json`, then deletes the runtime's state. No async runtime: a few
+//! records it in `status.json`, then deletes the runtime's state. No async runtime: two copier
 //! threads and blocking calls keep it near 2 MB resident.
+//!
+//! Start-up: the manager spawns the monitor with a pipe as stdout; that first process starts
+//! itself again (so the manager reaps it at once and the real monitor is nobody's child to
+//! wait for) and exits. The second writes one line to the pipe, `ok <pid>` once the container
+//! runs or `error <message>`, then points its stdout at /dev/null so the pipe closes.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use super::runtime::CliRuntime;
+use rustix::process::{Pid, WaitOptions};
+
+use super::cgroup::CgroupLayout;
+use super::log::{CriLogWriter, LogStream};
+use super::runtime::{CliRuntime, OciRuntime};
+use super::{io_error, ContainerError, ContainerState, ContainerStatus, Result};
+
+/// Set in the environment of the second monitor process.
+const DETACHED_ENV: &str = "SKIFF_MONITOR_DETACHED";
+
+/// How much of the termination-log file becomes the status message, as kubelet reads it.
+const MAX_MESSAGE: u64 = 4096;
+
+/// How long the monitor waits, after the container's init exited, for the rest of its output
+/// (processes that kept the pipes open).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the manager tells the monitor (`monitor.json` in the container directory).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -21,8 +45,294 @@ pub struct MonitorConfig {
     pub cgroup_path: Option<String>,
 }
 
+/// File names inside the container directory.
+pub(crate) const CONFIG_FILE: &str = "monitor.json";
+pub(crate) const STATUS_FILE: &str = "status.json";
+pub(crate) const LOCK_FILE: &str = "monitor.lock";
+pub(crate) const PID_FILE: &str = "init.pid";
+pub(crate) const MONITOR_LOG: &str = "monitor.log";
+pub(crate) const RUNTIME_LOG: &str = "runtime.log";
+pub(crate) const TERMINATION_LOG: &str = "termination-log";
+
 /// Runs the monitor of the container in `dir`; returns the process's exit code.
-pub fn main(dir: &Path) -> std::process::ExitCode {
-    let _ = dir;
-    todo!()
+pub fn main(dir: &Path) -> ExitCode {
+    if std::env::var_os(DETACHED_ENV).is_none() {
+        return respawn();
+    }
+    // Its own session: no signal meant for the agent's terminal or process group reaches it.
+    let _ = rustix::process::setsid();
+    match run(dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("monitor {}: {e}", dir.display());
+            report(&format!("error {}", one_line(&e.to_string())));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The first process: starts the real monitor with the same arguments and stdio, and exits.
+fn respawn() -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            report(&format!("error monitor: finding its own binary: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut args = std::env::args_os().skip(1);
+    let mut command = Command::new(exe);
+    command.args(&mut args).env(DETACHED_ENV, "1");
+    match command.spawn() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&format!("error monitor: starting itself: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes the start-up result line to the manager's pipe, then detaches stdout from it.
+fn report(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdout(&null);
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.replace('\n', " ")
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(io_error("reading", path))?;
+    serde_json::from_slice(&bytes).map_err(|source| ContainerError::Json {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes `status` to `dir/status.json` atomically (temporary file, fsync-free rename: a crash
+/// leaves the old or the new file, never a torn one).
+pub(crate) fn write_status(dir: &Path, status: &ContainerStatus) -> Result<()> {
+    let tmp = dir.join(".status.json.tmp");
+    let path = dir.join(STATUS_FILE);
+    let bytes = serde_json::to_vec(status).map_err(|source| ContainerError::Json {
+        path: path.clone(),
+        source,
+    })?;
+    std::fs::write(&tmp, bytes).map_err(io_error("writing", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_error("renaming into place", &path))
+}
+
+fn run(dir: &Path) -> Result<()> {
+    let config: MonitorConfig = read_json(&dir.join(CONFIG_FILE))?;
+    let runtime = config.runtime.with_log(dir.join(RUNTIME_LOG));
+    let id = config.id.clone();
+
+    // The container's init is runc's child, orphaned when `runc create` exits: as subreaper
+    // the monitor inherits it and can collect its exit status.
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        .map_err(|e| io_error("prctl(PR_SET_CHILD_SUBREAPER)", dir)(e.into()))?;
+
+    // Held for the monitor's whole life: a reader that can take it knows the monitor is gone.
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_error("opening", &lock_path))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|e| io_error("locking", &lock_path)(e.into()))?;
+
+    let mut status = ContainerStatus {
+        id: id.clone(),
+        state: ContainerState::Created,
+        created_at: SystemTime::now(),
+        monitor_pid: std::process::id(),
+        log_path: config.log_path.clone(),
+    };
+    write_status(dir, &status)?;
+
+    let log = CriLogWriter::open(&config.log_path, config.log_max_size, config.log_max_files)
+        .map_err(io_error("opening the log", &config.log_path))?;
+    let log = Arc::new(Mutex::new(log));
+
+    let (stdout_read, stdout_write) =
+        std::io::pipe().map_err(io_error("creating the stdout pipe of", dir))?;
+    let (stderr_read, stderr_write) =
+        std::io::pipe().map_err(io_error("creating the stderr pipe of", dir))?;
+
+    let pid_file = dir.join(PID_FILE);
+    // One runtime process (`run --detach`) instead of create then start.
+    let started = runtime
+        .run_detached(
+            &id,
+            dir,
+            &pid_file,
+            Stdio::from(stdout_write),
+            Stdio::from(stderr_write),
+        )
+        .and_then(|()| {
+            let text =
+                std::fs::read_to_string(&pid_file).map_err(io_error("reading", &pid_file))?;
+            text.trim()
+                .parse::<i32>()
+                .map_err(|_| ContainerError::Runtime {
+                    runtime: runtime.name().to_owned(),
+                    operation: "run",
+                    id: id.clone(),
+                    message: format!("unreadable pid file {text:?}"),
+                })
+        });
+    let pid = match started {
+        Ok(pid) => pid,
+        Err(e) => {
+            // containerd's code and reason for a process that never started.
+            let message = match &e {
+                ContainerError::Runtime { message, .. } => message.clone(),
+                other => other.to_string(),
+            };
+            status.state = ContainerState::Exited {
+                exit_code: 128,
+                reason: "StartError".to_owned(),
+                started_at: None,
+                finished_at: SystemTime::now(),
+                message: Some(message),
+            };
+            let recorded = write_status(dir, &status);
+            let _ = runtime.delete(&id, true);
+            recorded?;
+            return Err(e);
+        }
+    };
+
+    // The copiers hold the read ends; the write ends went with `runc create` (only the
+    // container has them now), so the reads end when the container's processes are gone.
+    let (done_tx, done_rx) = mpsc::channel();
+    for (pipe, stream) in [
+        (stdout_read, LogStream::Stdout),
+        (stderr_read, LogStream::Stderr),
+    ] {
+        let log = Arc::clone(&log);
+        let done = done_tx.clone();
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                copy(pipe, stream, &log);
+                let _ = done.send(());
+            })
+            .map_err(io_error("starting a log copier for", dir))?;
+    }
+    drop(done_tx);
+
+    let started_at = SystemTime::now();
+    status.state = ContainerState::Running {
+        pid: pid as u32,
+        started_at,
+    };
+    write_status(dir, &status)?;
+    report(&format!("ok {pid}"));
+
+    let exit_code = wait_for(pid);
+    let finished_at = SystemTime::now();
+    for _ in 0..2 {
+        if done_rx.recv_timeout(DRAIN_TIMEOUT).is_err() {
+            eprintln!(
+                "monitor {id}: output still open {DRAIN_TIMEOUT:?} after the container exited"
+            );
+            break;
+        }
+    }
+    if let Ok(mut log) = log.lock() {
+        if let Err(e) = log.finish() {
+            eprintln!("monitor {id}: writing the log: {e}");
+        }
+    }
+
+    let oom_killed = config.cgroup_path.as_deref().is_some_and(|path| {
+        CgroupLayout::detect()
+            .map(|layout| layout.oom_kills(path) > 0)
+            .unwrap_or(false)
+    });
+    let reason = if oom_killed {
+        "OOMKilled"
+    } else if exit_code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
+    status.state = ContainerState::Exited {
+        exit_code,
+        reason: reason.to_owned(),
+        started_at: Some(started_at),
+        finished_at,
+        message: termination_message(&dir.join(TERMINATION_LOG)),
+    };
+    write_status(dir, &status)?;
+    if let Err(e) = runtime.delete(&id, true) {
+        eprintln!("monitor {id}: {e}");
+    }
+    drop(lock);
+    Ok(())
+}
+
+/// Copies one stream of the container into the log until it closes.
+fn copy(mut pipe: std::io::PipeReader, stream: LogStream, log: &Mutex<CriLogWriter>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if let Ok(mut log) = log.lock() {
+                    if let Err(e) = log.write(stream, &buf[..n]) {
+                        eprintln!("monitor: writing the log: {e}");
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                eprintln!("monitor: reading the container's output: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Waits for the container's init and returns its exit code as a shell reports it (128 +
+/// signal when killed); also reaps any other orphan handed to the monitor meanwhile.
+fn wait_for(pid: i32) -> i32 {
+    let Some(target) = Pid::from_raw(pid) else {
+        return 255;
+    };
+    loop {
+        match rustix::process::wait(WaitOptions::empty()) {
+            Ok(Some((reaped, status))) if reaped == target => {
+                if let Some(code) = status.exit_status() {
+                    return code;
+                }
+                if let Some(signal) = status.terminating_signal() {
+                    return 128 + signal;
+                }
+                return 255;
+            }
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                eprintln!("monitor: waiting for {pid}: {e}");
+                return 255;
+            }
+        }
+    }
+}
+
+/// The start of the termination-log file, if the container wrote one.
+fn termination_message(path: &Path) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut text = Vec::new();
+    file.take(MAX_MESSAGE).read_to_end(&mut text).ok()?;
+    (!text.is_empty()).then(|| String::from_utf8_lossy(&text).into_owned())
 }

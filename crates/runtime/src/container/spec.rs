@@ -5,10 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
-use oci_spec::runtime::Spec;
+use std::collections::BTreeMap;
 
-use super::Result;
+use k8s_openapi::api::core::v1::{Container, EnvVar, Pod};
+use oci_spec::runtime::Spec;
+use serde_json::{json, Value};
+
+use super::expand::expand;
+use super::user::{self, ResolvedUser};
+use super::{ContainerError, Result};
 
 /// The sandbox's namespaces, as bind-mounted nsfs files the container joins.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,8 +77,951 @@ pub struct ContainerSpecInput<'a> {
     pub container_id: String,
 }
 
+/// The PATH containerd gives a container whose image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The capabilities containerd grants a container that asks for nothing else.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Every capability, for `drop: [ALL]` / `add: [ALL]`.
+const ALL_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// containerd's masked and read-only paths.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The highest nofile limit asked of the runtime, as containerd's default; lowered to the
+/// agent's own hard limit, since the runtime cannot raise it (podman's 1048576 fails on hosts
+/// whose hard limit is lower).
+const MAX_NOFILE: u64 = 1_048_576;
+
 /// The OCI runtime spec of a container.
 pub fn build_spec(input: &ContainerSpecInput) -> Result<Spec> {
-    let _ = input;
-    todo!("build_spec")
+    let container = input.container;
+    let image = image_config(input.image_config);
+
+    let env = environment(input, &image)?;
+    let expansion_env = kubelet_env(input)?;
+    let lookup = |name: &str| expansion_env.get(name).cloned();
+    let args = process_args(container, &image, &lookup)?;
+
+    let cwd = container
+        .working_dir
+        .clone()
+        .filter(|d| !d.is_empty())
+        .or_else(|| image.working_dir.clone().filter(|d| !d.is_empty()))
+        .unwrap_or_else(|| "/".to_owned());
+
+    let user = process_user(input, &image)?;
+    let capabilities = capabilities(container);
+    let security = container.security_context.as_ref();
+    let no_new_privileges = security
+        .and_then(|s| s.allow_privilege_escalation)
+        .map(|allow| !allow)
+        .unwrap_or(false);
+    let read_only_root = security
+        .and_then(|s| s.read_only_root_filesystem)
+        .unwrap_or(false);
+
+    let nofile = nofile_limit();
+    let resources = super::resources::container_resources(input)?;
+    let oom_score_adj = super::resources::oom_score_adj(input);
+
+    let rootfs = input.rootfs.to_str().ok_or_else(|| {
+        ContainerError::Spec(format!("rootfs {} is not UTF-8", input.rootfs.display()))
+    })?;
+
+    let mut namespaces = vec![json!({"type": "mount"}), json!({"type": "cgroup"})];
+    for (kind, path) in [
+        ("pid", &input.namespaces.pid),
+        ("network", &input.namespaces.net),
+        ("ipc", &input.namespaces.ipc),
+        ("uts", &input.namespaces.uts),
+    ] {
+        namespaces.push(match path {
+            Some(path) => json!({"type": kind, "path": path}),
+            None => json!({"type": kind}),
+        });
+    }
+
+    let sysctl: BTreeMap<String, String> = input
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|s| s.sysctls.as_ref())
+        .map(|list| {
+            list.iter()
+                .map(|s| (s.name.clone(), s.value.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let parent = input.cgroup_parent.trim_end_matches('/');
+    let cgroups_path = if parent.is_empty() {
+        format!("/{}", input.container_id)
+    } else if parent.starts_with('/') {
+        format!("{parent}/{}", input.container_id)
+    } else {
+        format!("/{parent}/{}", input.container_id)
+    };
+
+    let spec = json!({
+        "ociVersion": "1.0.2",
+        "root": {"path": rootfs, "readonly": read_only_root},
+        "process": {
+            "terminal": false,
+            "user": {
+                "uid": user.uid,
+                "gid": user.gid,
+                "additionalGids": user.additional_gids,
+                "umask": 0o022,
+            },
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {
+                "bounding": capabilities,
+                "effective": capabilities,
+                "permitted": capabilities,
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+            "noNewPrivileges": no_new_privileges,
+            "oomScoreAdj": oom_score_adj,
+        },
+        "mounts": mounts(input)?,
+        "linux": {
+            "namespaces": namespaces,
+            "cgroupsPath": cgroups_path,
+            "resources": resources,
+            "sysctl": sysctl,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+        },
+    });
+    serde_json::from_value(spec).map_err(|e| ContainerError::Spec(format!("OCI spec: {e}")))
+}
+
+/// The part of an image config a container uses.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImageProcess {
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    env: Option<Vec<String>>,
+    #[serde(default)]
+    working_dir: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+/// The `config` object of an image config blob (also accepted bare).
+fn image_config(value: &Value) -> ImageProcess {
+    let inner = value.get("config").unwrap_or(value);
+    // A malformed field is treated as absent, as containerd ignores fields it cannot use.
+    serde_json::from_value(inner.clone()).unwrap_or_default()
+}
+
+/// Kubernetes: `command` replaces the image's Entrypoint (and drops its Cmd); `args` replaces
+/// the Cmd. Both are `$(VAR)`-expanded with the container's environment.
+fn process_args(
+    container: &Container,
+    image: &ImageProcess,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>> {
+    let expand_all =
+        |list: &[String]| -> Vec<String> { list.iter().map(|s| expand(s, lookup)).collect() };
+    let command = container.command.as_deref().unwrap_or_default();
+    let args = container.args.as_deref().unwrap_or_default();
+    let mut argv = if !command.is_empty() {
+        let mut argv = expand_all(command);
+        argv.extend(expand_all(args));
+        argv
+    } else {
+        let mut argv = image.entrypoint.clone().unwrap_or_default();
+        if !args.is_empty() {
+            argv.extend(expand_all(args));
+        } else {
+            argv.extend(image.cmd.clone().unwrap_or_default());
+        }
+        argv
+    };
+    if argv.is_empty() {
+        return Err(ContainerError::Spec(format!(
+            "container {:?}: no command specified (neither the pod nor the image gives one)",
+            container.name
+        )));
+    }
+    argv.shrink_to_fit();
+    Ok(argv)
+}
+
+/// The container's own environment as kubelet computes it (in order, each value expanded
+/// with the variables defined before it), without the image's: what `$(VAR)` sees.
+fn kubelet_env(input: &ContainerSpecInput) -> Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    if input
+        .container
+        .env_from
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        return Err(ContainerError::Spec(format!(
+            "container {:?}: envFrom is not supported yet",
+            input.container.name
+        )));
+    }
+    for var in input.container.env.as_deref().unwrap_or_default() {
+        let value = env_value(input, var, &env)?;
+        env.insert(var.name.clone(), value);
+    }
+    Ok(env)
+}
+
+/// The process's environment: containerd's default PATH, then the image's Env, then the
+/// container's env in order (a later name replaces an earlier one in place).
+fn environment(input: &ContainerSpecInput, image: &ImageProcess) -> Result<Vec<String>> {
+    let mut env: Vec<(String, String)> = vec![("PATH".to_owned(), DEFAULT_PATH.to_owned())];
+    let set = |env: &mut Vec<(String, String)>, name: &str, value: String| match env
+        .iter_mut()
+        .find(|(n, _)| n == name)
+    {
+        Some(slot) => slot.1 = value,
+        None => env.push((name.to_owned(), value)),
+    };
+    for entry in image.env.as_deref().unwrap_or_default() {
+        let (name, value) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
+        set(&mut env, name, value.to_owned());
+    }
+    let mut defined = BTreeMap::new();
+    for var in input.container.env.as_deref().unwrap_or_default() {
+        let value = env_value(input, var, &defined)?;
+        defined.insert(var.name.clone(), value.clone());
+        set(&mut env, &var.name, value);
+    }
+    Ok(env.into_iter().map(|(n, v)| format!("{n}={v}")).collect())
+}
+
+/// One env var's value: its `value` expanded with the variables before it, or its `valueFrom`.
+fn env_value(
+    input: &ContainerSpecInput,
+    var: &EnvVar,
+    defined: &BTreeMap<String, String>,
+) -> Result<String> {
+    if let Some(source) = &var.value_from {
+        if let Some(field) = &source.field_ref {
+            return field_value(input, &field.field_path).ok_or_else(|| {
+                ContainerError::Spec(format!(
+                    "env {}: unsupported fieldRef {:?}",
+                    var.name, field.field_path
+                ))
+            });
+        }
+        if let Some(resource) = &source.resource_field_ref {
+            return super::resources::resource_field_value(input, resource)
+                .map_err(|e| ContainerError::Spec(format!("env {}: {e}", var.name)));
+        }
+        return Err(ContainerError::Spec(format!(
+            "env {}: only fieldRef and resourceFieldRef are supported in valueFrom yet",
+            var.name
+        )));
+    }
+    let value = var.value.as_deref().unwrap_or_default();
+    Ok(expand(value, |name| defined.get(name).cloned()))
+}
+
+/// A downward-API field of the pod, as kubelet's `podFieldSelectorRuntimeValue`.
+fn field_value(input: &ContainerSpecInput, path: &str) -> Option<String> {
+    let meta = &input.pod.metadata;
+    let spec = input.pod.spec.as_ref();
+    let fields = &input.fields;
+    let subscript = |prefix: &str| -> Option<String> {
+        let rest = path.strip_prefix(prefix)?.strip_suffix("']")?;
+        Some(rest.to_owned())
+    };
+    if let Some(key) = subscript("metadata.labels['") {
+        return Some(
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get(&key))
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    if let Some(key) = subscript("metadata.annotations['") {
+        return Some(
+            meta.annotations
+                .as_ref()
+                .and_then(|l| l.get(&key))
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    let first = |list: &[String]| list.first().cloned().unwrap_or_default();
+    Some(match path {
+        "metadata.name" => meta.name.clone().unwrap_or_default(),
+        "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+        "metadata.labels" => format_map(meta.labels.as_ref()),
+        "metadata.annotations" => format_map(meta.annotations.as_ref()),
+        "spec.nodeName" => spec
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| fields.node_name.clone()),
+        "spec.serviceAccountName" => spec
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_default(),
+        "status.podIP" => first(&fields.pod_ips),
+        "status.podIPs" => fields.pod_ips.join(","),
+        "status.hostIP" => first(&fields.host_ips),
+        "status.hostIPs" => fields.host_ips.join(","),
+        _ => return None,
+    })
+}
+
+/// `key="value"` lines, sorted, as the downward API formats a whole label or annotation map.
+fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
+    map.map(|m| {
+        m.iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+    .unwrap_or_default()
+}
+
+/// The image's user resolved in the rootfs, then the securityContext's runAsUser/runAsGroup
+/// (container first, then pod), supplementalGroups and fsGroup.
+fn process_user(input: &ContainerSpecInput, image: &ImageProcess) -> Result<ResolvedUser> {
+    let pod_security = input
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref());
+    let security = input.container.security_context.as_ref();
+    let run_as_user = security
+        .and_then(|s| s.run_as_user)
+        .or_else(|| pod_security.and_then(|s| s.run_as_user));
+    let run_as_group = security
+        .and_then(|s| s.run_as_group)
+        .or_else(|| pod_security.and_then(|s| s.run_as_group));
+
+    let mut resolved = match run_as_user {
+        // A uid from the pod: its primary group comes from /etc/passwd when listed there.
+        Some(uid) => user::resolve(&uid.to_string(), input.rootfs)?,
+        None => match image.user.as_deref().filter(|u| !u.is_empty()) {
+            Some(name) => user::resolve(name, input.rootfs)?,
+            None => user::resolve("0", input.rootfs)?,
+        },
+    };
+    if let Some(gid) = run_as_group {
+        resolved.gid = to_id(gid, "runAsGroup")?;
+    }
+    if let Some(security) = pod_security {
+        for gid in security
+            .supplemental_groups
+            .iter()
+            .flatten()
+            .copied()
+            .chain(security.fs_group)
+        {
+            let gid = to_id(gid, "supplementalGroups")?;
+            if !resolved.additional_gids.contains(&gid) {
+                resolved.additional_gids.push(gid);
+            }
+        }
+    }
+    Ok(resolved)
+}
+
+fn to_id(value: i64, what: &str) -> Result<u32> {
+    u32::try_from(value).map_err(|_| ContainerError::Spec(format!("{what} {value} out of range")))
+}
+
+/// containerd's default capabilities with the securityContext's add and drop applied.
+fn capabilities(container: &Container) -> Vec<String> {
+    let mut caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    let Some(config) = container
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+    else {
+        return caps;
+    };
+    let normalise = |name: &str| {
+        let upper = name.to_ascii_uppercase();
+        if upper.starts_with("CAP_") {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        }
+    };
+    for add in config.add.iter().flatten() {
+        if add.eq_ignore_ascii_case("ALL") {
+            caps = ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+        } else {
+            let cap = normalise(add);
+            if !caps.contains(&cap) {
+                caps.push(cap);
+            }
+        }
+    }
+    for drop in config.drop.iter().flatten() {
+        if drop.eq_ignore_ascii_case("ALL") {
+            caps.clear();
+        } else {
+            let cap = normalise(drop);
+            caps.retain(|c| *c != cap);
+        }
+    }
+    caps
+}
+
+/// The nofile limit: containerd's, capped at this process's hard limit.
+fn nofile_limit() -> u64 {
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+    hard.map_or(MAX_NOFILE, |h| h.min(MAX_NOFILE))
+}
+
+fn bind(destination: &Path, source: &Path, read_only: bool) -> Value {
+    let mut options = vec!["rbind", "rprivate"];
+    options.push(if read_only { "ro" } else { "rw" });
+    json!({
+        "destination": destination,
+        "type": "bind",
+        "source": source,
+        "options": options,
+    })
+}
+
+/// The standard mounts of containerd's CRI plugin, then the pod's files, the termination log
+/// and the volumes; a volume at a standard destination replaces the standard mount.
+fn mounts(input: &ContainerSpecInput) -> Result<Vec<Value>> {
+    let volume_at = |dest: &str| {
+        input
+            .mounts
+            .iter()
+            .any(|m| m.destination == Path::new(dest))
+    };
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+               "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+               "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    ];
+    if !volume_at("/dev/shm") {
+        mounts.push(match &input.pod_files.shm {
+            Some(shm) => bind(Path::new("/dev/shm"), shm, false),
+            None => json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                           "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        });
+    }
+    let read_only_root = input
+        .container
+        .security_context
+        .as_ref()
+        .and_then(|s| s.read_only_root_filesystem)
+        .unwrap_or(false);
+    for (dest, file) in [
+        ("/etc/hosts", &input.pod_files.hosts),
+        ("/etc/hostname", &input.pod_files.hostname),
+        ("/etc/resolv.conf", &input.pod_files.resolv_conf),
+    ] {
+        if let Some(file) = file {
+            if !volume_at(dest) {
+                mounts.push(bind(Path::new(dest), file, read_only_root));
+            }
+        }
+    }
+    if let Some(log) = &input.termination_log {
+        let dest = input
+            .container
+            .termination_message_path
+            .clone()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "/dev/termination-log".to_owned());
+        if !volume_at(&dest) {
+            mounts.push(bind(Path::new(&dest), log, false));
+        }
+    }
+    for mount in &input.mounts {
+        if !mount.destination.is_absolute() {
+            return Err(ContainerError::Spec(format!(
+                "mount destination {} is not absolute",
+                mount.destination.display()
+            )));
+        }
+        mounts.push(bind(&mount.destination, &mount.source, mount.read_only));
+    }
+    Ok(mounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(container: Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "web", "namespace": "prod", "uid": "uid-1",
+                "labels": {"app": "kubia", "tier": "front"},
+                "annotations": {"note": "hi"},
+            },
+            "spec": {
+                "nodeName": "node-a",
+                "serviceAccountName": "robot",
+                "containers": [container],
+            },
+        }))
+        .expect("pod")
+    }
+
+    fn build(container: Value, image: Value) -> Value {
+        build_with(&pod(container), image, |_| {})
+    }
+
+    fn build_with(pod: &Pod, image: Value, edit: impl FnOnce(&mut ContainerSpecInput)) -> Value {
+        let rootfs = tempfile::tempdir().expect("rootfs");
+        std::fs::create_dir(rootfs.path().join("etc")).expect("etc");
+        std::fs::write(
+            rootfs.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nwww:x:33:44::/:/bin/false\n",
+        )
+        .expect("passwd");
+        std::fs::write(
+            rootfs.path().join("etc/group"),
+            "root:x:0:\nweb:x:44:\nextra:x:50:www\n",
+        )
+        .expect("group");
+        let mut input = ContainerSpecInput {
+            pod,
+            container: &pod.spec.as_ref().expect("spec").containers[0],
+            image_config: &image,
+            rootfs: rootfs.path(),
+            namespaces: NamespacePaths {
+                net: Some("/run/skiff/ns/net".into()),
+                uts: Some("/run/skiff/ns/uts".into()),
+                ipc: Some("/run/skiff/ns/ipc".into()),
+                pid: None,
+            },
+            pod_files: PodFiles {
+                shm: Some("/pods/p/shm".into()),
+                hosts: Some("/pods/p/hosts".into()),
+                hostname: Some("/pods/p/hostname".into()),
+                resolv_conf: Some("/pods/p/resolv.conf".into()),
+            },
+            mounts: vec![MountSpec {
+                destination: "/data".into(),
+                source: "/pods/p/volumes/data".into(),
+                read_only: true,
+            }],
+            termination_log: Some("/containers/c/termination-log".into()),
+            fields: FieldValues {
+                node_name: "node-from-agent".into(),
+                pod_ips: vec!["10.42.0.5".into(), "fd00::5".into()],
+                host_ips: vec!["192.168.1.2".into()],
+                node_allocatable_millicpu: 2000,
+                node_allocatable_memory: 4 << 30,
+            },
+            cgroup_parent: "/skiff/poduid-1".into(),
+            container_id: "cid".into(),
+        };
+        edit(&mut input);
+        let spec = build_spec(&input).expect("spec");
+        serde_json::to_value(&spec).expect("json")
+    }
+
+    fn strings(v: &Value) -> Vec<String> {
+        v.as_array()
+            .expect("array")
+            .iter()
+            .map(|s| s.as_str().expect("string").to_owned())
+            .collect()
+    }
+
+    fn env_of(spec: &Value) -> Vec<String> {
+        strings(&spec["process"]["env"])
+    }
+
+    #[test]
+    fn command_and_args_merge_with_entrypoint_and_cmd_as_kubernetes() {
+        let image = json!({"config": {"Entrypoint": ["/ep"], "Cmd": ["cmd1", "cmd2"]}});
+        let args = |c: Value| strings(&build(c, image.clone())["process"]["args"]);
+        assert_eq!(args(json!({"name": "c"})), ["/ep", "cmd1", "cmd2"]);
+        assert_eq!(args(json!({"name": "c", "args": ["a"]})), ["/ep", "a"]);
+        assert_eq!(args(json!({"name": "c", "command": ["/c"]})), ["/c"]);
+        assert_eq!(
+            args(json!({"name": "c", "command": ["/c"], "args": ["a", "b"]})),
+            ["/c", "a", "b"]
+        );
+        let cmd_only = json!({"config": {"Cmd": ["sh"]}});
+        assert_eq!(
+            strings(&build(json!({"name": "c"}), cmd_only)["process"]["args"]),
+            ["sh"]
+        );
+        let error = build_spec(&ContainerSpecInput {
+            pod: &pod(json!({"name": "c"})),
+            container: &serde_json::from_value(json!({"name": "c"})).expect("container"),
+            image_config: &json!({"config": {}}),
+            rootfs: Path::new("/nonexistent"),
+            namespaces: NamespacePaths::default(),
+            pod_files: PodFiles::default(),
+            mounts: vec![],
+            termination_log: None,
+            fields: FieldValues::default(),
+            cgroup_parent: String::new(),
+            container_id: "x".into(),
+        })
+        .expect_err("no command");
+        assert!(
+            error.to_string().contains("no command specified"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn variables_expand_in_command_args_and_env() {
+        let spec = build(
+            json!({
+                "name": "c",
+                "command": ["echo", "$(GREETING)", "$$(GREETING)", "$(IMAGE_VAR)"],
+                "args": ["$(NAME)-$(MISSING)"],
+                "env": [
+                    {"name": "GREETING", "value": "hello"},
+                    {"name": "NAME", "value": "$(GREETING) world"},
+                    {"name": "LATER", "value": "$(AFTER)"},
+                    {"name": "AFTER", "value": "x"},
+                ],
+            }),
+            json!({"config": {"Env": ["IMAGE_VAR=img"]}}),
+        );
+        assert_eq!(
+            strings(&spec["process"]["args"]),
+            [
+                "echo",
+                "hello",
+                "$(GREETING)",
+                "$(IMAGE_VAR)",
+                "hello world-$(MISSING)"
+            ]
+        );
+        let env = env_of(&spec);
+        assert!(env.contains(&"NAME=hello world".to_owned()));
+        assert!(
+            env.contains(&"LATER=$(AFTER)".to_owned()),
+            "only earlier vars expand"
+        );
+    }
+
+    #[test]
+    fn env_merges_default_path_image_and_container_in_order() {
+        let no_path = build(
+            json!({"name": "c", "command": ["x"]}),
+            json!({"config": {}}),
+        );
+        assert_eq!(env_of(&no_path), [format!("PATH={DEFAULT_PATH}")]);
+        let spec = build(
+            json!({"name": "c", "command": ["x"], "env": [
+                {"name": "B", "value": "pod"},
+                {"name": "C", "value": "1"},
+                {"name": "C", "value": "2"},
+            ]}),
+            json!({"config": {"Env": ["PATH=/img/bin", "A=a", "B=image", "EMPTY"]}}),
+        );
+        assert_eq!(
+            env_of(&spec),
+            ["PATH=/img/bin", "A=a", "B=pod", "EMPTY=", "C=2"]
+        );
+    }
+
+    #[test]
+    fn env_from_the_downward_api() {
+        let field = |path: &str| json!({"valueFrom": {"fieldRef": {"fieldPath": path}}});
+        let mut vars = Vec::new();
+        for (name, path) in [
+            ("NAME", "metadata.name"),
+            ("NS", "metadata.namespace"),
+            ("UID", "metadata.uid"),
+            ("APP", "metadata.labels['app']"),
+            ("NOTE", "metadata.annotations['note']"),
+            ("NODE", "spec.nodeName"),
+            ("SA", "spec.serviceAccountName"),
+            ("POD_IP", "status.podIP"),
+            ("POD_IPS", "status.podIPs"),
+            ("HOST_IP", "status.hostIP"),
+            ("HOST_IPS", "status.hostIPs"),
+        ] {
+            let mut var = field(path);
+            var["name"] = json!(name);
+            vars.push(var);
+        }
+        let resource = |name: &str, res: &str, divisor: Option<&str>| {
+            let mut r = json!({"resource": res});
+            if let Some(d) = divisor {
+                r["divisor"] = json!(d);
+            }
+            json!({"name": name, "valueFrom": {"resourceFieldRef": r}})
+        };
+        vars.push(resource("CPU_LIMIT", "limits.cpu", None));
+        vars.push(resource("CPU_LIMIT_M", "limits.cpu", Some("1m")));
+        vars.push(resource("MEM_LIMIT", "limits.memory", Some("1Mi")));
+        vars.push(resource("MEM_REQ", "requests.memory", None));
+        vars.push(resource("CPU_REQ_M", "requests.cpu", Some("1m")));
+        let spec = build(
+            json!({"name": "c", "command": ["x"], "env": vars,
+                   "resources": {"limits": {"cpu": "500m"}, "requests": {"cpu": "250m", "memory": "64Mi"}}}),
+            json!({}),
+        );
+        let env = env_of(&spec);
+        for want in [
+            "NAME=web",
+            "NS=prod",
+            "UID=uid-1",
+            "APP=kubia",
+            "NOTE=hi",
+            "NODE=node-a",
+            "SA=robot",
+            "POD_IP=10.42.0.5",
+            "POD_IPS=10.42.0.5,fd00::5",
+            "HOST_IP=192.168.1.2",
+            "HOST_IPS=192.168.1.2",
+            "CPU_LIMIT=1",
+            "CPU_LIMIT_M=500",
+            // No memory limit: the node's allocatable, 4 GiB.
+            "MEM_LIMIT=4096",
+            "MEM_REQ=67108864",
+            "CPU_REQ_M=250",
+        ] {
+            assert!(env.contains(&want.to_owned()), "{want} not in {env:?}");
+        }
+        let bad = build_spec(&ContainerSpecInput {
+            pod: &pod(json!({"name": "c"})),
+            container: &serde_json::from_value(json!({"name": "c", "command": ["x"],
+                "env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.nope"}}}]}))
+            .expect("container"),
+            image_config: &json!({}),
+            rootfs: Path::new("/nonexistent"),
+            namespaces: NamespacePaths::default(),
+            pod_files: PodFiles::default(),
+            mounts: vec![],
+            termination_log: None,
+            fields: FieldValues::default(),
+            cgroup_parent: String::new(),
+            container_id: "x".into(),
+        });
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn working_dir_and_user() {
+        let image = json!({"config": {"WorkingDir": "/img", "User": "www"}});
+        let spec = build(json!({"name": "c", "command": ["x"]}), image.clone());
+        assert_eq!(spec["process"]["cwd"], "/img");
+        assert_eq!(spec["process"]["user"]["uid"], 33);
+        assert_eq!(spec["process"]["user"]["gid"], 44);
+        assert_eq!(spec["process"]["user"]["additionalGids"], json!([50]));
+        let spec = build(
+            json!({"name": "c", "command": ["x"], "workingDir": "/mine",
+                   "securityContext": {"runAsUser": 1000, "runAsGroup": 2000}}),
+            image,
+        );
+        assert_eq!(spec["process"]["cwd"], "/mine");
+        assert_eq!(spec["process"]["user"]["uid"], 1000);
+        assert_eq!(spec["process"]["user"]["gid"], 2000);
+        let spec = build(json!({"name": "c", "command": ["x"]}), json!({}));
+        assert_eq!(spec["process"]["cwd"], "/");
+        assert_eq!(spec["process"]["user"]["uid"], 0);
+    }
+
+    #[test]
+    fn namespaces_mounts_and_no_hostname() {
+        let spec = build(json!({"name": "c", "command": ["x"]}), json!({}));
+        assert!(
+            spec.get("hostname").is_none(),
+            "the pod's UTS namespace has it"
+        );
+        let ns = spec["linux"]["namespaces"].as_array().expect("namespaces");
+        let find = |kind: &str| ns.iter().find(|n| n["type"] == kind).cloned();
+        assert_eq!(find("network").expect("net")["path"], "/run/skiff/ns/net");
+        assert_eq!(find("uts").expect("uts")["path"], "/run/skiff/ns/uts");
+        assert_eq!(find("ipc").expect("ipc")["path"], "/run/skiff/ns/ipc");
+        assert!(
+            find("pid").expect("pid").get("path").is_none(),
+            "own pid ns"
+        );
+        assert!(find("mount").is_some() && find("cgroup").is_some());
+        assert_eq!(spec["linux"]["cgroupsPath"], "/skiff/poduid-1/cid");
+
+        let mounts = spec["mounts"].as_array().expect("mounts");
+        let at = |dest: &str| {
+            mounts
+                .iter()
+                .find(|m| m["destination"] == dest)
+                .unwrap_or_else(|| panic!("no mount at {dest}"))
+                .clone()
+        };
+        assert_eq!(at("/proc")["type"], "proc");
+        assert_eq!(at("/dev")["type"], "tmpfs");
+        assert_eq!(at("/dev/pts")["type"], "devpts");
+        assert_eq!(at("/dev/mqueue")["type"], "mqueue");
+        assert!(strings(&at("/sys")["options"]).contains(&"ro".to_owned()));
+        assert!(strings(&at("/sys/fs/cgroup")["options"]).contains(&"ro".to_owned()));
+        assert_eq!(at("/dev/shm")["source"], "/pods/p/shm");
+        assert_eq!(at("/etc/hosts")["source"], "/pods/p/hosts");
+        assert_eq!(at("/etc/hostname")["source"], "/pods/p/hostname");
+        assert_eq!(at("/etc/resolv.conf")["source"], "/pods/p/resolv.conf");
+        assert_eq!(
+            at("/dev/termination-log")["source"],
+            "/containers/c/termination-log"
+        );
+        assert!(strings(&at("/data")["options"]).contains(&"ro".to_owned()));
+        let rlimits = spec["process"]["rlimits"].as_array().expect("rlimits");
+        let hard = rlimits[0]["hard"].as_u64().expect("hard");
+        let own = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+        assert!(
+            own.is_none_or(|own| hard <= own),
+            "nofile {hard} above the hard limit"
+        );
+        // oci-spec keeps capabilities in a set: compare sorted.
+        let mut bounding = strings(&spec["process"]["capabilities"]["bounding"]);
+        bounding.sort();
+        let mut defaults = DEFAULT_CAPABILITIES.to_vec();
+        defaults.sort();
+        assert_eq!(bounding, defaults);
+        assert!(strings(&spec["linux"]["maskedPaths"]).contains(&"/proc/kcore".to_owned()));
+    }
+
+    #[test]
+    fn shared_pid_namespace_and_capabilities() {
+        let p = pod(json!({"name": "c", "command": ["x"], "securityContext": {
+            "capabilities": {"add": ["NET_ADMIN"], "drop": ["MKNOD", "CAP_KILL"]}}}));
+        let spec = build_with(&p, json!({}), |input| {
+            input.namespaces.pid = Some("/run/skiff/ns/pid".into());
+        });
+        let ns = spec["linux"]["namespaces"].as_array().expect("namespaces");
+        assert!(ns
+            .iter()
+            .any(|n| n["type"] == "pid" && n["path"] == "/run/skiff/ns/pid"));
+        let caps = strings(&spec["process"]["capabilities"]["effective"]);
+        assert!(caps.contains(&"CAP_NET_ADMIN".to_owned()));
+        assert!(!caps.contains(&"CAP_MKNOD".to_owned()));
+        assert!(!caps.contains(&"CAP_KILL".to_owned()));
+    }
+
+    #[test]
+    fn resources_become_cgroup_settings() {
+        let spec = build(
+            json!({"name": "c", "command": ["x"], "resources": {
+                "requests": {"cpu": "250m", "memory": "64Mi"},
+                "limits": {"cpu": "500m", "memory": "128Mi"}}}),
+            json!({}),
+        );
+        let r = &spec["linux"]["resources"];
+        assert_eq!(r["cpu"]["shares"], 256);
+        assert_eq!(r["cpu"]["quota"], 50_000);
+        assert_eq!(r["cpu"]["period"], 100_000);
+        assert_eq!(r["memory"]["limit"], 128 * 1024 * 1024);
+        // Burstable: 1000 - 1000 * 64 MiB / 4 GiB.
+        assert_eq!(spec["process"]["oomScoreAdj"], 985);
+        let best_effort = build(json!({"name": "c", "command": ["x"]}), json!({}));
+        assert_eq!(best_effort["linux"]["resources"]["cpu"]["shares"], 2);
+        assert!(best_effort["linux"]["resources"]["cpu"]
+            .get("quota")
+            .is_none());
+        assert!(best_effort["linux"]["resources"].get("memory").is_none());
+        assert_eq!(best_effort["process"]["oomScoreAdj"], 1000);
+        let guaranteed = build(
+            json!({"name": "c", "command": ["x"], "resources": {
+                "limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "1", "memory": "1Gi"}}}),
+            json!({}),
+        );
+        assert_eq!(guaranteed["process"]["oomScoreAdj"], -997);
+        assert_eq!(guaranteed["linux"]["resources"]["cpu"]["shares"], 1024);
+    }
 }

@@ -18,7 +18,7 @@ pub mod pause;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
@@ -319,6 +319,8 @@ impl Sandbox {
     /// everything done so far is undone.
     pub fn create(root: &Path, skiff_binary: &Path, spec: &SandboxSpec) -> Result<Sandbox> {
         check_spec(spec)?;
+        // Held until the sandbox exists: the root's tmpfs is not unmounted under a create.
+        let in_use = ROOT_USE.read().unwrap_or_else(PoisonError::into_inner);
         let root = prepare_root(root)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
         let dir = root.join(&id);
@@ -333,7 +335,9 @@ impl Sandbox {
                 Ok(sandbox)
             }
             Err(error) => {
-                if let Err(cleanup) = Sandbox::remove(&root, &id) {
+                let cleanup = remove_dir_of(&root, &id);
+                drop(in_use);
+                if let Err(cleanup) = cleanup.and_then(|()| release_root_if_unused(&root)) {
                     tracing::warn!(
                         pod_namespace = %spec.namespace, pod_name = %spec.name, pod_uid = %spec.uid,
                         sandbox = %id, error = %cleanup, "cleaning up after a failed sandbox create"
@@ -373,90 +377,29 @@ impl Sandbox {
     }
 
     /// Tears down sandbox `id`: kills the pause process (only if its pid and start time are the
-    /// recorded ones), unmounts everything under its directory and deletes it. Idempotent; works
-    /// on half-created sandboxes; keeps going after an error and reports them all.
+    /// recorded ones), unmounts everything under its directory and deletes it; the last one out
+    /// also unmounts the root's tmpfs, so nothing at all is left once every pod is gone.
+    /// Idempotent; works on half-created sandboxes; keeps going after an error and reports them
+    /// all.
     pub fn remove(root: &Path, id: &str) -> Result<()> {
         check_id(id)?;
-        let dir = match std::fs::canonicalize(root) {
-            Ok(root) => root.join(id),
+        let root = match std::fs::canonicalize(root) {
+            Ok(root) => root,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_error("resolving", root, e)),
         };
-        if matches!(dir.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
-            return Ok(());
-        }
-        let mut errors = Vec::new();
-        // The pause process first: it is PID 1 of the pod's PID namespace, and its death ends
-        // every process left in there.
-        // An unreadable record is no reason to leave the rest behind: the layout says the rest.
-        let record = read_record(&dir).unwrap_or_else(|e| {
-            tracing::warn!(sandbox = %id, error = %e, "removing a sandbox whose record is unreadable");
-            None
-        });
-        match record
-            .as_ref()
-            .and_then(|r| r.pause_pid.zip(r.pause_start_time))
-        {
-            Some((pid, start_time)) => {
-                if let Err(e) = stop_pause(pid, Some(start_time), id) {
-                    errors.push(e);
-                }
-            }
-            // No usable record but a PID namespace file: a create interrupted between starting
-            // the pause process and recording it. Find it by its command line.
-            None if dir.join("ns").join("pid").exists() => {
-                for pid in find_pause_processes(id) {
-                    if let Err(e) = stop_pause(pid, None, id) {
-                        errors.push(e);
-                    }
-                }
-            }
-            None => {}
-        }
-        let ns = dir.join("ns");
-        for path in [
-            ns.join("net"),
-            ns.join("uts"),
-            ns.join("ipc"),
-            ns.join("pid"),
-            dir.join("shm"),
-        ] {
-            if let Err(e) = unmount_all(&path) {
+        let removed = {
+            let _in_use = ROOT_USE.read().unwrap_or_else(PoisonError::into_inner);
+            remove_dir_of(&root, id)
+        };
+        let released = release_root_if_unused(&root);
+        match (removed, released) {
+            (Err(SandboxError::Remove { id, mut errors }), Err(e)) => {
                 errors.push(e);
+                Err(SandboxError::Remove { id, errors })
             }
-        }
-        // Anything else mounted below (nothing, unless someone else mounted there): unmount it
-        // too, and never delete through a mount.
-        match mounts_under(&dir) {
-            Ok(leftovers) => {
-                for path in leftovers.iter().rev() {
-                    if let Err(e) = unmount_all(path) {
-                        errors.push(e);
-                    }
-                }
-            }
-            Err(e) => errors.push(e),
-        }
-        match mounts_under(&dir) {
-            Ok(left) if left.is_empty() => match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => errors.push(io_error("deleting", &dir, e)),
-            },
-            Ok(left) => errors.push(SandboxError::Invalid(format!(
-                "{} is still mounted; not deleting {}",
-                left[0].display(),
-                dir.display()
-            ))),
-            Err(e) => errors.push(e),
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(SandboxError::Remove {
-                id: id.to_string(),
-                errors,
-            })
+            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
         }
     }
 
@@ -558,14 +501,94 @@ impl Sandbox {
         }
     }
 
-    /// Unmounts the tmpfs `create` mounted at `root` (for tests and uninstalling; it stays for
-    /// the life of the machine, as `ip netns` keeps /run/netns). Remove every sandbox first:
-    /// their records are on it.
+    /// Unmounts the tmpfs `create` mounted at `root` if it is there, whatever it holds (for
+    /// tests and uninstalling; `remove` of the last sandbox does it anyway). A mount at `root`
+    /// that is not ours stays.
     pub fn unmount_root(root: &Path) -> Result<()> {
         let root = std::fs::canonicalize(root).map_err(|e| io_error("resolving", root, e))?;
-        let mut prepared = PREPARED_ROOTS.lock().unwrap_or_else(|p| p.into_inner());
-        prepared.retain(|r| *r != root);
-        unmount_all(&root)
+        let _exclusive = ROOT_USE.write().unwrap_or_else(PoisonError::into_inner);
+        unmount_our_tmpfs(&root)
+    }
+}
+
+/// `remove` without the root's release: the pause process, the mounts, the directory.
+fn remove_dir_of(root: &Path, id: &str) -> Result<()> {
+    let dir = root.join(id);
+    if matches!(dir.symlink_metadata(), Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+        return Ok(());
+    }
+    let mut errors = Vec::new();
+    // The pause process first: it is PID 1 of the pod's PID namespace, and its death ends
+    // every process left in there.
+    // An unreadable record is no reason to leave the rest behind: the layout says the rest.
+    let record = read_record(&dir).unwrap_or_else(|e| {
+        tracing::warn!(sandbox = %id, error = %e, "removing a sandbox whose record is unreadable");
+        None
+    });
+    match record
+        .as_ref()
+        .and_then(|r| r.pause_pid.zip(r.pause_start_time))
+    {
+        Some((pid, start_time)) => {
+            if let Err(e) = stop_pause(pid, Some(start_time), id) {
+                errors.push(e);
+            }
+        }
+        // No usable record but a PID namespace file: a create interrupted between starting
+        // the pause process and recording it. Find it by its command line.
+        None if dir.join("ns").join("pid").exists() => {
+            for pid in find_pause_processes(id) {
+                if let Err(e) = stop_pause(pid, None, id) {
+                    errors.push(e);
+                }
+            }
+        }
+        None => {}
+    }
+    let ns = dir.join("ns");
+    for path in [
+        ns.join("net"),
+        ns.join("uts"),
+        ns.join("ipc"),
+        ns.join("pid"),
+        dir.join("shm"),
+    ] {
+        if let Err(e) = unmount_all(&path) {
+            errors.push(e);
+        }
+    }
+    // Anything else mounted below (nothing, unless someone else mounted there): unmount it
+    // too, and never delete through a mount.
+    match mounts_under(&dir) {
+        Ok(leftovers) => {
+            for path in leftovers.iter().rev() {
+                if let Err(e) = unmount_all(path) {
+                    errors.push(e);
+                }
+            }
+        }
+        Err(e) => errors.push(e),
+    }
+    match mounts_under(&dir) {
+        Ok(left) if left.is_empty() => match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(io_error("deleting", &dir, e)),
+        },
+        Ok(left) => errors.push(SandboxError::Invalid(format!(
+            "{} is still mounted; not deleting {}",
+            left[0].display(),
+            dir.display()
+        ))),
+        Err(e) => errors.push(e),
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(SandboxError::Remove {
+            id: id.to_string(),
+            errors,
+        })
     }
 }
 
@@ -703,8 +726,46 @@ fn check_spec(spec: &SandboxSpec) -> Result<()> {
     Ok(())
 }
 
-/// Roots already made private bind mounts by this process.
+/// Roots already prepared (mounted, private) by this process.
 static PREPARED_ROOTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Shared by creates and removes in flight, exclusive to unmount a root's tmpfs: never under a
+/// create or remove.
+static ROOT_USE: RwLock<()> = RwLock::new(());
+/// The tmpfs's source name, by which we tell our mount from one someone else put there.
+const ROOT_TMPFS_SOURCE: &str = "skiff-sandboxes";
+
+/// Unmounts the root's tmpfs once no sandbox is left in it.
+fn release_root_if_unused(root: &Path) -> Result<()> {
+    let _exclusive = ROOT_USE.write().unwrap_or_else(PoisonError::into_inner);
+    if Sandbox::list(root)?.is_empty() {
+        unmount_our_tmpfs(root)?;
+    }
+    Ok(())
+}
+
+/// Unmounts what we mounted at `root` (the top mount there, while it is our tmpfs).
+fn unmount_our_tmpfs(root: &Path) -> Result<()> {
+    PREPARED_ROOTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|r| r != root);
+    for _ in 0..4 {
+        let info = Path::new("/proc/self/mountinfo");
+        let text = std::fs::read_to_string(info).map_err(|e| io_error("reading", info, e))?;
+        let ours = mount_entries(&text)
+            .into_iter()
+            .rfind(|(point, _, _)| point == root)
+            .is_some_and(|(_, fstype, source)| fstype == "tmpfs" && source == ROOT_TMPFS_SOURCE);
+        if !ours {
+            return Ok(());
+        }
+        match rustix::mount::unmount(root, UnmountFlags::DETACH) {
+            Ok(()) | Err(Errno::INVAL) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(io_error("unmounting", root, e.into())),
+        }
+    }
+    Ok(())
+}
 
 /// Creates `root` and makes it a private tmpfs mount (unless it is a mount point already, which
 /// is then made private):
@@ -713,14 +774,16 @@ static PREPARED_ROOTS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 ///   after its sandbox is gone;
 /// - tmpfs, because a sandbox does not outlive a reboot (its namespaces die) and because file
 ///   operations on a busy disk cost milliseconds (measured here: remove p50 11 ms on ext4 with
-///   builds running, 0.4 ms on tmpfs). It stays mounted for the life of the machine, so the
-///   records survive restarts of the agent.
+///   builds running, 0.4 ms on tmpfs). It stays mounted while a sandbox exists (the records
+///   survive restarts of the agent); the last `remove` unmounts it.
 ///
 /// Returns the canonical path.
 fn prepare_root(root: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(|e| io_error("creating directory", root, e))?;
     let root = std::fs::canonicalize(root).map_err(|e| io_error("resolving", root, e))?;
-    let mut prepared = PREPARED_ROOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut prepared = PREPARED_ROOTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     if prepared.contains(&root) {
         return Ok(root);
     }
@@ -730,7 +793,7 @@ fn prepare_root(root: &Path) -> Result<PathBuf> {
         // Not a mount point yet.
         Err(Errno::INVAL) => {
             rustix::mount::mount(
-                "skiff-sandboxes",
+                ROOT_TMPFS_SOURCE,
                 &root,
                 "tmpfs",
                 MountFlags::NOSUID | MountFlags::NODEV,
@@ -898,40 +961,49 @@ fn unmount_all(path: &Path) -> Result<()> {
 fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let info = Path::new("/proc/self/mountinfo");
     let text = std::fs::read_to_string(info).map_err(|e| io_error("reading", info, e))?;
-    Ok(mount_points(&text)
+    Ok(mount_entries(&text)
         .into_iter()
+        .map(|(point, _, _)| point)
         .filter(|point| point.starts_with(dir))
         .collect())
 }
 
-/// The mount points (field 5) of a mountinfo text, octal escapes (`\040` for a space) decoded.
-fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
-    use std::os::unix::ffi::OsStringExt;
+/// The mount point (field 5, octal escapes such as `\040` for a space decoded), filesystem type
+/// and source of each mount of a mountinfo text, in its order (a mount after those it covers).
+fn mount_entries(mountinfo: &str) -> Vec<(PathBuf, String, String)> {
     mountinfo
         .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| {
-            let bytes = field.as_bytes();
-            let mut out = Vec::with_capacity(bytes.len());
-            let mut i = 0;
-            while i < bytes.len() {
-                let octal = bytes
-                    .get(i + 1..i + 4)
-                    .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-                match octal {
-                    Some(d) => {
-                        out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                        i += 4;
-                    }
-                    None => {
-                        out.push(bytes[i]);
-                        i += 1;
-                    }
-                }
-            }
-            PathBuf::from(std::ffi::OsString::from_vec(out))
+        .filter_map(|line| {
+            let point = line.split(' ').nth(4)?;
+            let mut after = line.split_once(" - ")?.1.split(' ');
+            let fstype = after.next()?.to_string();
+            let source = after.next().unwrap_or_default().to_string();
+            Some((decode_mountinfo_path(point), fstype, source))
         })
         .collect()
+}
+
+fn decode_mountinfo_path(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 #[cfg(test)]
@@ -944,10 +1016,18 @@ mod tests {
         let text = "36 35 98:0 /mnt1 /mnt/my\\040dir rw,noatime master:1 - ext3 /dev/root rw\n\
                     37 35 0:5 / /run/skiff/sandboxes/ab rw shared:2 - tmpfs shm rw\n";
         assert_eq!(
-            mount_points(text),
+            mount_entries(text),
             [
-                PathBuf::from("/mnt/my dir"),
-                PathBuf::from("/run/skiff/sandboxes/ab")
+                (
+                    PathBuf::from("/mnt/my dir"),
+                    "ext3".into(),
+                    "/dev/root".into()
+                ),
+                (
+                    PathBuf::from("/run/skiff/sandboxes/ab"),
+                    "tmpfs".into(),
+                    "shm".into()
+                )
             ]
         );
     }

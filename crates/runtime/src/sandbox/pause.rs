@@ -31,6 +31,9 @@ pub fn main() -> ExitCode {
     // agent does not reach the pod. After the signal mask, so that a session of its own also
     // tells the world it is ready for SIGTERM. Fails only if already a session leader: fine.
     let _ = rustix::process::setsid();
+    // A child that died before the mask was set sent a SIGCHLD that was discarded (its default
+    // action is to ignore it): reap it now, or it stays a zombie until the next one.
+    reap_all();
     loop {
         // SAFETY: `set` is initialised above; a null siginfo pointer is allowed.
         let signal = unsafe { libc::sigwaitinfo(&set, std::ptr::null_mut()) };

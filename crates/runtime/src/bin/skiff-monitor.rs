@@ -1,0 +1,10 @@
+//! The container monitor as a program of its own, so this crate's tests can start monitors
+//! (the shipped `skiff` binary runs the same code as `skiff internal monitor <dir>`).
+
+fn main() -> std::process::ExitCode {
+    let Some(dir) = std::env::args_os().nth(1) else {
+        eprintln!("usage: skiff-monitor CONTAINER_DIR");
+        return std::process::ExitCode::FAILURE;
+    };
+    skiff_runtime::container::monitor::main(std::path::Path::new(&dir))
+}

@@ -1,0 +1,598 @@
+//! Containers for real (root, runc): a busybox container's exit code, reason and CRI log; a
+//! long-running container that outlives its manager and is re-adopted (same pid); stop of a
+//! process that ignores SIGTERM at its grace period; a memory limit that ends in OOMKilled 137;
+//! and nothing left behind (cgroup, runtime state, process, directory). Prints the latency of
+//! create+start+exit+delete.
+
+mod test_images;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use skiff_runtime::container::cgroup::CgroupLayout;
+use skiff_runtime::container::manager::LogOptions;
+use skiff_runtime::container::{
+    build_spec, CliRuntime, ContainerManager, ContainerSpecInput, ContainerState, ContainerStatus,
+    FieldValues, NamespacePaths, PodFiles, RuntimeKind,
+};
+use skiff_runtime::image::import::import_archive;
+use skiff_runtime::image::rootfs::RootFs;
+use skiff_runtime::image::store::{ImageRecord, ImageStore};
+
+/// A data dir with busybox imported, a manager, and everything the test started, removed on
+/// drop (containers through the manager, root filesystems, the test's cgroup parent).
+struct Fixture {
+    dir: tempfile::TempDir,
+    _images: test_images::TestImages,
+    store: ImageStore,
+    busybox: ImageRecord,
+    manager: ContainerManager,
+    cgroup_parent: String,
+    containers: Vec<(String, Option<RootFs>)>,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Self {
+        let images = test_images::build();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::open(dir.path()).expect("store");
+        import_archive(&store, &images.busybox, None).expect("import busybox");
+        let busybox = store.resolve("busybox").expect("resolve").expect("busybox");
+        let manager = open_manager(dir.path());
+        Fixture {
+            cgroup_parent: format!("/skiff-test-{name}-{}", std::process::id()),
+            dir,
+            _images: images,
+            store,
+            busybox,
+            manager,
+            containers: Vec::new(),
+        }
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.dir.path().join("logs").join(format!("{id}.log"))
+    }
+
+    /// Starts a busybox container running `script` under `sh -c`, with `resources` (JSON).
+    fn start(&mut self, id: &str, script: &str, resources: serde_json::Value) -> ContainerStatus {
+        let rootfs = RootFs::create(
+            &self.store,
+            &self.busybox,
+            &self.dir.path().join("rootfs").join(id),
+        )
+        .expect("rootfs");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "test", "namespace": "default", "uid": "u-1"},
+            "spec": {"containers": [{
+                "name": "c",
+                "image": "busybox",
+                "command": ["sh", "-c", script],
+                "resources": resources,
+            }]}
+        }))
+        .expect("pod");
+        let container = &pod.spec.as_ref().expect("spec").containers[0];
+        let spec = build_spec(&ContainerSpecInput {
+            pod: &pod,
+            container,
+            image_config: &self.busybox.config,
+            rootfs: &rootfs.merged,
+            namespaces: NamespacePaths::default(),
+            pod_files: PodFiles::default(),
+            mounts: vec![],
+            termination_log: Some(self.manager.termination_log_path(id)),
+            fields: FieldValues {
+                node_name: "node".into(),
+                node_allocatable_millicpu: 2000,
+                node_allocatable_memory: 1 << 30,
+                ..FieldValues::default()
+            },
+            cgroup_parent: self.cgroup_parent.clone(),
+            container_id: id.to_owned(),
+        })
+        .expect("spec");
+        self.containers.push((id.to_owned(), Some(rootfs)));
+        self.manager
+            .start(id, &spec, &self.log_path(id))
+            .expect("start")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for (id, rootfs) in &mut self.containers {
+            if let Err(e) = self.manager.remove(id) {
+                eprintln!("cleanup {id}: {e}");
+            }
+            if let Some(rootfs) = rootfs.take() {
+                if let Err(e) = rootfs.remove() {
+                    eprintln!("cleanup rootfs {id}: {e}");
+                }
+            }
+        }
+        if let Ok(layout) = CgroupLayout::detect() {
+            if let Err(e) = layout.remove(&self.cgroup_parent) {
+                eprintln!("cleanup cgroup: {e}");
+            }
+        }
+    }
+}
+
+fn open_manager(data_dir: &Path) -> ContainerManager {
+    ContainerManager::open(
+        &data_dir.join("containers"),
+        CliRuntime::new(RuntimeKind::Runc, data_dir.join("runc")),
+        vec![PathBuf::from(env!("CARGO_BIN_EXE_skiff-monitor"))],
+        LogOptions::default(),
+    )
+    .expect("manager")
+}
+
+/// Whether `pid` is a live process (a zombie waiting for its reaper counts as gone).
+fn process_exists(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat[stat.rfind(')').expect("stat") + 2..].chars().next();
+            state != Some('Z') && state != Some('X')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Waits (up to 10 s) until `pid` is gone.
+fn process_gone_soon(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_exists(pid) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Waits (up to 10 s) until the container's log has a line ending in `text`.
+fn wait_for_log(fixture: &Fixture, id: &str, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(fixture.log_path(id)).unwrap_or_default();
+        if log.lines().any(|l| l.ends_with(text)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {text:?} in the log: {log}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Asserts nothing of container `id` is left: runtime state, cgroup dirs, container dir.
+fn assert_gone(fixture: &Fixture, id: &str) {
+    let layout = CgroupLayout::detect().expect("layout");
+    for dir in layout.dirs(&format!("{}/{id}", fixture.cgroup_parent)) {
+        assert!(!dir.exists(), "cgroup {} left", dir.display());
+    }
+    assert!(
+        !fixture.dir.path().join("runc").join(id).exists(),
+        "runc state left"
+    );
+    assert!(
+        !fixture.manager.container_dir(id).exists(),
+        "container dir left"
+    );
+    assert_eq!(fixture.manager.status(id).expect("status"), None);
+}
+
+fn exited(status: &ContainerStatus) -> (i32, String, Option<String>) {
+    match &status.state {
+        ContainerState::Exited {
+            exit_code,
+            reason,
+            message,
+            ..
+        } => (*exit_code, reason.clone(), message.clone()),
+        other => panic!("not exited: {other:?}"),
+    }
+}
+
+#[test]
+fn exit_code_reason_log_and_termination_message() {
+    let mut fixture = Fixture::new("exit");
+    let started = Instant::now();
+    fixture.start(
+        "exit",
+        "echo hello; echo oops >&2; printf 'no newline'; echo bye > /dev/termination-log; exit 3",
+        serde_json::json!({}),
+    );
+    let status = fixture
+        .manager
+        .wait_exited("exit", Duration::from_secs(20))
+        .expect("exited");
+    let elapsed = started.elapsed();
+    assert_eq!(
+        exited(&status),
+        (3, "Error".to_owned(), Some("bye\n".to_owned()))
+    );
+    let log = std::fs::read_to_string(fixture.log_path("exit")).expect("log");
+    let entries: Vec<(&str, &str, &str)> = log
+        .lines()
+        .map(|l| {
+            let mut p = l.splitn(4, ' ');
+            let _time = p.next();
+            (
+                p.next().expect("stream"),
+                p.next().expect("tag"),
+                p.next().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert!(entries.contains(&("stdout", "F", "hello")), "{log}");
+    assert!(entries.contains(&("stderr", "F", "oops")), "{log}");
+    assert!(entries.contains(&("stdout", "F", "no newline")), "{log}");
+
+    let remove = Instant::now();
+    fixture.manager.remove("exit").expect("remove");
+    eprintln!(
+        "create+start+exit: {:?} (with rootfs and spec), remove: {:?}",
+        elapsed,
+        remove.elapsed()
+    );
+    assert_gone(&fixture, "exit");
+    // Idempotent.
+    fixture.manager.remove("exit").expect("second remove");
+}
+
+#[test]
+fn a_container_outlives_its_manager_and_is_readopted() {
+    let mut fixture = Fixture::new("adopt");
+    // PID 1 of a namespace gets only the signals it handles: the shell traps TERM.
+    let status = fixture.start(
+        "adopt",
+        "trap 'exit 143' TERM; echo up; sleep 1000 & wait",
+        serde_json::json!({}),
+    );
+    let ContainerState::Running { pid, .. } = status.state else {
+        panic!("not running: {status:?}");
+    };
+    assert!(process_exists(pid));
+    assert!(process_exists(status.monitor_pid));
+    // Until the trap is set, TERM would be ignored (PID 1 without a handler).
+    wait_for_log(&fixture, "adopt", " F up");
+    // The monitor is in its own session, not a child of the test.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", status.monitor_pid))
+        .expect("monitor stat");
+    let after_name = &stat[stat.rfind(')').expect("stat") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    assert_eq!(
+        fields[3],
+        status.monitor_pid.to_string(),
+        "session leader: {stat}"
+    );
+    assert_ne!(
+        fields[1],
+        std::process::id().to_string(),
+        "not the test's child"
+    );
+
+    let rss_kb: u64 = std::fs::read_to_string(format!("/proc/{}/status", status.monitor_pid))
+        .expect("monitor status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    eprintln!("monitor resident set: {rss_kb} kB");
+    assert!(rss_kb < 16 * 1024, "monitor uses {rss_kb} kB");
+
+    // A new manager over the same data dir sees the same running container.
+    fixture.manager = open_manager(fixture.dir.path());
+    assert_eq!(
+        fixture.manager.list().expect("list"),
+        vec!["adopt".to_owned()]
+    );
+    let again = fixture
+        .manager
+        .status("adopt")
+        .expect("status")
+        .expect("found");
+    assert_eq!(again, status);
+
+    let stop = Instant::now();
+    let stopped = fixture
+        .manager
+        .stop("adopt", 15, Duration::from_secs(10))
+        .expect("stop");
+    assert!(
+        stop.elapsed() < Duration::from_secs(5),
+        "sleep exits on SIGTERM"
+    );
+    assert_eq!(exited(&stopped).0, 143);
+    assert!(!process_exists(pid));
+    fixture.manager.remove("adopt").expect("remove");
+    assert_gone(&fixture, "adopt");
+    assert!(process_gone_soon(status.monitor_pid), "the monitor exits");
+}
+
+#[test]
+fn stop_kills_a_process_that_ignores_sigterm_at_its_grace_period() {
+    let mut fixture = Fixture::new("grace");
+    let status = fixture.start(
+        "grace",
+        "trap '' TERM; echo ready; while true; do sleep 1; done",
+        serde_json::json!({}),
+    );
+    let ContainerState::Running { pid, .. } = status.state else {
+        panic!("not running: {status:?}");
+    };
+    wait_for_log(&fixture, "grace", " F ready");
+    let grace = Duration::from_millis(1500);
+    let started = Instant::now();
+    let stopped = fixture.manager.stop("grace", 15, grace).expect("stop");
+    let took = started.elapsed();
+    eprintln!("stop with grace {grace:?} took {took:?}");
+    assert!(took >= grace, "killed before the grace period: {took:?}");
+    assert!(took < grace + Duration::from_secs(2), "took {took:?}");
+    assert_eq!(exited(&stopped).0, 137);
+    assert!(!process_exists(pid));
+    fixture.manager.remove("grace").expect("remove");
+    assert_gone(&fixture, "grace");
+}
+
+#[test]
+fn a_memory_limit_ends_in_oomkilled() {
+    let mut fixture = Fixture::new("oom");
+    fixture.start(
+        "oom",
+        "head -c 100m /dev/zero | tail > /dev/null",
+        serde_json::json!({"limits": {"memory": "20Mi"}}),
+    );
+    let status = fixture
+        .manager
+        .wait_exited("oom", Duration::from_secs(30))
+        .expect("exited");
+    let (code, reason, _) = exited(&status);
+    assert_eq!(reason, "OOMKilled");
+    // `tail` (the biggest process) is killed; the shell exits with the pipeline's status.
+    assert_eq!(code, 137);
+    fixture.manager.remove("oom").expect("remove");
+    assert_gone(&fixture, "oom");
+}
+
+#[test]
+fn a_command_missing_from_the_image_fails_to_start_with_the_runtime_message() {
+    let mut fixture = Fixture::new("missing");
+    let rootfs = RootFs::create(
+        &fixture.store,
+        &fixture.busybox,
+        &fixture.dir.path().join("rootfs/missing"),
+    )
+    .expect("rootfs");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "test", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["/no/such/thing"]}]}
+    }))
+    .expect("pod");
+    let spec = build_spec(&ContainerSpecInput {
+        pod: &pod,
+        container: &pod.spec.as_ref().expect("spec").containers[0],
+        image_config: &fixture.busybox.config,
+        rootfs: &rootfs.merged,
+        namespaces: NamespacePaths::default(),
+        pod_files: PodFiles::default(),
+        mounts: vec![],
+        termination_log: None,
+        fields: FieldValues::default(),
+        cgroup_parent: fixture.cgroup_parent.clone(),
+        container_id: "missing".into(),
+    })
+    .expect("spec");
+    fixture.containers.push(("missing".into(), Some(rootfs)));
+    let error = fixture
+        .manager
+        .start("missing", &spec, &fixture.log_path("missing"))
+        .expect_err("cannot start");
+    let text = error.to_string();
+    assert!(text.contains("/no/such/thing"), "{text}");
+    let status = fixture
+        .manager
+        .status("missing")
+        .expect("status")
+        .expect("recorded");
+    let (code, reason, message) = exited(&status);
+    assert_eq!((code, reason.as_str()), (128, "StartError"));
+    assert!(message.expect("message").contains("/no/such/thing"));
+    fixture.manager.remove("missing").expect("remove");
+    assert_gone(&fixture, "missing");
+}
+
+/// Bind-mounted namespace files made with unshare(1), as a pod sandbox holds them; unmounted
+/// and removed on drop.
+struct NamespaceFiles {
+    dir: tempfile::TempDir,
+}
+
+impl NamespaceFiles {
+    fn new(hostname: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_owned();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .output()
+                .expect("run");
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let p = path.to_str().expect("utf-8");
+        let files = NamespaceFiles { dir };
+        run(&["mount", "--bind", p, p]);
+        run(&["mount", "--make-private", p]);
+        for ns in ["net", "uts", "ipc"] {
+            std::fs::write(path.join(ns), b"").expect("ns file");
+        }
+        run(&[
+            "unshare",
+            &format!("--net={p}/net"),
+            &format!("--uts={p}/uts"),
+            &format!("--ipc={p}/ipc"),
+            "hostname",
+            hostname,
+        ]);
+        files
+    }
+
+    fn path(&self, ns: &str) -> PathBuf {
+        self.dir.path().join(ns)
+    }
+
+    /// The nsfs inode, as `readlink /proc/self/ns/<ns>` shows it inside.
+    fn inode(&self, ns: &str) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.path(ns)).expect("ns file").ino()
+    }
+}
+
+impl Drop for NamespaceFiles {
+    fn drop(&mut self) {
+        for ns in ["net", "uts", "ipc"] {
+            let _ = rustix::mount::unmount(self.path(ns), rustix::mount::UnmountFlags::DETACH);
+        }
+        let _ = rustix::mount::unmount(self.dir.path(), rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn a_container_joins_the_sandbox_namespaces_and_has_its_own_pid_namespace() {
+    let mut fixture = Fixture::new("join");
+    let hostname = format!("pod-{}", std::process::id());
+    let ns = NamespaceFiles::new(&hostname);
+    let rootfs = RootFs::create(
+        &fixture.store,
+        &fixture.busybox,
+        &fixture.dir.path().join("rootfs/join"),
+    )
+    .expect("rootfs");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "join", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c",
+            "hostname; for ns in net uts ipc; do readlink /proc/self/ns/$ns; done; echo pid=$$$$; echo $MY_NAME"]}]}
+    }))
+    .expect("pod");
+    let mut container = pod.spec.as_ref().expect("spec").containers[0].clone();
+    container.env = Some(vec![serde_json::from_value(serde_json::json!(
+        {"name": "MY_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    ))
+    .expect("env")]);
+    let spec = build_spec(&ContainerSpecInput {
+        pod: &pod,
+        container: &container,
+        image_config: &fixture.busybox.config,
+        rootfs: &rootfs.merged,
+        namespaces: NamespacePaths {
+            net: Some(ns.path("net")),
+            uts: Some(ns.path("uts")),
+            ipc: Some(ns.path("ipc")),
+            pid: None,
+        },
+        pod_files: PodFiles::default(),
+        mounts: vec![],
+        termination_log: None,
+        fields: FieldValues::default(),
+        cgroup_parent: fixture.cgroup_parent.clone(),
+        container_id: "join".into(),
+    })
+    .expect("spec");
+    fixture.containers.push(("join".into(), Some(rootfs)));
+    fixture
+        .manager
+        .start("join", &spec, &fixture.log_path("join"))
+        .expect("start");
+    let status = fixture
+        .manager
+        .wait_exited("join", Duration::from_secs(20))
+        .expect("exit");
+    assert_eq!(exited(&status).0, 0);
+    let log = std::fs::read_to_string(fixture.log_path("join")).expect("log");
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default())
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            hostname.clone(),
+            format!("net:[{}]", ns.inode("net")),
+            format!("uts:[{}]", ns.inode("uts")),
+            format!("ipc:[{}]", ns.inode("ipc")),
+            "pid=1".to_owned(),
+            "join".to_owned(),
+        ]
+    );
+    fixture.manager.remove("join").expect("remove");
+    assert_gone(&fixture, "join");
+}
+
+/// Not a test of behaviour: the latency of start (create+start), wait for the exit, and remove
+/// of `/bin/true` in a sandbox's namespaces, median of 10, printed.
+#[test]
+fn latency_of_a_short_container() {
+    let mut fixture = Fixture::new("latency");
+    let ns = NamespaceFiles::new("latency");
+    let mut starts = Vec::new();
+    let mut totals = Vec::new();
+    for i in 0..10 {
+        let id = format!("lat{i}");
+        let rootfs = RootFs::create(
+            &fixture.store,
+            &fixture.busybox,
+            &fixture.dir.path().join("rootfs").join(&id),
+        )
+        .expect("rootfs");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "lat", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}
+        }))
+        .expect("pod");
+        let spec = build_spec(&ContainerSpecInput {
+            pod: &pod,
+            container: &pod.spec.as_ref().expect("spec").containers[0],
+            image_config: &fixture.busybox.config,
+            rootfs: &rootfs.merged,
+            namespaces: NamespacePaths {
+                net: Some(ns.path("net")),
+                uts: Some(ns.path("uts")),
+                ipc: Some(ns.path("ipc")),
+                pid: None,
+            },
+            pod_files: PodFiles::default(),
+            mounts: vec![],
+            termination_log: None,
+            fields: FieldValues::default(),
+            cgroup_parent: fixture.cgroup_parent.clone(),
+            container_id: id.clone(),
+        })
+        .expect("spec");
+        fixture.containers.push((id.clone(), Some(rootfs)));
+        let t0 = Instant::now();
+        fixture
+            .manager
+            .start(&id, &spec, &fixture.log_path(&id))
+            .expect("start");
+        starts.push(t0.elapsed());
+        let status = fixture
+            .manager
+            .wait_exited(&id, Duration::from_secs(20))
+            .expect("exit");
+        assert_eq!(exited(&status).0, 0);
+        fixture.manager.remove(&id).expect("remove");
+        totals.push(t0.elapsed());
+    }
+    starts.sort();
+    totals.sort();
+    eprintln!(
+        "container latency (median of 10): start {:?}, start+exit+remove {:?}",
+        starts[5], totals[5]
+    );
+}
