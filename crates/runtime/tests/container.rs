@@ -596,3 +596,52 @@ fn latency_of_a_short_container() {
         starts[5], totals[5]
     );
 }
+
+/// A memory limit below what the runtime needs to start the process: the start fails with the
+/// runtime's own message, recorded as StartError, and nothing is left.
+#[test]
+fn a_memory_limit_too_low_to_start_is_a_start_error() {
+    let mut fixture = Fixture::new("tiny");
+    let rootfs = RootFs::create(
+        &fixture.store,
+        &fixture.busybox,
+        &fixture.dir.path().join("rootfs/tiny"),
+    )
+    .expect("rootfs");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "tiny", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["true"],
+            "resources": {"limits": {"memory": "100Ki"}}}]}
+    }))
+    .expect("pod");
+    let spec = build_spec(&ContainerSpecInput {
+        pod: &pod,
+        container: &pod.spec.as_ref().expect("spec").containers[0],
+        image_config: &fixture.busybox.config,
+        rootfs: &rootfs.merged,
+        namespaces: NamespacePaths::default(),
+        pod_files: PodFiles::default(),
+        mounts: vec![],
+        termination_log: None,
+        fields: FieldValues::default(),
+        cgroup_parent: fixture.cgroup_parent.clone(),
+        container_id: "tiny".into(),
+    })
+    .expect("spec");
+    fixture.containers.push(("tiny".into(), Some(rootfs)));
+    let error = fixture
+        .manager
+        .start("tiny", &spec, &fixture.log_path("tiny"))
+        .expect_err("cannot start");
+    eprintln!("start error: {error}");
+    let status = fixture
+        .manager
+        .status("tiny")
+        .expect("status")
+        .expect("recorded");
+    let (code, reason, message) = exited(&status);
+    assert_eq!((code, reason.as_str()), (128, "StartError"));
+    assert!(!message.expect("message").is_empty());
+    fixture.manager.remove("tiny").expect("remove");
+    assert_gone(&fixture, "tiny");
+}
