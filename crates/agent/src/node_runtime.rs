@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::jiff::Timestamp;
+use skiff_runtime::container::cgroup::CgroupLayout;
 use skiff_runtime::container::manager::LogOptions;
 use skiff_runtime::container::{
     build_spec, ContainerManager, ContainerSpecInput, ContainerState, FieldValues, MountSpec,
@@ -194,6 +195,11 @@ impl NodeRuntime {
     }
 }
 
+/// The cgroup (cgroupfs path) the pod's containers' cgroups live in.
+pub fn pod_cgroup(uid: &str) -> String {
+    format!("/skiff/pod{uid}")
+}
+
 /// An image config's StopSignal (`SIGQUIT`, `QUIT`, `3`) as a number.
 pub fn stop_signal(config: &serde_json::Value) -> Option<i32> {
     let text = config
@@ -272,17 +278,28 @@ impl PodRuntime for NodeRuntime {
             .flatten()
             .map(|s| s.spec.uid)
             .filter(|u| !u.is_empty());
-        Sandbox::remove(&root, id).map_err(|e| RuntimeFailure(e.to_string()))?;
-        // The pod's volumes and logs go with it.
+        let mut errors = Vec::new();
+        if let Err(e) = Sandbox::remove(&root, id) {
+            errors.push(e.to_string());
+        }
+        // The pod's cgroup (the parent of its containers'), volumes and logs go with it.
         if let Some(uid) = uid {
+            let cgroup = CgroupLayout::detect().and_then(|l| l.remove(&pod_cgroup(&uid)));
+            if let Err(e) = cgroup {
+                errors.push(format!("removing the pod's cgroup: {e}"));
+            }
             let dir = self.pod_dir(&uid);
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(failure(&format!("removing {}", dir.display()))(&e)),
+                Err(e) => errors.push(format!("removing {}: {e}", dir.display())),
             }
         }
-        Ok(())
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeFailure(errors.join("; ")))
+        }
     }
 
     fn list_sandboxes(&self) -> RuntimeResult<Vec<RuntimeSandbox>> {
@@ -361,7 +378,7 @@ impl PodRuntime for NodeRuntime {
                 node_allocatable_millicpu: self.fields.allocatable_millicpu,
                 node_allocatable_memory: self.fields.allocatable_memory,
             },
-            cgroup_parent: format!("/skiff/pod{uid}"),
+            cgroup_parent: pod_cgroup(&uid),
             container_id: id.to_string(),
         })
         .map_err(|e| RuntimeFailure(e.to_string()))?;

@@ -382,14 +382,11 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// For a cluster with an agent: force-deletes every pod, waits (bounded) until the agent
-    /// removed their containers and sandboxes, then, after the server is gone, unmounts what
-    /// is still mounted under the data directory (deepest first).
+    /// For a cluster with an agent: force-deletes every pod and waits (bounded) until the agent
+    /// removed their containers and sandboxes. Then, after the server is gone, unmounts what
+    /// is still mounted under the cluster's directory (deepest first).
     fn remove_node_leftovers(&mut self) {
-        if self.agent.is_none() {
-            return;
-        }
-        if self.child.is_some() {
+        if self.agent.is_some() && self.child.is_some() {
             let _ = self.kubectl([
                 "delete",
                 "pods",
@@ -409,7 +406,9 @@ impl Cluster {
             }
         }
         self.crash();
-        let prefix = format!("{}/", self.data_dir.display());
+        // Anything under the cluster's directory: also an agent a test joined with its own
+        // data dir in the scratch directory.
+        let prefix = format!("{}/", self.root.path().display());
         let mut points: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
             .unwrap_or_default()
             .lines()

@@ -173,7 +173,8 @@ fn skiff_agent_joins_with_url_token_and_ca() {
     assert!(!missing.status.success());
 }
 
-/// Builds the project's test images and imports luksa/kubia into `data_dir`, as `up.sh` does.
+/// Builds the project's test images and imports luksa/kubia and busybox into `data_dir`, as
+/// `up.sh` does.
 fn import_kubia(data_dir: &std::path::Path) {
     let out = data_dir.with_file_name("images-out");
     let mut build = Command::new(skiff_e2e::workspace_root().join("scripts/build-test-images.sh"));
@@ -188,10 +189,18 @@ fn import_kubia(data_dir: &std::path::Path) {
         &skiff_e2e::run(import, None),
         "skiff image import kubia.tar",
     );
+    let mut import = Command::new(skiff_bin());
+    import
+        .args(["image", "import", "--data-dir"])
+        .arg(data_dir)
+        .arg(out.join("busybox.tar"));
+    skiff_e2e::assert_success(
+        &skiff_e2e::run(import, None),
+        "skiff image import busybox.tar",
+    );
 }
 
 #[test]
-#[ignore = "needs the container manager (skiff_runtime::container bodies), not landed yet"]
 fn seed_pod_runs_and_is_deleted() {
     let cluster = Cluster::start_with_agent(import_kubia);
     let manifest = fixture("kubia-manual.yaml");
@@ -211,18 +220,309 @@ fn seed_pod_runs_and_is_deleted() {
     assert_eq!(pods[1][1], "1/1", "{pods:?}");
     assert_eq!(pods[1][2], "Running", "{pods:?}");
 
+    let uid = status("{.metadata.uid}");
+    assert!(!uid.is_empty());
+    // busybox httpd runs as the container's PID 1 without a SIGTERM handler, so the kernel
+    // drops SIGTERM (as with Kubernetes): the agent kills it when the grace period ends.
     let started = Instant::now();
-    cluster.kubectl_ok(["delete", "pod", "kubia-manual"]);
-    // busybox httpd exits on SIGTERM: well within the 30 s grace period.
+    cluster.kubectl_ok(["delete", "pod", "kubia-manual", "--grace-period=3"]);
+    let took = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "delete took {:?}",
-        started.elapsed()
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "delete took {took:?}"
     );
     let left = cluster.kubectl_ok(["get", "pods", "-o", "name"]);
     assert_eq!(left.trim(), "");
     for dir in ["containers", "sandboxes"] {
         let count = std::fs::read_dir(cluster.data_dir().join(dir))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(count, 0, "{dir} left behind");
+    }
+    // Nor the pod's cgroup, in any hierarchy (v1 controllers or the v2 root).
+    let pod_cgroup = format!("skiff/pod{uid}");
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let left: Vec<_> = std::fs::read_dir(root)
+        .map(|d| d.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([root.to_path_buf()])
+        .map(|h| h.join(&pod_cgroup))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
+
+/// The pid the monitor recorded for container `id` (its status.json).
+fn container_pid(cluster: &Cluster, id: &str) -> u64 {
+    let path = cluster
+        .data_dir()
+        .join("containers")
+        .join(id)
+        .join("status.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let status: serde_json::Value = serde_json::from_str(&text).expect("status.json is JSON");
+    status["pid"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no pid in {text}"))
+}
+
+#[test]
+fn containers_survive_a_server_kill_and_are_readopted() {
+    let mut cluster = Cluster::start_with_agent(import_kubia);
+    let pod = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: survivor}
+spec:
+  containers:
+  - {name: web, image: luksa/kubia, imagePullPolicy: Never}
+  - {name: side, image: busybox, imagePullPolicy: Never, command: [sleep, "3600"]}
+  - {name: crash, image: busybox, imagePullPolicy: Never, command: [sh, -c, "exit 3"]}
+"#;
+    let created = cluster.kubectl_stdin(["create", "-f", "-"], pod);
+    skiff_e2e::assert_success(&created, "kubectl create -f -");
+    let restarts = |c: &Cluster, name: &str| -> u32 {
+        let path = format!("{{.status.containerStatuses[?(@.name==\"{name}\")].restartCount}}");
+        get(c, &["pod", "survivor"], &path).parse().unwrap_or(0)
+    };
+    let running = |c: &Cluster, name: &str| {
+        let path = format!("{{.status.containerStatuses[?(@.name==\"{name}\")].state.running}}");
+        !get(c, &["pod", "survivor"], &path).is_empty()
+    };
+    wait_until(
+        Duration::from_secs(60),
+        "web and side running, crash restarted",
+        || {
+            running(&cluster, "web")
+                && running(&cluster, "side")
+                && restarts(&cluster, "crash") >= 1
+        },
+    );
+    let uid = get(&cluster, &["pod", "survivor"], "{.metadata.uid}");
+    let ids = [format!("{uid}_0_web"), format!("{uid}_0_side")];
+    let pids: Vec<u64> = ids.iter().map(|id| container_pid(&cluster, id)).collect();
+    let crashes = restarts(&cluster, "crash");
+
+    cluster.restart();
+    // The agent is back and has gone over the pod once it restarted the crashing container
+    // again (its back-off did not survive the kill); the others are untouched.
+    wait_until(
+        Duration::from_secs(60),
+        "crash restarted after the kill",
+        || restarts(&cluster, "crash") > crashes,
+    );
+    for (id, pid) in ids.iter().zip(&pids) {
+        assert_eq!(
+            container_pid(&cluster, id),
+            *pid,
+            "{id} is the same process"
+        );
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "{id} still runs"
+        );
+    }
+    for name in ["web", "side"] {
+        assert_eq!(restarts(&cluster, name), 0, "{name} was not restarted");
+        assert!(running(&cluster, name), "{name} runs");
+        let path = format!("{{.status.containerStatuses[?(@.name==\"{name}\")].containerID}}");
+        assert_eq!(
+            get(&cluster, &["pod", "survivor"], &path),
+            format!("skiff://{uid}_0_{name}")
+        );
+    }
+
+    // The adopted containers are stopped and removed like any others.
+    cluster.kubectl_ok(["delete", "pod", "survivor", "--grace-period=2"]);
+    for pid in &pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} is gone"
+        );
+    }
+    for dir in ["containers", "sandboxes", "rootfs"] {
+        let count = std::fs::read_dir(cluster.data_dir().join(dir))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(count, 0, "{dir} left behind");
+    }
+}
+
+/// Creates `manifest` (YAML) and fails the test if kubectl refuses it.
+fn create(cluster: &Cluster, manifest: &str) {
+    let created = cluster.kubectl_stdin(["create", "-f", "-"], manifest);
+    skiff_e2e::assert_success(&created, "kubectl create -f -");
+}
+
+fn busybox_pod(name: &str, policy: &str, grace: u32, script: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {policy}\n  \
+         terminationGracePeriodSeconds: {grace}\n  containers:\n  - name: main\n    image: busybox\n    \
+         imagePullPolicy: Never\n    command: [sh, -c, {script:?}]\n"
+    )
+}
+
+#[test]
+fn restart_policies_and_graceful_termination_for_real() {
+    let cluster = Cluster::start_with_agent(import_kubia);
+    create(
+        &cluster,
+        &busybox_pod("done", "Never", 30, "echo all good > /dev/termination-log"),
+    );
+    create(&cluster, &busybox_pod("broken", "Never", 30, "exit 7"));
+    create(&cluster, &busybox_pod("retry", "OnFailure", 30, "exit 0"));
+    create(
+        &cluster,
+        &busybox_pod("deaf", "Always", 3, "exec sleep 3600"),
+    );
+    create(
+        &cluster,
+        &busybox_pod(
+            "polite",
+            "Always",
+            30,
+            "trap 'exit 0' TERM; sleep 3600 & wait",
+        ),
+    );
+    create(
+        &cluster,
+        &busybox_pod("forced", "Always", 30, "exec sleep 3600"),
+    );
+    let phase = |name: &str| get(&cluster, &["pod", name], "{.status.phase}");
+    wait_until(Duration::from_secs(60), "done Succeeded", || {
+        phase("done") == "Succeeded"
+    });
+    wait_until(Duration::from_secs(60), "broken Failed", || {
+        phase("broken") == "Failed"
+    });
+    wait_until(Duration::from_secs(60), "retry Succeeded", || {
+        phase("retry") == "Succeeded"
+    });
+    let term = |name: &str, field: &str| {
+        get(
+            &cluster,
+            &["pod", name],
+            &format!("{{.status.containerStatuses[0].state.terminated.{field}}}"),
+        )
+    };
+    assert_eq!(term("done", "reason"), "Completed");
+    assert_eq!(term("done", "message"), "all good\n");
+    assert_eq!(term("broken", "reason"), "Error");
+    assert_eq!(term("broken", "exitCode"), "7");
+    assert_eq!(
+        get(
+            &cluster,
+            &["pod", "broken"],
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+
+    for name in ["deaf", "polite", "forced"] {
+        wait_until(Duration::from_secs(60), &format!("{name} Running"), || {
+            phase(name) == "Running"
+        });
+    }
+    // One that exits on SIGTERM goes at once; one whose PID 1 ignores it at its grace period.
+    let started = Instant::now();
+    cluster.kubectl_ok(["delete", "pod", "polite"]);
+    let polite = started.elapsed();
+    assert!(polite < Duration::from_secs(3), "polite took {polite:?}");
+    let started = Instant::now();
+    cluster.kubectl_ok(["delete", "pod", "deaf"]);
+    let deaf = started.elapsed();
+    assert!(
+        deaf >= Duration::from_secs(3) && deaf < Duration::from_secs(8),
+        "deaf took {deaf:?} with a 3 s grace period"
+    );
+    // --grace-period=0 --force: the object goes at once, the agent kills and cleans up after.
+    let uid = get(&cluster, &["pod", "forced"], "{.metadata.uid}");
+    cluster.kubectl_ok(["delete", "pod", "forced", "--grace-period=0", "--force"]);
+    let containers = cluster.data_dir().join("containers");
+    wait_until(WAIT, "the forced pod's containers removed", || {
+        std::fs::read_dir(&containers)
+            .map(|d| {
+                !d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(uid.as_str()))
+            })
+            .unwrap_or(true)
+    });
+}
+
+/// Starts `skiff agent` for `cluster` on `data` as node `node`, logging to `log`.
+fn join(
+    cluster: &Cluster,
+    data: &std::path::Path,
+    node: &str,
+    log: &std::path::Path,
+) -> AgentProcess {
+    let log = std::fs::File::create(log).expect("log");
+    let child = Command::new(skiff_bin())
+        .arg("agent")
+        .args(["--server", cluster.url(), "--token", &cluster.token()])
+        .arg("--ca-file")
+        .arg(cluster.ca_file())
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--node-name", node])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("skiff agent starts");
+    AgentProcess(child)
+}
+
+#[test]
+fn a_pod_deleted_while_its_agent_is_away_goes_when_it_returns() {
+    let cluster = Cluster::start();
+    let node = format!("away-{}", std::process::id());
+    let data = cluster.scratch_dir().join("agent-data");
+    import_kubia(&data);
+    let log = cluster.scratch_dir().join("agent.log");
+    let agent = join(&cluster, &data, &node, &log);
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: lonely}}\nspec:\n  nodeName: {node}\n  \
+         terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: busybox\n    \
+         imagePullPolicy: Never\n    command: [sleep, \"3600\"]\n"
+    );
+    create(&cluster, &pod);
+    wait_until(Duration::from_secs(60), "lonely Running", || {
+        get(&cluster, &["pod", "lonely"], "{.status.phase}") == "Running"
+    });
+    let uid = get(&cluster, &["pod", "lonely"], "{.metadata.uid}");
+    let pid = {
+        let path = data
+            .join("containers")
+            .join(format!("{uid}_0_main"))
+            .join("status.json");
+        let status: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("status.json"))
+                .expect("json");
+        status["pid"].as_u64().expect("pid")
+    };
+    drop(agent); // SIGKILL: the container keeps running.
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    cluster.kubectl_ok(["delete", "pod", "lonely", "--wait=false"]);
+    // Nobody confirms the deletion: the pod stays, Terminating.
+    let deleting = get(
+        &cluster,
+        &["pod", "lonely"],
+        "{.metadata.deletionTimestamp}",
+    );
+    assert!(!deleting.is_empty());
+
+    let _agent = join(&cluster, &data, &node, &log);
+    wait_until(WAIT, "lonely gone once its agent is back", || {
+        !cluster.kubectl(["get", "pod", "lonely"]).status.success()
+    });
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container was stopped"
+    );
+    for dir in ["containers", "sandboxes", "rootfs"] {
+        let count = std::fs::read_dir(data.join(dir))
             .map(|d| d.count())
             .unwrap_or(0);
         assert_eq!(count, 0, "{dir} left behind");
