@@ -1,6 +1,7 @@
 //! Containers for real (root, runc): a busybox container's exit code, reason and CRI log; a
 //! long-running container that outlives its manager and is re-adopted (same pid); stop of a
-//! process that ignores SIGTERM at its grace period; a memory limit that ends in OOMKilled 137;
+//! process that ignores SIGTERM at its grace period; a memory limit that ends in OOMKilled 137,
+//! one too low to start (StartError); joining a sandbox's namespaces and a shared PID namespace;
 //! and nothing left behind (cgroup, runtime state, process, directory). Prints the latency of
 //! create+start+exit+delete.
 
@@ -595,4 +596,148 @@ fn latency_of_a_short_container() {
         "container latency (median of 10): start {:?}, start+exit+remove {:?}",
         starts[5], totals[5]
     );
+}
+
+/// A memory limit below what the runtime needs to start the process: the start fails with the
+/// runtime's own message, recorded as StartError, and nothing is left.
+#[test]
+fn a_memory_limit_too_low_to_start_is_a_start_error() {
+    let mut fixture = Fixture::new("tiny");
+    let rootfs = RootFs::create(
+        &fixture.store,
+        &fixture.busybox,
+        &fixture.dir.path().join("rootfs/tiny"),
+    )
+    .expect("rootfs");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "tiny", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["true"],
+            "resources": {"limits": {"memory": "100Ki"}}}]}
+    }))
+    .expect("pod");
+    let spec = build_spec(&ContainerSpecInput {
+        pod: &pod,
+        container: &pod.spec.as_ref().expect("spec").containers[0],
+        image_config: &fixture.busybox.config,
+        rootfs: &rootfs.merged,
+        namespaces: NamespacePaths::default(),
+        pod_files: PodFiles::default(),
+        mounts: vec![],
+        termination_log: None,
+        fields: FieldValues::default(),
+        cgroup_parent: fixture.cgroup_parent.clone(),
+        container_id: "tiny".into(),
+    })
+    .expect("spec");
+    fixture.containers.push(("tiny".into(), Some(rootfs)));
+    let error = fixture
+        .manager
+        .start("tiny", &spec, &fixture.log_path("tiny"))
+        .expect_err("cannot start");
+    eprintln!("start error: {error}");
+    let status = fixture
+        .manager
+        .status("tiny")
+        .expect("status")
+        .expect("recorded");
+    let (code, reason, message) = exited(&status);
+    assert_eq!((code, reason.as_str()), (128, "StartError"));
+    assert!(!message.expect("message").is_empty());
+    fixture.manager.remove("tiny").expect("remove");
+    assert_gone(&fixture, "tiny");
+}
+
+/// Kills and reaps the holder of a PID namespace on drop.
+struct PidHolder(std::process::Child);
+
+impl Drop for PidHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// With the pod's PID namespace given (shareProcessNamespace), the container joins it: it sees
+/// the namespace's PID 1 (here `sleep`, standing in for the pause process) and is not PID 1.
+#[test]
+fn a_container_joins_a_shared_pid_namespace() {
+    let mut fixture = Fixture::new("sharedpid");
+    // unshare's child is PID 1 of the new namespace (killed with unshare: --kill-child).
+    let holder = PidHolder(
+        std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "sleep", "1000"])
+            .spawn()
+            .expect("unshare"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sleeper = loop {
+        let children = std::fs::read_to_string(format!(
+            "/proc/{}/task/{}/children",
+            holder.0.id(),
+            holder.0.id()
+        ))
+        .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            let pid: u32 = pid.parse().expect("pid");
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim() == "sleep" {
+                break pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no sleep in the new PID namespace"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let rootfs = RootFs::create(
+        &fixture.store,
+        &fixture.busybox,
+        &fixture.dir.path().join("rootfs/sharedpid"),
+    )
+    .expect("rootfs");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "sharedpid", "namespace": "default"},
+        "spec": {"shareProcessNamespace": true, "containers": [{"name": "c", "image": "busybox",
+            "command": ["sh", "-c", "echo self=$$$$; cat /proc/1/comm"]}]}
+    }))
+    .expect("pod");
+    let spec = build_spec(&ContainerSpecInput {
+        pod: &pod,
+        container: &pod.spec.as_ref().expect("spec").containers[0],
+        image_config: &fixture.busybox.config,
+        rootfs: &rootfs.merged,
+        namespaces: NamespacePaths {
+            pid: Some(PathBuf::from(format!("/proc/{sleeper}/ns/pid"))),
+            ..NamespacePaths::default()
+        },
+        pod_files: PodFiles::default(),
+        mounts: vec![],
+        termination_log: None,
+        fields: FieldValues::default(),
+        cgroup_parent: fixture.cgroup_parent.clone(),
+        container_id: "sharedpid".into(),
+    })
+    .expect("spec");
+    fixture.containers.push(("sharedpid".into(), Some(rootfs)));
+    fixture
+        .manager
+        .start("sharedpid", &spec, &fixture.log_path("sharedpid"))
+        .expect("start");
+    let status = fixture
+        .manager
+        .wait_exited("sharedpid", Duration::from_secs(20))
+        .expect("exit");
+    assert_eq!(exited(&status).0, 0);
+    let log = std::fs::read_to_string(fixture.log_path("sharedpid")).expect("log");
+    let lines: Vec<&str> = log
+        .lines()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default())
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert_ne!(lines[0], "self=1", "not PID 1 in a shared namespace");
+    assert_eq!(lines[1], "sleep");
+    fixture.manager.remove("sharedpid").expect("remove");
+    assert_gone(&fixture, "sharedpid");
+    drop(holder);
 }
