@@ -528,3 +528,42 @@ fn a_pod_deleted_while_its_agent_is_away_goes_when_it_returns() {
         assert_eq!(count, 0, "{dir} left behind");
     }
 }
+
+#[test]
+fn a_crashing_container_backs_off_with_growing_delays() {
+    let cluster = Cluster::start_with_agent(import_kubia);
+    create(&cluster, &busybox_pod("crashy", "Always", 1, "exit 1"));
+    let status = |path: &str| get(&cluster, &["pod", "crashy"], path);
+    let restarts = || -> u32 {
+        status("{.status.containerStatuses[0].restartCount}")
+            .parse()
+            .unwrap_or(0)
+    };
+    // When each restart is first seen (polled by kubectl, so within a fraction of a second).
+    let mut delays = Vec::new();
+    for n in 1..=3 {
+        wait_until(Duration::from_secs(60), &format!("restart {n}"), || {
+            restarts() >= n
+        });
+        delays.push(Instant::now());
+        if n == 1 {
+            wait_until(WAIT, "CrashLoopBackOff", || {
+                let table = parse_table(&cluster.kubectl_ok(["get", "pod", "crashy"]));
+                table.get(1).is_some_and(|row| row[2] == "CrashLoopBackOff")
+            });
+        }
+    }
+    // Restart 1 is immediate, 2 after 10 s, 3 after 20 s (each crash takes a moment too).
+    let gap_2 = delays[1] - delays[0];
+    let gap_3 = delays[2] - delays[1];
+    assert!(
+        gap_2 >= Duration::from_secs(9) && gap_2 < Duration::from_secs(14),
+        "{gap_2:?}"
+    );
+    assert!(
+        gap_3 >= Duration::from_secs(19) && gap_3 < Duration::from_secs(25),
+        "{gap_3:?}"
+    );
+    let last = status("{.status.containerStatuses[0].lastState.terminated.exitCode}");
+    assert_eq!(last, "1");
+}
