@@ -33,6 +33,8 @@ pub struct FakeState {
     pub containers: BTreeMap<String, FakeContainer>,
     /// Every call, in order (`start <id>`, `stop <id> <signal> <grace>`, ...).
     pub calls: Vec<String>,
+    /// When set, creating a sandbox fails with this message.
+    pub sandbox_error: Option<String>,
     /// Sandboxes that fail verification (as after a reboot).
     pub broken_sandboxes: BTreeSet<String>,
     /// A container whose first command word is this fails to start with this message.
@@ -114,6 +116,10 @@ impl PodRuntime for FakeRuntime {
     fn create_sandbox(&self, pod: &Pod) -> RuntimeResult<CreatedSandbox> {
         let uid = pod.metadata.uid.clone();
         self.with(|s| {
+            if let Some(message) = s.sandbox_error.clone() {
+                s.calls.push("create-sandbox failed".into());
+                return Err(RuntimeFailure(message));
+            }
             s.next_sandbox += 1;
             let id = format!("sandbox{}", s.next_sandbox);
             s.sandboxes.insert(id.clone(), uid);

@@ -210,6 +210,9 @@ struct PodWorker {
     slots: BTreeMap<String, Slot>,
     start_time: Timestamp,
     posted: Option<PodStatus>,
+    /// The last sandbox failure announced by an event (retries every few seconds would
+    /// otherwise flood the pod's events).
+    sandbox_failure: Option<String>,
 }
 
 fn terminated_from(id: &str, state: &RuntimeState) -> Option<Terminated> {
@@ -252,6 +255,7 @@ impl PodWorker {
             slots: BTreeMap::new(),
             start_time: Timestamp::now(),
             posted: None,
+            sandbox_failure: None,
         };
         let uid = worker.uid.clone();
         let found = blocking(&worker.ctx.runtime, move |rt| {
@@ -362,19 +366,24 @@ impl PodWorker {
                 Ok(created) => {
                     self.sandbox = Some(created.id);
                     self.pod_ips = created.pod_ips;
+                    self.sandbox_failure = None;
                 }
                 Err(e) => {
                     tracing::warn!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, error = %e, "cannot create the pod sandbox");
-                    self.ctx
-                        .events
-                        .record(
-                            pod,
-                            None,
-                            EventType::Warning,
-                            "FailedCreatePodSandBox",
-                            &format!("Failed to create pod sandbox: {e}"),
-                        )
-                        .await;
+                    let message = format!("Failed to create pod sandbox: {e}");
+                    if self.sandbox_failure.as_ref() != Some(&message) {
+                        self.ctx
+                            .events
+                            .record(
+                                pod,
+                                None,
+                                EventType::Warning,
+                                "FailedCreatePodSandBox",
+                                &message,
+                            )
+                            .await;
+                        self.sandbox_failure = Some(message);
+                    }
                     self.post_status(pod).await;
                     return Duration::from_secs(5);
                 }

@@ -589,3 +589,55 @@ async fn init_containers_run_to_completion_first() {
     assert_eq!(condition(&pod, "Initialized").as_deref(), Some("True"));
     assert_eq!(phase(&pod), "Running");
 }
+
+#[tokio::test]
+async fn a_sandbox_that_cannot_be_created_is_reported_once_and_retried() {
+    let fake = fake_with_images();
+    fake.with(|s| s.sandbox_error = Some("mount /dev/shm: no space left on device".into()));
+    let r = start(fake, "nosandbox").await;
+    r.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stuck"},
+        "spec": {"containers": [{"name": "a", "image": "busybox:1.36"}]},
+    }))
+    .await;
+    let pod = r
+        .wait_pod("stuck", "stuck reported", |p| {
+            condition(p, "PodReadyToStartContainers").as_deref() == Some("False")
+        })
+        .await;
+    assert_eq!(
+        waiting_reason(&pod, "a").as_deref(),
+        Some("ContainerCreating")
+    );
+    assert_eq!(phase(&pod), "Pending");
+    wait_for("the FailedCreatePodSandBox event", || async {
+        r.reasons(&pod)
+            .await
+            .iter()
+            .any(|x| x == "FailedCreatePodSandBox")
+            .then_some(())
+    })
+    .await;
+    wait_for("a second attempt", || async {
+        let failed = r.fake.with(|s| {
+            s.calls
+                .iter()
+                .filter(|c| *c == "create-sandbox failed")
+                .count()
+        });
+        (failed >= 2).then_some(())
+    })
+    .await;
+    // The node recovers: the next attempt (within 5 s) creates it and the pod runs.
+    r.fake.with(|s| s.sandbox_error = None);
+    let pod = r
+        .wait_pod("stuck", "stuck running", |p| is_running(p, "a"))
+        .await;
+    let failures = r
+        .reasons(&pod)
+        .await
+        .into_iter()
+        .filter(|x| x == "FailedCreatePodSandBox")
+        .count();
+    assert_eq!(failures, 1, "announced once");
+}
