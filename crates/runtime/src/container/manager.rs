@@ -147,7 +147,30 @@ impl ContainerManager {
             .map_err(io_error("starting the monitor", &self.monitor_command[0]))?;
         let mut line = String::new();
         if let Some(stdout) = child.stdout.take() {
-            // The pipe closes when the monitor reported (or died): no timeout needed.
+            // The monitor reports, or dies and the pipe closes; a runtime that hangs must not
+            // hang the caller forever.
+            let mut fds = [rustix::event::PollFd::new(
+                &stdout,
+                rustix::event::PollFlags::IN,
+            )];
+            let timeout = rustix::event::Timespec {
+                tv_sec: START_TIMEOUT.as_secs() as i64,
+                tv_nsec: 0,
+            };
+            let ready = loop {
+                match rustix::event::poll(&mut fds, Some(&timeout)) {
+                    Err(rustix::io::Errno::INTR) => continue,
+                    other => break other.unwrap_or(0),
+                }
+            };
+            if ready == 0 {
+                let _ = child.wait();
+                return Err(ContainerError::Timeout {
+                    id: id.to_owned(),
+                    what: "start",
+                    seconds: START_TIMEOUT.as_secs_f64(),
+                });
+            }
             let _ = BufReader::new(stdout).read_line(&mut line);
         }
         // The first monitor process exits right after starting the real one.
@@ -364,6 +387,9 @@ impl ContainerManager {
 }
 
 const SIGKILL: i32 = 9;
+/// How long the runtime may take to start a container before `start` gives up waiting (the
+/// monitor goes on; its status file tells what happened).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// How long a SIGKILLed container may take to be recorded as exited.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
