@@ -57,9 +57,16 @@ ensure_debian_packages() {
     apt_install "${missing[@]}"
 }
 
-# What the image tests use: the test images are built from busybox-static; registry tests run
-# Debian's docker-registry and push with skopeo (also the benchmark's reference).
+# What a node needs to run pods: runc, the OCI runtime (Debian's crun 1.8 refuses cgroup v1
+# hybrid hosts); util-linux's nsenter is used by tests and is always on Debian.
+ensure_node_packages() {
+    ensure_debian_packages runc
+}
+
+# What the tests use beyond a node: the test images are built from busybox-static; registry
+# tests run Debian's docker-registry and push with skopeo (also the benchmark's reference).
 ensure_test_packages() {
+    ensure_node_packages
     ensure_debian_packages busybox-static docker-registry skopeo
 }
 

@@ -68,6 +68,7 @@ if [[ -n "$existing" ]]; then
 fi
 
 ensure_system_packages
+ensure_node_packages
 ensure_rust
 
 step "Building skiff (release)"
@@ -91,7 +92,7 @@ touch "$log"
 # Only lines written after this offset belong to this start; the log keeps earlier runs.
 log_offset=$(stat -c %s "$log")
 # setsid: the server must outlive this script and the terminal it was started from.
-setsid /usr/local/bin/skiff server --disable-agent \
+setsid /usr/local/bin/skiff server \
     --data-dir "$data_dir" --https-listen-port "$port" \
     </dev/null >>"$log" 2>&1 &
 server_pid=$!
@@ -126,13 +127,14 @@ kubeconfig=${kubeconfig:-$data_dir/admin.kubeconfig}
 cat <<EOF
 
 Skiff is up at $url (pid $server_pid, log $log).
-Pods stay Pending for now: there is no node agent yet.
+This machine is its node: pods run here (images: skiff image ls).
 
 To use it:
   export KUBECONFIG=$kubeconfig
   kubectl get po
   skiff image ls
 
-To stop it:
+To stop it (pods' containers keep running without it, as under kubelet; delete the pods first
+to stop them):
   kill \$(cat $pid_file)
 EOF
