@@ -202,6 +202,22 @@ struct Slot {
     announced: Option<String>,
 }
 
+impl Slot {
+    /// Shows the container as waiting for `reason`; true when that reason was not announced
+    /// yet (the caller then records its events), so each wait is announced once.
+    fn wait(&mut self, reason: &str, message: String) -> bool {
+        self.view = Some(ContainerView::Waiting {
+            reason: reason.into(),
+            message: Some(message),
+        });
+        if self.announced.as_deref() == Some(reason) {
+            return false;
+        }
+        self.announced = Some(reason.into());
+        true
+    }
+}
+
 struct PodWorker {
     ctx: Arc<WorkerContext>,
     uid: String,
@@ -546,12 +562,7 @@ impl PodWorker {
         ) {
             (PullDecision::NeverPull { message }, _) => {
                 let reason = "ErrImageNeverPull";
-                slot.view = Some(ContainerView::Waiting {
-                    reason: reason.into(),
-                    message: Some(message.clone()),
-                });
-                if slot.announced.as_deref() != Some(reason) {
-                    slot.announced = Some(reason.into());
+                if slot.wait(reason, message.clone()) {
                     events
                         .record(pod, Some(&name), EventType::Warning, reason, &message)
                         .await;
@@ -583,12 +594,7 @@ impl PodWorker {
                 if let Some(at) = slot.pull_retry_at.filter(|at| *at > now) {
                     let reason = "ImagePullBackOff";
                     let message = format!("Back-off pulling image {image:?}");
-                    slot.view = Some(ContainerView::Waiting {
-                        reason: reason.into(),
-                        message: Some(message.clone()),
-                    });
-                    if slot.announced.as_deref() != Some(reason) {
-                        slot.announced = Some(reason.into());
+                    if slot.wait(reason, message.clone()) {
                         events
                             .record(pod, Some(&name), EventType::Normal, "BackOff", &message)
                             .await;
@@ -628,11 +634,8 @@ impl PodWorker {
                         slot.pull_failures += 1;
                         let wait = policy::backoff(slot.pull_failures);
                         slot.pull_retry_at = Some(Instant::now() + wait);
-                        slot.view = Some(ContainerView::Waiting {
-                            reason: "ErrImagePull".into(),
-                            message: Some(e.to_string()),
-                        });
-                        slot.announced = Some("ErrImagePull".into());
+                        // A failed pull is announced every time, as kubelet does.
+                        slot.wait("ErrImagePull", e.to_string());
                         events
                             .record(
                                 pod,
