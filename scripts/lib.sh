@@ -70,6 +70,14 @@ ensure_test_packages() {
     ensure_debian_packages busybox-static docker-registry skopeo
 }
 
+# What the benchmarks compare against, beyond the test packages: podman (`podman kube play` beside
+# Skiff's pods; catatonit is its infra containers' init, only recommended by the package).
+# Benchmarks only: the tests never need podman.
+ensure_bench_packages() {
+    ensure_test_packages
+    ensure_debian_packages podman catatonit
+}
+
 # Makes cargo, clippy and rustfmt available. Debian 12's own Rust (1.63) is older than the
 # workspace's rust-version, so a missing toolchain comes from rustup.
 ensure_rust() {
