@@ -16,7 +16,8 @@
 //! then `target/release/examples/pod_bench [PODS] [CHURN]` (defaults 100 and 100). The skiff
 //! binary is `$SKIFF_BIN`, else `$CARGO_TARGET_DIR/release/skiff`; the busybox image
 //! `$BUSYBOX_TAR`, else `$CARGO_TARGET_DIR/test-images/busybox.tar`. `SKIP_PODMAN=1` skips
-//! podman. Everything either side creates is removed at the end, also after a failure.
+//! podman; `SKIFF_LOG` is the server's log filter (default `warn`) and `POD_BENCH_SERVER_LOG`
+//! a file to keep its log in. Everything either side creates is removed at the end, also after a failure.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -340,6 +341,7 @@ struct SkiffServer {
     root: tempfile::TempDir,
     data: PathBuf,
     kubeconfig: PathBuf,
+    log_path: PathBuf,
 }
 
 impl SkiffServer {
@@ -361,14 +363,20 @@ impl SkiffServer {
             )
             .into());
         }
-        let log = std::fs::File::create(root.path().join("server.log"))?;
+        let log_path = std::env::var_os("POD_BENCH_SERVER_LOG")
+            .map_or_else(|| root.path().join("server.log"), PathBuf::from);
+        let log = std::fs::File::create(&log_path)?;
         let mut child = Command::new(skiff)
             .arg("server")
             .arg("--data-dir")
             .arg(&data)
             .args(["--bind-address", "127.0.0.1", "--https-listen-port", "0"])
             .args(["--node-name", &format!("pod-bench-{}", std::process::id())])
-            .args(["--log", "warn"])
+            // Quiet unless asked (SKIFF_LOG=skiff_agent=debug shows the agent's timings).
+            .args([
+                "--log",
+                &std::env::var("SKIFF_LOG").unwrap_or_else(|_| "warn".into()),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -379,6 +387,7 @@ impl SkiffServer {
             root,
             data,
             kubeconfig: PathBuf::new(),
+            log_path,
         };
         let (tx, rx) = std_mpsc::channel();
         std::thread::spawn(move || {
@@ -407,7 +416,7 @@ impl SkiffServer {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.root.path().join("server.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// Monitor and pause processes of this server's pods.
