@@ -245,6 +245,22 @@ impl Cluster {
         stdout(&output)
     }
 
+    /// The `-o jsonpath=PATH` output of `kubectl get WHAT...` (empty when kubectl fails, e.g.
+    /// the object is not there yet).
+    pub fn jsonpath(&self, what: &[&str], path: &str) -> String {
+        let mut args: Vec<String> = vec!["get".into()];
+        args.extend(what.iter().map(|w| w.to_string()));
+        args.extend(["-o".into(), format!("jsonpath={path}")]);
+        stdout(&self.kubectl(&args))
+    }
+
+    /// Creates the objects of `manifest` (YAML) with `kubectl create -f -`, failing the test if
+    /// kubectl refuses them.
+    pub fn create_from(&self, manifest: &str) {
+        let created = self.kubectl_stdin(["create", "-f", "-"], manifest);
+        assert_success(&created, "kubectl create -f -");
+    }
+
     /// Starts a long-running kubectl (`get po -w`) whose stdout lines can be read with a
     /// timeout. It is killed when the stream is dropped.
     pub fn kubectl_stream<I, S>(&self, args: I) -> LineStream
@@ -661,6 +677,23 @@ impl LineStream {
 impl Drop for LineStream {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Builds the project's test images (scripts/build-test-images.sh) and imports `luksa/kubia`
+/// and `busybox` into the node data dir `data_dir`, as `up.sh` does.
+pub fn import_test_images(data_dir: &Path) {
+    let out = data_dir.with_file_name("images-out");
+    let mut build = Command::new(workspace_root().join("scripts/build-test-images.sh"));
+    build.arg(&out);
+    assert_success(&run(build, None), "scripts/build-test-images.sh");
+    for image in ["kubia.tar", "busybox.tar"] {
+        let mut import = Command::new(skiff_bin());
+        import
+            .args(["image", "import", "--data-dir"])
+            .arg(data_dir)
+            .arg(out.join(image));
+        assert_success(&run(import, None), &format!("skiff image import {image}"));
     }
 }
 
