@@ -384,3 +384,154 @@ fn container_pid(cluster: &Cluster, id: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("no pid in {text}"))
 }
+
+/// A busybox pod `name` with `container` merged into its one container's fields.
+fn busybox_pod(name: &str, container: serde_json::Value) -> String {
+    let mut c = serde_json::json!({
+        "name": "main", "image": "busybox", "imagePullPolicy": "Never",
+        "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+    });
+    for (k, v) in container.as_object().expect("an object").clone() {
+        c[k] = v;
+    }
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [c]},
+    })
+    .to_string()
+}
+
+#[test]
+fn bad_input_surfaces_in_status_and_events_and_other_pods_run() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    let missing_dir = cluster.scratch_dir().join("no-such-dir");
+    // Nothing listens on port 1 of the loopback: the pull fails at once, and goes nowhere else.
+    cluster.create_from(&busybox_pod(
+        "noimage",
+        serde_json::json!({"image": "127.0.0.1:1/nope:1", "imagePullPolicy": "IfNotPresent"}),
+    ));
+    cluster.create_from(&busybox_pod(
+        "nocmd",
+        serde_json::json!({"command": ["/no/such/binary"]}),
+    ));
+    cluster.create_from(&busybox_pod(
+        "tinymem",
+        serde_json::json!({"resources": {"limits": {"memory": "4Ki"}}}),
+    ));
+    let mut nodir: serde_json::Value = serde_json::from_str(&busybox_pod(
+        "nodir",
+        serde_json::json!({"volumeMounts": [{"name": "host", "mountPath": "/host"}]}),
+    ))
+    .expect("JSON");
+    nodir["spec"]["volumes"] = serde_json::json!([
+        {"name": "host", "hostPath": {"path": missing_dir, "type": "Directory"}}
+    ]);
+    cluster.create_from(&nodir.to_string());
+    cluster.create_from(&busybox_pod("fine", serde_json::json!({})));
+
+    wait_until(WAIT, "fine Running", || {
+        cluster.jsonpath(&["pod", "fine"], "{.status.phase}") == "Running"
+    });
+    let waiting = |pod: &str, field: &str| {
+        cluster.jsonpath(
+            &["pod", pod],
+            &format!("{{.status.containerStatuses[0].state.waiting.{field}}}"),
+        )
+    };
+    wait_until(WAIT, "noimage in ImagePullBackOff", || {
+        waiting("noimage", "reason") == "ImagePullBackOff"
+    });
+    let message_of = |pod: &str| {
+        cluster.jsonpath(
+            &["pod", pod],
+            "{.status.containerStatuses[0].state.waiting.message}{.status.containerStatuses[0].lastState.terminated.message}",
+        )
+    };
+    // A command not in the image: runc's own message, and the container backs off.
+    wait_until(WAIT, "nocmd in CrashLoopBackOff", || {
+        waiting("nocmd", "reason") == "CrashLoopBackOff"
+    });
+    assert_eq!(
+        cluster.jsonpath(
+            &["pod", "nocmd"],
+            "{.status.containerStatuses[0].lastState.terminated.reason}"
+        ),
+        "StartError"
+    );
+    let message = message_of("nocmd");
+    assert!(
+        message
+            .contains("exec: \"/no/such/binary\": stat /no/such/binary: no such file or directory"),
+        "{message}"
+    );
+    // A memory limit below what the runtime needs to start the container.
+    wait_until(WAIT, "tinymem in CrashLoopBackOff", || {
+        waiting("tinymem", "reason") == "CrashLoopBackOff"
+    });
+    let message = message_of("tinymem");
+    assert!(
+        message.contains("unable to set memory limit to 4096"),
+        "{message}"
+    );
+    // A hostPath of type Directory that is not there: the container is never created.
+    wait_until(WAIT, "nodir in CreateContainerError", || {
+        waiting("nodir", "reason") == "CreateContainerError"
+    });
+    let message = waiting("nodir", "message");
+    assert_eq!(
+        message,
+        format!(
+            "hostPath type check failed: {} is not a directory",
+            missing_dir.display()
+        )
+    );
+    assert_eq!(
+        cluster.jsonpath(&["pod", "nodir"], "{.status.phase}"),
+        "Pending"
+    );
+    // The image: kubelet's reasons, and the registry client's own words in the event.
+    let events = cluster.kubectl_ok([
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=noimage",
+    ]);
+    assert!(
+        events.contains("Failed to pull image \"127.0.0.1:1/nope:1\""),
+        "{events}"
+    );
+    assert!(events.contains("Connection refused"), "{events}");
+    assert!(events.contains("ErrImagePull"), "{events}");
+    for pod in ["nocmd", "tinymem", "nodir"] {
+        let events = cluster.kubectl_ok([
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod}"),
+        ]);
+        assert!(
+            events.contains("Warning") && events.contains("Failed"),
+            "{pod}: {events}"
+        );
+    }
+
+    // Through all this the agent kept serving the good pod, and deletes every one of them.
+    assert_eq!(
+        cluster.jsonpath(&["pod", "fine"], "{.status.phase}"),
+        "Running"
+    );
+    assert_eq!(
+        cluster.jsonpath(
+            &["pod", "fine"],
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
+    cluster.kubectl_ok(["delete", "pods", "--all"]);
+    for dir in ["containers", "sandboxes", "rootfs", "pods"] {
+        let left: Vec<_> = std::fs::read_dir(cluster.data_dir().join(dir))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{dir}: left behind {left:?}");
+    }
+}
