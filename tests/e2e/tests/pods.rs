@@ -22,6 +22,8 @@ hostname > $OUT/web.hostname
 for n in ipc net pid uts; do echo $n $(readlink /proc/self/ns/$n); done > $OUT/web.ns
 env > $OUT/web.env
 echo written-by-web > /shared/note
+echo in-memory > /mem/note
+grep ' /mem ' /proc/mounts > $OUT/web.mem
 httpd -p 8080 -h /www
 until [ -e /shared/side-up ]; do sleep 0.1; done
 ps > $OUT/web.ps
@@ -37,6 +39,7 @@ hostname > $OUT/side.hostname
 for n in ipc net pid uts; do echo $n $(readlink /proc/self/ns/$n); done > $OUT/side.ns
 until timeout 2 wget -q -O $OUT/side.fetched http://localhost:8080/; do sleep 0.1; done
 cat /shared/note > $OUT/side.shared
+cat /mem/note > $OUT/side.mem
 sleep 3601 &
 trap 'kill $!; exit 0' TERM
 touch /shared/side-up
@@ -56,6 +59,7 @@ fn two_container_pod(name: &str, out: &Path, share_process_namespace: bool) -> S
             "volumes": [
                 {"name": "out", "hostPath": {"path": out, "type": "Directory"}},
                 {"name": "shared", "emptyDir": {}},
+                {"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
             ],
             "containers": [
                 {
@@ -81,6 +85,7 @@ fn two_container_pod(name: &str, out: &Path, share_process_namespace: bool) -> S
                     "volumeMounts": [
                         {"name": "out", "mountPath": "/out"},
                         {"name": "shared", "mountPath": "/shared"},
+                        {"name": "mem", "mountPath": "/mem"},
                     ],
                 },
                 {
@@ -92,6 +97,7 @@ fn two_container_pod(name: &str, out: &Path, share_process_namespace: bool) -> S
                     "volumeMounts": [
                         {"name": "out", "mountPath": "/out"},
                         {"name": "shared", "mountPath": "/shared"},
+                        {"name": "mem", "mountPath": "/mem"},
                     ],
                 },
             ],
@@ -223,6 +229,13 @@ fn containers_share_the_pods_namespaces_and_nothing_is_left_after() {
         // localhost reaches the other container; the emptyDir holds what the other wrote.
         assert_eq!(reports.read("side.fetched"), "hello-from-web\n");
         assert_eq!(reports.read("side.shared"), "written-by-web\n");
+        // The Memory-medium emptyDir is one tmpfs of its sizeLimit, seen by both.
+        assert_eq!(reports.read("side.mem"), "in-memory\n");
+        let mem = reports.read("web.mem");
+        assert!(
+            mem.starts_with("tmpfs /mem tmpfs rw,nosuid,nodev") && mem.contains("size=8192k"),
+            "{mem}"
+        );
         let (web, side) = (reports.namespaces("web"), reports.namespaces("side"));
         for kind in ["ipc", "net", "uts"] {
             assert!(web[kind].starts_with(&format!("{kind}:[")), "{web:?}");
