@@ -42,6 +42,9 @@ pub struct NodeFields {
     pub host_ip: String,
     pub allocatable_millicpu: i64,
     pub allocatable_memory: i64,
+    /// The most processes (threads) one pod may run, on its cgroup (kubelet's
+    /// `--pod-max-pids`); None: no limit, kubelet's default.
+    pub pod_pids_limit: Option<i64>,
 }
 
 /// The node's runtime. The container manager is opened on first use, on a blocking thread.
@@ -420,6 +423,11 @@ impl PodRuntime for NodeRuntime {
     ) -> RuntimeResult<()> {
         let manager = self.containers()?;
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if let Some(limit) = self.fields.pod_pids_limit {
+            CgroupLayout::detect()
+                .and_then(|layout| layout.limit_pids(&pod_cgroup(&uid), limit))
+                .map_err(|e| failure("setting the pod's pids limit")(&e))?;
+        }
         let wanted = container.image.clone().unwrap_or_default();
         let record = self
             .images

@@ -89,6 +89,8 @@ pub struct Cluster {
     kubeconfig: PathBuf,
     /// The node name of the agent the server runs; None: started with `--disable-agent`.
     agent: Option<String>,
+    /// More `skiff server` flags, given at every start.
+    extra_args: Vec<String>,
 }
 
 impl Cluster {
@@ -111,12 +113,26 @@ impl Cluster {
         Cluster::create(Some(node), prepare)
     }
 
+    /// [`Cluster::start_with_agent`] with more `skiff server` flags (e.g. `--pod-max-pids`).
+    pub fn start_with_agent_args(args: &[&str], prepare: impl FnOnce(&Path)) -> Cluster {
+        let node = format!(
+            "e2e-{}-{}",
+            std::process::id(),
+            NEXT_NODE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        Cluster::create_with(Some(node), args, prepare)
+    }
+
     /// The node name of the server's agent, if it runs one.
     pub fn node_name(&self) -> Option<&str> {
         self.agent.as_deref()
     }
 
     fn create(agent: Option<String>, prepare: impl FnOnce(&Path)) -> Cluster {
+        Cluster::create_with(agent, &[], prepare)
+    }
+
+    fn create_with(agent: Option<String>, args: &[&str], prepare: impl FnOnce(&Path)) -> Cluster {
         let root = tempfile::Builder::new()
             .prefix("skiff-e2e-")
             .tempdir()
@@ -134,6 +150,7 @@ impl Cluster {
             url: String::new(),
             port: 0,
             agent,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
         prepare(&cluster.data_dir);
         cluster.launch(0);
@@ -344,6 +361,7 @@ impl Cluster {
             Some(node) => command.arg("--node-name").arg(node),
             None => command.arg("--disable-agent"),
         };
+        command.args(&self.extra_args);
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

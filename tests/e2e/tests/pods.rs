@@ -548,3 +548,30 @@ fn bad_input_surfaces_in_status_and_events_and_other_pods_run() {
         assert!(left.is_empty(), "{dir}: left behind {left:?}");
     }
 }
+
+#[test]
+fn pod_max_pids_limits_the_processes_of_each_pod() {
+    let cluster = Cluster::start_with_agent_args(&["--pod-max-pids", "16"], import_test_images);
+    // 40 background sleeps: the shell cannot fork past the pod's 16 processes and gives up.
+    let script = "for i in $(seq 40); do sleep 300 & done; echo all-started; kill $(jobs -p)";
+    cluster.create_from(&format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "forker"}},
+            "spec": {{"restartPolicy": "Never", "containers": [{{"name": "main",
+            "image": "busybox", "imagePullPolicy": "Never", "command": ["sh", "-c", {script:?}]}}]}}}}"#
+    ));
+    wait_until(WAIT, "forker Failed", || {
+        cluster.jsonpath(&["pod", "forker"], "{.status.phase}") == "Failed"
+    });
+    let uid = cluster.jsonpath(&["pod", "forker"], "{.metadata.uid}");
+    let limits: Vec<String> = cgroups_named(&format!("skiff/pod{uid}"))
+        .iter()
+        .filter_map(|dir| std::fs::read_to_string(dir.join("pids.max")).ok())
+        .collect();
+    assert_eq!(limits, ["16\n"], "the pod cgroup's pids.max");
+    let log = cluster
+        .data_dir()
+        .join(format!("pods/{uid}/logs/main/0.log"));
+    let log = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    assert!(log.contains("can't fork"), "{log}");
+    assert!(!log.contains("all-started"), "{log}");
+}
