@@ -174,6 +174,21 @@ impl CgroupLayout {
     }
 }
 
+/// Whether containers' swap can be limited (containerd's `SwapControllerAvailable`): on cgroup
+/// v1 the memory controller must account swap (`memory.memsw.*`, off with `swapaccount=0`); on
+/// v2 runc ignores a zero swap limit where there is no swap controller, so it always may.
+pub fn swap_limit_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| match CgroupLayout::detect() {
+        Ok(CgroupLayout::V1 {
+            memory: Some(memory),
+            ..
+        }) => memory.join("memory.memsw.limit_in_bytes").exists(),
+        Ok(CgroupLayout::V1 { memory: None, .. }) | Err(_) => false,
+        Ok(CgroupLayout::V2 { .. }) => true,
+    })
+}
+
 /// rmdir of a cgroup directory, children first (their files cannot be unlinked), retried
 /// while the kernel still counts exiting processes in it.
 fn remove_tree(dir: &Path) -> std::io::Result<()> {

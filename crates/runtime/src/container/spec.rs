@@ -1045,6 +1045,13 @@ mod tests {
         assert_eq!(r["cpu"]["quota"], 50_000);
         assert_eq!(r["cpu"]["period"], 100_000);
         assert_eq!(r["memory"]["limit"], 128 * 1024 * 1024);
+        if crate::container::cgroup::swap_limit_supported() {
+            assert_eq!(
+                r["memory"]["swap"],
+                128 * 1024 * 1024,
+                "no swap beyond the limit"
+            );
+        }
         // Burstable: 1000 - 1000 * 64 MiB / 4 GiB.
         assert_eq!(spec["process"]["oomScoreAdj"], 985);
         let best_effort = build(json!({"name": "c", "command": ["x"]}), json!({}));
