@@ -38,6 +38,8 @@ pub struct State {
     pub auth: Authenticator,
     pub server_address: String,
     openapi: OnceLock<Vec<(String, Bytes, String)>>,
+    /// The client of nodes' streaming servers (pods/log, exec, ...), set once at bind.
+    pub node_client: OnceLock<crate::node_proxy::NodeClient>,
 }
 
 impl State {
@@ -47,6 +49,7 @@ impl State {
             auth,
             server_address,
             openapi: OnceLock::new(),
+            node_client: OnceLock::new(),
         }
     }
 
@@ -816,7 +819,16 @@ async fn serve<K: ApiKind>(
                     "pod {name} does not have a host assigned"
                 )));
             }
-            Err(ApiError::unavailable(format!("pods/{sub} is not served yet: the node agent's streaming server comes in a later release")))
+            if sub == "log" && method == Method::GET {
+                return crate::node_proxy::log(
+                    registry,
+                    state.node_client.get(),
+                    &pod,
+                    req.uri().query(),
+                )
+                .await;
+            }
+            Err(ApiError::unavailable(format!("pods/{sub} is not served yet: it comes with the node's streaming server")))
         }
         (Some(_), Some(_), _)
             if target

@@ -7,6 +7,7 @@ pub mod discovery;
 pub mod error;
 pub mod handlers;
 pub mod namespaces;
+pub mod node_proxy;
 pub mod protobuf;
 pub mod registry;
 pub mod resources;
@@ -103,6 +104,15 @@ impl ApiServer {
             authenticator,
             format!("{host}:{}", local.port()),
         ));
+        let (cert, key) = tls::ensure_kubelet_client(&config.data_dir)?;
+        match node_proxy::NodeClient::new(&cert, &key) {
+            Ok(client) => {
+                let _ = state.node_client.set(client);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no client certificate for nodes: pod logs, exec and port-forward are unavailable")
+            }
+        }
         Ok(ApiServer {
             listener,
             acceptor,
