@@ -546,6 +546,17 @@ impl PodRuntime for NodeRuntime {
         }
     }
 
+    fn prepare_exec(
+        &self,
+        id: &str,
+        args: &[String],
+        tty: bool,
+    ) -> RuntimeResult<skiff_runtime::container::exec::PreparedExec> {
+        self.containers()?
+            .prepare_exec(id, args, tty)
+            .map_err(|e| RuntimeFailure(e.to_string()))
+    }
+
     fn list_containers(&self) -> RuntimeResult<Vec<String>> {
         self.containers()?
             .list()

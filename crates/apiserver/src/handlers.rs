@@ -819,6 +819,9 @@ async fn serve<K: ApiKind>(
                     "pod {name} does not have a host assigned"
                 )));
             }
+            if sub == "exec" && (method == Method::GET || method == Method::POST) {
+                return crate::node_proxy::exec(registry, state.node_client.get(), &pod, req).await;
+            }
             if sub == "log" && method == Method::GET {
                 return crate::node_proxy::log(
                     registry,

@@ -232,16 +232,10 @@ async fn node_endpoint(registry: &Registry, node: &str) -> Result<(SocketAddr, S
     Ok((SocketAddr::new(ip, port), pin))
 }
 
-/// `GET pods/NAME/log`: the container's log from its node, streamed as the node sends it.
-pub async fn log(
-    registry: &Registry,
-    client: Option<&NodeClient>,
-    pod: &Pod,
-    raw_query: Option<&str>,
-) -> Result<Response<Body>> {
-    let client = client.ok_or_else(|| {
-        ApiError::unavailable("this API server has no client certificate for nodes")
-    })?;
+/// The node of `pod` and the path on its streaming server of `endpoint` (`containerLogs`,
+/// `exec`) for the container the query names (defaulted as the API server does), with the
+/// query passed on.
+fn node_path(pod: &Pod, endpoint: &str, raw_query: Option<&str>) -> Result<(String, String)> {
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let requested = form_urlencoded::parse(raw_query.unwrap_or_default().as_bytes())
@@ -256,35 +250,146 @@ pub async fn log(
         .ok_or_else(|| {
             ApiError::bad_request(format!("pod {name} does not have a host assigned"))
         })?;
-    let (address, pin) = node_endpoint(registry, &node).await?;
-    let tls = client.connect(&node, address, &pin).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| ApiError::unavailable(format!("node {node}: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "node connection ended");
-        }
-    });
     let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let mut uri = format!(
-        "/containerLogs/{}/{}/{}",
+    let mut path = format!(
+        "/{endpoint}/{}/{}/{}",
         encode(namespace),
         encode(name),
         encode(&container)
     );
     if let Some(query) = raw_query.filter(|q| !q.is_empty()) {
-        uri.push('?');
-        uri.push_str(query);
+        path.push('?');
+        path.push_str(query);
     }
-    let request = Request::get(uri)
-        .header(hyper::header::HOST, address.to_string())
+    Ok((node, path))
+}
+
+fn no_client() -> ApiError {
+    ApiError::unavailable("this API server has no client certificate for nodes")
+}
+
+/// `GET pods/NAME/log`: the container's log from its node, streamed as the node sends it.
+pub async fn log(
+    registry: &Registry,
+    client: Option<&NodeClient>,
+    pod: &Pod,
+    raw_query: Option<&str>,
+) -> Result<Response<Body>> {
+    let client = client.ok_or_else(no_client)?;
+    let (node, path) = node_path(pod, "containerLogs", raw_query)?;
+    let request = Request::get(path)
         .body(Empty::<Bytes>::new())
         .map_err(|e| ApiError::bad_request(format!("the log request: {e}")))?;
-    let response = sender
-        .send_request(request)
+    let response = send_to_node(registry, client, &node, request).await?;
+    Ok(relay(response))
+}
+
+/// The headers of a WebSocket upgrade passed to the node and back.
+const UPGRADE_HEADERS: [hyper::header::HeaderName; 5] = [
+    hyper::header::CONNECTION,
+    hyper::header::UPGRADE,
+    hyper::header::SEC_WEBSOCKET_KEY,
+    hyper::header::SEC_WEBSOCKET_VERSION,
+    hyper::header::SEC_WEBSOCKET_PROTOCOL,
+];
+
+/// `pods/NAME/exec` (and later attach): the WebSocket upgrade goes to the node; once both sides
+/// switched protocols, the bytes flow between the client and the node untouched.
+pub async fn exec(
+    registry: &Registry,
+    client: Option<&NodeClient>,
+    pod: &Pod,
+    mut req: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>> {
+    let client = client.ok_or_else(no_client)?;
+    let (node, path) = node_path(pod, "exec", req.uri().query())?;
+    let websocket = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !websocket {
+        // kubectl falls back to SPDY/3.1 (a POST) only when the WebSocket attempt failed, and
+        // then shows this message.
+        return Err(ApiError::bad_request(
+            "this server streams exec over WebSocket only (v5.channel.k8s.io or v4.channel.k8s.io, kubectl 1.30 or later); SPDY/3.1 is not supported",
+        ));
+    }
+    let mut request = Request::get(path)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ApiError::bad_request(format!("the exec request: {e}")))?;
+    for name in UPGRADE_HEADERS {
+        for value in req.headers().get_all(&name) {
+            request.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    let mut response = send_to_node(registry, client, &node, request).await?;
+    if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(relay(response));
+    }
+    let mut ours = Response::new(
+        Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *ours.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+    for name in [
+        hyper::header::CONNECTION,
+        hyper::header::UPGRADE,
+        hyper::header::SEC_WEBSOCKET_ACCEPT,
+        hyper::header::SEC_WEBSOCKET_PROTOCOL,
+    ] {
+        if let Some(value) = response.headers().get(&name) {
+            ours.headers_mut().insert(name, value.clone());
+        }
+    }
+    let node_side = hyper::upgrade::on(&mut response);
+    let client_side = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let (node_io, client_io) = match tokio::try_join!(node_side, client_side) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(error = %e, "exec: an upgrade failed");
+                return;
+            }
+        };
+        let (mut node_io, mut client_io) = (TokioIo::new(node_io), TokioIo::new(client_io));
+        // Either side closing ends both: the node kills the process when its side closes.
+        if let Err(e) = tokio::io::copy_bidirectional(&mut client_io, &mut node_io).await {
+            tracing::debug!(error = %e, "exec stream ended");
+        }
+    });
+    Ok(ours)
+}
+
+/// Sends `request` to the streaming server of `node` and returns its answer (upgradable).
+async fn send_to_node(
+    registry: &Registry,
+    client: &NodeClient,
+    node: &str,
+    mut request: Request<Empty<Bytes>>,
+) -> Result<Response<hyper::body::Incoming>> {
+    let (address, pin) = node_endpoint(registry, node).await?;
+    let tls = client.connect(node, address, &pin).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| ApiError::unavailable(format!("node {node}: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %e, "node connection ended");
+        }
+    });
+    if let Ok(host) = hyper::header::HeaderValue::from_str(&address.to_string()) {
+        request.headers_mut().insert(hyper::header::HOST, host);
+    }
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("node {node}: {e}")))
+}
+
+/// The node's answer as ours: its status, content type and body, streamed.
+fn relay(response: Response<hyper::body::Incoming>) -> Response<Body> {
     let (parts, mut body) = response.into_parts();
     // Relay frames through a channel: the node's body can fail (the node goes away), ours
     // cannot; a failure just ends the stream, as a closed connection would.
@@ -310,7 +415,7 @@ pub async fn log(
         resp.headers_mut()
             .insert(hyper::header::CONTENT_TYPE, content_type.clone());
     }
-    Ok(resp)
+    resp
 }
 
 #[cfg(test)]

@@ -9,9 +9,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper::Response;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::ContainerStatus;
 use k8s_openapi::jiff::Timestamp;
-use kube::Api;
 use skiff_runtime::container::log_read::{LogQuery, LogReader};
 
 use super::{status, Body, StreamingContext};
@@ -156,30 +155,10 @@ pub async fn serve(
         Ok(options) => options,
         Err(message) => return status(400, "BadRequest", &message),
     };
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-    let pod = match pods.get_opt(pod_name).await {
-        Ok(Some(pod)) => pod,
-        Ok(None) => return status(404, "NotFound", &format!("pods {pod_name:?} not found")),
-        Err(e) => {
-            return status(
-                503,
-                "ServiceUnavailable",
-                &format!("cannot read the pod: {e}"),
-            )
-        }
+    let pod = match super::pod_on_this_node(ctx, namespace, pod_name).await {
+        Ok(pod) => pod,
+        Err(resp) => return resp,
     };
-    let on_this_node = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| n == ctx.node_name);
-    if !on_this_node {
-        return status(
-            404,
-            "NotFound",
-            &format!("pod {pod_name:?} does not run on node {:?}", ctx.node_name),
-        );
-    }
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let statuses = pod
         .status

@@ -3,6 +3,7 @@
 //! publishes on its Node (the API server pins it), and it accepts only clients whose certificate
 //! the cluster CA signed for the API server: nothing else may call it.
 
+mod exec;
 mod logs;
 mod tls;
 
@@ -137,7 +138,77 @@ async fn route(ctx: &StreamingContext, req: Request<Incoming>) -> Response<Body>
         (&hyper::Method::GET, ["containerLogs", namespace, pod, container]) => {
             logs::serve(ctx, namespace, pod, container, req.uri().query()).await
         }
+        (&hyper::Method::GET, ["exec", namespace, pod, container]) => {
+            let (namespace, pod, container) = (
+                namespace.to_string(),
+                pod.to_string(),
+                container.to_string(),
+            );
+            exec::serve(ctx, &namespace, &pod, &container, req).await
+        }
         _ => status(404, "NotFound", &format!("the node serves no {path}")),
+    }
+}
+
+/// The pod `namespace/pod` as the API has it, if it runs on this node; else the response to
+/// give.
+pub(crate) async fn pod_on_this_node(
+    ctx: &StreamingContext,
+    namespace: &str,
+    pod: &str,
+) -> Result<k8s_openapi::api::core::v1::Pod, Response<Body>> {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(ctx.client.clone(), namespace);
+    let found = match pods.get_opt(pod).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(status(404, "NotFound", &format!("pods {pod:?} not found"))),
+        Err(e) => {
+            return Err(status(
+                503,
+                "ServiceUnavailable",
+                &format!("cannot read the pod: {e}"),
+            ))
+        }
+    };
+    let here = found
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| n == ctx.node_name);
+    if here {
+        Ok(found)
+    } else {
+        Err(status(
+            404,
+            "NotFound",
+            &format!("pod {pod:?} does not run on node {:?}", ctx.node_name),
+        ))
+    }
+}
+
+/// The runtime id of `container` of the pod if it runs now; else kubelet's error.
+pub(crate) async fn running_container(
+    ctx: &StreamingContext,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+) -> Result<String, Response<Body>> {
+    let found = pod_on_this_node(ctx, namespace, pod).await?;
+    let status_of = found
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|s| s.name == container));
+    let running = status_of
+        .filter(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()))
+        .and_then(|s| s.container_id.as_deref());
+    match running {
+        Some(id) => Ok(id.strip_prefix("skiff://").unwrap_or(id).to_string()),
+        None => Err(status(
+            400,
+            "BadRequest",
+            &format!("container {container:?} in pod {pod:?} is not running"),
+        )),
     }
 }
 
