@@ -62,6 +62,10 @@ pub struct AgentConfig {
     pub lease_interval: Duration,
     /// The Lease's duration.
     pub lease_duration_seconds: i32,
+    /// The most processes one pod may run (kubelet's `--pod-max-pids`); None: unlimited.
+    pub pod_pids_limit: Option<i64>,
+    /// The OCI runtime that runs containers.
+    pub container_runtime: skiff_runtime::container::RuntimeKind,
 }
 
 impl AgentConfig {
@@ -74,6 +78,8 @@ impl AgentConfig {
             status_interval: Duration::from_secs(10),
             lease_interval: Duration::from_secs(10),
             lease_duration_seconds: 40,
+            pod_pids_limit: None,
+            container_runtime: skiff_runtime::container::RuntimeKind::Runc,
         }
     }
 }
@@ -148,14 +154,16 @@ pub fn node_runtime(config: &AgentConfig) -> Result<Arc<dyn runtime::PodRuntime>
         host_ip: facts.internal_ip.to_string(),
         allocatable_millicpu: i64::try_from(facts.cpus).unwrap_or(1) * 1000,
         allocatable_memory: i64::try_from(facts.memory_kib).unwrap_or(0) * 1024,
+        pod_pids_limit: config.pod_pids_limit,
     };
-    let runtime = node_runtime::NodeRuntime::open(
-        &config.data_dir,
-        binary,
-        skiff_runtime::container::RuntimeKind::Runc,
-        fields,
-    )
-    .map_err(|e| Error::Runtime { message: e.0 })?;
+    skiff_runtime::container::check_runtime_supported(config.container_runtime).map_err(|e| {
+        Error::Runtime {
+            message: e.to_string(),
+        }
+    })?;
+    let runtime =
+        node_runtime::NodeRuntime::open(&config.data_dir, binary, config.container_runtime, fields)
+            .map_err(|e| Error::Runtime { message: e.0 })?;
     Ok(Arc::new(runtime))
 }
 

@@ -29,9 +29,40 @@ pub struct AgentArgs {
     /// How many pods this node runs at most (its `pods` capacity).
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    #[command(flatten)]
+    node: NodeOptions,
     /// Log filter, as RUST_LOG.
     #[arg(long, default_value = "info", env = "SKIFF_LOG")]
     log: String,
+}
+
+/// How the node runs its pods: `skiff agent` and the agent inside `skiff server` take these.
+#[derive(clap::Args, Clone, Debug)]
+pub struct NodeOptions {
+    /// The OCI runtime that runs containers. crun starts them faster but refuses hosts whose
+    /// cgroups are in hybrid mode with controllers on the v2 hierarchy (then use runc).
+    #[arg(long, value_enum, default_value_t = ContainerRuntime::Runc)]
+    container_runtime: ContainerRuntime,
+    /// The most processes (threads) one pod may run, set on the pod's cgroup (kubelet's
+    /// --pod-max-pids); default: no limit.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pod_max_pids: Option<i64>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ContainerRuntime {
+    Runc,
+    Crun,
+}
+
+impl NodeOptions {
+    fn apply(&self, config: &mut skiff_agent::AgentConfig) {
+        config.container_runtime = match self.container_runtime {
+            ContainerRuntime::Runc => skiff_runtime::container::RuntimeKind::Runc,
+            ContainerRuntime::Crun => skiff_runtime::container::RuntimeKind::Crun,
+        };
+        config.pod_pids_limit = self.pod_max_pids;
+    }
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -61,6 +92,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
             .unwrap_or_else(skiff_agent::default_node_name);
         let mut config = skiff_agent::AgentConfig::new(name, &args.data_dir);
         config.max_pods = args.max_pods;
+        args.node.apply(&mut config);
         tracing::info!(node = %config.node_name, server = %args.server, "node agent starting");
         let runtime = skiff_agent::node_runtime(&config)?;
         skiff_agent::Agent::new(client, config)
@@ -78,12 +110,14 @@ pub async fn start_in_server(
     kubeconfig: &Path,
     data_dir: &Path,
     node_name: Option<String>,
+    options: &NodeOptions,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let client = skiff_agent::client_from_kubeconfig(kubeconfig)
         .await
         .context("cannot start the node agent")?;
     let name = node_name.unwrap_or_else(skiff_agent::default_node_name);
-    let config = skiff_agent::AgentConfig::new(name, data_dir);
+    let mut config = skiff_agent::AgentConfig::new(name, data_dir);
+    options.apply(&mut config);
     let runtime = skiff_agent::node_runtime(&config).context("cannot start the node agent")?;
     Ok(tokio::spawn(async move {
         if let Err(e) = skiff_agent::Agent::new(client, config)

@@ -71,6 +71,8 @@ struct ServerArgs {
     /// The name of this machine's Node (default: the host name, lowercased).
     #[arg(long)]
     node_name: Option<String>,
+    #[command(flatten)]
+    node: agent::NodeOptions,
     /// Log filter, as RUST_LOG (e.g. `info`, `skiff_apiserver=debug`).
     #[arg(long, default_value = "info", env = "SKIFF_LOG")]
     log: String,
@@ -161,7 +163,13 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         let _agent = if args.disable_agent {
             None
         } else {
-            Some(agent::start_in_server(&server.kubeconfig, &args.data_dir, args.node_name.clone()).await?)
+            Some(agent::start_in_server(
+                    &server.kubeconfig,
+                    &args.data_dir,
+                    args.node_name.clone(),
+                    &args.node,
+                )
+                .await?)
         };
         let _scheduler = if args.disable_scheduler {
             None

@@ -14,6 +14,7 @@
 pub mod cgroup;
 pub mod expand;
 pub mod log;
+pub mod log_read;
 pub mod manager;
 pub mod monitor;
 pub mod resources;
