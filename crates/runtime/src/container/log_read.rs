@@ -112,7 +112,9 @@ impl Formatter {
             piece.push(b'\n');
         }
         if let Some(remaining) = &mut self.remaining {
-            let take = usize::try_from(*remaining).unwrap_or(usize::MAX).min(piece.len());
+            let take = usize::try_from(*remaining)
+                .unwrap_or(usize::MAX)
+                .min(piece.len());
             piece.truncate(take);
             *remaining -= take as u64;
         }
