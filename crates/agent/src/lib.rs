@@ -8,6 +8,7 @@ pub mod node;
 pub mod node_runtime;
 pub mod runtime;
 pub mod status;
+pub mod streaming;
 pub mod worker;
 
 mod heartbeat;
@@ -89,6 +90,14 @@ pub struct AgentConfig {
     pub pod_pids_limit: Option<i64>,
     /// The OCI runtime that runs containers.
     pub container_runtime: skiff_runtime::container::RuntimeKind,
+    /// The node's address (kubelet's `--node-ip`): its InternalIP and where the streaming
+    /// server listens. None: the address of the default route, and the streaming server on all.
+    pub node_ip: Option<std::net::IpAddr>,
+    /// The streaming server's port (kubelet's 10250); 0: any free one.
+    pub streaming_port: u16,
+    /// The cluster CA (PEM): the streaming server accepts only the API server's client
+    /// certificate signed by it. None: no streaming server (no logs, exec, port-forward).
+    pub cluster_ca_pem: Option<String>,
 }
 
 impl AgentConfig {
@@ -103,7 +112,19 @@ impl AgentConfig {
             lease_duration_seconds: 40,
             pod_pids_limit: None,
             container_runtime: skiff_runtime::container::RuntimeKind::Runc,
+            node_ip: None,
+            streaming_port: 10250,
+            cluster_ca_pem: None,
         }
+    }
+
+    /// The facts of this machine, with the configured node address.
+    pub fn facts(&self) -> node::NodeFacts {
+        let mut facts = node::NodeFacts::gather(&self.data_dir);
+        if let Some(ip) = self.node_ip {
+            facts.internal_ip = ip;
+        }
+        facts
     }
 }
 
@@ -135,13 +156,13 @@ impl Agent {
     /// errors are logged and retried: the API server may be starting or briefly away, and the
     /// node's pods keep running meanwhile.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let heartbeat = heartbeat::run(self.client.clone(), self.config.clone());
+        let streaming = self.start_streaming().await?;
+        let endpoint = streaming.as_ref().map(|(e, _)| e.clone());
+        let heartbeat = heartbeat::run(self.client.clone(), self.config.clone(), endpoint);
         let pods = async {
             match &self.runtime {
                 Some(runtime) => {
-                    let host_ip = node::NodeFacts::gather(&self.config.data_dir)
-                        .internal_ip
-                        .to_string();
+                    let host_ip = self.config.facts().internal_ip.to_string();
                     let ctx = worker::WorkerContext::new(
                         self.client.clone(),
                         self.config.node_name.clone(),
@@ -154,21 +175,69 @@ impl Agent {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let result = tokio::select! {
             () = heartbeat => Ok(()),
             () = pods => Ok(()),
             () = shutdown => {
                 tracing::info!(node = %self.config.node_name, "node agent stopping");
                 Ok(())
             }
+        };
+        if let Some((_, task)) = streaming {
+            task.abort();
         }
+        result
+    }
+}
+
+impl Agent {
+    /// Binds the streaming server (when the agent runs pods and knows the cluster CA) and
+    /// serves it on a task; [`Agent::run`] aborts it when it returns.
+    async fn start_streaming(
+        &self,
+    ) -> Result<Option<(heartbeat::Endpoint, tokio::task::JoinHandle<()>)>> {
+        let (Some(runtime), Some(ca)) = (&self.runtime, &self.config.cluster_ca_pem) else {
+            return Ok(None);
+        };
+        let ip = self
+            .config
+            .node_ip
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let facts = self.config.facts();
+        let names = vec![
+            facts.internal_ip.to_string(),
+            self.config.node_name.clone(),
+            facts.hostname.clone(),
+        ];
+        let server = streaming::StreamingServer::bind(
+            std::net::SocketAddr::new(ip, self.config.streaming_port),
+            &self.config.data_dir.join("agent-tls"),
+            &names,
+            ca,
+        )
+        .await
+        .map_err(|e| Error::Runtime {
+            message: e.to_string(),
+        })?;
+        let endpoint = heartbeat::Endpoint {
+            port: server.port,
+            cert_sha256: server.cert_sha256.clone(),
+        };
+        tracing::info!(node = %self.config.node_name, port = server.port, "streaming server listening");
+        let ctx = Arc::new(streaming::StreamingContext {
+            client: self.client.clone(),
+            runtime: runtime.clone(),
+            data_dir: self.config.data_dir.clone(),
+            node_name: self.config.node_name.clone(),
+        });
+        Ok(Some((endpoint, tokio::spawn(server.serve(ctx)))))
     }
 }
 
 /// The runtime of this machine for an agent with `config`: containers run by runc under
 /// monitors started from this very binary (`skiff internal monitor`).
 pub fn node_runtime(config: &AgentConfig) -> Result<Arc<dyn runtime::PodRuntime>> {
-    let facts = node::NodeFacts::gather(&config.data_dir);
+    let facts = config.facts();
     let binary = std::env::current_exe().map_err(|source| Error::Runtime {
         message: format!("cannot find the skiff binary: {source}"),
     })?;

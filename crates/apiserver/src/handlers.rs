@@ -42,6 +42,8 @@ pub struct State {
     /// check it against the hash in their join token.
     pub ca_pem: String,
     openapi: OnceLock<Vec<(String, Bytes, String)>>,
+    /// The client of nodes' streaming servers (pods/log, exec, ...), set once at bind.
+    pub node_client: OnceLock<crate::node_proxy::NodeClient>,
 }
 
 impl State {
@@ -57,6 +59,7 @@ impl State {
             server_address,
             ca_pem,
             openapi: OnceLock::new(),
+            node_client: OnceLock::new(),
         }
     }
 
@@ -1000,7 +1003,16 @@ async fn serve<K: ApiKind>(
                     "pod {name} does not have a host assigned"
                 )));
             }
-            Err(ApiError::unavailable(format!("pods/{sub} is not served yet: the node agent's streaming server comes in a later release")))
+            if sub == "log" && method == Method::GET {
+                return crate::node_proxy::log(
+                    registry,
+                    state.node_client.get(),
+                    &pod,
+                    parts.uri.query(),
+                )
+                .await;
+            }
+            Err(ApiError::unavailable(format!("pods/{sub} is not served yet: it comes with the node's streaming server")))
         }
         (Some(_), Some(_), _)
             if target

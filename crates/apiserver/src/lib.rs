@@ -9,6 +9,7 @@ pub mod error;
 pub mod handlers;
 pub mod namespaces;
 pub mod node_credentials;
+pub mod node_proxy;
 pub mod protobuf;
 pub mod registry;
 pub mod resources;
@@ -111,6 +112,15 @@ impl ApiServer {
             format!("{host}:{}", local.port()),
             files.ca_pem.clone(),
         ));
+        let (cert, key) = tls::ensure_kubelet_client(&config.data_dir)?;
+        match node_proxy::NodeClient::new(&cert, &key) {
+            Ok(client) => {
+                let _ = state.node_client.set(client);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no client certificate for nodes: pod logs, exec and port-forward are unavailable")
+            }
+        }
         Ok(ApiServer {
             listener,
             acceptor,

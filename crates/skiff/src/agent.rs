@@ -50,6 +50,13 @@ pub struct NodeOptions {
     /// --pod-max-pids); default: no limit.
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     pod_max_pids: Option<i64>,
+    /// The node's IP address (its InternalIP, and where its streaming server listens); default:
+    /// the address of the default route, the streaming server on every address.
+    #[arg(long)]
+    node_ip: Option<std::net::IpAddr>,
+    /// The port of the node's streaming server (logs, exec, port-forward); 0 picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    streaming_port: u16,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -65,6 +72,8 @@ impl NodeOptions {
             ContainerRuntime::Crun => skiff_runtime::container::RuntimeKind::Crun,
         };
         config.pod_pids_limit = self.pod_max_pids;
+        config.node_ip = self.node_ip;
+        config.streaming_port = self.streaming_port;
     }
 }
 
@@ -96,10 +105,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         })
         .await
         .context("cannot join the cluster")?;
-        let client = joined.client;
         let mut config = skiff_agent::AgentConfig::new(name, &args.data_dir);
         config.max_pods = args.max_pods;
         args.node.apply(&mut config);
+        // The CA the join trusted (--ca-file, or fetched and checked against the token): it
+        // also signed the API server's client certificate for the node's streaming server.
+        config.cluster_ca_pem = joined.ca_pem;
+        let client = joined.client;
         tracing::info!(node = %config.node_name, server = %args.server, "node agent starting");
         let runtime = skiff_agent::node_runtime(&config)?;
         skiff_agent::Agent::new(client, config)
@@ -127,6 +139,12 @@ pub async fn start_in_server(
     let name = node_name.unwrap_or_else(skiff_agent::default_node_name);
     let mut config = skiff_agent::AgentConfig::new(name, data_dir);
     options.apply(&mut config);
+    // The server's own CA, which signed its client certificate for the node's streaming server.
+    let ca = data_dir.join("tls/ca.crt");
+    config.cluster_ca_pem = Some(
+        std::fs::read_to_string(&ca)
+            .with_context(|| format!("cannot read the cluster CA {}", ca.display()))?,
+    );
     let runtime = skiff_agent::node_runtime(&config).context("cannot start the node agent")?;
     let server_url = server_url.to_string();
     let ca_file = data_dir.join("tls").join("ca.crt");

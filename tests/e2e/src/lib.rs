@@ -358,7 +358,14 @@ impl Cluster {
             .args(["--bind-address", "127.0.0.1", "--https-listen-port"])
             .arg(port.to_string());
         match &self.agent {
-            Some(node) => command.arg("--node-name").arg(node),
+            // The node's streaming server on the loopback, on a free port: clusters of
+            // parallel tests do not collide, and no traffic leaves the machine.
+            Some(node) => command.arg("--node-name").arg(node).args([
+                "--node-ip",
+                "127.0.0.1",
+                "--streaming-port",
+                "0",
+            ]),
             None => command.arg("--disable-agent"),
         };
         command.args(&self.extra_args);

@@ -121,6 +121,8 @@ fn agent_command(cluster: &Cluster, token: &str, data: &std::path::Path, node: &
         .arg("--data-dir")
         .arg(data)
         .args(["--node-name", node])
+        // Not kubelet's 10250: other clusters' agents may run at the same time.
+        .args(["--node-ip", "127.0.0.1", "--streaming-port", "0"])
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     command
