@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use client::{client_for_server, client_from_kubeconfig};
+pub use client::{client_for_server, client_from_kubeconfig, join, Joined};
 
 /// What can go wrong in the agent.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,29 @@ pub enum Error {
         what: String,
         #[source]
         source: kube::Error,
+    },
+    #[error("invalid --token: {0}")]
+    Token(#[from] skiff_api::join_token::TokenError),
+    #[error(
+        "the CA certificate served by {server} does not match the join token (its sha256 is \
+         {served}, the token expects {expected}): this is not the server the token was made \
+         for, or someone is in between; check --server and --token"
+    )]
+    CaMismatch {
+        server: String,
+        served: String,
+        expected: String,
+    },
+    #[error("cannot read or write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{server} refused to give node {node} its credentials: {message}")]
+    Join {
+        server: String,
+        node: String,
+        message: String,
     },
 }
 
