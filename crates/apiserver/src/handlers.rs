@@ -556,6 +556,17 @@ async fn resource(
     user: &User,
 ) -> Result<Response<Body>> {
     let target = route(group, version, rest)?;
+    // exec upgrades the connection, so it needs the request itself, body unread.
+    if let (Some(name), Some("exec"), &Method::GET | &Method::POST) =
+        (target.name, target.subresource, req.method())
+    {
+        if target.info.kind == "Pod" {
+            authorize(state, user, &target, &query, req.method(), &[]).await?;
+            let pod = assigned_pod(&state.registry, target.info, target.namespace, name).await?;
+            return crate::node_proxy::exec(&state.registry, state.node_client.get(), &pod, req)
+                .await;
+        }
+    }
     let (parts, incoming) = req.into_parts();
     let body = if parts.method == Method::GET || parts.method == Method::HEAD {
         Bytes::new()
@@ -581,6 +592,27 @@ async fn resource(
         release_deleted_nodes(state, before).await;
     }
     Ok(resp)
+}
+
+/// The pod `name`, which must be bound to a node (for its logs, exec, ...).
+async fn assigned_pod(
+    registry: &Registry,
+    info: &ResourceInfo,
+    namespace: Option<&str>,
+    name: &str,
+) -> Result<Pod> {
+    let pod: Pod = registry.get_typed(info, namespace, name).await?;
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_none_or(str::is_empty)
+    {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    Ok(pod)
 }
 
 /// The Kubernetes verb of a resource request.
@@ -992,20 +1024,7 @@ async fn serve<K: ApiKind>(
         (Some(name), Some(sub @ ("exec" | "attach" | "log" | "portforward" | "proxy")), _)
             if info.kind == "Pod" =>
         {
-            let pod: Pod = registry.get_typed(info, ns, name).await?;
-            if pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .is_none_or(str::is_empty)
-            {
-                return Err(ApiError::bad_request(format!(
-                    "pod {name} does not have a host assigned"
-                )));
-            }
-            if sub == "exec" && (method == Method::GET || method == Method::POST) {
-                return crate::node_proxy::exec(registry, state.node_client.get(), &pod, req).await;
-            }
+            let pod = assigned_pod(registry, info, ns, name).await?;
             if sub == "log" && method == Method::GET {
                 return crate::node_proxy::log(
                     registry,
