@@ -556,13 +556,29 @@ async fn resource(
     user: &User,
 ) -> Result<Response<Body>> {
     let target = route(group, version, rest)?;
-    let (parts, incoming) = req.into_parts();
+    let (mut parts, incoming) = req.into_parts();
+    // Kept for an exec's protocol switch, which happens after this handler answers.
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let body = if parts.method == Method::GET || parts.method == Method::HEAD {
         Bytes::new()
     } else {
         read_body(incoming).await?
     };
     authorize(state, user, &target, &query, &parts.method, &body).await?;
+    if let ("Pod", Some(name), Some("exec")) = (target.info.kind, target.name, target.subresource) {
+        let pod: Pod = state
+            .registry
+            .get_typed(target.info, target.namespace, name)
+            .await?;
+        return crate::node_proxy::exec(
+            &state.registry,
+            state.node_client.get(),
+            &pod,
+            &parts,
+            on_upgrade,
+        )
+        .await;
+    }
     // Nodes deleted by this request free their names: their credentials go with them.
     let nodes_before = if target.info.kind == "Node" && parts.method == Method::DELETE {
         Some(node_names(state).await?)
@@ -1002,9 +1018,6 @@ async fn serve<K: ApiKind>(
                 return Err(ApiError::bad_request(format!(
                     "pod {name} does not have a host assigned"
                 )));
-            }
-            if sub == "exec" && (method == Method::GET || method == Method::POST) {
-                return crate::node_proxy::exec(registry, state.node_client.get(), &pod, req).await;
             }
             if sub == "log" && method == Method::GET {
                 return crate::node_proxy::log(
