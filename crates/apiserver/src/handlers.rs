@@ -556,24 +556,29 @@ async fn resource(
     user: &User,
 ) -> Result<Response<Body>> {
     let target = route(group, version, rest)?;
-    // exec upgrades the connection, so it needs the request itself, body unread.
-    if let (Some(name), Some("exec"), &Method::GET | &Method::POST) =
-        (target.name, target.subresource, req.method())
-    {
-        if target.info.kind == "Pod" {
-            authorize(state, user, &target, &query, req.method(), &[]).await?;
-            let pod = assigned_pod(&state.registry, target.info, target.namespace, name).await?;
-            return crate::node_proxy::exec(&state.registry, state.node_client.get(), &pod, req)
-                .await;
-        }
-    }
-    let (parts, incoming) = req.into_parts();
+    let (mut parts, incoming) = req.into_parts();
+    // Kept for an exec's protocol switch, which happens after this handler answers.
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let body = if parts.method == Method::GET || parts.method == Method::HEAD {
         Bytes::new()
     } else {
         read_body(incoming).await?
     };
     authorize(state, user, &target, &query, &parts.method, &body).await?;
+    if let ("Pod", Some(name), Some("exec")) = (target.info.kind, target.name, target.subresource) {
+        let pod: Pod = state
+            .registry
+            .get_typed(target.info, target.namespace, name)
+            .await?;
+        return crate::node_proxy::exec(
+            &state.registry,
+            state.node_client.get(),
+            &pod,
+            &parts,
+            on_upgrade,
+        )
+        .await;
+    }
     // Nodes deleted by this request free their names: their credentials go with them.
     let nodes_before = if target.info.kind == "Node" && parts.method == Method::DELETE {
         Some(node_names(state).await?)
@@ -592,27 +597,6 @@ async fn resource(
         release_deleted_nodes(state, before).await;
     }
     Ok(resp)
-}
-
-/// The pod `name`, which must be bound to a node (for its logs, exec, ...).
-async fn assigned_pod(
-    registry: &Registry,
-    info: &ResourceInfo,
-    namespace: Option<&str>,
-    name: &str,
-) -> Result<Pod> {
-    let pod: Pod = registry.get_typed(info, namespace, name).await?;
-    if pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_none_or(str::is_empty)
-    {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} does not have a host assigned"
-        )));
-    }
-    Ok(pod)
 }
 
 /// The Kubernetes verb of a resource request.
@@ -1024,7 +1008,17 @@ async fn serve<K: ApiKind>(
         (Some(name), Some(sub @ ("exec" | "attach" | "log" | "portforward" | "proxy")), _)
             if info.kind == "Pod" =>
         {
-            let pod = assigned_pod(registry, info, ns, name).await?;
+            let pod: Pod = registry.get_typed(info, ns, name).await?;
+            if pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_none_or(str::is_empty)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "pod {name} does not have a host assigned"
+                )));
+            }
             if sub == "log" && method == Method::GET {
                 return crate::node_proxy::log(
                     registry,

@@ -299,12 +299,13 @@ pub async fn exec(
     registry: &Registry,
     client: Option<&NodeClient>,
     pod: &Pod,
-    mut req: Request<hyper::body::Incoming>,
+    req: &hyper::http::request::Parts,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<Body>> {
     let client = client.ok_or_else(no_client)?;
-    let (node, path) = node_path(pod, "exec", req.uri().query())?;
+    let (node, path) = node_path(pod, "exec", req.uri.query())?;
     let websocket = req
-        .headers()
+        .headers
         .get(hyper::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
@@ -319,7 +320,7 @@ pub async fn exec(
         .body(Empty::<Bytes>::new())
         .map_err(|e| ApiError::bad_request(format!("the exec request: {e}")))?;
     for name in UPGRADE_HEADERS {
-        for value in req.headers().get_all(&name) {
+        for value in req.headers.get_all(&name) {
             request.headers_mut().append(name.clone(), value.clone());
         }
     }
@@ -344,7 +345,9 @@ pub async fn exec(
         }
     }
     let node_side = hyper::upgrade::on(&mut response);
-    let client_side = hyper::upgrade::on(&mut req);
+    let client_side = on_upgrade.ok_or_else(|| {
+        ApiError::bad_request("this connection cannot switch protocols (HTTP/1.1 is needed)")
+    })?;
     tokio::spawn(async move {
         let (node_io, client_io) = match tokio::try_join!(node_side, client_side) {
             Ok(both) => both,

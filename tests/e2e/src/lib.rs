@@ -123,6 +123,11 @@ impl Cluster {
         Cluster::create_with(Some(node), args, prepare)
     }
 
+    /// The pid of the running `skiff server`.
+    pub fn server_pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("the server runs")
+    }
+
     /// The node name of the server's agent, if it runs one.
     pub fn node_name(&self) -> Option<&str> {
         self.agent.as_deref()

@@ -100,3 +100,118 @@ fn kubectl_exec_runs_in_the_container_with_stdio_and_exit_codes() {
         "{wrong:?}"
     );
 }
+
+/// A busybox pod `name` that sleeps, Running once this returns.
+fn sleeping_pod(cluster: &Cluster, name: &str) {
+    cluster.create_from(&format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
+            "spec": {{"terminationGracePeriodSeconds": 1, "containers": [{{"name": "main",
+            "image": "busybox", "imagePullPolicy": "Never",
+            "command": ["sh", "-c", "{SLEEP}"]}}]}}}}"#
+    ));
+    wait_until(WAIT, &format!("{name} Running"), || {
+        cluster.jsonpath(&["pod", name], "{.status.phase}") == "Running"
+    });
+}
+
+#[test]
+fn kubectl_exec_it_is_a_real_terminal() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    sleeping_pod(&cluster, "term");
+    let mut python = std::process::Command::new("python3");
+    python
+        .arg(skiff_e2e::fixture("tty_exec.py"))
+        .arg(skiff_e2e::kubectl_bin())
+        .arg(cluster.kubeconfig())
+        .arg("term");
+    let out = skiff_e2e::run(python, None);
+    assert!(
+        out.status.success() && stdout(&out).trim() == "OK",
+        "the terminal session failed: {}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// The processes in the PID namespace of `pid` (the container's).
+fn processes_beside(pid: u64) -> Vec<u32> {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid")).expect("the container runs");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| {
+            let p: u32 = e.file_name().to_str()?.parse().ok()?;
+            (std::fs::read_link(e.path().join("ns/pid")).ok()? == ns).then_some(p)
+        })
+        .collect()
+}
+
+/// Open file descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn exec_sessions_leave_no_process_or_socket_behind() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    sleeping_pod(&cluster, "busy");
+    let uid = cluster.jsonpath(&["pod", "busy"], "{.metadata.uid}");
+    let status = cluster
+        .data_dir()
+        .join(format!("containers/{uid}_0_main/status.json"));
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(status).expect("status.json")).expect("JSON");
+    let container_pid = status["pid"].as_u64().expect("pid");
+    let server = cluster.server_pid();
+    // A first exec warms up connections and caches.
+    assert_eq!(
+        cluster.kubectl_ok(["exec", "busy", "--", "echo", "warm"]),
+        "warm\n"
+    );
+    let before = processes_beside(container_pid);
+    let fds_before = open_fds(server);
+
+    for i in 0..90 {
+        let out = cluster.kubectl_ok(["exec", "busy", "--", "echo", &i.to_string()]);
+        assert_eq!(out, format!("{i}\n"));
+    }
+    // Ten clients killed mid-stream, while their command runs.
+    for _ in 0..10 {
+        let mut session = cluster.kubectl_stream([
+            "exec",
+            "busy",
+            "--",
+            "sh",
+            "-c",
+            "echo started; exec sleep 300",
+        ]);
+        session.expect_line(WAIT, "started", |l| l == "started");
+        session.stop();
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while processes_beside(container_pid) != before {
+        let now: Vec<String> = processes_beside(container_pid)
+            .iter()
+            .map(|p| {
+                let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                format!("{p}: {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+            })
+            .collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes left in the container: {now:?}, before {before:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_until(WAIT, "the server's sockets closed", || {
+        open_fds(server) <= fds_before
+    });
+    let execs: Vec<_> =
+        std::fs::read_dir(cluster.data_dir().join(format!("containers/{uid}_0_main")))
+            .expect("container dir")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("exec-"))
+            .map(|e| e.path())
+            .collect();
+    assert!(execs.is_empty(), "exec files left: {execs:?}");
+}

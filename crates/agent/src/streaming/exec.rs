@@ -7,7 +7,7 @@
 //! runtime recorded (killing the runtime's exec alone would leave it running in the container).
 
 use std::io::{Read, Write};
-use std::time::Duration;
+use std::os::fd::OwnedFd;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -34,9 +34,6 @@ const STDERR: u8 = 2;
 const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
-
-/// How long the runtime may take to hand over a pty.
-const PTY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the client asked for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -193,6 +190,30 @@ pub async fn serve(
     resp
 }
 
+/// Gives the terminal the size kubectl sent (`{"Width":W,"Height":H}`) and tells the runtime,
+/// which passes it on to the container's terminal.
+fn resize(pty: &OwnedFd, size: &serde_json::Value, runtime_pid: Option<i32>) {
+    let dim = |k: &str| {
+        size.get(k)
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|v| u16::try_from(v).ok())
+            .unwrap_or(0)
+    };
+    let winsize = rustix::termios::Winsize {
+        ws_row: dim("Height"),
+        ws_col: dim("Width"),
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    if rustix::termios::tcsetwinsize(pty, winsize).is_err() {
+        return;
+    }
+    if let Some(pid) = runtime_pid.and_then(rustix::process::Pid::from_raw) {
+        // Gone already is fine: the session is ending.
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::WINCH);
+    }
+}
+
 /// One `[channel] + data` message.
 fn frame(channel: u8, data: &[u8]) -> Message {
     let mut bytes = Vec::with_capacity(data.len() + 1);
@@ -246,22 +267,39 @@ async fn session<S>(
 
     let mut command = std::mem::replace(&mut prepared.command, std::process::Command::new("true"));
     let tty = options.tty;
-    command.stdin(if options.stdin && !tty {
-        std::process::Stdio::piped()
-    } else {
-        std::process::Stdio::null()
-    });
-    command.stdout(if options.stdout && !tty {
-        std::process::Stdio::piped()
-    } else {
-        std::process::Stdio::null()
-    });
-    // The runtime's own errors come on its stderr: always read it.
-    command.stderr(std::process::Stdio::piped());
-    let mut child = match tokio::process::Command::from(command)
+    let terminal = prepared.terminal.take();
+    let stdio = |want: bool| {
+        if want {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        }
+    };
+    match &terminal {
+        // The runtime's stdio is our terminal: it copies between it and the container's.
+        Some(t) => {
+            for (i, fd) in (0..3).map(|i| (i, t.child.try_clone())) {
+                let Ok(fd) = fd else { continue };
+                match i {
+                    0 => command.stdin(fd),
+                    1 => command.stdout(fd),
+                    _ => command.stderr(fd),
+                };
+            }
+        }
+        None => {
+            command.stdin(stdio(options.stdin));
+            command.stdout(stdio(options.stdout));
+            // The runtime's own errors come on its stderr: always read it.
+            command.stderr(std::process::Stdio::piped());
+        }
+    }
+    let spawned = tokio::process::Command::from(command)
         .kill_on_drop(true)
-        .spawn()
-    {
+        .spawn();
+    // Our copy of the runtime's side: the terminal ends when the runtime's copies close.
+    let terminal = terminal.map(|t| t.parent);
+    let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
             let status = json!({"metadata": {}, "status": "Failure", "reason": "InternalError",
@@ -274,6 +312,7 @@ async fn session<S>(
             return;
         }
     };
+    let runtime_pid = child.id().and_then(|p| i32::try_from(p).ok());
     let mut guard = KillOnDrop {
         pid_file: prepared.pid_file.clone(),
         armed: true,
@@ -323,45 +362,33 @@ async fn session<S>(
         }));
     }
 
-    // The pty: its output is a pump too; its input and size are set from the client's messages.
+    // The terminal: its output is a pump too (the start kept, as the runtime's errors come
+    // there); its input and size are set from the client's messages.
     let mut pty_writer: Option<std::fs::File> = None;
-    let mut pty_size: Option<std::fs::File> = None;
-    if tty {
-        let handed = tokio::task::spawn_blocking(move || {
-            let received = prepared.receive_pty(PTY_TIMEOUT);
-            (prepared, received)
-        })
-        .await;
-        let received = match handed {
-            Ok((back, received)) => {
-                prepared = back;
-                received
+    let mut pty_size: Option<OwnedFd> = None;
+    if let Some(parent) = terminal {
+        let reader = std::fs::File::from(parent);
+        pty_writer = reader.try_clone().ok();
+        pty_size = reader.try_clone().ok().map(OwnedFd::from);
+        let tx = out_tx.clone();
+        pumps.push(tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            let mut buf = vec![0u8; 32 * 1024];
+            let mut head = Vec::new();
+            // EIO once the runtime and everything it started closed the terminal.
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if head.len() < 4096 {
+                    head.extend_from_slice(&buf[..n.min(4096 - head.len())]);
+                }
+                if tx.blocking_send(frame(STDOUT, &buf[..n])).is_err() {
+                    break;
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "exec: waiting for the pty failed");
-                return;
-            }
-        };
-        match received {
-            Ok(fd) => {
-                let reader = std::fs::File::from(fd);
-                pty_writer = reader.try_clone().ok();
-                pty_size = reader.try_clone().ok();
-                let tx = out_tx.clone();
-                pumps.push(tokio::task::spawn_blocking(move || {
-                    let mut reader = reader;
-                    let mut buf = vec![0u8; 32 * 1024];
-                    // EIO once the process and everything it started closed the terminal.
-                    while let Ok(n) = reader.read(&mut buf) {
-                        if n == 0 || tx.blocking_send(frame(STDOUT, &buf[..n])).is_err() {
-                            break;
-                        }
-                    }
-                    String::new()
-                }));
-            }
-            Err(e) => tracing::debug!(error = %e, "exec: no pty from the runtime"),
-        }
+            String::from_utf8_lossy(&head).into_owned()
+        }));
     }
 
     // Input: stdin to the process, resizes to the pty; the session ends early if the client
@@ -400,9 +427,7 @@ async fn session<S>(
                     }
                     Some(RESIZE) => {
                         if let (Some(pty), Ok(size)) = (pty_size.as_ref(), serde_json::from_slice::<serde_json::Value>(&data[1..])) {
-                            let dim = |k: &str| size.get(k).and_then(serde_json::Value::as_u64).and_then(|v| u16::try_from(v).ok()).unwrap_or(0);
-                            let winsize = rustix::termios::Winsize { ws_row: dim("Height"), ws_col: dim("Width"), ws_xpixel: 0, ws_ypixel: 0 };
-                            let _ = rustix::termios::tcsetwinsize(pty, winsize);
+                            resize(pty, &size, runtime_pid);
                         }
                     }
                     Some(CLOSE) if v5 && data.get(1) == Some(&STDIN) => {

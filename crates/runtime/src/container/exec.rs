@@ -1,13 +1,15 @@
 //! Running a command in a running container (`kubectl exec`): the OCI runtime's `exec` with the
 //! container's own process settings (env, working directory, user, capabilities, limits), so
-//! the command gets the container's namespaces, cgroup and root; with a tty, the runtime hands
-//! the pty's controlling side over a console socket.
+//! the command gets the container's namespaces, cgroup and root.
+//!
+//! With a tty the runtime runs in the foreground with a terminal of ours as its stdio: it makes
+//! the container's pty, copies between the two, and on SIGWINCH gives the container's pty the
+//! size of ours. (runc takes a console socket only when it detaches, and then nobody could wait
+//! for the process's exit code.)
 
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -29,52 +31,58 @@ pub fn exec_process(config: &Value, args: &[String], tty: bool) -> Value {
     process
 }
 
+/// A terminal for an exec: the runtime gets `child` as its stdin, stdout and stderr; the
+/// session reads and writes `parent`, and sets its size there.
+pub struct Terminal {
+    pub parent: OwnedFd,
+    pub child: OwnedFd,
+}
+
+impl Terminal {
+    /// A new pty pair, 80x24 until told otherwise.
+    pub fn open() -> std::io::Result<Terminal> {
+        use rustix::fs::{Mode, OFlags};
+        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+        let parent = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+        grantpt(&parent)?;
+        unlockpt(&parent)?;
+        let name = ptsname(&parent, Vec::new())?;
+        let child = rustix::fs::open(
+            name.as_c_str(),
+            OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let terminal = Terminal { parent, child };
+        terminal.resize(24, 80)?;
+        Ok(terminal)
+    }
+
+    /// Sets the window size (the runtime then needs a SIGWINCH to pass it on).
+    pub fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()> {
+        let size = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&self.parent, size)?;
+        Ok(())
+    }
+}
+
 /// An exec ready to spawn: the runtime's command line and the files it uses, removed on drop.
 pub struct PreparedExec {
-    /// `runc exec ...`: the process's stdio are this command's (without a tty).
+    /// `runc exec ...`: without a tty the process's stdio are this command's.
     pub command: Command,
     /// Where the runtime writes the process's host pid once it runs (to kill it, if the client
     /// goes away, by that pid: killing the runtime alone would leave it running).
     pub pid_file: PathBuf,
-    /// With a tty: where the runtime hands over the pty (see [`PreparedExec::receive_pty`]).
-    pub console: Option<UnixListener>,
+    /// With a tty: the terminal to give the runtime as its stdio.
+    pub terminal: Option<Terminal>,
     dir: PathBuf,
-    console_path: Option<PathBuf>,
 }
 
 impl PreparedExec {
-    /// The pty's controlling side, sent by the runtime over the console socket once it made the
-    /// pty; fails after `timeout` (the runtime failed before that point).
-    pub fn receive_pty(&self, timeout: Duration) -> std::io::Result<OwnedFd> {
-        let Some(listener) = &self.console else {
-            return Err(std::io::Error::other("this exec has no tty"));
-        };
-        listener.set_nonblocking(true)?;
-        let deadline = Instant::now() + timeout;
-        let stream = loop {
-            match listener.accept() {
-                Ok((stream, _)) => break stream,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if Instant::now() >= deadline {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "the runtime did not hand over the pty",
-                        ));
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(10)),
-        ))?;
-        receive_fd(&stream)
-    }
-
     /// The process's pid once the runtime wrote it.
     pub fn pid(&self) -> Option<i32> {
         std::fs::read_to_string(&self.pid_file)
@@ -86,35 +94,7 @@ impl PreparedExec {
 impl Drop for PreparedExec {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-        if let Some(path) = &self.console_path {
-            let _ = std::fs::remove_file(path);
-        }
     }
-}
-
-/// One fd from a SCM_RIGHTS message on `stream`.
-fn receive_fd(stream: &std::os::unix::net::UnixStream) -> std::io::Result<OwnedFd> {
-    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    // runc sends the pty's name as the data, which is of no use here.
-    let mut name = [0u8; 256];
-    rustix::net::recvmsg(
-        stream,
-        &mut [std::io::IoSliceMut::new(&mut name)],
-        &mut control,
-        RecvFlags::CMSG_CLOEXEC,
-    )?;
-    for message in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(mut fds) = message {
-            if let Some(fd) = fds.next() {
-                return Ok(fd);
-            }
-        }
-    }
-    Err(std::io::Error::other(
-        "the runtime's console message carried no file descriptor",
-    ))
 }
 
 /// Makes exec sessions unique within the process.
@@ -152,23 +132,17 @@ impl ContainerManager {
             .arg(&process_path)
             .arg("--pid-file")
             .arg(&pid_file);
-        // Unix socket paths are short (108 bytes): the console socket lives in the temp dir.
-        let (console, console_path) = if tty {
-            let path = std::env::temp_dir().join(format!("skiff-exec-{tag}.sock"));
-            let _ = std::fs::remove_file(&path);
-            let listener = UnixListener::bind(&path).map_err(io_error("binding", &path))?;
-            command.arg("--tty").arg("--console-socket").arg(&path);
-            (Some(listener), Some(path))
+        let terminal = if tty {
+            Some(Terminal::open().map_err(io_error("opening a pty in", &dir))?)
         } else {
-            (None, None)
+            None
         };
         command.arg(id);
         Ok(PreparedExec {
             command,
             pid_file,
-            console,
+            terminal,
             dir,
-            console_path,
         })
     }
 }
