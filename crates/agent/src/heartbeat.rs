@@ -21,15 +21,23 @@ fn api_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Api { what, source }
 }
 
+/// Where the node's streaming server answers, as the Node publishes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub port: u16,
+    /// SHA-256 of its certificate (hex), which the API server pins.
+    pub cert_sha256: String,
+}
+
 /// Registers, then heartbeats forever; failures are logged and retried with a short pause.
-pub async fn run(client: kube::Client, config: AgentConfig) {
+pub async fn run(client: kube::Client, config: AgentConfig, endpoint: Option<Endpoint>) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
     let name = config.node_name.as_str();
     let mut retry = Duration::from_millis(200);
     let mut node = loop {
-        let facts = NodeFacts::gather(&config.data_dir);
-        match register(&nodes, &config, &facts).await {
+        let facts = config.facts();
+        match register(&nodes, &config, &facts, endpoint.as_ref()).await {
             Ok(node) => break node,
             Err(e) => {
                 tracing::warn!(node = name, error = %e, "cannot register the node; retrying");
@@ -48,8 +56,8 @@ pub async fn run(client: kube::Client, config: AgentConfig) {
     loop {
         tokio::select! {
             _ = status_tick.tick() => {
-                let facts = NodeFacts::gather(&config.data_dir);
-                match post_status(&nodes, &config, &facts, &node).await {
+                let facts = config.facts();
+                match post_status(&nodes, &config, &facts, endpoint.as_ref(), &node).await {
                     Ok(updated) => node = updated,
                     Err(e) => tracing::warn!(node = name, error = %e, "cannot post the node status"),
                 }
@@ -65,13 +73,27 @@ pub async fn run(client: kube::Client, config: AgentConfig) {
 
 /// Creates the Node, or adopts the existing one (a restart, or a node that was here before)
 /// and refreshes its labels; then posts its status.
-pub async fn register(nodes: &Api<Node>, config: &AgentConfig, facts: &NodeFacts) -> Result<Node> {
+pub async fn register(
+    nodes: &Api<Node>,
+    config: &AgentConfig,
+    facts: &NodeFacts,
+    endpoint: Option<&Endpoint>,
+) -> Result<Node> {
     let name = &config.node_name;
-    let wanted = node_object(name, facts);
+    let mut wanted = node_object(name, facts);
+    if let Some(endpoint) = endpoint {
+        wanted.metadata.annotations = Some(std::collections::BTreeMap::from([(
+            crate::streaming::SERVING_CERT_ANNOTATION.to_string(),
+            endpoint.cert_sha256.clone(),
+        )]));
+    }
     let node = match nodes.create(&PostParams::default(), &wanted).await {
         Ok(node) => node,
         Err(kube::Error::Api(status)) if status.is_already_exists() => {
-            let patch = serde_json::json!({"metadata": {"labels": wanted.metadata.labels}});
+            let patch = serde_json::json!({"metadata": {
+                "labels": wanted.metadata.labels,
+                "annotations": wanted.metadata.annotations,
+            }});
             nodes
                 .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -79,7 +101,7 @@ pub async fn register(nodes: &Api<Node>, config: &AgentConfig, facts: &NodeFacts
         }
         Err(e) => return Err(api_error(format!("create node {name}"))(e)),
     };
-    post_status(nodes, config, facts, &node).await
+    post_status(nodes, config, facts, endpoint, &node).await
 }
 
 /// Posts the node's status (a merge patch of nodes/status: the agent owns every field it sets).
@@ -87,14 +109,22 @@ pub async fn post_status(
     nodes: &Api<Node>,
     config: &AgentConfig,
     facts: &NodeFacts,
+    endpoint: Option<&Endpoint>,
     current: &Node,
 ) -> Result<Node> {
-    let status = node_status(
+    let mut status = node_status(
         facts,
         config.max_pods,
         Timestamp::now(),
         current.status.as_ref(),
     );
+    if let Some(endpoint) = endpoint {
+        status.daemon_endpoints = Some(k8s_openapi::api::core::v1::NodeDaemonEndpoints {
+            kubelet_endpoint: Some(k8s_openapi::api::core::v1::DaemonEndpoint {
+                port: i32::from(endpoint.port),
+            }),
+        });
+    }
     let patch = serde_json::json!({"status": status});
     nodes
         .patch_status(

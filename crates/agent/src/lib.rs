@@ -8,6 +8,7 @@ pub mod node;
 pub mod node_runtime;
 pub mod runtime;
 pub mod status;
+pub mod streaming;
 pub mod worker;
 
 mod heartbeat;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use client::{client_for_server, client_from_kubeconfig};
+pub use client::{client_for_server, client_from_kubeconfig, join, Joined};
 
 /// What can go wrong in the agent.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,29 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("invalid --token: {0}")]
+    Token(#[from] skiff_api::join_token::TokenError),
+    #[error(
+        "the CA certificate served by {server} does not match the join token (its sha256 is \
+         {served}, the token expects {expected}): this is not the server the token was made \
+         for, or someone is in between; check --server and --token"
+    )]
+    CaMismatch {
+        server: String,
+        served: String,
+        expected: String,
+    },
+    #[error("cannot read or write {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{server} refused to give node {node} its credentials: {message}")]
+    Join {
+        server: String,
+        node: String,
+        message: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -62,6 +86,18 @@ pub struct AgentConfig {
     pub lease_interval: Duration,
     /// The Lease's duration.
     pub lease_duration_seconds: i32,
+    /// The most processes one pod may run (kubelet's `--pod-max-pids`); None: unlimited.
+    pub pod_pids_limit: Option<i64>,
+    /// The OCI runtime that runs containers.
+    pub container_runtime: skiff_runtime::container::RuntimeKind,
+    /// The node's address (kubelet's `--node-ip`): its InternalIP and where the streaming
+    /// server listens. None: the address of the default route, and the streaming server on all.
+    pub node_ip: Option<std::net::IpAddr>,
+    /// The streaming server's port (kubelet's 10250); 0: any free one.
+    pub streaming_port: u16,
+    /// The cluster CA (PEM): the streaming server accepts only the API server's client
+    /// certificate signed by it. None: no streaming server (no logs, exec, port-forward).
+    pub cluster_ca_pem: Option<String>,
 }
 
 impl AgentConfig {
@@ -74,7 +110,21 @@ impl AgentConfig {
             status_interval: Duration::from_secs(10),
             lease_interval: Duration::from_secs(10),
             lease_duration_seconds: 40,
+            pod_pids_limit: None,
+            container_runtime: skiff_runtime::container::RuntimeKind::Runc,
+            node_ip: None,
+            streaming_port: 10250,
+            cluster_ca_pem: None,
         }
+    }
+
+    /// The facts of this machine, with the configured node address.
+    pub fn facts(&self) -> node::NodeFacts {
+        let mut facts = node::NodeFacts::gather(&self.data_dir);
+        if let Some(ip) = self.node_ip {
+            facts.internal_ip = ip;
+        }
+        facts
     }
 }
 
@@ -106,13 +156,13 @@ impl Agent {
     /// errors are logged and retried: the API server may be starting or briefly away, and the
     /// node's pods keep running meanwhile.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let heartbeat = heartbeat::run(self.client.clone(), self.config.clone());
+        let streaming = self.start_streaming().await?;
+        let endpoint = streaming.as_ref().map(|(e, _)| e.clone());
+        let heartbeat = heartbeat::run(self.client.clone(), self.config.clone(), endpoint);
         let pods = async {
             match &self.runtime {
                 Some(runtime) => {
-                    let host_ip = node::NodeFacts::gather(&self.config.data_dir)
-                        .internal_ip
-                        .to_string();
+                    let host_ip = self.config.facts().internal_ip.to_string();
                     let ctx = worker::WorkerContext::new(
                         self.client.clone(),
                         self.config.node_name.clone(),
@@ -125,21 +175,69 @@ impl Agent {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let result = tokio::select! {
             () = heartbeat => Ok(()),
             () = pods => Ok(()),
             () = shutdown => {
                 tracing::info!(node = %self.config.node_name, "node agent stopping");
                 Ok(())
             }
+        };
+        if let Some((_, task)) = streaming {
+            task.abort();
         }
+        result
+    }
+}
+
+impl Agent {
+    /// Binds the streaming server (when the agent runs pods and knows the cluster CA) and
+    /// serves it on a task; [`Agent::run`] aborts it when it returns.
+    async fn start_streaming(
+        &self,
+    ) -> Result<Option<(heartbeat::Endpoint, tokio::task::JoinHandle<()>)>> {
+        let (Some(runtime), Some(ca)) = (&self.runtime, &self.config.cluster_ca_pem) else {
+            return Ok(None);
+        };
+        let ip = self
+            .config
+            .node_ip
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let facts = self.config.facts();
+        let names = vec![
+            facts.internal_ip.to_string(),
+            self.config.node_name.clone(),
+            facts.hostname.clone(),
+        ];
+        let server = streaming::StreamingServer::bind(
+            std::net::SocketAddr::new(ip, self.config.streaming_port),
+            &self.config.data_dir.join("agent-tls"),
+            &names,
+            ca,
+        )
+        .await
+        .map_err(|e| Error::Runtime {
+            message: e.to_string(),
+        })?;
+        let endpoint = heartbeat::Endpoint {
+            port: server.port,
+            cert_sha256: server.cert_sha256.clone(),
+        };
+        tracing::info!(node = %self.config.node_name, port = server.port, "streaming server listening");
+        let ctx = Arc::new(streaming::StreamingContext {
+            client: self.client.clone(),
+            runtime: runtime.clone(),
+            data_dir: self.config.data_dir.clone(),
+            node_name: self.config.node_name.clone(),
+        });
+        Ok(Some((endpoint, tokio::spawn(server.serve(ctx)))))
     }
 }
 
 /// The runtime of this machine for an agent with `config`: containers run by runc under
 /// monitors started from this very binary (`skiff internal monitor`).
 pub fn node_runtime(config: &AgentConfig) -> Result<Arc<dyn runtime::PodRuntime>> {
-    let facts = node::NodeFacts::gather(&config.data_dir);
+    let facts = config.facts();
     let binary = std::env::current_exe().map_err(|source| Error::Runtime {
         message: format!("cannot find the skiff binary: {source}"),
     })?;
@@ -148,14 +246,16 @@ pub fn node_runtime(config: &AgentConfig) -> Result<Arc<dyn runtime::PodRuntime>
         host_ip: facts.internal_ip.to_string(),
         allocatable_millicpu: i64::try_from(facts.cpus).unwrap_or(1) * 1000,
         allocatable_memory: i64::try_from(facts.memory_kib).unwrap_or(0) * 1024,
+        pod_pids_limit: config.pod_pids_limit,
     };
-    let runtime = node_runtime::NodeRuntime::open(
-        &config.data_dir,
-        binary,
-        skiff_runtime::container::RuntimeKind::Runc,
-        fields,
-    )
-    .map_err(|e| Error::Runtime { message: e.0 })?;
+    skiff_runtime::container::check_runtime_supported(config.container_runtime).map_err(|e| {
+        Error::Runtime {
+            message: e.to_string(),
+        }
+    })?;
+    let runtime =
+        node_runtime::NodeRuntime::open(&config.data_dir, binary, config.container_runtime, fields)
+            .map_err(|e| Error::Runtime { message: e.0 })?;
     Ok(Arc::new(runtime))
 }
 

@@ -42,6 +42,9 @@ pub struct NodeFields {
     pub host_ip: String,
     pub allocatable_millicpu: i64,
     pub allocatable_memory: i64,
+    /// The most processes (threads) one pod may run, on its cgroup (kubelet's
+    /// `--pod-max-pids`); None: no limit, kubelet's default.
+    pub pod_pids_limit: Option<i64>,
 }
 
 /// The node's runtime. The container manager is opened on first use, on a blocking thread.
@@ -137,10 +140,16 @@ impl NodeRuntime {
                 .iter()
                 .find(|v| v.name == m.name)
                 .ok_or_else(|| RuntimeFailure(format!("volume {:?} is not in the pod", m.name)))?;
-            let mut source = if volume.empty_dir.is_some() {
+            let mut source = if let Some(empty_dir) = &volume.empty_dir {
                 let dir = self.pod_dir(uid).join("volumes").join(&volume.name);
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| failure(&format!("creating emptyDir {}", dir.display()))(&e))?;
+                if empty_dir.medium.as_deref() == Some("Memory") && !is_mount_point(&dir) {
+                    let size = memory_volume_size(pod, empty_dir, self.fields.allocatable_memory);
+                    mount_tmpfs(&dir, size).map_err(|e| {
+                        failure(&format!("mounting emptyDir {} (tmpfs)", volume.name))(&e)
+                    })?;
+                }
                 dir
             } else if let Some(host) = &volume.host_path {
                 let path = PathBuf::from(&host.path);
@@ -193,6 +202,85 @@ impl NodeRuntime {
         std::fs::remove_dir_all(dir)
             .map_err(|e| failure(&format!("removing {}", dir.display()))(&e))
     }
+}
+
+/// Whether `dir` is the root of a mount (its device differs from its parent's).
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
+        (Ok(d), Some(Ok(p))) => d.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+/// The size of a memory-backed emptyDir, kubelet's way: its sizeLimit; else the pod's memory
+/// limit when every container has one; else the node's allocatable memory.
+fn memory_volume_size(
+    pod: &Pod,
+    empty_dir: &k8s_openapi::api::core::v1::EmptyDirVolumeSource,
+    node_allocatable: i64,
+) -> i64 {
+    let bytes = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
+        skiff_api::validation::parse_quantity(&q.0)
+            .map(|billionths| {
+                i64::try_from(billionths.div_euclid(1_000_000_000)).unwrap_or(i64::MAX)
+            })
+            .filter(|b| *b > 0)
+    };
+    if let Some(limit) = empty_dir.size_limit.as_ref().and_then(bytes) {
+        return limit;
+    }
+    let pod_limit = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .try_fold(0i64, |sum, c| {
+            let limit = c
+                .resources
+                .as_ref()
+                .and_then(|r| r.limits.as_ref())
+                .and_then(|l| l.get("memory"))
+                .and_then(bytes)?;
+            Some(sum.saturating_add(limit))
+        })
+        .filter(|sum| *sum > 0);
+    pod_limit.unwrap_or(node_allocatable).max(0)
+}
+
+/// Mounts a tmpfs of `size` bytes (0: the kernel's default, half of RAM) at `dir`.
+fn mount_tmpfs(dir: &Path, size: i64) -> rustix::io::Result<()> {
+    use rustix::mount::{mount, MountFlags};
+    let data = if size > 0 {
+        format!("size={size}")
+    } else {
+        String::new()
+    };
+    // Built from digits only, so it has no NUL.
+    let data = std::ffi::CString::new(data).map_err(|_| rustix::io::Errno::INVAL)?;
+    mount(
+        "tmpfs",
+        dir,
+        "tmpfs",
+        MountFlags::NODEV | MountFlags::NOSUID,
+        Some(data.as_c_str()),
+    )
+}
+
+/// Unmounts the memory-backed emptyDirs of the pod whose directory is `pod_dir`, so the
+/// directory can be removed.
+fn unmount_volumes(pod_dir: &Path) -> Vec<String> {
+    let mut errors = Vec::new();
+    let Ok(entries) = std::fs::read_dir(pod_dir.join("volumes")) else {
+        return errors;
+    };
+    for dir in entries.flatten().map(|e| e.path()) {
+        if is_mount_point(&dir) {
+            if let Err(e) = rustix::mount::unmount(&dir, rustix::mount::UnmountFlags::DETACH) {
+                errors.push(format!("unmounting {}: {e}", dir.display()));
+            }
+        }
+    }
+    errors
 }
 
 /// The cgroup (cgroupfs path) the pod's containers' cgroups live in.
@@ -289,6 +377,7 @@ impl PodRuntime for NodeRuntime {
                 errors.push(format!("removing the pod's cgroup: {e}"));
             }
             let dir = self.pod_dir(&uid);
+            errors.extend(unmount_volumes(&dir));
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -334,6 +423,11 @@ impl PodRuntime for NodeRuntime {
     ) -> RuntimeResult<()> {
         let manager = self.containers()?;
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        if let Some(limit) = self.fields.pod_pids_limit {
+            CgroupLayout::detect()
+                .and_then(|layout| layout.limit_pids(&pod_cgroup(&uid), limit))
+                .map_err(|e| failure("setting the pod's pids limit")(&e))?;
+        }
         let wanted = container.image.clone().unwrap_or_default();
         let record = self
             .images
@@ -452,6 +546,17 @@ impl PodRuntime for NodeRuntime {
         }
     }
 
+    fn prepare_exec(
+        &self,
+        id: &str,
+        args: &[String],
+        tty: bool,
+    ) -> RuntimeResult<skiff_runtime::container::exec::PreparedExec> {
+        self.containers()?
+            .prepare_exec(id, args, tty)
+            .map_err(|e| RuntimeFailure(e.to_string()))
+    }
+
     fn list_containers(&self) -> RuntimeResult<Vec<String>> {
         self.containers()?
             .list()
@@ -463,6 +568,39 @@ impl PodRuntime for NodeRuntime {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn memory_volume_size_is_the_size_limit_else_the_pods_limit_else_the_nodes() {
+        let pod = |limits: &[Option<&str>]| -> Pod {
+            let containers: Vec<_> = limits
+                .iter()
+                .enumerate()
+                .map(|(i, l)| match l {
+                    Some(l) => {
+                        json!({"name": format!("c{i}"), "resources": {"limits": {"memory": l}}})
+                    }
+                    None => json!({"name": format!("c{i}")}),
+                })
+                .collect();
+            serde_json::from_value(json!({"spec": {"containers": containers}})).expect("pod")
+        };
+        let dir = |size: Option<&str>| -> k8s_openapi::api::core::v1::EmptyDirVolumeSource {
+            serde_json::from_value(json!({"medium": "Memory", "sizeLimit": size})).expect("dir")
+        };
+        let node = 1 << 30;
+        assert_eq!(
+            memory_volume_size(&pod(&[Some("64Mi")]), &dir(Some("8Mi")), node),
+            8 << 20
+        );
+        assert_eq!(
+            memory_volume_size(&pod(&[Some("64Mi"), Some("1Mi")]), &dir(None), node),
+            65 << 20
+        );
+        assert_eq!(
+            memory_volume_size(&pod(&[Some("64Mi"), None]), &dir(None), node),
+            node
+        );
+    }
 
     #[test]
     fn stop_signals() {

@@ -100,6 +100,19 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// Removes everything of the container; idempotent.
     fn remove_container(&self, id: &str) -> RuntimeResult<()>;
     fn list_containers(&self) -> RuntimeResult<Vec<String>>;
+    /// Prepares `args` to run in the running container `id` (`kubectl exec`), with a pty when
+    /// `tty`. A runtime that cannot exec says so.
+    fn prepare_exec(
+        &self,
+        id: &str,
+        args: &[String],
+        tty: bool,
+    ) -> RuntimeResult<skiff_runtime::container::exec::PreparedExec> {
+        let _ = (args, tty);
+        Err(RuntimeFailure(format!(
+            "this runtime cannot run commands in container {id}"
+        )))
+    }
 }
 
 /// The runtime id of the `attempt`-th instance of container `name` of pod `uid`: the pod and

@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod defaults;
+pub mod join_token;
 pub mod kinds;
 pub mod openapi;
 pub mod patch;

@@ -19,7 +19,8 @@ use skiff_api::selector::{FieldSelector, LabelSelector};
 use skiff_api::strict::FieldValidation;
 use skiff_api::table;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, User, UserKind};
+use crate::authorizer::{self, Decision};
 use crate::discovery;
 use crate::error::{ApiError, Result};
 use crate::protobuf;
@@ -37,16 +38,28 @@ pub struct State {
     pub registry: Registry,
     pub auth: Authenticator,
     pub server_address: String,
+    /// The cluster CA certificate, served unauthenticated at `/cacerts` so joining agents can
+    /// check it against the hash in their join token.
+    pub ca_pem: String,
     openapi: OnceLock<Vec<(String, Bytes, String)>>,
+    /// The client of nodes' streaming servers (pods/log, exec, ...), set once at bind.
+    pub node_client: OnceLock<crate::node_proxy::NodeClient>,
 }
 
 impl State {
-    pub fn new(registry: Registry, auth: Authenticator, server_address: String) -> Self {
+    pub fn new(
+        registry: Registry,
+        auth: Authenticator,
+        server_address: String,
+        ca_pem: String,
+    ) -> Self {
         State {
             registry,
             auth,
             server_address,
+            ca_pem,
             openapi: OnceLock::new(),
+            node_client: OnceLock::new(),
         }
     }
 
@@ -332,20 +345,44 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
             return Ok(respond(200, "text/plain; charset=utf-8", "ok"))
         }
         "/version" | "/version/" => return Ok(json_response(200, &discovery::version())),
+        // The CA only, as k3s' /cacerts: a joining agent trusts it once its hash matches the
+        // one in its join token.
+        "/cacerts" if req.method() == Method::GET => {
+            return Ok(respond(
+                200,
+                "text/plain; charset=utf-8",
+                state.ca_pem.clone(),
+            ))
+        }
         _ => {}
     }
     let authorization = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if state.auth.authenticate(authorization).is_none() {
-        return Err(ApiError::unauthorized());
+    let user = state
+        .auth
+        .authenticate(authorization)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    if path == crate::node_credentials::BOOTSTRAP_PATH {
+        return bootstrap_node(state, &user, req).await;
     }
     let segments: Vec<&str> = path
         .trim_matches('/')
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
+    // The join token serves only to obtain node credentials: resource requests are refused by
+    // the authorizer (with the resource in the message), everything else here.
+    let resource_path = matches!(
+        segments.as_slice(),
+        ["api", "v1", _, ..] | ["apis", _, _, _, ..]
+    );
+    if user.kind == UserKind::Join && !resource_path {
+        let verb = req.method().as_str().to_ascii_lowercase();
+        return Err(authorizer::forbidden_path(&user, &verb, &path));
+    }
     let read_only = |resp: Response<Body>| -> Result<Response<Body>> {
         if req.method() == Method::GET || req.method() == Method::HEAD {
             Ok(resp)
@@ -425,15 +462,47 @@ async fn dispatch(state: &State, req: Request<Incoming>) -> Result<Response<Body
         }
         ["api", "v1", rest @ ..] => {
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
-            resource(state, "", "v1", &rest, query, accept, req).await
+            resource(state, ("", "v1"), &rest, query, accept, req, &user).await
         }
         ["apis", group, version, rest @ ..] => {
             let (group, version) = (group.to_string(), version.to_string());
             let rest: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
-            resource(state, &group, &version, &rest, query, accept, req).await
+            resource(state, (&group, &version), &rest, query, accept, req, &user).await
         }
         _ => Err(ApiError::no_route()),
     }
+}
+
+/// `POST /skiff/v1/node-credentials` with the join token (or the admin's): records the node's
+/// password hash, or refuses a name claimed with another password.
+async fn bootstrap_node(
+    state: &State,
+    user: &User,
+    req: Request<Incoming>,
+) -> Result<Response<Body>> {
+    let path = crate::node_credentials::BOOTSTRAP_PATH;
+    if req.method() != Method::POST {
+        return Err(ApiError::method_not_allowed(format!(
+            "{} is not allowed on {path}: use POST",
+            req.method()
+        )));
+    }
+    if !matches!(user.kind, UserKind::Join | UserKind::Admin) {
+        return Err(authorizer::forbidden_path(user, "post", path));
+    }
+    let body = read_body(req.into_body()).await?;
+    let request = crate::node_credentials::parse_request(&body)?;
+    crate::node_credentials::claim(
+        state.registry.store.as_ref(),
+        &request.node_name,
+        &request.password,
+    )
+    .await?;
+    state.auth.forget_node(&request.node_name);
+    Ok(json_response(
+        200,
+        &crate::node_credentials::response(&request.node_name),
+    ))
 }
 
 /// Where a resource request points.
@@ -479,21 +548,160 @@ fn route<'a>(group: &str, version: &str, rest: &'a [String]) -> Result<Target<'a
 
 async fn resource(
     state: &State,
-    group: &str,
-    version: &str,
+    (group, version): (&str, &str),
     rest: &[String],
     query: Query,
     accept: Option<String>,
     req: Request<Incoming>,
+    user: &User,
 ) -> Result<Response<Body>> {
     let target = route(group, version, rest)?;
-    match target.info.kind {
-        "Pod" => serve::<Pod>(state, target, query, accept, req).await,
-        "Namespace" => serve::<Namespace>(state, target, query, accept, req).await,
-        "Node" => serve::<Node>(state, target, query, accept, req).await,
-        "Event" => serve::<Event>(state, target, query, accept, req).await,
-        "Lease" => serve::<Lease>(state, target, query, accept, req).await,
+    let (mut parts, incoming) = req.into_parts();
+    // Kept for an exec's protocol switch, which happens after this handler answers.
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let body = if parts.method == Method::GET || parts.method == Method::HEAD {
+        Bytes::new()
+    } else {
+        read_body(incoming).await?
+    };
+    authorize(state, user, &target, &query, &parts.method, &body).await?;
+    if let ("Pod", Some(name), Some("exec")) = (target.info.kind, target.name, target.subresource) {
+        let pod: Pod = state
+            .registry
+            .get_typed(target.info, target.namespace, name)
+            .await?;
+        return crate::node_proxy::exec(
+            &state.registry,
+            state.node_client.get(),
+            &pod,
+            &parts,
+            on_upgrade,
+        )
+        .await;
+    }
+    // Nodes deleted by this request free their names: their credentials go with them.
+    let nodes_before = if target.info.kind == "Node" && parts.method == Method::DELETE {
+        Some(node_names(state).await?)
+    } else {
+        None
+    };
+    let resp = match target.info.kind {
+        "Pod" => serve::<Pod>(state, target, query, accept, &parts, body).await,
+        "Namespace" => serve::<Namespace>(state, target, query, accept, &parts, body).await,
+        "Node" => serve::<Node>(state, target, query, accept, &parts, body).await,
+        "Event" => serve::<Event>(state, target, query, accept, &parts, body).await,
+        "Lease" => serve::<Lease>(state, target, query, accept, &parts, body).await,
         _ => Err(ApiError::no_route()),
+    }?;
+    if let Some(before) = nodes_before {
+        release_deleted_nodes(state, before).await;
+    }
+    Ok(resp)
+}
+
+/// The Kubernetes verb of a resource request.
+fn verb(method: &Method, target: &Target<'_>, watch: bool) -> &'static str {
+    match *method {
+        Method::GET | Method::HEAD if watch => "watch",
+        Method::GET | Method::HEAD if target.name.is_some() => "get",
+        Method::GET | Method::HEAD => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if target.name.is_some() => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+/// Lets the request through or answers 403 as Kubernetes' authorizers do.
+async fn authorize(
+    state: &State,
+    user: &User,
+    target: &Target<'_>,
+    query: &Query,
+    method: &Method,
+    body: &[u8],
+) -> Result<()> {
+    if user.kind == UserKind::Admin {
+        return Ok(());
+    }
+    let watch = target.watch_path || query.flag("watch")?;
+    let verb = verb(method, target, watch);
+    // A create names its object in the body (the binding subresource in the path).
+    let body_name = if verb == "create" && target.name.is_none() {
+        serde_json::from_slice::<Value>(body)
+            .ok()
+            .and_then(|v| v.pointer("/metadata/name")?.as_str().map(str::to_string))
+    } else {
+        None
+    };
+    let attrs = authorizer::Attributes {
+        verb,
+        group: target.info.group,
+        resource: target.info.plural,
+        subresource: target.subresource,
+        namespace: target.namespace,
+        name: target.name.or(body_name.as_deref()),
+    };
+    match authorizer::authorize(user, &attrs) {
+        Decision::Allow => Ok(()),
+        Decision::Deny(reason) => Err(authorizer::forbidden(user, &attrs, &reason)),
+        Decision::AllowIfPodBoundTo(node) => {
+            let name = target.name.unwrap_or_default();
+            let pod: Pod = match state
+                .registry
+                .get_typed(target.info, target.namespace, name)
+                .await
+            {
+                Ok(pod) => pod,
+                // Let the request fail on its own (404): the agent expects it for a pod that
+                // is already gone.
+                Err(e) if e.code == 404 => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+            if bound == Some(node.as_str()) {
+                Ok(())
+            } else {
+                Err(authorizer::forbidden(
+                    user,
+                    &attrs,
+                    &format!("pod {name:?} is not bound to node {node:?}"),
+                ))
+            }
+        }
+    }
+}
+
+/// The names of the nodes that exist now.
+async fn node_names(state: &State) -> Result<std::collections::BTreeSet<String>> {
+    let prefix = resources::NODES.prefix(None);
+    let listed = state.registry.store.list(&prefix, None).await?;
+    Ok(listed
+        .items
+        .iter()
+        .filter_map(|kv| kv.key.strip_prefix(&prefix).map(str::to_string))
+        .collect())
+}
+
+/// Deletes the credentials of the nodes of `before` that are gone now, so their names can be
+/// claimed again (k3s deletes a node's password Secret with its Node). A failure is logged:
+/// those credentials then stay until deleted by hand.
+async fn release_deleted_nodes(state: &State, before: std::collections::BTreeSet<String>) {
+    let after = match node_names(state).await {
+        Ok(after) => after,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list nodes to delete the credentials of deleted ones");
+            return;
+        }
+    };
+    for gone in before.difference(&after) {
+        if let Err(e) = crate::node_credentials::release(state.registry.store.as_ref(), gone).await
+        {
+            tracing::warn!(node = %gone, error = %e, "cannot delete the credentials of a deleted node");
+        }
+        state.auth.forget_node(gone);
     }
 }
 
@@ -642,14 +850,15 @@ async fn serve<K: ApiKind>(
     target: Target<'_>,
     query: Query,
     accept: Option<String>,
-    req: Request<Incoming>,
+    parts: &hyper::http::request::Parts,
+    body: Bytes,
 ) -> Result<Response<Body>> {
     let info = target.info;
     let registry = &state.registry;
     let shape = negotiate(accept.as_deref())?;
-    let method = req.method().clone();
-    let content_type = req
-        .headers()
+    let method = parts.method.clone();
+    let content_type = parts
+        .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
@@ -688,7 +897,6 @@ async fn serve<K: ApiKind>(
             }
         }
         (None, None, &Method::POST) => {
-            let body = read_body(req.into_body()).await?;
             let decoded =
                 decode_write::<K>(registry, info, &body, content_type.as_deref(), &query)?;
             let written = registry.create(info, ns, decoded, query.dry_run()?).await?;
@@ -703,7 +911,6 @@ async fn serve<K: ApiKind>(
             )))
         }
         (None, None, &Method::DELETE) => {
-            let body = read_body(req.into_body()).await?;
             let options = delete_options(&body, &query)?;
             let listed = registry.list(info, ns, &query.list_options(info)?).await?;
             let mut deleted = Vec::new();
@@ -738,7 +945,6 @@ async fn serve<K: ApiKind>(
         ),
         (Some(name), sub @ (None | Some("status")), &Method::PUT) => {
             check_subresource(info, sub)?;
-            let body = read_body(req.into_body()).await?;
             let decoded =
                 decode_write::<K>(registry, info, &body, content_type.as_deref(), &query)?;
             let written = registry
@@ -750,7 +956,6 @@ async fn serve<K: ApiKind>(
         (Some(name), sub @ (None | Some("status")), &Method::PATCH) => {
             check_subresource(info, sub)?;
             let patch_type = patch_type(content_type.as_deref())?;
-            let body = read_body(req.into_body()).await?;
             let written = registry
                 .patch::<K>(
                     info,
@@ -766,7 +971,6 @@ async fn serve<K: ApiKind>(
             object_response(200, written.body, shape, info, &query, &written.warnings)
         }
         (Some(name), None, &Method::DELETE) => {
-            let body = read_body(req.into_body()).await?;
             let options = delete_options(&body, &query)?;
             // 200 whether the object is gone or only marked (graceful deletion, finalizers):
             // Kubernetes keeps 202 for orphanDependents=false, which nothing here sends.
@@ -774,7 +978,6 @@ async fn serve<K: ApiKind>(
             object_response(200, body, shape, info, &query, &[])
         }
         (Some(name), Some("binding"), &Method::POST) if info.kind == "Pod" => {
-            let body = read_body(req.into_body()).await?;
             let binding: Value = serde_json::from_slice(&body).map_err(|e| {
                 ApiError::bad_request(format!("the Binding body is not valid JSON: {e}"))
             })?;
@@ -816,7 +1019,16 @@ async fn serve<K: ApiKind>(
                     "pod {name} does not have a host assigned"
                 )));
             }
-            Err(ApiError::unavailable(format!("pods/{sub} is not served yet: the node agent's streaming server comes in a later release")))
+            if sub == "log" && method == Method::GET {
+                return crate::node_proxy::log(
+                    registry,
+                    state.node_client.get(),
+                    &pod,
+                    parts.uri.query(),
+                )
+                .await;
+            }
+            Err(ApiError::unavailable(format!("pods/{sub} is not served yet: it comes with the node's streaming server")))
         }
         (Some(_), Some(_), _)
             if target

@@ -1,12 +1,15 @@
 //! The Kubernetes-compatible HTTPS API server: discovery, OpenAPI, CRUD with Kubernetes'
-//! semantics for pods, namespaces, nodes, events and leases, watches, and authentication.
+//! semantics for pods, namespaces, nodes, events and leases, watches, authentication and authorization.
 
 pub mod auth;
+pub mod authorizer;
 pub mod codec;
 pub mod discovery;
 pub mod error;
 pub mod handlers;
 pub mod namespaces;
+pub mod node_credentials;
+pub mod node_proxy;
 pub mod protobuf;
 pub mod registry;
 pub mod resources;
@@ -61,6 +64,9 @@ pub struct ApiServer {
     pub address: SocketAddr,
     pub url: String,
     pub kubeconfig: PathBuf,
+    /// The token other machines join with (`skiff agent --token`); also in
+    /// `<data-dir>/node-token`.
+    pub join_token: String,
 }
 
 impl ApiServer {
@@ -70,7 +76,8 @@ impl ApiServer {
         sans.push(config.bind_address.clone());
         let files = tls::ensure(&config.data_dir, &sans)?;
         let acceptor = TlsAcceptor::from(tls::server_config(&files)?);
-        let authenticator = auth::Authenticator::load_or_create(&config.data_dir)?;
+        let authenticator =
+            auth::Authenticator::load_or_create(&config.data_dir, &files.ca_pem, store.clone())?;
         let address = format!("{}:{}", config.bind_address, config.port);
         let listener = TcpListener::bind(&address)
             .await
@@ -94,6 +101,7 @@ impl ApiServer {
             &files.ca_pem,
             authenticator.admin_token(),
         )?;
+        let join_token = authenticator.join_token();
         let registry = registry::Registry::new(store);
         namespaces::ensure_built_in(&registry)
             .await
@@ -102,7 +110,17 @@ impl ApiServer {
             registry,
             authenticator,
             format!("{host}:{}", local.port()),
+            files.ca_pem.clone(),
         ));
+        let (cert, key) = tls::ensure_kubelet_client(&config.data_dir)?;
+        match node_proxy::NodeClient::new(&cert, &key) {
+            Ok(client) => {
+                let _ = state.node_client.set(client);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no client certificate for nodes: pod logs, exec and port-forward are unavailable")
+            }
+        }
         Ok(ApiServer {
             listener,
             acceptor,
@@ -110,6 +128,7 @@ impl ApiServer {
             address: local,
             url,
             kubeconfig,
+            join_token,
         })
     }
 

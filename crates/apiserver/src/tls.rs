@@ -109,6 +109,43 @@ pub fn ensure(data_dir: &Path, sans: &[String]) -> Result<TlsFiles, TlsError> {
     Ok(TlsFiles { dir, ca_pem })
 }
 
+/// The common name of the API server's client certificate for the nodes' streaming servers.
+pub const KUBELET_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
+
+/// Makes sure `<data-dir>/tls/kubelet-client.{crt,key}` exist: the client certificate the API
+/// server presents to nodes' streaming servers, signed by the cluster CA (which [`ensure`] made).
+/// Returns the certificate and key PEM.
+pub fn ensure_kubelet_client(data_dir: &Path) -> Result<(String, String), TlsError> {
+    let dir = data_dir.join("tls");
+    let cert_path = dir.join("kubelet-client.crt");
+    let key_path = dir.join("kubelet-client.key");
+    let ca_cert_path = dir.join("ca.crt");
+    let ca_key_path = dir.join("ca.key");
+    // Issued by this CA? A new CA (its files replaced) means a new client certificate.
+    let issued_by = dir.join("kubelet-client.ca");
+    let ca_pem = fs::read_to_string(&ca_cert_path).map_err(io_err(&ca_cert_path))?;
+    let current = fs::read_to_string(&issued_by).unwrap_or_default();
+    if current != ca_pem || !cert_path.exists() || !key_path.exists() {
+        let ca_key_pem = fs::read_to_string(&ca_key_path).map_err(io_err(&ca_key_path))?;
+        let issuer = rcgen::Issuer::new(ca_params(), KeyPair::from_pem(&ca_key_pem)?);
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, KUBELET_CLIENT_CN);
+        dn.push(DnType::OrganizationName, "system:masters");
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        let cert = params.signed_by(&key, &issuer)?;
+        write_secret(&key_path, &key.serialize_pem())?;
+        write_secret(&cert_path, &cert.pem())?;
+        write_secret(&issued_by, &ca_pem)?;
+    }
+    let cert = fs::read_to_string(&cert_path).map_err(io_err(&cert_path))?;
+    let key = fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+    Ok((cert, key))
+}
+
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();

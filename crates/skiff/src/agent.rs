@@ -10,11 +10,14 @@ pub struct AgentArgs {
     /// The API server's URL, e.g. https://10.0.0.1:6443.
     #[arg(long, env = "SKIFF_SERVER")]
     server: String,
-    /// The token the server printed (its `<data-dir>/token`).
+    /// The join token the server printed (its `<data-dir>/node-token`,
+    /// `K10<CA hash>::server:<secret>`): the agent checks the server's CA against it and obtains
+    /// the node's own credentials with it. The admin token works too, with --ca-file.
     #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
     token: String,
     /// The CA certificate that signed the server's certificate (the server's
-    /// `<data-dir>/tls/ca.crt`); without it the system's roots are used.
+    /// `<data-dir>/tls/ca.crt`). Not needed with a K10 join token; without either, the system's
+    /// roots are used.
     #[arg(long)]
     ca_file: Option<PathBuf>,
     /// Do not verify the server's certificate (for trials only).
@@ -29,9 +32,49 @@ pub struct AgentArgs {
     /// How many pods this node runs at most (its `pods` capacity).
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    #[command(flatten)]
+    node: NodeOptions,
     /// Log filter, as RUST_LOG.
     #[arg(long, default_value = "info", env = "SKIFF_LOG")]
     log: String,
+}
+
+/// How the node runs its pods: `skiff agent` and the agent inside `skiff server` take these.
+#[derive(clap::Args, Clone, Debug)]
+pub struct NodeOptions {
+    /// The OCI runtime that runs containers. crun starts them faster but refuses hosts whose
+    /// cgroups are in hybrid mode with controllers on the v2 hierarchy (then use runc).
+    #[arg(long, value_enum, default_value_t = ContainerRuntime::Runc)]
+    container_runtime: ContainerRuntime,
+    /// The most processes (threads) one pod may run, set on the pod's cgroup (kubelet's
+    /// --pod-max-pids); default: no limit.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pod_max_pids: Option<i64>,
+    /// The node's IP address (its InternalIP, and where its streaming server listens); default:
+    /// the address of the default route, the streaming server on every address.
+    #[arg(long)]
+    node_ip: Option<std::net::IpAddr>,
+    /// The port of the node's streaming server (logs, exec, port-forward); 0 picks a free one.
+    #[arg(long, default_value_t = 10250)]
+    streaming_port: u16,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ContainerRuntime {
+    Runc,
+    Crun,
+}
+
+impl NodeOptions {
+    fn apply(&self, config: &mut skiff_agent::AgentConfig) {
+        config.container_runtime = match self.container_runtime {
+            ContainerRuntime::Runc => skiff_runtime::container::RuntimeKind::Runc,
+            ContainerRuntime::Crun => skiff_runtime::container::RuntimeKind::Crun,
+        };
+        config.pod_pids_limit = self.pod_max_pids;
+        config.node_ip = self.node_ip;
+        config.streaming_port = self.streaming_port;
+    }
 }
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
@@ -49,18 +92,26 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
-        let client = skiff_agent::client_for_server(
-            &args.server,
-            &args.token,
-            args.ca_file.as_deref(),
-            args.insecure_skip_tls_verify,
-        )
-        .await?;
         let name = args
             .node_name
             .unwrap_or_else(skiff_agent::default_node_name);
+        let joined = skiff_agent::join(&skiff_agent::client::JoinOptions {
+            server: &args.server,
+            token: &args.token,
+            ca_file: args.ca_file.as_deref(),
+            insecure_skip_tls_verify: args.insecure_skip_tls_verify,
+            node_name: &name,
+            data_dir: &args.data_dir,
+        })
+        .await
+        .context("cannot join the cluster")?;
         let mut config = skiff_agent::AgentConfig::new(name, &args.data_dir);
         config.max_pods = args.max_pods;
+        args.node.apply(&mut config);
+        // The CA the join trusted (--ca-file, or fetched and checked against the token): it
+        // also signed the API server's client certificate for the node's streaming server.
+        config.cluster_ca_pem = joined.ca_pem;
+        let client = joined.client;
         tracing::info!(node = %config.node_name, server = %args.server, "node agent starting");
         let runtime = skiff_agent::node_runtime(&config)?;
         skiff_agent::Agent::new(client, config)
@@ -71,21 +122,49 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Starts this machine's agent beside the API server, with the admin kubeconfig the server
-/// wrote. The agent retries until the server answers, so it may start before `serve`. The task
-/// ends with the process (the pods it runs outlive it by design).
+/// Starts this machine's agent beside the API server at `server_url`. It joins as any other
+/// node does (k3s' way): with the server's join token and CA from `data_dir`, it obtains its own
+/// node credentials, so it is held to the node authorizer's rules too. Joining retries until the
+/// server answers, so this may be called before `serve`. The task ends with the process (the
+/// pods it runs outlive it by design).
 pub async fn start_in_server(
-    kubeconfig: &Path,
+    server_url: &str,
     data_dir: &Path,
     node_name: Option<String>,
+    options: &NodeOptions,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let client = skiff_agent::client_from_kubeconfig(kubeconfig)
-        .await
-        .context("cannot start the node agent")?;
+    let token_path = data_dir.join("node-token");
+    let token = std::fs::read_to_string(&token_path)
+        .with_context(|| format!("cannot read the join token {}", token_path.display()))?;
     let name = node_name.unwrap_or_else(skiff_agent::default_node_name);
-    let config = skiff_agent::AgentConfig::new(name, data_dir);
+    let mut config = skiff_agent::AgentConfig::new(name, data_dir);
+    options.apply(&mut config);
+    // The server's own CA, which signed its client certificate for the node's streaming server.
+    let ca = data_dir.join("tls/ca.crt");
+    config.cluster_ca_pem = Some(
+        std::fs::read_to_string(&ca)
+            .with_context(|| format!("cannot read the cluster CA {}", ca.display()))?,
+    );
     let runtime = skiff_agent::node_runtime(&config).context("cannot start the node agent")?;
+    let server_url = server_url.to_string();
+    let ca_file = data_dir.join("tls").join("ca.crt");
     Ok(tokio::spawn(async move {
+        let joined = skiff_agent::join(&skiff_agent::client::JoinOptions {
+            server: &server_url,
+            token: token.trim(),
+            ca_file: Some(&ca_file),
+            insecure_skip_tls_verify: false,
+            node_name: &config.node_name,
+            data_dir: &config.data_dir,
+        })
+        .await;
+        let client = match joined {
+            Ok(joined) => joined.client,
+            Err(e) => {
+                tracing::error!(node = %config.node_name, error = %e, "the node agent cannot join; this machine runs no pods");
+                return;
+            }
+        };
         if let Err(e) = skiff_agent::Agent::new(client, config)
             .with_runtime(runtime)
             .run(std::future::pending())

@@ -71,6 +71,8 @@ struct ServerArgs {
     /// The name of this machine's Node (default: the host name, lowercased).
     #[arg(long)]
     node_name: Option<String>,
+    #[command(flatten)]
+    node: agent::NodeOptions,
     /// Log filter, as RUST_LOG (e.g. `info`, `skiff_apiserver=debug`).
     #[arg(long, default_value = "info", env = "SKIFF_LOG")]
     log: String,
@@ -161,7 +163,13 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         let _agent = if args.disable_agent {
             None
         } else {
-            Some(agent::start_in_server(&server.kubeconfig, &args.data_dir, args.node_name.clone()).await?)
+            Some(agent::start_in_server(
+                    &server.url,
+                    &args.data_dir,
+                    args.node_name.clone(),
+                    &args.node,
+                )
+                .await?)
         };
         let _scheduler = if args.disable_scheduler {
             None
@@ -175,6 +183,14 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         // Tests and scripts wait for these two lines.
         println!("Skiff API server listening on {}", server.url);
         println!("Admin kubeconfig: {}", server.kubeconfig.display());
+        // Once, at start: what another machine needs to join (also in <data-dir>/node-token).
+        println!(
+            "Join another machine with: skiff agent --server {} --token {}",
+            server.url, server.join_token
+        );
+        if server.address.ip().is_loopback() {
+            println!("(this server listens on {} only: to join other machines, start it with --bind-address 0.0.0.0 --tls-san <this machine's address> and use that address in --server)", server.address.ip());
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         server

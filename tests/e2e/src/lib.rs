@@ -89,6 +89,8 @@ pub struct Cluster {
     kubeconfig: PathBuf,
     /// The node name of the agent the server runs; None: started with `--disable-agent`.
     agent: Option<String>,
+    /// More `skiff server` flags, given at every start.
+    extra_args: Vec<String>,
 }
 
 impl Cluster {
@@ -111,12 +113,31 @@ impl Cluster {
         Cluster::create(Some(node), prepare)
     }
 
+    /// [`Cluster::start_with_agent`] with more `skiff server` flags (e.g. `--pod-max-pids`).
+    pub fn start_with_agent_args(args: &[&str], prepare: impl FnOnce(&Path)) -> Cluster {
+        let node = format!(
+            "e2e-{}-{}",
+            std::process::id(),
+            NEXT_NODE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        Cluster::create_with(Some(node), args, prepare)
+    }
+
+    /// The pid of the running `skiff server`.
+    pub fn server_pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("the server runs")
+    }
+
     /// The node name of the server's agent, if it runs one.
     pub fn node_name(&self) -> Option<&str> {
         self.agent.as_deref()
     }
 
     fn create(agent: Option<String>, prepare: impl FnOnce(&Path)) -> Cluster {
+        Cluster::create_with(agent, &[], prepare)
+    }
+
+    fn create_with(agent: Option<String>, args: &[&str], prepare: impl FnOnce(&Path)) -> Cluster {
         let root = tempfile::Builder::new()
             .prefix("skiff-e2e-")
             .tempdir()
@@ -134,6 +155,7 @@ impl Cluster {
             url: String::new(),
             port: 0,
             agent,
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
         prepare(&cluster.data_dir);
         cluster.launch(0);
@@ -245,6 +267,22 @@ impl Cluster {
         stdout(&output)
     }
 
+    /// The `-o jsonpath=PATH` output of `kubectl get WHAT...` (empty when kubectl fails, e.g.
+    /// the object is not there yet).
+    pub fn jsonpath(&self, what: &[&str], path: &str) -> String {
+        let mut args: Vec<String> = vec!["get".into()];
+        args.extend(what.iter().map(|w| w.to_string()));
+        args.extend(["-o".into(), format!("jsonpath={path}")]);
+        stdout(&self.kubectl(&args))
+    }
+
+    /// Creates the objects of `manifest` (YAML) with `kubectl create -f -`, failing the test if
+    /// kubectl refuses them.
+    pub fn create_from(&self, manifest: &str) {
+        let created = self.kubectl_stdin(["create", "-f", "-"], manifest);
+        assert_success(&created, "kubectl create -f -");
+    }
+
     /// Starts a long-running kubectl (`get po -w`) whose stdout lines can be read with a
     /// timeout. It is killed when the stream is dropped.
     pub fn kubectl_stream<I, S>(&self, args: I) -> LineStream
@@ -325,9 +363,17 @@ impl Cluster {
             .args(["--bind-address", "127.0.0.1", "--https-listen-port"])
             .arg(port.to_string());
         match &self.agent {
-            Some(node) => command.arg("--node-name").arg(node),
+            // The node's streaming server on the loopback, on a free port: clusters of
+            // parallel tests do not collide, and no traffic leaves the machine.
+            Some(node) => command.arg("--node-name").arg(node).args([
+                "--node-ip",
+                "127.0.0.1",
+                "--streaming-port",
+                "0",
+            ]),
             None => command.arg("--disable-agent"),
         };
+        command.args(&self.extra_args);
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -661,6 +707,23 @@ impl LineStream {
 impl Drop for LineStream {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Builds the project's test images (scripts/build-test-images.sh) and imports `luksa/kubia`
+/// and `busybox` into the node data dir `data_dir`, as `up.sh` does.
+pub fn import_test_images(data_dir: &Path) {
+    let out = data_dir.with_file_name("images-out");
+    let mut build = Command::new(workspace_root().join("scripts/build-test-images.sh"));
+    build.arg(&out);
+    assert_success(&run(build, None), "scripts/build-test-images.sh");
+    for image in ["kubia.tar", "busybox.tar"] {
+        let mut import = Command::new(skiff_bin());
+        import
+            .args(["image", "import", "--data-dir"])
+            .arg(data_dir)
+            .arg(out.join(image));
+        assert_success(&run(import, None), &format!("skiff image import {image}"));
     }
 }
 

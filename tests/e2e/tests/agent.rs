@@ -1,5 +1,5 @@
 //! The node agent as a user meets it: `skiff server` registers its own machine as a Ready node
-//! and runs the pods bound to it; `skiff agent` joins another node with a URL, token and CA.
+//! and runs the pods bound to it; `skiff agent` joins another node with a URL and the join token.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -104,26 +104,53 @@ impl Drop for AgentProcess {
     }
 }
 
+/// The join token the server wrote (and printed).
+fn join_token(cluster: &Cluster) -> String {
+    std::fs::read_to_string(cluster.data_dir().join("node-token"))
+        .expect("the server writes <data-dir>/node-token")
+        .trim()
+        .to_string()
+}
+
+/// `skiff agent` for `cluster` with `token` and no CA file, as node `node` on `data`.
+fn agent_command(cluster: &Cluster, token: &str, data: &std::path::Path, node: &str) -> Command {
+    let mut command = Command::new(skiff_bin());
+    command
+        .arg("agent")
+        .args(["--server", cluster.url(), "--token", token])
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--node-name", node])
+        // Not kubelet's 10250: other clusters' agents may run at the same time.
+        .args(["--node-ip", "127.0.0.1", "--streaming-port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    command
+}
+
+/// Runs an agent that must give up, and returns what it said.
+fn refused_agent(command: Command) -> String {
+    let out = skiff_e2e::run(command, None);
+    assert!(!out.status.success(), "the agent should refuse to start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
-fn skiff_agent_joins_with_url_token_and_ca() {
+fn skiff_agent_joins_with_url_and_join_token() {
     let cluster = Cluster::start();
+    let token = join_token(&cluster);
+    assert!(token.starts_with("K10"), "{token}");
+    let command_line = format!("skiff agent --server {} --token {token}", cluster.url());
+    wait_until(WAIT, "the server to print how to join", || {
+        cluster.server_output().contains(&command_line)
+    });
     let node = format!("joined-{}", std::process::id());
     let data = cluster.scratch_dir().join("agent-data");
     let log = std::fs::File::create(cluster.scratch_dir().join("agent.log")).expect("log");
-    let child = Command::new(skiff_bin())
-        .arg("agent")
-        .args(["--server", cluster.url(), "--token", &cluster.token()])
-        .arg("--ca-file")
-        .arg(cluster.ca_file())
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--node-name", &node, "--max-pods", "7"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("skiff agent starts");
-    let _agent = AgentProcess(child);
+    // No --ca-file: the agent fetches the CA and checks it against the token's hash.
+    let mut command = agent_command(&cluster, &token, &data, &node);
+    command.args(["--max-pods", "7"]).stderr(log);
+    let _agent = AgentProcess(command.spawn().expect("skiff agent starts"));
     wait_until(WAIT, "the joined node to be Ready", || {
         get(
             &cluster,
@@ -143,32 +170,98 @@ fn skiff_agent_joins_with_url_token_and_ca() {
         ),
         "v1.35.0-skiff"
     );
-
-    // A wrong token: the agent says why it cannot register, and no node appears.
-    let bad_log_path = cluster.scratch_dir().join("bad-agent.log");
-    let bad_log = std::fs::File::create(&bad_log_path).expect("log");
-    let bad = Command::new(skiff_bin())
-        .arg("agent")
-        .args([
-            "--server",
+    // It talks as the node with its own credentials, kept in its data dir.
+    let password = std::fs::read_to_string(data.join("node-password")).expect("node-password");
+    assert_eq!(password.trim().len(), 64);
+    assert_eq!(
+        std::fs::read(data.join("server-ca.crt")).expect("server-ca.crt"),
+        std::fs::read(cluster.ca_file()).expect("ca.crt")
+    );
+    let node_token = format!("node:{node}:{}", password.trim());
+    let kubeconfig = skiff_e2e::write_file(
+        cluster.scratch_dir(),
+        "node.kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority: {}\n\
+             users:\n- name: node\n  user:\n    token: {node_token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: node}}\ncurrent-context: c\n",
             cluster.url(),
-            "--token",
-            "not-the-token",
-            "--insecure-skip-tls-verify",
-        ])
-        .arg("--data-dir")
-        .arg(cluster.scratch_dir().join("bad-data"))
-        .args(["--node-name", "bad-node"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(bad_log)
-        .spawn()
-        .expect("skiff agent starts");
-    let _bad = AgentProcess(bad);
-    wait_until(WAIT, "the refused agent to say why", || {
-        std::fs::read_to_string(&bad_log_path)
-            .is_ok_and(|t| t.contains("cannot register the node") && t.contains("401"))
-    });
+            cluster.ca_file().display()
+        ),
+    );
+    let whoami = cluster
+        .kubectl_command_with(&kubeconfig)
+        .args(["label", "node", &node, "x=y"])
+        .output()
+        .expect("kubectl");
+    assert!(
+        whoami.status.success(),
+        "{}",
+        String::from_utf8_lossy(&whoami.stderr)
+    );
+    let foreign = cluster
+        .kubectl_command_with(&kubeconfig)
+        .args(["create", "namespace", "not-for-nodes"])
+        .output()
+        .expect("kubectl");
+    assert!(!foreign.status.success());
+    let stderr = String::from_utf8_lossy(&foreign.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "User \"system:node:{node}\" cannot create resource \"namespaces\""
+        )),
+        "{stderr}"
+    );
+
+    // Another machine claiming the same name is refused, saying how to free it.
+    let said = refused_agent(agent_command(
+        &cluster,
+        &token,
+        &cluster.scratch_dir().join("impostor-data"),
+        &node,
+    ));
+    assert!(
+        said.contains(&format!("node \"{node}\" is already registered"))
+            && said.contains(&format!("kubectl delete node {node}")),
+        "{said}"
+    );
+}
+
+#[test]
+fn skiff_agent_refuses_a_wrong_token() {
+    let cluster = Cluster::start();
+    let token = join_token(&cluster);
+    let (hash, _) = token.split_once("::").expect("K10<hash>::server:<secret>");
+    // The right CA hash with a wrong secret: the server refuses it, the agent says why.
+    let said = refused_agent(agent_command(
+        &cluster,
+        &format!("{hash}::server:not-the-secret"),
+        &cluster.scratch_dir().join("bad-data"),
+        "bad-node",
+    ));
+    assert!(
+        said.contains("the token was refused (401 Unauthorized)"),
+        "{said}"
+    );
+    // The right secret with another CA's hash: the agent refuses the server.
+    let other = format!(
+        "K10{}::{}",
+        "0".repeat(64),
+        token.split_once("::").expect("::").1
+    );
+    let said = refused_agent(agent_command(
+        &cluster,
+        &other,
+        &cluster.scratch_dir().join("bad-data-2"),
+        "bad-node",
+    ));
+    assert!(said.contains("does not match the join token"), "{said}");
+    let said = refused_agent(agent_command(
+        &cluster,
+        "K10nonsense::server:x",
+        &cluster.scratch_dir().join("bad-data-3"),
+        "bad-node",
+    ));
+    assert!(said.contains("invalid --token"), "{said}");
     let missing = cluster.kubectl(["get", "node", "bad-node"]);
     assert!(!missing.status.success());
 }
@@ -458,16 +551,7 @@ fn join(
     log: &std::path::Path,
 ) -> AgentProcess {
     let log = std::fs::File::create(log).expect("log");
-    let child = Command::new(skiff_bin())
-        .arg("agent")
-        .args(["--server", cluster.url(), "--token", &cluster.token()])
-        .arg("--ca-file")
-        .arg(cluster.ca_file())
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--node-name", node])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+    let child = agent_command(cluster, &join_token(cluster), data, node)
         .stderr(log)
         .spawn()
         .expect("skiff agent starts");

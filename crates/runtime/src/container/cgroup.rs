@@ -16,6 +16,8 @@ pub enum CgroupLayout {
         hierarchies: Vec<PathBuf>,
         /// The hierarchy holding the memory controller.
         memory: Option<PathBuf>,
+        /// The hierarchy holding the pids controller.
+        pids: Option<PathBuf>,
         unified: Option<PathBuf>,
     },
     /// Pure cgroup v2, mounted at `root` (/sys/fs/cgroup).
@@ -34,6 +36,7 @@ impl CgroupLayout {
     pub fn from_mountinfo(text: &str) -> Self {
         let mut hierarchies = Vec::new();
         let mut memory = None;
+        let mut pids = None;
         let mut unified = None;
         for line in text.lines() {
             let Some((left, right)) = line.split_once(" - ") else {
@@ -51,6 +54,9 @@ impl CgroupLayout {
                     if super_options.split(',').any(|o| o == "memory") {
                         memory = Some(mount_point.clone());
                     }
+                    if super_options.split(',').any(|o| o == "pids") {
+                        pids = Some(mount_point.clone());
+                    }
                     if !hierarchies.contains(&mount_point) {
                         hierarchies.push(mount_point);
                     }
@@ -64,6 +70,7 @@ impl CgroupLayout {
             (_, unified) => CgroupLayout::V1 {
                 hierarchies,
                 memory,
+                pids,
                 unified,
             },
         }
@@ -109,6 +116,43 @@ impl CgroupLayout {
             .unwrap_or(0)
     }
 
+    /// Limits the number of processes (threads) in cgroup `path` and all below it: kubelet's
+    /// pod pids limit (`--pod-max-pids`), set on the pod's cgroup before its containers' cgroups
+    /// are made below it. Creates the cgroup; on cgroup v2 enables the pids controller for it
+    /// in its ancestors.
+    pub fn limit_pids(&self, path: &str, limit: i64) -> Result<()> {
+        let relative = path.trim_start_matches('/');
+        let dir = match self {
+            CgroupLayout::V1 {
+                pids: Some(pids), ..
+            } => pids.join(relative),
+            CgroupLayout::V1 { pids: None, .. } => {
+                return Err(ContainerError::Unsupported(
+                    "a pids limit needs the pids cgroup controller, which this host has not \
+                     mounted"
+                        .into(),
+                ))
+            }
+            CgroupLayout::V2 { root } => {
+                let mut parent = root.clone();
+                for part in Path::new(relative)
+                    .parent()
+                    .into_iter()
+                    .flat_map(Path::components)
+                {
+                    enable_pids(&parent)?;
+                    parent = parent.join(part);
+                    make_dir(&parent)?;
+                }
+                enable_pids(&parent)?;
+                root.join(relative)
+            }
+        };
+        make_dir(&dir)?;
+        let file = dir.join("pids.max");
+        std::fs::write(&file, limit.to_string()).map_err(io_error("writing", &file))
+    }
+
     /// Removes cgroup `path` (and its children) in every hierarchy; a missing one is fine.
     /// Processes still inside are killed (they can only be the container's). Keeps going past
     /// errors and reports them all.
@@ -128,6 +172,21 @@ impl CgroupLayout {
             })
         }
     }
+}
+
+/// Whether containers' swap can be limited (containerd's `SwapControllerAvailable`): on cgroup
+/// v1 the memory controller must account swap (`memory.memsw.*`, off with `swapaccount=0`); on
+/// v2 runc ignores a zero swap limit where there is no swap controller, so it always may.
+pub fn swap_limit_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| match CgroupLayout::detect() {
+        Ok(CgroupLayout::V1 {
+            memory: Some(memory),
+            ..
+        }) => memory.join("memory.memsw.limit_in_bytes").exists(),
+        Ok(CgroupLayout::V1 { memory: None, .. }) | Err(_) => false,
+        Ok(CgroupLayout::V2 { .. }) => true,
+    })
 }
 
 /// rmdir of a cgroup directory, children first (their files cannot be unlinked), retried
@@ -159,6 +218,23 @@ fn remove_tree(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+fn make_dir(dir: &Path) -> Result<()> {
+    match std::fs::create_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) => Err(io_error("creating", dir)(e)),
+    }
+}
+
+/// Adds the pids controller to the v2 cgroup `dir`'s subtree_control, unless it is there.
+fn enable_pids(dir: &Path) -> Result<()> {
+    let file = dir.join("cgroup.subtree_control");
+    let current = std::fs::read_to_string(&file).map_err(io_error("reading", &file))?;
+    if current.split_whitespace().any(|c| c == "pids") {
+        return Ok(());
+    }
+    std::fs::write(&file, "+pids").map_err(io_error("writing", &file))
+}
+
 fn kill_procs(dir: &Path) {
     let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
         return;
@@ -184,6 +260,30 @@ mod tests {
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 ";
 
+    /// For real (root): a pids limit on a fresh cgroup is what the kernel then reports, and
+    /// the cgroup goes with `remove`.
+    #[test]
+    fn pids_limit_on_this_host() {
+        let layout = CgroupLayout::detect().expect("layout");
+        let path = format!("/skiff-test-{}/pod-pids", std::process::id());
+        let top = format!("/skiff-test-{}", std::process::id());
+        let result = layout.limit_pids(&path, 42);
+        let file = match &layout {
+            CgroupLayout::V1 { pids, .. } => pids
+                .as_ref()
+                .map(|p| p.join(path.trim_start_matches('/')).join("pids.max")),
+            CgroupLayout::V2 { root } => {
+                Some(root.join(path.trim_start_matches('/')).join("pids.max"))
+            }
+        };
+        let read = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok());
+        let removed = layout.remove(&top);
+        result.expect("limit_pids");
+        assert_eq!(read.as_deref().map(str::trim), Some("42"));
+        removed.expect("remove");
+        assert!(layout.dirs(&top).iter().all(|d| !d.exists()));
+    }
+
     #[test]
     fn hybrid_and_v2_layouts() {
         let layout = CgroupLayout::from_mountinfo(HYBRID);
@@ -195,6 +295,7 @@ mod tests {
                     .map(|c| Path::new("/sys/fs/cgroup").join(c))
                     .collect(),
                 memory: Some("/sys/fs/cgroup/memory".into()),
+                pids: Some("/sys/fs/cgroup/pids".into()),
                 unified: Some("/sys/fs/cgroup/unified".into()),
             }
         );

@@ -12,8 +12,10 @@
 //! - `monitor.log`, `runtime.log`: the monitor's and the runtime's own diagnostics.
 
 pub mod cgroup;
+pub mod exec;
 pub mod expand;
 pub mod log;
+pub mod log_read;
 pub mod manager;
 pub mod monitor;
 pub mod resources;

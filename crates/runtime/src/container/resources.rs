@@ -84,6 +84,10 @@ pub fn container_resources(input: &ContainerSpecInput) -> Result<Value> {
     });
     if let Some(limit) = quantity(container, true, "memory").map(whole) {
         resources["memory"] = json!({"limit": limit});
+        // As containerd: memory+swap equal to memory, so a limited container never swaps.
+        if super::cgroup::swap_limit_supported() {
+            resources["memory"]["swap"] = json!(limit);
+        }
     }
     Ok(resources)
 }

@@ -362,7 +362,7 @@ pub fn check_runtime_supported(kind: RuntimeKind) -> Result<()> {
                 Err(ContainerError::Unsupported(format!(
                     "crun cannot run containers on this host: its cgroups are in hybrid mode \
                      (v1 controllers, and the v2 hierarchy at {} holds {controllers}), which crun \
-                     refuses; use --runtime runc, or boot with cgroup v2 only \
+                     refuses; use --container-runtime runc, or boot with cgroup v2 only \
                      (systemd.unified_cgroup_hierarchy=1)",
                     unified.display()
                 )))

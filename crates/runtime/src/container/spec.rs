@@ -356,10 +356,24 @@ fn kubelet_env(input: &ContainerSpecInput) -> Result<BTreeMap<String, String>> {
     Ok(env)
 }
 
-/// The process's environment: containerd's default PATH, then the image's Env, then the
-/// container's env in order (a later name replaces an earlier one in place).
+/// The process's environment: containerd's default PATH and the pod's HOSTNAME, then the
+/// image's Env, then the container's env in order (a later name replaces an earlier one in
+/// place).
 fn environment(input: &ContainerSpecInput, image: &ImageProcess) -> Result<Vec<String>> {
-    let mut env: Vec<(String, String)> = vec![("PATH".to_owned(), DEFAULT_PATH.to_owned())];
+    let meta = &input.pod.metadata;
+    let spec = input.pod.spec.as_ref();
+    // The domain does not matter here, only the hostname.
+    let (hostname, _) = crate::sandbox::files::pod_hostname(
+        meta.name.as_deref().unwrap_or_default(),
+        spec.and_then(|s| s.hostname.as_deref()),
+        None,
+        "",
+        "",
+    );
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
+        ("HOSTNAME".to_owned(), hostname),
+    ];
     let set = |env: &mut Vec<(String, String)>, name: &str, value: String| match env
         .iter_mut()
         .find(|(n, _)| n == name)
@@ -805,7 +819,10 @@ mod tests {
             json!({"name": "c", "command": ["x"]}),
             json!({"config": {}}),
         );
-        assert_eq!(env_of(&no_path), [format!("PATH={DEFAULT_PATH}")]);
+        assert_eq!(
+            env_of(&no_path),
+            [format!("PATH={DEFAULT_PATH}"), "HOSTNAME=web".into()]
+        );
         let spec = build(
             json!({"name": "c", "command": ["x"], "env": [
                 {"name": "B", "value": "pod"},
@@ -816,8 +833,29 @@ mod tests {
         );
         assert_eq!(
             env_of(&spec),
-            ["PATH=/img/bin", "A=a", "B=pod", "EMPTY=", "C=2"]
+            [
+                "PATH=/img/bin",
+                "HOSTNAME=web",
+                "A=a",
+                "B=pod",
+                "EMPTY=",
+                "C=2"
+            ]
         );
+    }
+
+    #[test]
+    fn hostname_env_is_spec_hostname_when_set_and_the_image_may_override_it() {
+        let mut pod = pod(json!({"name": "c", "command": ["x"]}));
+        pod.spec.as_mut().expect("spec").hostname = Some("db-0".into());
+        let spec = build_with(&pod, json!({"config": {}}), |_| {});
+        assert!(env_of(&spec).contains(&"HOSTNAME=db-0".to_owned()));
+        let spec = build_with(
+            &pod,
+            json!({"config": {"Env": ["HOSTNAME=from-image"]}}),
+            |_| {},
+        );
+        assert!(env_of(&spec).contains(&"HOSTNAME=from-image".to_owned()));
     }
 
     #[test]
@@ -1007,6 +1045,13 @@ mod tests {
         assert_eq!(r["cpu"]["quota"], 50_000);
         assert_eq!(r["cpu"]["period"], 100_000);
         assert_eq!(r["memory"]["limit"], 128 * 1024 * 1024);
+        if crate::container::cgroup::swap_limit_supported() {
+            assert_eq!(
+                r["memory"]["swap"],
+                128 * 1024 * 1024,
+                "no swap beyond the limit"
+            );
+        }
         // Burstable: 1000 - 1000 * 64 MiB / 4 GiB.
         assert_eq!(spec["process"]["oomScoreAdj"], 985);
         let best_effort = build(json!({"name": "c", "command": ["x"]}), json!({}));

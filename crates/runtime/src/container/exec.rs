@@ -1,0 +1,201 @@
+//! Running a command in a running container (`kubectl exec`): the OCI runtime's `exec` with the
+//! container's own process settings (env, working directory, user, capabilities, limits), so
+//! the command gets the container's namespaces, cgroup and root.
+//!
+//! With a tty the runtime runs in the foreground with a terminal of ours as its stdio: it makes
+//! the container's pty, copies between the two, and on SIGWINCH gives the container's pty the
+//! size of ours. (runc takes a console socket only when it detaches, and then nobody could wait
+//! for the process's exit code.)
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+use super::manager::ContainerManager;
+use super::{io_error, ContainerError, Result};
+
+/// The process of an exec: the container's process with `args` and a terminal or not.
+pub fn exec_process(config: &Value, args: &[String], tty: bool) -> Value {
+    let mut process = config
+        .get("process")
+        .cloned()
+        .unwrap_or_else(|| serde_json::json!({"cwd": "/", "user": {"uid": 0, "gid": 0}}));
+    process["args"] = serde_json::json!(args);
+    process["terminal"] = serde_json::json!(tty);
+    if let Some(object) = process.as_object_mut() {
+        // The container's console size means nothing to this process; kubectl sends its own.
+        object.remove("consoleSize");
+    }
+    process
+}
+
+/// A terminal for an exec: the runtime gets `child` as its stdin, stdout and stderr; the
+/// session reads and writes `parent`, and sets its size there.
+pub struct Terminal {
+    pub parent: OwnedFd,
+    pub child: OwnedFd,
+}
+
+impl Terminal {
+    /// A new pty pair, 80x24 until told otherwise.
+    pub fn open() -> std::io::Result<Terminal> {
+        use rustix::fs::{Mode, OFlags};
+        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+        let parent = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+        grantpt(&parent)?;
+        unlockpt(&parent)?;
+        let name = ptsname(&parent, Vec::new())?;
+        let child = rustix::fs::open(
+            name.as_c_str(),
+            OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let terminal = Terminal { parent, child };
+        terminal.resize(24, 80)?;
+        Ok(terminal)
+    }
+
+    /// Sets the window size (the runtime then needs a SIGWINCH to pass it on).
+    pub fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()> {
+        let size = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&self.parent, size)?;
+        Ok(())
+    }
+}
+
+/// An exec ready to spawn: the runtime's command line and the files it uses, removed on drop.
+pub struct PreparedExec {
+    /// `runc exec ...`: without a tty the process's stdio are this command's.
+    pub command: Command,
+    /// Where the runtime writes the process's host pid once it runs (to kill it, if the client
+    /// goes away, by that pid: killing the runtime alone would leave it running).
+    pub pid_file: PathBuf,
+    /// With a tty: the terminal to give the runtime as its stdio.
+    pub terminal: Option<Terminal>,
+    dir: PathBuf,
+}
+
+impl PreparedExec {
+    /// The process's pid once the runtime wrote it.
+    pub fn pid(&self) -> Option<i32> {
+        std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    }
+}
+
+impl Drop for PreparedExec {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Makes exec sessions unique within the process.
+static NEXT_EXEC: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl ContainerManager {
+    /// Prepares `args` to run in container `id` (which must run), with a pty when `tty`.
+    pub fn prepare_exec(&self, id: &str, args: &[String], tty: bool) -> Result<PreparedExec> {
+        if args.is_empty() {
+            return Err(ContainerError::Spec(
+                "exec needs a command (kubectl exec POD -- COMMAND)".into(),
+            ));
+        }
+        let container = self.container_dir(id);
+        let config_path = container.join("config.json");
+        let text = std::fs::read(&config_path).map_err(io_error("reading", &config_path))?;
+        let config: Value = serde_json::from_slice(&text)
+            .map_err(|e| ContainerError::Spec(format!("{}: {e}", config_path.display())))?;
+        let n = NEXT_EXEC.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("{}-{n}", std::process::id());
+        let dir = container.join(format!("exec-{tag}"));
+        std::fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
+        let process_path = dir.join("process.json");
+        let pid_file = dir.join("pid");
+        let process = exec_process(&config, args, tty);
+        std::fs::write(&process_path, process.to_string())
+            .map_err(io_error("writing", &process_path))?;
+        let runtime = self.runtime();
+        let mut command = Command::new(&runtime.binary);
+        command
+            .arg("--root")
+            .arg(&runtime.root)
+            .arg("exec")
+            .arg("--process")
+            .arg(&process_path)
+            .arg("--pid-file")
+            .arg(&pid_file);
+        let terminal = if tty {
+            Some(Terminal::open().map_err(io_error("opening a pty in", &dir))?)
+        } else {
+            None
+        };
+        command.arg(id);
+        Ok(PreparedExec {
+            command,
+            pid_file,
+            terminal,
+            dir,
+        })
+    }
+}
+
+/// The exit code Kubernetes reports for an exec the runtime could not start: 127 when the
+/// command is not there, 126 when it cannot be run, else the runtime's own code.
+pub fn start_failure_code(runtime_stderr: &str, code: i32) -> i32 {
+    if runtime_stderr.contains("executable file not found")
+        || runtime_stderr.contains("no such file or directory")
+    {
+        127
+    } else if runtime_stderr.contains("permission denied") {
+        126
+    } else {
+        code
+    }
+}
+
+/// Whether the runtime's stderr says it could not start the process (runc prints `exec failed: ...`).
+pub fn is_start_failure(runtime_stderr: &str) -> bool {
+    runtime_stderr.contains("exec failed")
+        || runtime_stderr.contains("unable to start container process")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_container_process_with_the_commands_args() {
+        let config = serde_json::json!({"process": {
+            "args": ["httpd"], "env": ["PATH=/bin", "A=1"], "cwd": "/www",
+            "user": {"uid": 33, "gid": 33}, "terminal": false,
+            "consoleSize": {"height": 1, "width": 1},
+        }});
+        let p = exec_process(&config, &["sh".into(), "-c".into(), "id".into()], true);
+        assert_eq!(p["args"], serde_json::json!(["sh", "-c", "id"]));
+        assert_eq!(p["env"], serde_json::json!(["PATH=/bin", "A=1"]));
+        assert_eq!(p["cwd"], "/www");
+        assert_eq!(p["user"]["uid"], 33);
+        assert_eq!(p["terminal"], true);
+        assert!(p.get("consoleSize").is_none());
+    }
+
+    #[test]
+    fn start_failures_map_to_126_and_127() {
+        let missing = "exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH";
+        assert!(is_start_failure(missing));
+        assert_eq!(start_failure_code(missing, 255), 127);
+        assert_eq!(
+            start_failure_code("exec: \"/etc\": permission denied", 255),
+            126
+        );
+        assert_eq!(start_failure_code("something else", 3), 3);
+    }
+}
