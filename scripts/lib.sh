@@ -78,6 +78,21 @@ ensure_bench_packages() {
     ensure_debian_packages podman catatonit
 }
 
+# The Python `kubernetes` client, for the tests that check it works against Skiff (its exec
+# stream, for one), installed with pip into .skiff-tools/python (no virtualenv needed, and
+# nothing touches the system's Python packages). Tests find it through PYTHONPATH.
+PYTHON_CLIENT_VERSION=37.0.2
+ensure_python_client() {
+    local target="$repo/.skiff-tools/python"
+    if PYTHONPATH="$target" python3 -c "import kubernetes, sys; sys.exit(kubernetes.__version__ != '$PYTHON_CLIENT_VERSION')" 2>/dev/null; then
+        return 0
+    fi
+    step "Installing the Python kubernetes client $PYTHON_CLIENT_VERSION into $target"
+    rm -rf "$target"
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+        --target "$target" "kubernetes==$PYTHON_CLIENT_VERSION"
+}
+
 # Makes cargo, clippy and rustfmt available. Debian 12's own Rust (1.63) is older than the
 # workspace's rust-version, so a missing toolchain comes from rustup.
 ensure_rust() {

@@ -27,6 +27,8 @@ current_step="installing the Rust toolchain"
 ensure_rust
 current_step="installing kubectl"
 "$repo/scripts/install-kubectl.sh"
+current_step="installing the Python kubernetes client"
+ensure_python_client
 
 # The end-to-end tests run these two; say so explicitly rather than rely on their defaults.
 export KUBECTL="$repo/.skiff-tools/bin/kubectl"

@@ -215,3 +215,28 @@ fn exec_sessions_leave_no_process_or_socket_behind() {
             .collect();
     assert!(execs.is_empty(), "exec files left: {execs:?}");
 }
+
+#[test]
+fn the_python_clients_exec_stream_works() {
+    let client = skiff_e2e::workspace_root().join(".skiff-tools/python");
+    assert!(
+        client.join("kubernetes").is_dir(),
+        "the Python kubernetes client is not installed in {}: run scripts/test.sh",
+        client.display()
+    );
+    let cluster = Cluster::start_with_agent(import_test_images);
+    sleeping_pod(&cluster, "py");
+    let mut python = std::process::Command::new("python3");
+    python
+        .env("PYTHONPATH", &client)
+        .arg(skiff_e2e::fixture("python_exec.py"))
+        .arg(cluster.kubeconfig())
+        .arg("py");
+    let out = skiff_e2e::run(python, None);
+    assert!(
+        out.status.success() && stdout(&out).trim() == "OK",
+        "the Python client's exec failed: {}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}

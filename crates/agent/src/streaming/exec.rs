@@ -412,6 +412,9 @@ async fn session<S>(
             message = incoming.next() => {
                 let data = match message {
                     Some(Ok(Message::Binary(data))) => data,
+                    // The Python client sends str data as text frames: the same channel byte
+                    // first.
+                    Some(Ok(Message::Text(text))) => Bytes::copy_from_slice(text.as_bytes()),
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
                     Some(Ok(_)) => continue,
                 };

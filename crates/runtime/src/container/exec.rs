@@ -52,6 +52,11 @@ impl Terminal {
             OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        // Raw from the start: the container's own terminal does the line discipline; ours only
+        // carries bytes (runc makes it raw too, but not before the first output).
+        let mut mode = rustix::termios::tcgetattr(&child)?;
+        mode.make_raw();
+        rustix::termios::tcsetattr(&child, rustix::termios::OptionalActions::Now, &mode)?;
         let terminal = Terminal { parent, child };
         terminal.resize(24, 80)?;
         Ok(terminal)
