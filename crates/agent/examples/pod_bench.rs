@@ -986,20 +986,29 @@ impl Drop for Podman {
             let _ = events.wait();
         }
         unmount_under(self.root.path());
-        // Podman's cgroupfs manager leaves each pod's cgroup (and their parent) behind.
-        for (parent, existed) in &self.cgroup_parents {
-            if !parent.exists() {
-                continue;
+        // Podman's cgroupfs manager leaves each pod's cgroup (and their parent) behind; after a
+        // failed `pod rm` their last processes may take a moment to go.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut left = false;
+            for (parent, existed) in &self.cgroup_parents {
+                if !parent.exists() {
+                    continue;
+                }
+                let mut dirs: Vec<PathBuf> = Vec::new();
+                collect_dirs(parent, &mut dirs);
+                dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+                for dir in dirs {
+                    left |= std::fs::remove_dir(&dir).is_err();
+                }
+                if !existed {
+                    left |= std::fs::remove_dir(parent).is_err();
+                }
             }
-            let mut dirs: Vec<PathBuf> = Vec::new();
-            collect_dirs(parent, &mut dirs);
-            dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-            for dir in dirs {
-                let _ = std::fs::remove_dir(&dir);
+            if !left || Instant::now() > deadline {
+                break;
             }
-            if !existed {
-                let _ = std::fs::remove_dir(parent);
-            }
+            std::thread::sleep(Duration::from_millis(200));
         }
         if !self.cni_lock_existed {
             let _ = std::fs::remove_file(CNI_LOCK);
