@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests): the store on its own, the API over HTTPS, the scheduler, pod
 # sandboxes, image pull, import and unpack beside `skopeo copy` (as root: it starts Debian's
-# docker-registry on 127.0.0.1), and the idle memory of a real `skiff server`. Prints the
-# figures that docs/benchmarks.md records.
+# docker-registry on 127.0.0.1), pods on a real node beside `podman kube play` (as root), and
+# the idle memory of a real `skiff server`. Prints the figures that docs/benchmarks.md records.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -11,7 +11,7 @@ cd "$repo"
 source "$repo/scripts/lib.sh"
 
 ensure_system_packages
-ensure_test_packages
+ensure_bench_packages
 ensure_rust
 
 step "building (release)"
@@ -36,6 +36,12 @@ SKIFF_BIN="$target/skiff" "$target/examples/sandbox_bench" 300
 step "images: pull, import and unpack of a 3-layer image beside skopeo copy (root; median of 5)"
 cargo build --release -p skiff-runtime --example image_bench
 "$target/examples/image_bench" 5
+
+step "pods: start latency, churn and memory per pod, beside podman kube play (root)"
+cargo build --release -p skiff-agent --example pod_bench
+"$repo/scripts/build-test-images.sh" "$target/../test-images" >/dev/null
+SKIFF_BIN="$target/skiff" BUSYBOX_TAR="$target/../test-images/busybox.tar" \
+    "$target/examples/pod_bench" 100 100
 
 step "idle memory of skiff server"
 data=$(mktemp -d)

@@ -70,6 +70,14 @@ ensure_test_packages() {
     ensure_debian_packages busybox-static docker-registry skopeo
 }
 
+# What the benchmarks compare against, beyond the test packages: podman (`podman kube play` beside
+# Skiff's pods; catatonit is its infra containers' init, only recommended by the package).
+# Benchmarks only: the tests never need podman.
+ensure_bench_packages() {
+    ensure_test_packages
+    ensure_debian_packages podman catatonit
+}
+
 # The Python `kubernetes` client, for the tests that check it works against Skiff (its exec
 # stream, for one), installed with pip into .skiff-tools/python (no virtualenv needed, and
 # nothing touches the system's Python packages). Tests find it through PYTHONPATH.

@@ -16,7 +16,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 use skiff_runtime::image::policy::{self, PullDecision};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::events::{EventRecorder, EventType};
 use crate::runtime::{
@@ -81,8 +81,17 @@ pub async fn run(ctx: Arc<WorkerContext>) {
     let mut workers: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut initial: Vec<Pod> = Vec::new();
     let mut adopted = false;
+    // Pods whose worker ended (they were being deleted) while their object may still be
+    // seen: a new worker for one of them takes over whatever its predecessor left.
+    let mut ended: HashSet<String> = HashSet::new();
     while let Some(event) = stream.next().await {
-        workers.retain(|_, tx| !tx.is_closed());
+        workers.retain(|uid, tx| {
+            let live = !tx.is_closed();
+            if !live {
+                ended.insert(uid.clone());
+            }
+            live
+        });
         match event {
             Ok(Event::Init) => initial.clear(),
             Ok(Event::InitApply(pod)) => initial.push(pod),
@@ -101,14 +110,25 @@ pub async fn run(ctx: Arc<WorkerContext>) {
                         let _ = tx.send(None);
                     }
                 }
+                ended.retain(|uid| uids.contains(uid));
+                // The runtime may hold something of any of these (the agent restarted, or the
+                // watch was away): their workers adopt it.
                 for pod in std::mem::take(&mut initial) {
-                    dispatch(&ctx, &mut workers, pod);
+                    dispatch(&ctx, &mut workers, pod, true);
                 }
             }
-            Ok(Event::Apply(pod)) => dispatch(&ctx, &mut workers, pod),
+            Ok(Event::Apply(pod)) => {
+                // A pod first seen now has nothing in the runtime yet, unless a worker of
+                // the same pod ended before: only then is the runtime's state listed.
+                let adopt = pod.metadata.uid.as_ref().is_some_and(|u| ended.contains(u));
+                dispatch(&ctx, &mut workers, pod, adopt);
+            }
             Ok(Event::Delete(pod)) => {
-                if let Some(tx) = pod.metadata.uid.as_ref().and_then(|u| workers.get(u)) {
-                    let _ = tx.send(None);
+                if let Some(uid) = pod.metadata.uid.as_ref() {
+                    ended.remove(uid);
+                    if let Some(tx) = workers.get(uid) {
+                        let _ = tx.send(None);
+                    }
                 }
             }
             Err(e) => {
@@ -118,10 +138,14 @@ pub async fn run(ctx: Arc<WorkerContext>) {
     }
 }
 
+/// Hands `pod` to its worker, starting one if there is none; a new worker first takes over
+/// what the runtime holds for the pod when `adopt` (a listing of every sandbox and container,
+/// which a pod created while the agent runs does not need).
 fn dispatch(
     ctx: &Arc<WorkerContext>,
     workers: &mut HashMap<String, watch::Sender<Option<Pod>>>,
     pod: Pod,
+    adopt: bool,
 ) {
     let Some(uid) = pod.metadata.uid.clone() else {
         return;
@@ -137,7 +161,11 @@ fn dispatch(
     workers.insert(uid.clone(), tx);
     let ctx = ctx.clone();
     tokio::spawn(async move {
-        let worker = PodWorker::adopt(ctx, uid).await;
+        let worker = if adopt {
+            PodWorker::adopt(ctx, uid).await
+        } else {
+            PodWorker::new(ctx, uid)
+        };
         worker.run(rx).await;
     });
 }
@@ -218,6 +246,29 @@ impl Slot {
     }
 }
 
+/// A new instance of a container, ready for the runtime to start.
+struct PendingStart {
+    id: String,
+    container: Container,
+    image: ImageRef,
+}
+
+/// What one container needs after a look at it.
+enum Step {
+    /// Nothing now; look again after this long if earlier than the poll.
+    Wait(Option<Duration>),
+    /// A new instance to start.
+    Start(Box<PendingStart>),
+}
+
+/// The earlier of two optional wake-ups.
+fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 struct PodWorker {
     ctx: Arc<WorkerContext>,
     uid: String,
@@ -229,6 +280,80 @@ struct PodWorker {
     /// The last sandbox failure announced by an event (retries every few seconds would
     /// otherwise flood the pod's events).
     sandbox_failure: Option<String>,
+    events: EventQueue,
+}
+
+/// The pod's events, recorded in order by a task of their own so that their API calls overlap
+/// the runtime's work instead of adding to a pod's start time. [`EventQueue::flush`] waits
+/// until those queued so far are recorded: before a status patch, so whoever sees the status
+/// also sees the events that led to it.
+struct EventQueue {
+    tx: mpsc::UnboundedSender<Queued>,
+}
+
+enum Queued {
+    Event {
+        pod: Box<Pod>,
+        container: Option<String>,
+        kind: EventType,
+        reason: String,
+        message: String,
+    },
+    Flush(oneshot::Sender<()>),
+}
+
+impl EventQueue {
+    fn new(ctx: Arc<WorkerContext>) -> EventQueue {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Ends once the worker (the only sender) is gone and the queue is drained.
+        tokio::spawn(async move {
+            while let Some(queued) = rx.recv().await {
+                match queued {
+                    Queued::Event {
+                        pod,
+                        container,
+                        kind,
+                        reason,
+                        message,
+                    } => {
+                        ctx.events
+                            .record(&pod, container.as_deref(), kind, &reason, &message)
+                            .await
+                    }
+                    Queued::Flush(done) => {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        });
+        EventQueue { tx }
+    }
+
+    /// Queues `reason`/`message` about `pod` (and its container `container`); returns at once.
+    async fn record(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
+        let _ = self.tx.send(Queued::Event {
+            pod: Box::new(pod.clone()),
+            container: container.map(str::to_owned),
+            kind,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+        });
+    }
+
+    /// Waits until every event queued so far is recorded (or failed, which is logged).
+    async fn flush(&self) {
+        let (done, recorded) = oneshot::channel();
+        if self.tx.send(Queued::Flush(done)).is_ok() {
+            let _ = recorded.await;
+        }
+    }
 }
 
 fn terminated_from(id: &str, state: &RuntimeState) -> Option<Terminated> {
@@ -260,10 +385,10 @@ fn pod_label(pod: &Pod) -> (String, String) {
 }
 
 impl PodWorker {
-    /// A worker for pod `uid`, taking over the sandbox and containers the runtime already holds
-    /// for it (the agent restarted): nothing is restarted.
-    async fn adopt(ctx: Arc<WorkerContext>, uid: String) -> PodWorker {
-        let mut worker = PodWorker {
+    /// A worker for pod `uid`, which has nothing in the runtime yet.
+    fn new(ctx: Arc<WorkerContext>, uid: String) -> PodWorker {
+        PodWorker {
+            events: EventQueue::new(ctx.clone()),
             ctx,
             uid,
             sandbox: None,
@@ -272,7 +397,13 @@ impl PodWorker {
             start_time: Timestamp::now(),
             posted: None,
             sandbox_failure: None,
-        };
+        }
+    }
+
+    /// A worker for pod `uid`, taking over the sandbox and containers the runtime already holds
+    /// for it (the agent restarted): nothing is restarted.
+    async fn adopt(ctx: Arc<WorkerContext>, uid: String) -> PodWorker {
+        let mut worker = PodWorker::new(ctx, uid);
         let uid = worker.uid.clone();
         let found = blocking(&worker.ctx.runtime, move |rt| {
             let sandboxes: Vec<String> = rt
@@ -388,8 +519,7 @@ impl PodWorker {
                     tracing::warn!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, error = %e, "cannot create the pod sandbox");
                     let message = format!("Failed to create pod sandbox: {e}");
                     if self.sandbox_failure.as_ref() != Some(&message) {
-                        self.ctx
-                            .events
+                        self.events
                             .record(
                                 pod,
                                 None,
@@ -423,7 +553,8 @@ impl PodWorker {
         for container in spec.init_containers.iter().flatten() {
             let sidecar = container.restart_policy.as_deref() == Some("Always");
             let policy = if sidecar { "Always" } else { init_policy };
-            if let Some(next) = self.sync_container(pod, container, terminal, policy).await {
+            let step = self.sync_container(pod, container, terminal, policy).await;
+            if let Some(next) = self.run_steps(pod, vec![step]).await {
                 wake = wake.min(next);
             }
             let done = match self
@@ -441,27 +572,32 @@ impl PodWorker {
             }
         }
         if initialized {
+            // Every container due is started at once: their runtime calls (most of a pod's
+            // start time) overlap instead of adding up.
+            let mut steps = Vec::with_capacity(spec.containers.len());
             for container in &spec.containers {
-                if let Some(next) = self
-                    .sync_container(pod, container, terminal, pod_policy)
-                    .await
-                {
-                    wake = wake.min(next);
-                }
+                steps.push(
+                    self.sync_container(pod, container, terminal, pod_policy)
+                        .await,
+                );
+            }
+            if let Some(next) = self.run_steps(pod, steps).await {
+                wake = wake.min(next);
             }
         }
         self.post_status(pod).await;
         wake
     }
 
-    /// Brings one container towards running; returns an earlier time to look again, if any.
+    /// Looks at one container and decides what it needs: nothing yet (and when to look again,
+    /// if earlier than the poll), or a new instance started.
     async fn sync_container(
         &mut self,
         pod: &Pod,
         container: &Container,
         terminal: bool,
         restart_policy: &str,
-    ) -> Option<Duration> {
+    ) -> Step {
         let name = container.name.clone();
         let runtime = self.ctx.runtime.clone();
         let slot = self.slots.entry(name.clone()).or_default();
@@ -473,20 +609,22 @@ impl PodWorker {
                         container_id: id,
                         started_at,
                     });
-                    return None;
+                    return Step::Wait(None);
                 }
                 Ok(Some(RuntimeState::Created)) => {
                     slot.view = Some(ContainerView::Waiting {
                         reason: CONTAINER_CREATING.into(),
                         message: None,
                     });
-                    return None;
+                    return Step::Wait(None);
                 }
                 Ok(Some(state)) => {
-                    let ended = terminated_from(&id, &state)?;
+                    let Some(ended) = terminated_from(&id, &state) else {
+                        return Step::Wait(None);
+                    };
                     if terminal || !should_restart(Some(restart_policy), ended.exit_code) {
                         slot.view = Some(ContainerView::Terminated(ended));
-                        return None;
+                        return Step::Wait(None);
                     }
                     match slot.backoff.gate(ended.finished_at, Timestamp::now()) {
                         RestartGate::Wait { remaining, delay } => {
@@ -499,12 +637,11 @@ impl PodWorker {
                             if slot.announced.as_deref() != Some(id.as_str()) {
                                 slot.announced = Some(id.clone());
                                 let (namespace, pod_name) = pod_label(pod);
-                                self.ctx
-                                    .events
+                                self.events
                                     .record(pod, Some(&name), EventType::Warning, "BackOff", &format!("Back-off restarting failed container {name} in pod {pod_name}_{namespace}({})", self.uid))
                                     .await;
                             }
-                            return Some(remaining);
+                            return Step::Wait(Some(remaining));
                         }
                         RestartGate::Now => {
                             slot.last_terminated = Some(ended);
@@ -525,23 +662,26 @@ impl PodWorker {
                 }
                 Err(e) => {
                     tracing::warn!(pod_uid = %self.uid, container = %name, error = %e, "cannot read the container's state");
-                    return None;
+                    return Step::Wait(None);
                 }
             }
         }
-        self.start_container(pod, container).await
+        self.prepare_start(pod, container).await
     }
 
-    /// Pulls the image as the policy says and starts a new instance of the container.
-    async fn start_container(&mut self, pod: &Pod, container: &Container) -> Option<Duration> {
+    /// Pulls the image as the policy says; the new instance of the container is then started
+    /// by [`PodWorker::run_steps`].
+    async fn prepare_start(&mut self, pod: &Pod, container: &Container) -> Step {
         let name = container.name.clone();
         let runtime = self.ctx.runtime.clone();
-        let events = &self.ctx.events;
-        let sandbox = self.sandbox.clone()?;
+        let events = &self.events;
+        if self.sandbox.is_none() {
+            return Step::Wait(None);
+        }
         let slot = self.slots.entry(name.clone()).or_default();
         let now = Instant::now();
         if let Some(at) = slot.create_retry_at.filter(|at| *at > now) {
-            return Some(at - now);
+            return Step::Wait(Some(at - now));
         }
         let image = container.image.clone().unwrap_or_default();
         let wanted = image.clone();
@@ -552,7 +692,7 @@ impl PodWorker {
                     reason: "ErrImagePull".into(),
                     message: Some(e.to_string()),
                 });
-                return Some(Duration::from_secs(5));
+                return Step::Wait(Some(Duration::from_secs(5)));
             }
         };
         let pull_policy = container.image_pull_policy.clone().unwrap_or_default();
@@ -576,7 +716,7 @@ impl PodWorker {
                         )
                         .await;
                 }
-                return None;
+                return Step::Wait(None);
             }
             (PullDecision::UseLocal, Some(found)) => {
                 events
@@ -599,7 +739,7 @@ impl PodWorker {
                             .record(pod, Some(&name), EventType::Normal, "BackOff", &message)
                             .await;
                     }
-                    return Some(at - now);
+                    return Step::Wait(Some(at - now));
                 }
                 events
                     .record(
@@ -654,18 +794,65 @@ impl PodWorker {
                                 "Error: ErrImagePull",
                             )
                             .await;
-                        return Some(wait);
+                        return Step::Wait(Some(wait));
                     }
                 }
             }
         };
         slot.image = Some(image_ref.clone());
-        let id = container_id(&self.uid, slot.attempt, &name);
-        let (p, c, start_id) = (pod.clone(), container.clone(), id.clone());
-        let started = blocking(&runtime, move |rt| {
-            rt.start_container(&start_id, &p, &sandbox, &c, &image_ref)
-        })
-        .await;
+        Step::Start(Box::new(PendingStart {
+            id: container_id(&self.uid, slot.attempt, &name),
+            container: container.clone(),
+            image: image_ref,
+        }))
+    }
+
+    /// Starts the containers of `steps` that are due, all at once, and records how each start
+    /// went; returns the earliest time to look again, if earlier than the poll.
+    async fn run_steps(&mut self, pod: &Pod, steps: Vec<Step>) -> Option<Duration> {
+        let mut wake: Option<Duration> = None;
+        let mut starts = Vec::new();
+        for step in steps {
+            match step {
+                Step::Wait(next) => wake = earliest(wake, next),
+                Step::Start(start) => starts.push(*start),
+            }
+        }
+        let Some(sandbox) = self.sandbox.clone() else {
+            return wake;
+        };
+        let calls = starts.iter().map(|start| {
+            let (p, c, id, image, sandbox) = (
+                pod.clone(),
+                start.container.clone(),
+                start.id.clone(),
+                start.image.clone(),
+                sandbox.clone(),
+            );
+            blocking(&self.ctx.runtime, move |rt| {
+                rt.start_container(&id, &p, &sandbox, &c, &image)
+            })
+        });
+        let results = futures_util::future::join_all(calls).await;
+        for (start, started) in starts.into_iter().zip(results) {
+            let next = self.finish_start(pod, start, started).await;
+            wake = earliest(wake, next);
+        }
+        wake
+    }
+
+    /// Records the outcome of starting `start`: running, or why not and when to retry.
+    async fn finish_start(
+        &mut self,
+        pod: &Pod,
+        start: PendingStart,
+        started: RuntimeResult<()>,
+    ) -> Option<Duration> {
+        let PendingStart { id, container, .. } = start;
+        let name = container.name.clone();
+        let runtime = self.ctx.runtime.clone();
+        let events = &self.events;
+        let slot = self.slots.entry(name.clone()).or_default();
         match started {
             Ok(()) => {
                 slot.current = Some(id.clone());
@@ -767,8 +954,10 @@ impl PodWorker {
             .collect()
     }
 
-    /// Patches pods/status with what changed since the pod's current status.
+    /// Patches pods/status with what changed since the pod's current status (after the events
+    /// queued so far are recorded).
     async fn post_status(&mut self, pod: &Pod) {
+        self.events.flush().await;
         let status = pod_status(pod, &self.view(pod), Timestamp::now());
         if self.posted.as_ref() == Some(&status) {
             return;
@@ -805,6 +994,7 @@ impl PodWorker {
             .max(0);
         let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
         self.tear_down(Some(pod), SIGTERM, grace).await;
+        self.events.flush().await;
         let (namespace, name) = pod_label(pod);
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &namespace);
         let params = DeleteParams {
@@ -844,8 +1034,7 @@ impl PodWorker {
             };
             let running = matches!(slot.view, Some(ContainerView::Running { .. }));
             if let (Some(pod), true) = (pod, running) {
-                self.ctx
-                    .events
+                self.events
                     .record(
                         pod,
                         Some(name),
