@@ -557,6 +557,19 @@ impl PodRuntime for NodeRuntime {
             .map_err(|e| RuntimeFailure(e.to_string()))
     }
 
+    fn pod_network_namespace(&self, pod_uid: &str) -> RuntimeResult<Option<PathBuf>> {
+        let root = self.sandboxes_root();
+        if !root.exists() {
+            return Ok(None);
+        }
+        let ids = Sandbox::list(&root).map_err(|e| RuntimeFailure(e.to_string()))?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| Sandbox::open(&root, id).ok().flatten())
+            .find(|s| s.spec.uid == pod_uid)
+            .map(|s| s.net_ns))
+    }
+
     fn list_containers(&self) -> RuntimeResult<Vec<String>> {
         self.containers()?
             .list()

@@ -113,6 +113,13 @@ pub trait PodRuntime: Send + Sync + 'static {
             "this runtime cannot run commands in container {id}"
         )))
     }
+    /// The network namespace file of the sandbox of pod `pod_uid` (`kubectl port-forward`
+    /// connects inside it); None when the pod has no sandbox on this node.
+    fn pod_network_namespace(&self, pod_uid: &str) -> RuntimeResult<Option<std::path::PathBuf>> {
+        Err(RuntimeFailure(format!(
+            "this runtime cannot reach the network of pod {pod_uid}"
+        )))
+    }
 }
 
 /// The runtime id of the `attempt`-th instance of container `name` of pod `uid`: the pod and

@@ -1,8 +1,8 @@
-//! The pod subresources a node serves (`pods/log` now; exec, attach and port-forward to come):
-//! the API server checks the request, finds the pod's node and its streaming server (the Node's
-//! InternalIP and daemonEndpoints.kubeletEndpoint.Port), connects with its own client
+//! The pod subresources a node serves (`pods/log`, `pods/exec`, `pods/portforward`; attach to
+//! come): the API server checks the request, finds the pod's node and its streaming server (the
+//! Node's InternalIP and daemonEndpoints.kubeletEndpoint.Port), connects with its own client
 //! certificate, trusting only the certificate whose SHA-256 the node published, and streams the
-//! node's answer back unchanged.
+//! node's answer back unchanged (an upgraded connection: its bytes, both ways).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
-use hyper::{Request, Response};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -232,6 +232,33 @@ async fn node_endpoint(registry: &Registry, node: &str) -> Result<(SocketAddr, S
     Ok((SocketAddr::new(ip, port), pin))
 }
 
+/// The node `pod` is bound to.
+fn pod_node(pod: &Pod) -> Result<String> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "pod {} does not have a host assigned",
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ))
+        })
+}
+
+fn encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `path`, with the query passed on.
+fn with_query(mut path: String, raw_query: Option<&str>) -> String {
+    if let Some(query) = raw_query.filter(|q| !q.is_empty()) {
+        path.push('?');
+        path.push_str(query);
+    }
+    path
+}
+
 /// The node of `pod` and the path on its streaming server of `endpoint` (`containerLogs`,
 /// `exec`) for the container the query names (defaulted as the API server does), with the
 /// query passed on.
@@ -242,26 +269,14 @@ fn node_path(pod: &Pod, endpoint: &str, raw_query: Option<&str>) -> Result<(Stri
         .find(|(k, _)| k == "container")
         .map(|(_, v)| v.into_owned());
     let container = log_container(pod, requested.as_deref())?;
-    let node = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("pod {name} does not have a host assigned"))
-        })?;
-    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let mut path = format!(
+    let node = pod_node(pod)?;
+    let path = format!(
         "/{endpoint}/{}/{}/{}",
         encode(namespace),
         encode(name),
         encode(&container)
     );
-    if let Some(query) = raw_query.filter(|q| !q.is_empty()) {
-        path.push('?');
-        path.push_str(query);
-    }
-    Ok((node, path))
+    Ok((node, with_query(path, raw_query)))
 }
 
 fn no_client() -> ApiError {
@@ -284,14 +299,36 @@ pub async fn log(
     Ok(relay(response))
 }
 
-/// The headers of a WebSocket upgrade passed to the node and back.
-const UPGRADE_HEADERS: [hyper::header::HeaderName; 5] = [
+/// SPDY's protocol negotiation header (kubectl's port-forward fallback).
+const X_STREAM_PROTOCOL_VERSION: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("x-stream-protocol-version");
+
+/// The headers of an upgrade passed to the node: WebSocket's, and SPDY's protocol versions.
+const UPGRADE_HEADERS: [hyper::header::HeaderName; 6] = [
     hyper::header::CONNECTION,
     hyper::header::UPGRADE,
     hyper::header::SEC_WEBSOCKET_KEY,
     hyper::header::SEC_WEBSOCKET_VERSION,
     hyper::header::SEC_WEBSOCKET_PROTOCOL,
+    X_STREAM_PROTOCOL_VERSION,
 ];
+
+/// The headers of the node's 101 passed back to the client.
+const SWITCHED_HEADERS: [hyper::header::HeaderName; 5] = [
+    hyper::header::CONNECTION,
+    hyper::header::UPGRADE,
+    hyper::header::SEC_WEBSOCKET_ACCEPT,
+    hyper::header::SEC_WEBSOCKET_PROTOCOL,
+    X_STREAM_PROTOCOL_VERSION,
+];
+
+/// Whether the request asks to switch to `protocol` (`websocket`, `SPDY/3.1`).
+fn upgrades_to(req: &hyper::http::request::Parts, protocol: &str) -> bool {
+    req.headers
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(protocol))
+}
 
 /// `pods/NAME/exec` (and later attach): the WebSocket upgrade goes to the node; once both sides
 /// switched protocols, the bytes flow between the client and the node untouched.
@@ -304,27 +341,72 @@ pub async fn exec(
 ) -> Result<Response<Body>> {
     let client = client.ok_or_else(no_client)?;
     let (node, path) = node_path(pod, "exec", req.uri.query())?;
-    let websocket = req
-        .headers
-        .get(hyper::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !websocket {
+    if !upgrades_to(req, "websocket") {
         // kubectl falls back to SPDY/3.1 (a POST) only when the WebSocket attempt failed, and
         // then shows this message.
         return Err(ApiError::bad_request(
             "this server streams exec over WebSocket only (v5.channel.k8s.io or v4.channel.k8s.io, kubectl 1.30 or later); SPDY/3.1 is not supported",
         ));
     }
-    let mut request = Request::get(path)
+    pass_upgrade(registry, client, &node, Method::GET, path, req, on_upgrade).await
+}
+
+/// `pods/NAME/portforward`: kubectl's SPDY (in WebSocket, or after a plain SPDY/3.1 upgrade)
+/// or the Python client's WebSocket channels, passed to the node as exec is.
+pub async fn portforward(
+    registry: &Registry,
+    client: Option<&NodeClient>,
+    pod: &Pod,
+    req: &hyper::http::request::Parts,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<Body>> {
+    let client = client.ok_or_else(no_client)?;
+    let node = pod_node(pod)?;
+    if !(upgrades_to(req, "websocket") || upgrades_to(req, "SPDY/3.1")) {
+        return Err(ApiError::bad_request(
+            "port-forward needs an upgrade: WebSocket (SPDY/3.1+portforward.k8s.io or v4.channel.k8s.io) or SPDY/3.1",
+        ));
+    }
+    let path = format!(
+        "/portForward/{}/{}",
+        encode(pod.metadata.namespace.as_deref().unwrap_or("default")),
+        encode(pod.metadata.name.as_deref().unwrap_or_default())
+    );
+    let path = with_query(path, req.uri.query());
+    pass_upgrade(
+        registry,
+        client,
+        &node,
+        req.method.clone(),
+        path,
+        req,
+        on_upgrade,
+    )
+    .await
+}
+
+/// Sends the upgrade request to the node at `path`; on its 101, answers 101 with its headers
+/// and, once both sides switched, copies bytes both ways until either side closes.
+async fn pass_upgrade(
+    registry: &Registry,
+    client: &NodeClient,
+    node: &str,
+    method: Method,
+    path: String,
+    req: &hyper::http::request::Parts,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<Body>> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
         .body(Empty::<Bytes>::new())
-        .map_err(|e| ApiError::bad_request(format!("the exec request: {e}")))?;
+        .map_err(|e| ApiError::bad_request(format!("the request to the node: {e}")))?;
     for name in UPGRADE_HEADERS {
         for value in req.headers.get_all(&name) {
             request.headers_mut().append(name.clone(), value.clone());
         }
     }
-    let mut response = send_to_node(registry, client, &node, request).await?;
+    let mut response = send_to_node(registry, client, node, request).await?;
     if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(relay(response));
     }
@@ -334,12 +416,7 @@ pub async fn exec(
             .boxed(),
     );
     *ours.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-    for name in [
-        hyper::header::CONNECTION,
-        hyper::header::UPGRADE,
-        hyper::header::SEC_WEBSOCKET_ACCEPT,
-        hyper::header::SEC_WEBSOCKET_PROTOCOL,
-    ] {
+    for name in SWITCHED_HEADERS {
         if let Some(value) = response.headers().get(&name) {
             ours.headers_mut().insert(name, value.clone());
         }
@@ -352,14 +429,14 @@ pub async fn exec(
         let (node_io, client_io) = match tokio::try_join!(node_side, client_side) {
             Ok(both) => both,
             Err(e) => {
-                tracing::debug!(error = %e, "exec: an upgrade failed");
+                tracing::debug!(error = %e, "an upgrade to a node failed");
                 return;
             }
         };
         let (mut node_io, mut client_io) = (TokioIo::new(node_io), TokioIo::new(client_io));
-        // Either side closing ends both: the node kills the process when its side closes.
+        // Either side closing ends both: the node ends the session when its side closes.
         if let Err(e) = tokio::io::copy_bidirectional(&mut client_io, &mut node_io).await {
-            tracing::debug!(error = %e, "exec stream ended");
+            tracing::debug!(error = %e, "a stream through to a node ended");
         }
     });
     Ok(ours)
