@@ -268,6 +268,29 @@ fn no_client() -> ApiError {
     ApiError::unavailable("this API server has no client certificate for nodes")
 }
 
+/// The header in which the API server tells the node the runtime id of the running container
+/// an exec is for (the node checks it names that container).
+pub const CONTAINER_ID_HEADER: &str = "x-skiff-container-id";
+
+/// The runtime id (without `skiff://`) of the running container the query names, if the pod's
+/// status has it.
+fn running_container_id(pod: &Pod, raw_query: Option<&str>) -> Option<String> {
+    let requested = form_urlencoded::parse(raw_query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "container")
+        .map(|(_, v)| v.into_owned());
+    let container = log_container(pod, requested.as_deref()).ok()?;
+    let status = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|s| s.name == container)?;
+    status.state.as_ref()?.running.as_ref()?;
+    let id = status.container_id.as_deref()?;
+    Some(id.strip_prefix("skiff://").unwrap_or(id).to_string())
+}
+
 /// `GET pods/NAME/log`: the container's log from its node, streamed as the node sends it.
 pub async fn log(
     registry: &Registry,
@@ -324,6 +347,12 @@ pub async fn exec(
             request.headers_mut().append(name.clone(), value.clone());
         }
     }
+    // The running container's id, which the node would otherwise ask the API for.
+    if let Some(id) = running_container_id(pod, req.uri.query()) {
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&id) {
+            request.headers_mut().insert(CONTAINER_ID_HEADER, value);
+        }
+    }
     let mut response = send_to_node(registry, client, &node, request).await?;
     if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(relay(response));
@@ -358,7 +387,14 @@ pub async fn exec(
         };
         let (mut node_io, mut client_io) = (TokioIo::new(node_io), TokioIo::new(client_io));
         // Either side closing ends both: the node kills the process when its side closes.
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client_io, &mut node_io).await {
+        if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+            &mut client_io,
+            &mut node_io,
+            64 << 10,
+            64 << 10,
+        )
+        .await
+        {
             tracing::debug!(error = %e, "exec stream ended");
         }
     });
