@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::Frame;
-use hyper::{Method, Request, Response};
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -283,6 +283,29 @@ fn no_client() -> ApiError {
     ApiError::unavailable("this API server has no client certificate for nodes")
 }
 
+/// The header in which the API server tells the node the runtime id of the running container
+/// an exec is for (the node checks it names that container).
+pub const CONTAINER_ID_HEADER: &str = "x-skiff-container-id";
+
+/// The runtime id (without `skiff://`) of the running container the query names, if the pod's
+/// status has it.
+fn running_container_id(pod: &Pod, raw_query: Option<&str>) -> Option<String> {
+    let requested = form_urlencoded::parse(raw_query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "container")
+        .map(|(_, v)| v.into_owned());
+    let container = log_container(pod, requested.as_deref()).ok()?;
+    let status = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|s| s.name == container)?;
+    status.state.as_ref()?.running.as_ref()?;
+    let id = status.container_id.as_deref()?;
+    Some(id.strip_prefix("skiff://").unwrap_or(id).to_string())
+}
+
 /// `GET pods/NAME/log`: the container's log from its node, streamed as the node sends it.
 pub async fn log(
     registry: &Registry,
@@ -348,7 +371,16 @@ pub async fn exec(
             "this server streams exec over WebSocket only (v5.channel.k8s.io or v4.channel.k8s.io, kubectl 1.30 or later); SPDY/3.1 is not supported",
         ));
     }
-    pass_upgrade(registry, client, &node, Method::GET, path, req, on_upgrade).await
+    let mut request = Request::get(path)
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ApiError::bad_request(format!("the exec request: {e}")))?;
+    // The running container's id, which the node would otherwise ask the API for.
+    if let Some(id) = running_container_id(pod, req.uri.query()) {
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&id) {
+            request.headers_mut().insert(CONTAINER_ID_HEADER, value);
+        }
+    }
+    pass_upgrade(registry, client, &node, request, req, on_upgrade).await
 }
 
 /// `pods/NAME/portforward`: kubectl's SPDY (in WebSocket, or after a plain SPDY/3.1 upgrade)
@@ -372,35 +404,24 @@ pub async fn portforward(
         encode(pod.metadata.namespace.as_deref().unwrap_or("default")),
         encode(pod.metadata.name.as_deref().unwrap_or_default())
     );
-    let path = with_query(path, req.uri.query());
-    pass_upgrade(
-        registry,
-        client,
-        &node,
-        req.method.clone(),
-        path,
-        req,
-        on_upgrade,
-    )
-    .await
+    let request = Request::builder()
+        .method(req.method.clone())
+        .uri(with_query(path, req.uri.query()))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ApiError::bad_request(format!("the port-forward request: {e}")))?;
+    pass_upgrade(registry, client, &node, request, req, on_upgrade).await
 }
 
-/// Sends the upgrade request to the node at `path`; on its 101, answers 101 with its headers
-/// and, once both sides switched, copies bytes both ways until either side closes.
+/// Sends `request` to the node with the client's upgrade headers; on its 101, answers 101 with
+/// its headers and, once both sides switched, copies bytes both ways until either side closes.
 async fn pass_upgrade(
     registry: &Registry,
     client: &NodeClient,
     node: &str,
-    method: Method,
-    path: String,
+    mut request: Request<Empty<Bytes>>,
     req: &hyper::http::request::Parts,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<Body>> {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(path)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| ApiError::bad_request(format!("the request to the node: {e}")))?;
     for name in UPGRADE_HEADERS {
         for value in req.headers.get_all(&name) {
             request.headers_mut().append(name.clone(), value.clone());
@@ -435,7 +456,15 @@ async fn pass_upgrade(
         };
         let (mut node_io, mut client_io) = (TokioIo::new(node_io), TokioIo::new(client_io));
         // Either side closing ends both: the node ends the session when its side closes.
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client_io, &mut node_io).await {
+        // 64 KiB buffers: tokio's default 8 KiB halves throughput.
+        if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+            &mut client_io,
+            &mut node_io,
+            64 << 10,
+            64 << 10,
+        )
+        .await
+        {
             tracing::debug!(error = %e, "a stream through to a node ended");
         }
     });
