@@ -59,6 +59,8 @@ pub struct NodeRuntime {
     containers: OnceLock<ContainerManager>,
     /// Root filesystems mounted by this process, by container id.
     rootfs: Mutex<HashMap<String, RootFs>>,
+    /// Held while a memory-backed emptyDir is checked and mounted.
+    volume_lock: Mutex<()>,
 }
 
 fn failure(what: &str) -> impl Fn(&dyn std::fmt::Display) -> RuntimeFailure + '_ {
@@ -89,6 +91,7 @@ impl NodeRuntime {
             dns: NodeDns::for_host(),
             containers: OnceLock::new(),
             rootfs: Mutex::new(HashMap::new()),
+            volume_lock: Mutex::new(()),
         })
     }
 
@@ -144,11 +147,19 @@ impl NodeRuntime {
                 let dir = self.pod_dir(uid).join("volumes").join(&volume.name);
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| failure(&format!("creating emptyDir {}", dir.display()))(&e))?;
-                if empty_dir.medium.as_deref() == Some("Memory") && !is_mount_point(&dir) {
-                    let size = memory_volume_size(pod, empty_dir, self.fields.allocatable_memory);
-                    mount_tmpfs(&dir, size).map_err(|e| {
-                        failure(&format!("mounting emptyDir {} (tmpfs)", volume.name))(&e)
-                    })?;
+                if empty_dir.medium.as_deref() == Some("Memory") {
+                    // A pod's containers start at once: one mounts, the others find it mounted.
+                    let _guard = self
+                        .volume_lock
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if !is_mount_point(&dir) {
+                        let size =
+                            memory_volume_size(pod, empty_dir, self.fields.allocatable_memory);
+                        mount_tmpfs(&dir, size).map_err(|e| {
+                            failure(&format!("mounting emptyDir {} (tmpfs)", volume.name))(&e)
+                        })?;
+                    }
                 }
                 dir
             } else if let Some(host) = &volume.host_path {
@@ -274,9 +285,14 @@ fn unmount_volumes(pod_dir: &Path) -> Vec<String> {
         return errors;
     };
     for dir in entries.flatten().map(|e| e.path()) {
-        if is_mount_point(&dir) {
+        // Every mount stacked there (an older agent may have mounted twice).
+        for _ in 0..16 {
+            if !is_mount_point(&dir) {
+                break;
+            }
             if let Err(e) = rustix::mount::unmount(&dir, rustix::mount::UnmountFlags::DETACH) {
                 errors.push(format!("unmounting {}: {e}", dir.display()));
+                break;
             }
         }
     }

@@ -357,7 +357,10 @@ fn containers_share_the_pods_namespaces_and_nothing_is_left_after() {
         let left: Vec<_> = std::fs::read_dir(data.join(dir))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
-        assert!(left.is_empty(), "{dir}: left behind {left:?}");
+        assert!(
+            left.is_empty(),
+            "{dir}: left behind {left:?} (uids of twins, together, hog: {uids:?})"
+        );
     }
     let mounts = mounts_under(data);
     assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
