@@ -562,6 +562,52 @@ impl PodRuntime for NodeRuntime {
         }
     }
 
+    fn collect_orphans(&self, live: &std::collections::HashSet<String>) -> RuntimeResult<()> {
+        let mut errors = Vec::new();
+        let gone = |uid: &str| !uid.is_empty() && !live.contains(uid);
+        let entries = |dir: PathBuf| -> Vec<(String, PathBuf)> {
+            std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for (uid, dir) in entries(self.data_dir.join("pods")) {
+            if gone(&uid) {
+                tracing::info!(pod_uid = %uid, "removing the directory of a pod that is gone");
+                errors.extend(unmount_volumes(&dir));
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    errors.push(format!("removing {}: {e}", dir.display()));
+                }
+            }
+        }
+        for (id, dir) in entries(self.data_dir.join("rootfs")) {
+            let uid = crate::runtime::container_pod_uid(&id).unwrap_or_default();
+            if gone(uid) {
+                let mut mounted = self.rootfs_map();
+                match mounted.remove(&id) {
+                    Some(rootfs) => {
+                        if let Err(e) = rootfs.remove() {
+                            errors.push(format!("root filesystem {id}: {e}"));
+                        }
+                    }
+                    None => {
+                        if let Err(e) = Self::remove_rootfs_dir(&dir) {
+                            errors.push(e.0);
+                        }
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeFailure(errors.join("; ")))
+        }
+    }
+
     fn prepare_exec(
         &self,
         id: &str,
