@@ -43,6 +43,11 @@ cargo build --release -p skiff-agent --example pod_bench
 SKIFF_BIN="$target/skiff" BUSYBOX_TAR="$target/../test-images/busybox.tar" \
     "$target/examples/pod_bench" 100 100
 
+step "exec: kubectl exec round trips and exec -i cat throughput, beside podman exec (root)"
+"$repo/scripts/install-kubectl.sh"
+cargo build --release -p skiff-e2e --example exec_bench
+SKIFF_BIN="$target/skiff" KUBECTL="$repo/.skiff-tools/bin/kubectl" "$target/examples/exec_bench" 50 100
+
 step "idle memory of skiff server"
 data=$(mktemp -d)
 log="$data/server.log"

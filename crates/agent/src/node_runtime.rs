@@ -59,6 +59,8 @@ pub struct NodeRuntime {
     containers: OnceLock<ContainerManager>,
     /// Root filesystems mounted by this process, by container id.
     rootfs: Mutex<HashMap<String, RootFs>>,
+    /// Held while a memory-backed emptyDir is checked and mounted.
+    volume_lock: Mutex<()>,
 }
 
 fn failure(what: &str) -> impl Fn(&dyn std::fmt::Display) -> RuntimeFailure + '_ {
@@ -89,6 +91,7 @@ impl NodeRuntime {
             dns: NodeDns::for_host(),
             containers: OnceLock::new(),
             rootfs: Mutex::new(HashMap::new()),
+            volume_lock: Mutex::new(()),
         })
     }
 
@@ -144,11 +147,19 @@ impl NodeRuntime {
                 let dir = self.pod_dir(uid).join("volumes").join(&volume.name);
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| failure(&format!("creating emptyDir {}", dir.display()))(&e))?;
-                if empty_dir.medium.as_deref() == Some("Memory") && !is_mount_point(&dir) {
-                    let size = memory_volume_size(pod, empty_dir, self.fields.allocatable_memory);
-                    mount_tmpfs(&dir, size).map_err(|e| {
-                        failure(&format!("mounting emptyDir {} (tmpfs)", volume.name))(&e)
-                    })?;
+                if empty_dir.medium.as_deref() == Some("Memory") {
+                    // A pod's containers start at once: one mounts, the others find it mounted.
+                    let _guard = self
+                        .volume_lock
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if !is_mount_point(&dir) {
+                        let size =
+                            memory_volume_size(pod, empty_dir, self.fields.allocatable_memory);
+                        mount_tmpfs(&dir, size).map_err(|e| {
+                            failure(&format!("mounting emptyDir {} (tmpfs)", volume.name))(&e)
+                        })?;
+                    }
                 }
                 dir
             } else if let Some(host) = &volume.host_path {
@@ -274,9 +285,14 @@ fn unmount_volumes(pod_dir: &Path) -> Vec<String> {
         return errors;
     };
     for dir in entries.flatten().map(|e| e.path()) {
-        if is_mount_point(&dir) {
+        // Every mount stacked there (an older agent may have mounted twice).
+        for _ in 0..16 {
+            if !is_mount_point(&dir) {
+                break;
+            }
             if let Err(e) = rustix::mount::unmount(&dir, rustix::mount::UnmountFlags::DETACH) {
                 errors.push(format!("unmounting {}: {e}", dir.display()));
+                break;
             }
         }
     }
@@ -546,6 +562,52 @@ impl PodRuntime for NodeRuntime {
         }
     }
 
+    fn collect_orphans(&self, live: &std::collections::HashSet<String>) -> RuntimeResult<()> {
+        let mut errors = Vec::new();
+        let gone = |uid: &str| !uid.is_empty() && !live.contains(uid);
+        let entries = |dir: PathBuf| -> Vec<(String, PathBuf)> {
+            std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for (uid, dir) in entries(self.data_dir.join("pods")) {
+            if gone(&uid) {
+                tracing::info!(pod_uid = %uid, "removing the directory of a pod that is gone");
+                errors.extend(unmount_volumes(&dir));
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    errors.push(format!("removing {}: {e}", dir.display()));
+                }
+            }
+        }
+        for (id, dir) in entries(self.data_dir.join("rootfs")) {
+            let uid = crate::runtime::container_pod_uid(&id).unwrap_or_default();
+            if gone(uid) {
+                let mut mounted = self.rootfs_map();
+                match mounted.remove(&id) {
+                    Some(rootfs) => {
+                        if let Err(e) = rootfs.remove() {
+                            errors.push(format!("root filesystem {id}: {e}"));
+                        }
+                    }
+                    None => {
+                        if let Err(e) = Self::remove_rootfs_dir(&dir) {
+                            errors.push(e.0);
+                        }
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeFailure(errors.join("; ")))
+        }
+    }
+
     fn prepare_exec(
         &self,
         id: &str,
@@ -555,6 +617,19 @@ impl PodRuntime for NodeRuntime {
         self.containers()?
             .prepare_exec(id, args, tty)
             .map_err(|e| RuntimeFailure(e.to_string()))
+    }
+
+    fn pod_network_namespace(&self, pod_uid: &str) -> RuntimeResult<Option<PathBuf>> {
+        let root = self.sandboxes_root();
+        if !root.exists() {
+            return Ok(None);
+        }
+        let ids = Sandbox::list(&root).map_err(|e| RuntimeFailure(e.to_string()))?;
+        Ok(ids
+            .iter()
+            .filter_map(|id| Sandbox::open(&root, id).ok().flatten())
+            .find(|s| s.spec.uid == pod_uid)
+            .map(|s| s.net_ns))
     }
 
     fn list_containers(&self) -> RuntimeResult<Vec<String>> {

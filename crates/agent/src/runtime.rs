@@ -100,6 +100,14 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// Removes everything of the container; idempotent.
     fn remove_container(&self, id: &str) -> RuntimeResult<()>;
     fn list_containers(&self) -> RuntimeResult<Vec<String>>;
+    /// Removes what is left on the node of pods whose uid is not in `live` beyond their
+    /// sandboxes and containers (a step that failed halfway, an agent killed mid-removal):
+    /// pod directories (volumes, logs), root filesystems. (Not pod cgroups: `/skiff` is shared
+    /// by every agent on the machine, and another agent's pods are not "gone".)
+    fn collect_orphans(&self, live: &std::collections::HashSet<String>) -> RuntimeResult<()> {
+        let _ = live;
+        Ok(())
+    }
     /// Prepares `args` to run in the running container `id` (`kubectl exec`), with a pty when
     /// `tty`. A runtime that cannot exec says so.
     fn prepare_exec(
@@ -111,6 +119,13 @@ pub trait PodRuntime: Send + Sync + 'static {
         let _ = (args, tty);
         Err(RuntimeFailure(format!(
             "this runtime cannot run commands in container {id}"
+        )))
+    }
+    /// The network namespace file of the sandbox of pod `pod_uid` (`kubectl port-forward`
+    /// connects inside it); None when the pod has no sandbox on this node.
+    fn pod_network_namespace(&self, pod_uid: &str) -> RuntimeResult<Option<std::path::PathBuf>> {
+        Err(RuntimeFailure(format!(
+            "this runtime cannot reach the network of pod {pod_uid}"
         )))
     }
 }

@@ -198,6 +198,9 @@ async fn collect_garbage(ctx: &WorkerContext, live: &HashSet<String>) {
                 }
             }
         }
+        if let Err(e) = rt.collect_orphans(&live) {
+            errors.push(e.0);
+        }
         if errors.is_empty() {
             Ok(())
         } else {

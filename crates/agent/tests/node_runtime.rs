@@ -81,3 +81,47 @@ fn absent_image_is_reported_absent() {
     assert_eq!(rt.find_image("busybox:1.36").expect("lookup"), None);
     assert!(rt.find_image("Not A Reference").is_err());
 }
+
+#[test]
+fn leftovers_of_gone_pods_are_collected_and_live_ones_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _cleanup = Cleanup(dir.path().to_path_buf());
+    let rt = runtime(dir.path());
+    let (gone, live) = (
+        format!("gone-{}", std::process::id()),
+        format!("live-{}", std::process::id()),
+    );
+    for uid in [&gone, &live] {
+        std::fs::create_dir_all(dir.path().join(format!("pods/{uid}/volumes/cache")))
+            .expect("pod dir");
+        std::fs::create_dir_all(dir.path().join(format!("rootfs/{uid}_0_main/upper")))
+            .expect("rootfs dir");
+    }
+    // A memory-backed emptyDir left mounted.
+    let mounted = dir.path().join(format!("pods/{gone}/volumes/cache"));
+    rustix::mount::mount(
+        "tmpfs",
+        &mounted,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .expect("tmpfs");
+    let live_set = std::collections::HashSet::from([live.clone()]);
+    let result = rt.collect_orphans(&live_set);
+    let still_mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .contains(&mounted.display().to_string());
+    if still_mounted {
+        let _ = rustix::mount::unmount(&mounted, rustix::mount::UnmountFlags::DETACH);
+    }
+    result.expect("collected");
+    assert!(!still_mounted, "the volume is unmounted");
+    assert!(!dir.path().join(format!("pods/{gone}")).exists());
+    assert!(!dir.path().join(format!("rootfs/{gone}_0_main")).exists());
+    assert!(dir
+        .path()
+        .join(format!("pods/{live}/volumes/cache"))
+        .exists());
+    assert!(dir.path().join(format!("rootfs/{live}_0_main")).exists());
+}

@@ -565,19 +565,19 @@ async fn resource(
         read_body(incoming).await?
     };
     authorize(state, user, &target, &query, &parts.method, &body).await?;
-    if let ("Pod", Some(name), Some("exec")) = (target.info.kind, target.name, target.subresource) {
+    if let ("Pod", Some(name), Some(sub @ ("exec" | "portforward"))) =
+        (target.info.kind, target.name, target.subresource)
+    {
         let pod: Pod = state
             .registry
             .get_typed(target.info, target.namespace, name)
             .await?;
-        return crate::node_proxy::exec(
-            &state.registry,
-            state.node_client.get(),
-            &pod,
-            &parts,
-            on_upgrade,
-        )
-        .await;
+        let client = state.node_client.get();
+        return if sub == "exec" {
+            crate::node_proxy::exec(&state.registry, client, &pod, &parts, on_upgrade).await
+        } else {
+            crate::node_proxy::portforward(&state.registry, client, &pod, &parts, on_upgrade).await
+        };
     }
     // Nodes deleted by this request free their names: their credentials go with them.
     let nodes_before = if target.info.kind == "Node" && parts.method == Method::DELETE {

@@ -1,8 +1,8 @@
-//! The pod subresources a node serves (`pods/log` now; exec, attach and port-forward to come):
-//! the API server checks the request, finds the pod's node and its streaming server (the Node's
-//! InternalIP and daemonEndpoints.kubeletEndpoint.Port), connects with its own client
+//! The pod subresources a node serves (`pods/log`, `pods/exec`, `pods/portforward`; attach to
+//! come): the API server checks the request, finds the pod's node and its streaming server (the
+//! Node's InternalIP and daemonEndpoints.kubeletEndpoint.Port), connects with its own client
 //! certificate, trusting only the certificate whose SHA-256 the node published, and streams the
-//! node's answer back unchanged.
+//! node's answer back unchanged (an upgraded connection: its bytes, both ways).
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -232,6 +232,33 @@ async fn node_endpoint(registry: &Registry, node: &str) -> Result<(SocketAddr, S
     Ok((SocketAddr::new(ip, port), pin))
 }
 
+/// The node `pod` is bound to.
+fn pod_node(pod: &Pod) -> Result<String> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "pod {} does not have a host assigned",
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ))
+        })
+}
+
+fn encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `path`, with the query passed on.
+fn with_query(mut path: String, raw_query: Option<&str>) -> String {
+    if let Some(query) = raw_query.filter(|q| !q.is_empty()) {
+        path.push('?');
+        path.push_str(query);
+    }
+    path
+}
+
 /// The node of `pod` and the path on its streaming server of `endpoint` (`containerLogs`,
 /// `exec`) for the container the query names (defaulted as the API server does), with the
 /// query passed on.
@@ -242,30 +269,41 @@ fn node_path(pod: &Pod, endpoint: &str, raw_query: Option<&str>) -> Result<(Stri
         .find(|(k, _)| k == "container")
         .map(|(_, v)| v.into_owned());
     let container = log_container(pod, requested.as_deref())?;
-    let node = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.clone())
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            ApiError::bad_request(format!("pod {name} does not have a host assigned"))
-        })?;
-    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let mut path = format!(
+    let node = pod_node(pod)?;
+    let path = format!(
         "/{endpoint}/{}/{}/{}",
         encode(namespace),
         encode(name),
         encode(&container)
     );
-    if let Some(query) = raw_query.filter(|q| !q.is_empty()) {
-        path.push('?');
-        path.push_str(query);
-    }
-    Ok((node, path))
+    Ok((node, with_query(path, raw_query)))
 }
 
 fn no_client() -> ApiError {
     ApiError::unavailable("this API server has no client certificate for nodes")
+}
+
+/// The header in which the API server tells the node the runtime id of the running container
+/// an exec is for (the node checks it names that container).
+pub const CONTAINER_ID_HEADER: &str = "x-skiff-container-id";
+
+/// The runtime id (without `skiff://`) of the running container the query names, if the pod's
+/// status has it.
+fn running_container_id(pod: &Pod, raw_query: Option<&str>) -> Option<String> {
+    let requested = form_urlencoded::parse(raw_query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "container")
+        .map(|(_, v)| v.into_owned());
+    let container = log_container(pod, requested.as_deref()).ok()?;
+    let status = pod
+        .status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|s| s.name == container)?;
+    status.state.as_ref()?.running.as_ref()?;
+    let id = status.container_id.as_deref()?;
+    Some(id.strip_prefix("skiff://").unwrap_or(id).to_string())
 }
 
 /// `GET pods/NAME/log`: the container's log from its node, streamed as the node sends it.
@@ -284,14 +322,36 @@ pub async fn log(
     Ok(relay(response))
 }
 
-/// The headers of a WebSocket upgrade passed to the node and back.
-const UPGRADE_HEADERS: [hyper::header::HeaderName; 5] = [
+/// SPDY's protocol negotiation header (kubectl's port-forward fallback).
+const X_STREAM_PROTOCOL_VERSION: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("x-stream-protocol-version");
+
+/// The headers of an upgrade passed to the node: WebSocket's, and SPDY's protocol versions.
+const UPGRADE_HEADERS: [hyper::header::HeaderName; 6] = [
     hyper::header::CONNECTION,
     hyper::header::UPGRADE,
     hyper::header::SEC_WEBSOCKET_KEY,
     hyper::header::SEC_WEBSOCKET_VERSION,
     hyper::header::SEC_WEBSOCKET_PROTOCOL,
+    X_STREAM_PROTOCOL_VERSION,
 ];
+
+/// The headers of the node's 101 passed back to the client.
+const SWITCHED_HEADERS: [hyper::header::HeaderName; 5] = [
+    hyper::header::CONNECTION,
+    hyper::header::UPGRADE,
+    hyper::header::SEC_WEBSOCKET_ACCEPT,
+    hyper::header::SEC_WEBSOCKET_PROTOCOL,
+    X_STREAM_PROTOCOL_VERSION,
+];
+
+/// Whether the request asks to switch to `protocol` (`websocket`, `SPDY/3.1`).
+fn upgrades_to(req: &hyper::http::request::Parts, protocol: &str) -> bool {
+    req.headers
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(protocol))
+}
 
 /// `pods/NAME/exec` (and later attach): the WebSocket upgrade goes to the node; once both sides
 /// switched protocols, the bytes flow between the client and the node untouched.
@@ -304,12 +364,7 @@ pub async fn exec(
 ) -> Result<Response<Body>> {
     let client = client.ok_or_else(no_client)?;
     let (node, path) = node_path(pod, "exec", req.uri.query())?;
-    let websocket = req
-        .headers
-        .get(hyper::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !websocket {
+    if !upgrades_to(req, "websocket") {
         // kubectl falls back to SPDY/3.1 (a POST) only when the WebSocket attempt failed, and
         // then shows this message.
         return Err(ApiError::bad_request(
@@ -319,12 +374,60 @@ pub async fn exec(
     let mut request = Request::get(path)
         .body(Empty::<Bytes>::new())
         .map_err(|e| ApiError::bad_request(format!("the exec request: {e}")))?;
+    // The running container's id, which the node would otherwise ask the API for.
+    if let Some(id) = running_container_id(pod, req.uri.query()) {
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&id) {
+            request.headers_mut().insert(CONTAINER_ID_HEADER, value);
+        }
+    }
+    pass_upgrade(registry, client, &node, request, req, on_upgrade).await
+}
+
+/// `pods/NAME/portforward`: kubectl's SPDY (in WebSocket, or after a plain SPDY/3.1 upgrade)
+/// or the Python client's WebSocket channels, passed to the node as exec is.
+pub async fn portforward(
+    registry: &Registry,
+    client: Option<&NodeClient>,
+    pod: &Pod,
+    req: &hyper::http::request::Parts,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<Body>> {
+    let client = client.ok_or_else(no_client)?;
+    let node = pod_node(pod)?;
+    if !(upgrades_to(req, "websocket") || upgrades_to(req, "SPDY/3.1")) {
+        return Err(ApiError::bad_request(
+            "port-forward needs an upgrade: WebSocket (SPDY/3.1+portforward.k8s.io or v4.channel.k8s.io) or SPDY/3.1",
+        ));
+    }
+    let path = format!(
+        "/portForward/{}/{}",
+        encode(pod.metadata.namespace.as_deref().unwrap_or("default")),
+        encode(pod.metadata.name.as_deref().unwrap_or_default())
+    );
+    let request = Request::builder()
+        .method(req.method.clone())
+        .uri(with_query(path, req.uri.query()))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| ApiError::bad_request(format!("the port-forward request: {e}")))?;
+    pass_upgrade(registry, client, &node, request, req, on_upgrade).await
+}
+
+/// Sends `request` to the node with the client's upgrade headers; on its 101, answers 101 with
+/// its headers and, once both sides switched, copies bytes both ways until either side closes.
+async fn pass_upgrade(
+    registry: &Registry,
+    client: &NodeClient,
+    node: &str,
+    mut request: Request<Empty<Bytes>>,
+    req: &hyper::http::request::Parts,
+    on_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Result<Response<Body>> {
     for name in UPGRADE_HEADERS {
         for value in req.headers.get_all(&name) {
             request.headers_mut().append(name.clone(), value.clone());
         }
     }
-    let mut response = send_to_node(registry, client, &node, request).await?;
+    let mut response = send_to_node(registry, client, node, request).await?;
     if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
         return Ok(relay(response));
     }
@@ -334,12 +437,7 @@ pub async fn exec(
             .boxed(),
     );
     *ours.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-    for name in [
-        hyper::header::CONNECTION,
-        hyper::header::UPGRADE,
-        hyper::header::SEC_WEBSOCKET_ACCEPT,
-        hyper::header::SEC_WEBSOCKET_PROTOCOL,
-    ] {
+    for name in SWITCHED_HEADERS {
         if let Some(value) = response.headers().get(&name) {
             ours.headers_mut().insert(name, value.clone());
         }
@@ -352,14 +450,22 @@ pub async fn exec(
         let (node_io, client_io) = match tokio::try_join!(node_side, client_side) {
             Ok(both) => both,
             Err(e) => {
-                tracing::debug!(error = %e, "exec: an upgrade failed");
+                tracing::debug!(error = %e, "an upgrade to a node failed");
                 return;
             }
         };
         let (mut node_io, mut client_io) = (TokioIo::new(node_io), TokioIo::new(client_io));
-        // Either side closing ends both: the node kills the process when its side closes.
-        if let Err(e) = tokio::io::copy_bidirectional(&mut client_io, &mut node_io).await {
-            tracing::debug!(error = %e, "exec stream ended");
+        // Either side closing ends both: the node ends the session when its side closes.
+        // 64 KiB buffers: tokio's default 8 KiB halves throughput.
+        if let Err(e) = tokio::io::copy_bidirectional_with_sizes(
+            &mut client_io,
+            &mut node_io,
+            64 << 10,
+            64 << 10,
+        )
+        .await
+        {
+            tracing::debug!(error = %e, "a stream through to a node ended");
         }
     });
     Ok(ours)

@@ -123,6 +123,20 @@ impl Cluster {
         Cluster::create_with(Some(node), args, prepare)
     }
 
+    /// The pid the monitor recorded for container `id` (its status.json).
+    pub fn container_pid(&self, id: &str) -> u64 {
+        let path = self
+            .data_dir
+            .join("containers")
+            .join(id)
+            .join("status.json");
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let status: serde_json::Value = serde_json::from_str(&text).expect("status.json is JSON");
+        status["pid"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no pid in {text}"))
+    }
+
     /// The pid of the running `skiff server`.
     pub fn server_pid(&self) -> u32 {
         self.child.as_ref().map(Child::id).expect("the server runs")

@@ -4,27 +4,16 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use skiff_e2e::{fixture, parse_table, skiff_bin, wait_until, Cluster};
+use skiff_e2e::{fixture, import_test_images, parse_table, skiff_bin, wait_until, Cluster};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// The jsonpath value of one object.
-fn get(cluster: &Cluster, what: &[&str], path: &str) -> String {
-    let mut args: Vec<&str> = vec!["get"];
-    args.extend_from_slice(what);
-    let jsonpath = format!("jsonpath={path}");
-    args.extend_from_slice(&["-o", &jsonpath]);
-    let out = cluster.kubectl(args);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn server_registers_its_node_and_serves_its_pods() {
     let cluster = Cluster::start_with_agent(|_| {});
     let node = cluster.node_name().expect("agent").to_string();
     wait_until(WAIT, "the node to be Ready", || {
-        get(
-            &cluster,
+        cluster.jsonpath(
             &["node", &node],
             "{.status.conditions[?(@.type==\"Ready\")].status}",
         ) == "True"
@@ -37,8 +26,7 @@ fn server_registers_its_node_and_serves_its_pods() {
     assert_eq!(row[1], "Ready", "{table:?}");
     assert_eq!(row[4], "v1.35.0-skiff", "{table:?}");
     assert!(row.iter().any(|c| c.starts_with("skiff://")), "{table:?}");
-    let holder = get(
-        &cluster,
+    let holder = cluster.jsonpath(
         &["lease", "-n", "kube-node-lease", &node],
         "{.spec.holderIdentity}",
     );
@@ -49,18 +37,16 @@ fn server_registers_its_node_and_serves_its_pods() {
     let manifest = fixture("kubia-manual.yaml");
     cluster.kubectl_ok(["create", "-f", manifest.to_str().expect("utf-8 path")]);
     wait_until(WAIT, "ErrImageNeverPull", || {
-        get(
-            &cluster,
+        cluster.jsonpath(
             &["pod", "kubia-manual"],
             "{.status.containerStatuses[0].state.waiting.reason}",
         ) == "ErrImageNeverPull"
     });
     assert_eq!(
-        get(&cluster, &["pod", "kubia-manual"], "{.spec.nodeName}"),
+        cluster.jsonpath(&["pod", "kubia-manual"], "{.spec.nodeName}"),
         node
     );
-    let message = get(
-        &cluster,
+    let message = cluster.jsonpath(
         &["pod", "kubia-manual"],
         "{.status.containerStatuses[0].state.waiting.message}",
     );
@@ -152,22 +138,17 @@ fn skiff_agent_joins_with_url_and_join_token() {
     command.args(["--max-pods", "7"]).stderr(log);
     let _agent = AgentProcess(command.spawn().expect("skiff agent starts"));
     wait_until(WAIT, "the joined node to be Ready", || {
-        get(
-            &cluster,
+        cluster.jsonpath(
             &["node", &node],
             "{.status.conditions[?(@.type==\"Ready\")].status}",
         ) == "True"
     });
     assert_eq!(
-        get(&cluster, &["node", &node], "{.status.capacity.pods}"),
+        cluster.jsonpath(&["node", &node], "{.status.capacity.pods}"),
         "7"
     );
     assert_eq!(
-        get(
-            &cluster,
-            &["node", &node],
-            "{.status.nodeInfo.kubeletVersion}"
-        ),
+        cluster.jsonpath(&["node", &node], "{.status.nodeInfo.kubeletVersion}"),
         "v1.35.0-skiff"
     );
     // It talks as the node with its own credentials, kept in its data dir.
@@ -266,42 +247,15 @@ fn skiff_agent_refuses_a_wrong_token() {
     assert!(!missing.status.success());
 }
 
-/// Builds the project's test images and imports luksa/kubia and busybox into `data_dir`, as
-/// `up.sh` does.
-fn import_kubia(data_dir: &std::path::Path) {
-    let out = data_dir.with_file_name("images-out");
-    let mut build = Command::new(skiff_e2e::workspace_root().join("scripts/build-test-images.sh"));
-    build.arg(&out);
-    skiff_e2e::assert_success(&skiff_e2e::run(build, None), "scripts/build-test-images.sh");
-    let mut import = Command::new(skiff_bin());
-    import
-        .args(["image", "import", "--data-dir"])
-        .arg(data_dir)
-        .arg(out.join("kubia.tar"));
-    skiff_e2e::assert_success(
-        &skiff_e2e::run(import, None),
-        "skiff image import kubia.tar",
-    );
-    let mut import = Command::new(skiff_bin());
-    import
-        .args(["image", "import", "--data-dir"])
-        .arg(data_dir)
-        .arg(out.join("busybox.tar"));
-    skiff_e2e::assert_success(
-        &skiff_e2e::run(import, None),
-        "skiff image import busybox.tar",
-    );
-}
-
 #[test]
 fn seed_pod_runs_and_is_deleted() {
-    let cluster = Cluster::start_with_agent(import_kubia);
+    let cluster = Cluster::start_with_agent(import_test_images);
     let manifest = fixture("kubia-manual.yaml");
     cluster.kubectl_ok(["create", "-f", manifest.to_str().expect("utf-8 path")]);
     wait_until(Duration::from_secs(60), "kubia-manual Running", || {
-        get(&cluster, &["pod", "kubia-manual"], "{.status.phase}") == "Running"
+        cluster.jsonpath(&["pod", "kubia-manual"], "{.status.phase}") == "Running"
     });
-    let status = |path: &str| get(&cluster, &["pod", "kubia-manual"], path);
+    let status = |path: &str| cluster.jsonpath(&["pod", "kubia-manual"], path);
     assert_eq!(status("{.status.containerStatuses[0].ready}"), "true");
     assert!(status("{.status.containerStatuses[0].containerID}").starts_with("skiff://"));
     assert!(!status("{.status.containerStatuses[0].imageID}").is_empty());
@@ -346,23 +300,9 @@ fn seed_pod_runs_and_is_deleted() {
     assert!(left.is_empty(), "cgroups left behind: {left:?}");
 }
 
-/// The pid the monitor recorded for container `id` (its status.json).
-fn container_pid(cluster: &Cluster, id: &str) -> u64 {
-    let path = cluster
-        .data_dir()
-        .join("containers")
-        .join(id)
-        .join("status.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let status: serde_json::Value = serde_json::from_str(&text).expect("status.json is JSON");
-    status["pid"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no pid in {text}"))
-}
-
 #[test]
 fn containers_survive_a_server_kill_and_are_readopted() {
-    let mut cluster = Cluster::start_with_agent(import_kubia);
+    let mut cluster = Cluster::start_with_agent(import_test_images);
     let pod = r#"
 apiVersion: v1
 kind: Pod
@@ -377,11 +317,11 @@ spec:
     skiff_e2e::assert_success(&created, "kubectl create -f -");
     let restarts = |c: &Cluster, name: &str| -> u32 {
         let path = format!("{{.status.containerStatuses[?(@.name==\"{name}\")].restartCount}}");
-        get(c, &["pod", "survivor"], &path).parse().unwrap_or(0)
+        c.jsonpath(&["pod", "survivor"], &path).parse().unwrap_or(0)
     };
     let running = |c: &Cluster, name: &str| {
         let path = format!("{{.status.containerStatuses[?(@.name==\"{name}\")].state.running}}");
-        !get(c, &["pod", "survivor"], &path).is_empty()
+        !c.jsonpath(&["pod", "survivor"], &path).is_empty()
     };
     wait_until(
         Duration::from_secs(60),
@@ -392,9 +332,9 @@ spec:
                 && restarts(&cluster, "crash") >= 1
         },
     );
-    let uid = get(&cluster, &["pod", "survivor"], "{.metadata.uid}");
+    let uid = cluster.jsonpath(&["pod", "survivor"], "{.metadata.uid}");
     let ids = [format!("{uid}_0_web"), format!("{uid}_0_side")];
-    let pids: Vec<u64> = ids.iter().map(|id| container_pid(&cluster, id)).collect();
+    let pids: Vec<u64> = ids.iter().map(|id| cluster.container_pid(id)).collect();
     let crashes = restarts(&cluster, "crash");
 
     cluster.restart();
@@ -406,11 +346,7 @@ spec:
         || restarts(&cluster, "crash") > crashes,
     );
     for (id, pid) in ids.iter().zip(&pids) {
-        assert_eq!(
-            container_pid(&cluster, id),
-            *pid,
-            "{id} is the same process"
-        );
+        assert_eq!(cluster.container_pid(id), *pid, "{id} is the same process");
         assert!(
             std::path::Path::new(&format!("/proc/{pid}")).exists(),
             "{id} still runs"
@@ -421,7 +357,7 @@ spec:
         assert!(running(&cluster, name), "{name} runs");
         let path = format!("{{.status.containerStatuses[?(@.name==\"{name}\")].containerID}}");
         assert_eq!(
-            get(&cluster, &["pod", "survivor"], &path),
+            cluster.jsonpath(&["pod", "survivor"], &path),
             format!("skiff://{uid}_0_{name}")
         );
     }
@@ -442,12 +378,6 @@ spec:
     }
 }
 
-/// Creates `manifest` (YAML) and fails the test if kubectl refuses it.
-fn create(cluster: &Cluster, manifest: &str) {
-    let created = cluster.kubectl_stdin(["create", "-f", "-"], manifest);
-    skiff_e2e::assert_success(&created, "kubectl create -f -");
-}
-
 fn busybox_pod(name: &str, policy: &str, grace: u32, script: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {policy}\n  \
@@ -458,31 +388,24 @@ fn busybox_pod(name: &str, policy: &str, grace: u32, script: &str) -> String {
 
 #[test]
 fn restart_policies_and_graceful_termination_for_real() {
-    let cluster = Cluster::start_with_agent(import_kubia);
-    create(
-        &cluster,
-        &busybox_pod("done", "Never", 30, "echo all good > /dev/termination-log"),
-    );
-    create(&cluster, &busybox_pod("broken", "Never", 30, "exit 7"));
-    create(&cluster, &busybox_pod("retry", "OnFailure", 30, "exit 0"));
-    create(
-        &cluster,
-        &busybox_pod("deaf", "Always", 3, "exec sleep 3600"),
-    );
-    create(
-        &cluster,
-        &busybox_pod(
-            "polite",
-            "Always",
-            30,
-            "trap 'exit 0' TERM; sleep 3600 & wait",
-        ),
-    );
-    create(
-        &cluster,
-        &busybox_pod("forced", "Always", 30, "exec sleep 3600"),
-    );
-    let phase = |name: &str| get(&cluster, &["pod", name], "{.status.phase}");
+    let cluster = Cluster::start_with_agent(import_test_images);
+    cluster.create_from(&busybox_pod(
+        "done",
+        "Never",
+        30,
+        "echo all good > /dev/termination-log",
+    ));
+    cluster.create_from(&busybox_pod("broken", "Never", 30, "exit 7"));
+    cluster.create_from(&busybox_pod("retry", "OnFailure", 30, "exit 0"));
+    cluster.create_from(&busybox_pod("deaf", "Always", 3, "exec sleep 3600"));
+    cluster.create_from(&busybox_pod(
+        "polite",
+        "Always",
+        30,
+        "trap 'exit 0' TERM; sleep 3600 & wait",
+    ));
+    cluster.create_from(&busybox_pod("forced", "Always", 30, "exec sleep 3600"));
+    let phase = |name: &str| cluster.jsonpath(&["pod", name], "{.status.phase}");
     wait_until(Duration::from_secs(60), "done Succeeded", || {
         phase("done") == "Succeeded"
     });
@@ -493,8 +416,7 @@ fn restart_policies_and_graceful_termination_for_real() {
         phase("retry") == "Succeeded"
     });
     let term = |name: &str, field: &str| {
-        get(
-            &cluster,
+        cluster.jsonpath(
             &["pod", name],
             &format!("{{.status.containerStatuses[0].state.terminated.{field}}}"),
         )
@@ -504,8 +426,7 @@ fn restart_policies_and_graceful_termination_for_real() {
     assert_eq!(term("broken", "reason"), "Error");
     assert_eq!(term("broken", "exitCode"), "7");
     assert_eq!(
-        get(
-            &cluster,
+        cluster.jsonpath(
             &["pod", "broken"],
             "{.status.containerStatuses[0].restartCount}"
         ),
@@ -530,7 +451,7 @@ fn restart_policies_and_graceful_termination_for_real() {
         "deaf took {deaf:?} with a 3 s grace period"
     );
     // --grace-period=0 --force: the object goes at once, the agent kills and cleans up after.
-    let uid = get(&cluster, &["pod", "forced"], "{.metadata.uid}");
+    let uid = cluster.jsonpath(&["pod", "forced"], "{.metadata.uid}");
     cluster.kubectl_ok(["delete", "pod", "forced", "--grace-period=0", "--force"]);
     let containers = cluster.data_dir().join("containers");
     wait_until(WAIT, "the forced pod's containers removed", || {
@@ -563,7 +484,7 @@ fn a_pod_deleted_while_its_agent_is_away_goes_when_it_returns() {
     let cluster = Cluster::start();
     let node = format!("away-{}", std::process::id());
     let data = cluster.scratch_dir().join("agent-data");
-    import_kubia(&data);
+    import_test_images(&data);
     let log = cluster.scratch_dir().join("agent.log");
     let agent = join(&cluster, &data, &node, &log);
     let pod = format!(
@@ -571,11 +492,11 @@ fn a_pod_deleted_while_its_agent_is_away_goes_when_it_returns() {
          terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: busybox\n    \
          imagePullPolicy: Never\n    command: [sleep, \"3600\"]\n"
     );
-    create(&cluster, &pod);
+    cluster.create_from(&pod);
     wait_until(Duration::from_secs(60), "lonely Running", || {
-        get(&cluster, &["pod", "lonely"], "{.status.phase}") == "Running"
+        cluster.jsonpath(&["pod", "lonely"], "{.status.phase}") == "Running"
     });
-    let uid = get(&cluster, &["pod", "lonely"], "{.metadata.uid}");
+    let uid = cluster.jsonpath(&["pod", "lonely"], "{.metadata.uid}");
     let pid = {
         let path = data
             .join("containers")
@@ -590,11 +511,7 @@ fn a_pod_deleted_while_its_agent_is_away_goes_when_it_returns() {
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
     cluster.kubectl_ok(["delete", "pod", "lonely", "--wait=false"]);
     // Nobody confirms the deletion: the pod stays, Terminating.
-    let deleting = get(
-        &cluster,
-        &["pod", "lonely"],
-        "{.metadata.deletionTimestamp}",
-    );
+    let deleting = cluster.jsonpath(&["pod", "lonely"], "{.metadata.deletionTimestamp}");
     assert!(!deleting.is_empty());
 
     let _agent = join(&cluster, &data, &node, &log);
@@ -615,9 +532,9 @@ fn a_pod_deleted_while_its_agent_is_away_goes_when_it_returns() {
 
 #[test]
 fn a_crashing_container_backs_off_with_growing_delays() {
-    let cluster = Cluster::start_with_agent(import_kubia);
-    create(&cluster, &busybox_pod("crashy", "Always", 1, "exit 1"));
-    let status = |path: &str| get(&cluster, &["pod", "crashy"], path);
+    let cluster = Cluster::start_with_agent(import_test_images);
+    cluster.create_from(&busybox_pod("crashy", "Always", 1, "exit 1"));
+    let status = |path: &str| cluster.jsonpath(&["pod", "crashy"], path);
     let restarts = || -> u32 {
         status("{.status.containerStatuses[0].restartCount}")
             .parse()

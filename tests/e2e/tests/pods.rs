@@ -337,7 +337,7 @@ fn containers_share_the_pods_namespaces_and_nothing_is_left_after() {
         .iter()
         .flat_map(|pod| {
             let uid = cluster.jsonpath(&["pod", pod], "{.metadata.uid}");
-            ["web", "side"].map(|c| container_pid(&cluster, &format!("{uid}_0_{c}")))
+            ["web", "side"].map(|c| cluster.container_pid(&format!("{uid}_0_{c}")))
         })
         .collect();
     // The pods' namespaces, each holding processes now (the shared PID namespace: the pause
@@ -357,7 +357,10 @@ fn containers_share_the_pods_namespaces_and_nothing_is_left_after() {
         let left: Vec<_> = std::fs::read_dir(data.join(dir))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
-        assert!(left.is_empty(), "{dir}: left behind {left:?}");
+        assert!(
+            left.is_empty(),
+            "{dir}: left behind {left:?} (uids of twins, together, hog: {uids:?})"
+        );
     }
     let mounts = mounts_under(data);
     assert!(mounts.is_empty(), "mounts left behind: {mounts:?}");
@@ -382,20 +385,6 @@ fn containers_share_the_pods_namespaces_and_nothing_is_left_after() {
         left.retain(|(_, cmdline)| !cmdline.contains(" server --data-dir "));
         assert!(left.is_empty(), "processes left behind: {left:?}");
     }
-}
-
-/// The pid the monitor recorded for container `id` (its status.json).
-fn container_pid(cluster: &Cluster, id: &str) -> u64 {
-    let path = cluster
-        .data_dir()
-        .join("containers")
-        .join(id)
-        .join("status.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let status: serde_json::Value = serde_json::from_str(&text).expect("status.json is JSON");
-    status["pid"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no pid in {text}"))
 }
 
 /// A busybox pod `name` with `container` merged into its one container's fields.

@@ -25,6 +25,23 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::{running_container, status, Body, StreamingContext};
 
+/// The header with the runtime id of the container, from the API server.
+const CONTAINER_ID_HEADER: &str = "x-skiff-container-id";
+
+/// Whether runtime id `id` (`<pod-uid>_<restart>_<name>`) is an instance of `container`.
+fn names_container(id: &str, container: &str) -> bool {
+    let mut parts = id.splitn(3, '_');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(uid), Some(restart), Some(name)) => {
+            !uid.is_empty()
+                && restart.parse::<u32>().is_ok()
+                && name == container
+                && !id.contains('/')
+        }
+        _ => false,
+    }
+}
+
 /// The subprotocols served, preferred first.
 const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
@@ -140,9 +157,19 @@ pub async fn serve(
             "none of the offered subprotocols is served: use v5.channel.k8s.io or v4.channel.k8s.io",
         );
     };
-    let id = match running_container(ctx, namespace, pod, container).await {
-        Ok(id) => id,
-        Err(resp) => return resp,
+    // The API server says which container runs (it has the pod at hand); else ask the API.
+    let told = req
+        .headers()
+        .get(CONTAINER_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| names_container(id, container))
+        .map(str::to_string);
+    let id = match told {
+        Some(id) => id,
+        None => match running_container(ctx, namespace, pod, container).await {
+            Ok(id) => id,
+            Err(resp) => return resp,
+        },
     };
     let runtime = ctx.runtime.clone();
     let (command, tty) = (options.command.clone(), options.tty);
@@ -323,7 +350,7 @@ async fn session<S>(
     if let Some(mut stdout) = child.stdout.take() {
         let tx = out_tx.clone();
         pumps.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
+            let mut buf = vec![0u8; 64 * 1024];
             while let Ok(n) = stdout.read(&mut buf).await {
                 if n == 0 || tx.send(frame(STDOUT, &buf[..n])).await.is_err() {
                     break;
@@ -345,7 +372,7 @@ async fn session<S>(
             0
         };
         pumps.push(tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
+            let mut buf = vec![0u8; 64 * 1024];
             let mut head = Vec::new();
             while let Ok(n) = stderr.read(&mut buf).await {
                 if n == 0 {
@@ -373,7 +400,7 @@ async fn session<S>(
         let tx = out_tx.clone();
         pumps.push(tokio::task::spawn_blocking(move || {
             let mut reader = reader;
-            let mut buf = vec![0u8; 32 * 1024];
+            let mut buf = vec![0u8; 64 * 1024];
             let mut head = Vec::new();
             // EIO once the runtime and everything it started closed the terminal.
             while let Ok(n) = reader.read(&mut buf) {
@@ -503,6 +530,14 @@ mod tests {
         assert!(tty.tty && tty.stdin && !tty.stderr);
         assert!(parse_options(Some("stdout=true")).is_err());
         assert!(parse_options(Some("command=ls&stdin=false&stdout=false&stderr=false")).is_err());
+    }
+
+    #[test]
+    fn container_ids_from_the_api_server_are_checked() {
+        assert!(names_container("0b1c-uid_2_main", "main"));
+        assert!(!names_container("0b1c-uid_2_main", "side"));
+        assert!(!names_container("0b1c-uid_x_main", "main"));
+        assert!(!names_container("../../etc_1_main", "main"));
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! The node's streaming server (kubelet's port 10250): container logs now, exec, attach and
-//! port-forward to come. It speaks HTTPS with a self-signed certificate whose SHA-256 the agent
+//! The node's streaming server (kubelet's port 10250): container logs, exec and port-forward
+//! (attach to come). It speaks HTTPS with a self-signed certificate whose SHA-256 the agent
 //! publishes on its Node (the API server pins it), and it accepts only clients whose certificate
 //! the cluster CA signed for the API server: nothing else may call it.
 
 mod exec;
 mod logs;
+mod portforward;
+mod spdy;
 mod tls;
 
 use std::convert::Infallible;
@@ -145,6 +147,10 @@ async fn route(ctx: &StreamingContext, req: Request<Incoming>) -> Response<Body>
                 container.to_string(),
             );
             exec::serve(ctx, &namespace, &pod, &container, req).await
+        }
+        (&hyper::Method::GET | &hyper::Method::POST, ["portForward", namespace, pod]) => {
+            let (namespace, pod) = (namespace.to_string(), pod.to_string());
+            portforward::serve(ctx, &namespace, &pod, req).await
         }
         _ => status(404, "NotFound", &format!("the node serves no {path}")),
     }
