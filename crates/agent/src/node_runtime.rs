@@ -306,28 +306,11 @@ pub fn pod_cgroup(uid: &str) -> String {
 
 /// An image config's StopSignal (`SIGQUIT`, `QUIT`, `3`) as a number.
 pub fn stop_signal(config: &serde_json::Value) -> Option<i32> {
-    let text = config
+    let name = config
         .get("config")
         .and_then(|c| c.get("StopSignal"))
-        .and_then(|s| s.as_str())?
-        .trim();
-    if let Ok(n) = text.parse::<i32>() {
-        return Some(n);
-    }
-    let name = text.strip_prefix("SIG").unwrap_or(text);
-    let n = match name {
-        "HUP" => 1,
-        "INT" => 2,
-        "QUIT" => 3,
-        "KILL" => 9,
-        "USR1" => 10,
-        "USR2" => 12,
-        "TERM" => 15,
-        "WINCH" => 28,
-        "PWR" => 30,
-        _ => return None,
-    };
-    Some(n)
+        .and_then(|s| s.as_str())?;
+    skiff_runtime::container::signal_number(name)
 }
 
 impl PodRuntime for NodeRuntime {

@@ -724,6 +724,25 @@ impl Drop for LineStream {
     }
 }
 
+/// `python3 tests/fixtures/<script>` with the Python `kubernetes` client that scripts/test.sh
+/// installs in .skiff-tools/python on its path; fails the test if the client is not there.
+pub fn python_fixture(script: &str) -> Command {
+    let client = workspace_root().join(".skiff-tools/python");
+    assert!(
+        client.join("kubernetes").is_dir(),
+        "the Python kubernetes client is not installed in {}: run scripts/test.sh",
+        client.display()
+    );
+    let mut python = Command::new("python3");
+    python.env("PYTHONPATH", &client).arg(fixture(script));
+    python
+}
+
+/// How many file descriptors process `pid` has open.
+pub fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
 /// Builds the project's test images (scripts/build-test-images.sh) and imports `luksa/kubia`
 /// and `busybox` into the node data dir `data_dir`, as `up.sh` does.
 pub fn import_test_images(data_dir: &Path) {

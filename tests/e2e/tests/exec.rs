@@ -146,11 +146,6 @@ fn processes_beside(pid: u64) -> Vec<u32> {
         .collect()
 }
 
-/// Open file descriptors of process `pid`.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
 #[test]
 fn exec_sessions_leave_no_process_or_socket_behind() {
     let cluster = Cluster::start_with_agent(import_test_images);
@@ -169,7 +164,7 @@ fn exec_sessions_leave_no_process_or_socket_behind() {
         "warm\n"
     );
     let before = processes_beside(container_pid);
-    let fds_before = open_fds(server);
+    let fds_before = skiff_e2e::open_fds(server);
 
     for i in 0..90 {
         let out = cluster.kubectl_ok(["exec", "busy", "--", "echo", &i.to_string()]);
@@ -204,7 +199,7 @@ fn exec_sessions_leave_no_process_or_socket_behind() {
         std::thread::sleep(Duration::from_millis(50));
     }
     wait_until(WAIT, "the server's sockets closed", || {
-        open_fds(server) <= fds_before
+        skiff_e2e::open_fds(server) <= fds_before
     });
     let execs: Vec<_> =
         std::fs::read_dir(cluster.data_dir().join(format!("containers/{uid}_0_main")))
@@ -218,20 +213,10 @@ fn exec_sessions_leave_no_process_or_socket_behind() {
 
 #[test]
 fn the_python_clients_exec_stream_works() {
-    let client = skiff_e2e::workspace_root().join(".skiff-tools/python");
-    assert!(
-        client.join("kubernetes").is_dir(),
-        "the Python kubernetes client is not installed in {}: run scripts/test.sh",
-        client.display()
-    );
     let cluster = Cluster::start_with_agent(import_test_images);
     sleeping_pod(&cluster, "py");
-    let mut python = std::process::Command::new("python3");
-    python
-        .env("PYTHONPATH", &client)
-        .arg(skiff_e2e::fixture("python_exec.py"))
-        .arg(cluster.kubeconfig())
-        .arg("py");
+    let mut python = skiff_e2e::python_fixture("python_exec.py");
+    python.arg(cluster.kubeconfig()).arg("py");
     let out = skiff_e2e::run(python, None);
     assert!(
         out.status.success() && stdout(&out).trim() == "OK",

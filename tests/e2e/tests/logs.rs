@@ -34,7 +34,7 @@ const SLEEP: &str = "trap 'exit 0' TERM; sleep 3600 & wait";
 
 #[test]
 fn kubectl_logs_tail_timestamps_follow_previous_and_errors() {
-    let cluster = Cluster::start_with_agent(import_test_images);
+    let mut cluster = Cluster::start_with_agent(import_test_images);
     cluster.create_from(&pod(
         "talker",
         "Always",
@@ -189,4 +189,17 @@ fn kubectl_logs_tail_timestamps_follow_previous_and_errors() {
         String::from_utf8_lossy(&waiting.stderr).trim(),
         "Error from server (BadRequest): container \"main\" in pod \"noimage\" is waiting to start: ErrImageNeverPull"
     );
+
+    // Logs survive the server and its agent being killed: the same lines once it is back, and
+    // a follow sees the lines written since.
+    cluster.restart();
+    wait_until(WAIT, "talker's log served again", || {
+        stdout(&cluster.kubectl(["logs", "talker"])) == "one\ntwo\nthree\n"
+    });
+    let mut follow = cluster.kubectl_stream(["logs", "-f", "ticker", "--tail=1"]);
+    let first = follow.expect_line(WAIT, "a tick", |l| l.starts_with("tick "));
+    let n: u32 = first["tick ".len()..].parse().expect("a number");
+    follow.expect_line(Duration::from_secs(10), "the next tick", |l| {
+        l == format!("tick {}", n + 1)
+    });
 }

@@ -127,11 +127,6 @@ fn wget(port: u16) -> std::process::Output {
     skiff_e2e::run(command, None)
 }
 
-/// Open file descriptors of process `pid`.
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
 /// Threads of process `pid` named `name`.
 fn threads_named(pid: u32, name: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -156,7 +151,7 @@ fn kubectl_port_forward_reaches_the_pod_and_leaves_nothing_behind() {
         cluster.kubectl_ok(["exec", "kubia-pf", "--", "hostname"]),
         "kubia-pf\n"
     );
-    let fds_before = open_fds(server);
+    let fds_before = skiff_e2e::open_fds(server);
 
     for websockets in [true, false] {
         let mut forward = PortForward::start(&cluster, websockets, &["pod/kubia-pf", ":8080"]);
@@ -224,7 +219,7 @@ fn kubectl_port_forward_reaches_the_pod_and_leaves_nothing_behind() {
     drop(held);
 
     wait_until(WAIT, "the server's sockets closed", || {
-        open_fds(server) <= fds_before
+        skiff_e2e::open_fds(server) <= fds_before
     });
     assert_eq!(
         threads_named(server, "pf-dial"),
@@ -235,20 +230,10 @@ fn kubectl_port_forward_reaches_the_pod_and_leaves_nothing_behind() {
 
 #[test]
 fn the_python_clients_portforward_works() {
-    let client = skiff_e2e::workspace_root().join(".skiff-tools/python");
-    assert!(
-        client.join("kubernetes").is_dir(),
-        "the Python kubernetes client is not installed in {}: run scripts/test.sh",
-        client.display()
-    );
     let cluster = Cluster::start_with_agent(import_test_images);
     kubia_pod(&cluster, "kubia-py");
-    let mut python = Command::new("python3");
-    python
-        .env("PYTHONPATH", &client)
-        .arg(skiff_e2e::fixture("python_portforward.py"))
-        .arg(cluster.kubeconfig())
-        .arg("kubia-py");
+    let mut python = skiff_e2e::python_fixture("python_portforward.py");
+    python.arg(cluster.kubeconfig()).arg("kubia-py");
     let out = skiff_e2e::run(python, None);
     assert!(
         out.status.success() && stdout(&out).trim() == "OK",

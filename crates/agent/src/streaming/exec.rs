@@ -42,6 +42,9 @@ fn names_container(id: &str, container: &str) -> bool {
     }
 }
 
+/// How long a session whose client left waits for the runtime to record the process's pid.
+const PID_FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The subprotocols served, preferred first.
 const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
@@ -472,7 +475,16 @@ async fn session<S>(
     let code = match client_gone {
         Some(code) => code,
         None => {
-            // The client left (or the socket broke): the process goes, by its pid.
+            // The client left (or the socket broke): the process goes, by its pid. The runtime
+            // writes that pid just after the process starts (which may already have printed):
+            // wait for it while the runtime runs, briefly.
+            let deadline = std::time::Instant::now() + PID_FILE_WAIT;
+            while prepared.pid().is_none()
+                && std::time::Instant::now() < deadline
+                && matches!(child.try_wait(), Ok(None))
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
             drop(guard);
             let _ = child.kill().await;
             let _ = stdin_tx.send(None);
