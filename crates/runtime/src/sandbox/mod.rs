@@ -542,6 +542,16 @@ fn remove_dir_of(root: &Path, id: &str) -> Result<()> {
                     errors.push(e);
                 }
             }
+            // Whatever still runs in the pod's PID namespace (the pause process if its command
+            // line could not be read): all of it belongs to this sandbox.
+            for pid in processes_in_pid_namespace(&dir.join("ns").join("pid")) {
+                if let Some(raw) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(raw, rustix::process::Signal::KILL);
+                    if let Err(e) = wait_gone(raw) {
+                        errors.push(e);
+                    }
+                }
+            }
         }
         None => {}
     }
@@ -865,6 +875,24 @@ fn find_pause_processes(id: &str) -> Vec<u32> {
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| is_pause_of(*pid, id) == Some(true))
+        .collect()
+}
+
+/// Pids of the processes in the PID namespace held by the nsfs file `ns_file`.
+fn processes_in_pid_namespace(ns_file: &Path) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ns) = std::fs::metadata(ns_file) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+                .is_ok_and(|m| m.ino() == ns.ino() && m.dev() == ns.dev())
+        })
         .collect()
 }
 
