@@ -283,9 +283,16 @@ impl ContainerManager {
             return Ok(status);
         }
         if !grace.is_zero() {
-            // The container may have exited meanwhile: the wait below tells.
-            if let Err(e) = self.runtime.kill(id, signal, false) {
-                tracing::debug!(container = id, error = %e, "signal not delivered");
+            // The container may have exited meanwhile: the wait below tells. Straight to its
+            // init when we can tell it is that process (one runtime process less per stop).
+            let direct = match status.state {
+                ContainerState::Running { pid, .. } => signal_init(id, pid, signal),
+                _ => false,
+            };
+            if !direct {
+                if let Err(e) = self.runtime.kill(id, signal, false) {
+                    tracing::debug!(container = id, error = %e, "signal not delivered");
+                }
             }
             if let Ok(status) = self.wait_exited(id, grace) {
                 return Ok(status);
@@ -416,5 +423,73 @@ fn monitor_alive(dir: &Path) -> bool {
     match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
         Ok(()) => false,
         Err(_) => true,
+    }
+}
+
+/// Sends `signal` to the container's init `pid` through a pidfd, after checking that the
+/// process it names is in the container's cgroup (a pid can be reused once its process is
+/// gone; the pidfd then refers to the gone one, so nothing else is ever signalled). False when
+/// it cannot tell or send: the caller asks the runtime instead.
+fn signal_init(id: &str, pid: u32, signal: i32) -> bool {
+    let (Some(raw), Some(signal)) = (
+        i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw),
+        rustix::process::Signal::from_named_raw(signal),
+    ) else {
+        return false;
+    };
+    let Ok(pidfd) = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()) else {
+        return false;
+    };
+    let suffix = format!("/{id}");
+    let in_container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .is_ok_and(|text| text.lines().any(|line| line.trim_end().ends_with(&suffix)));
+    in_container && rustix::process::pidfd_send_signal(&pidfd, signal).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// For real (root): a process is signalled directly only once it is in a cgroup named
+    /// after the container.
+    #[test]
+    fn init_is_signalled_directly_only_inside_its_containers_cgroup() {
+        let layout = CgroupLayout::detect().expect("layout");
+        let top = format!("/skiff-test-signal-{}", std::process::id());
+        let id = "c1";
+        let relative = format!("{}/{id}", top.trim_start_matches('/'));
+        let dir = match &layout {
+            CgroupLayout::V1 { pids, .. } => {
+                pids.clone().expect("a pids hierarchy").join(&relative)
+            }
+            CgroupLayout::V2 { root } => root.join(&relative),
+        };
+        std::fs::create_dir_all(&dir).expect("cgroup");
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        let outside = signal_init(id, pid, 15);
+        let moved = std::fs::write(dir.join("cgroup.procs"), pid.to_string());
+        let inside = moved.is_ok() && signal_init(id, pid, 15);
+        let status = if inside {
+            child.wait().ok()
+        } else {
+            let _ = child.kill();
+            child.wait().ok()
+        };
+        let removed = layout.remove(&top);
+        assert!(
+            !outside,
+            "a process outside the container's cgroup was signalled"
+        );
+        moved.expect("moved into the cgroup");
+        assert!(inside, "not signalled from inside the container's cgroup");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.and_then(|s| s.signal()), Some(15));
+        removed.expect("cgroup removed");
     }
 }
