@@ -259,16 +259,22 @@ fn with_query(mut path: String, raw_query: Option<&str>) -> String {
     path
 }
 
+/// The container the query's `container` parameter names, defaulted and checked as
+/// [`log_container`] does.
+fn query_container(pod: &Pod, raw_query: Option<&str>) -> Result<String> {
+    let requested = form_urlencoded::parse(raw_query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "container")
+        .map(|(_, v)| v.into_owned());
+    log_container(pod, requested.as_deref())
+}
+
 /// The node of `pod` and the path on its streaming server of `endpoint` (`containerLogs`,
 /// `exec`) for the container the query names (defaulted as the API server does), with the
 /// query passed on.
 fn node_path(pod: &Pod, endpoint: &str, raw_query: Option<&str>) -> Result<(String, String)> {
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let requested = form_urlencoded::parse(raw_query.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "container")
-        .map(|(_, v)| v.into_owned());
-    let container = log_container(pod, requested.as_deref())?;
+    let container = query_container(pod, raw_query)?;
     let node = pod_node(pod)?;
     let path = format!(
         "/{endpoint}/{}/{}/{}",
@@ -290,10 +296,7 @@ pub const CONTAINER_ID_HEADER: &str = "x-skiff-container-id";
 /// The runtime id (without `skiff://`) of the running container the query names, if the pod's
 /// status has it.
 fn running_container_id(pod: &Pod, raw_query: Option<&str>) -> Option<String> {
-    let requested = form_urlencoded::parse(raw_query.unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "container")
-        .map(|(_, v)| v.into_owned());
-    let container = log_container(pod, requested.as_deref()).ok()?;
+    let container = query_container(pod, raw_query).ok()?;
     let status = pod
         .status
         .as_ref()?
