@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use oci_spec::runtime::Spec;
 
+use super::attach::{StdioConfig, CONSOLE_SOCKET_FILE, SOCKET_FILE};
 use super::cgroup::CgroupLayout;
 use super::monitor::{
     MonitorConfig, CONFIG_FILE, LOCK_FILE, MONITOR_LOG, PID_FILE, RUNTIME_LOG, STATUS_FILE,
@@ -121,6 +122,7 @@ impl ContainerManager {
                 .as_ref()
                 .and_then(|l| l.cgroups_path().as_ref())
                 .map(|p| p.to_string_lossy().into_owned()),
+            stdio: StdioConfig::from_spec(spec),
         };
         let monitor_json = dir.join(CONFIG_FILE);
         let bytes = serde_json::to_vec(&monitor_config).map_err(|source| ContainerError::Json {
@@ -412,6 +414,8 @@ const OWN_FILES: &[&str] = &[
     MONITOR_LOG,
     RUNTIME_LOG,
     TERMINATION_LOG,
+    SOCKET_FILE,
+    CONSOLE_SOCKET_FILE,
 ];
 
 /// Whether the monitor of the container in `dir` still holds its lock.
