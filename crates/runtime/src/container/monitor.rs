@@ -2,7 +2,8 @@
 //! own session so it survives the agent, that runs the container through the OCI runtime as a
 //! child subreaper, holds its stdout and stderr, writes them to the CRI log, waits for the exit,
 //! records it in `status.json`, then deletes the runtime's state. No async runtime: two copier
-//! threads and blocking calls keep it near 2 MB resident.
+//! threads and blocking calls keep it near 2 MB resident. A container with stdin or a terminal
+//! instead gets one thread serving its stdio and the attach socket ([`super::attach`]).
 //!
 //! Start-up: the manager spawns the monitor with a pipe as stdout; that first process forks
 //! (so the manager reaps it at once and the real monitor is nobody's child to wait for) and
