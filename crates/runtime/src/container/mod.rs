@@ -14,6 +14,7 @@
 pub mod cgroup;
 pub mod exec;
 pub mod expand;
+pub mod launcher;
 pub mod log;
 pub mod log_read;
 pub mod manager;
