@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
+use skiff_runtime::container::attach;
 use skiff_runtime::container::cgroup::CgroupLayout;
 use skiff_runtime::container::manager::LogOptions;
 use skiff_runtime::container::{
@@ -58,6 +59,19 @@ impl Fixture {
 
     /// Starts a busybox container running `script` under `sh -c`, with `resources` (JSON).
     fn start(&mut self, id: &str, script: &str, resources: serde_json::Value) -> ContainerStatus {
+        self.start_container(
+            id,
+            serde_json::json!({
+                "name": "c",
+                "image": "busybox",
+                "command": ["sh", "-c", script],
+                "resources": resources,
+            }),
+        )
+    }
+
+    /// Starts the busybox container `container` (a pod's container, JSON).
+    fn start_container(&mut self, id: &str, container: serde_json::Value) -> ContainerStatus {
         let rootfs = RootFs::create(
             &self.store,
             &self.busybox,
@@ -66,12 +80,7 @@ impl Fixture {
         .expect("rootfs");
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "test", "namespace": "default", "uid": "u-1"},
-            "spec": {"containers": [{
-                "name": "c",
-                "image": "busybox",
-                "command": ["sh", "-c", script],
-                "resources": resources,
-            }]}
+            "spec": {"containers": [container]}
         }))
         .expect("pod");
         let container = &pod.spec.as_ref().expect("spec").containers[0];
@@ -800,4 +809,151 @@ fn a_container_joins_a_shared_pid_namespace() {
     fixture.manager.remove("sharedpid").expect("remove");
     assert_gone(&fixture, "sharedpid");
     drop(holder);
+}
+
+/// An attach session over the monitor's socket: frames out, output frames collected.
+struct Session {
+    stream: std::os::unix::net::UnixStream,
+    frames: attach::FrameReader,
+    output: Vec<u8>,
+}
+
+impl Session {
+    fn open(fixture: &Fixture, id: &str, stdin: bool) -> Session {
+        let mut stream =
+            attach::connect(&fixture.manager.container_dir(id)).expect("connect to attach.sock");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        use std::io::Write;
+        stream
+            .write_all(&attach::encode(attach::HELLO, &[u8::from(stdin)]))
+            .expect("hello");
+        Session {
+            stream,
+            frames: attach::FrameReader::default(),
+            output: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, frame: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(frame).expect("send");
+    }
+
+    /// Reads output until it contains `text` (10 s at most); returns whether the connection
+    /// is still open.
+    fn expect(&mut self, text: &str) {
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 4096];
+        loop {
+            if String::from_utf8_lossy(&self.output).contains(text) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the attached output: {:?}",
+                String::from_utf8_lossy(&self.output)
+            );
+            match self.stream.read(&mut buf) {
+                Ok(0) => panic!(
+                    "the monitor closed the session before {text:?}: {:?}",
+                    String::from_utf8_lossy(&self.output)
+                ),
+                Ok(n) => {
+                    self.frames.push(&buf[..n]);
+                    while let Some((kind, payload)) = self.frames.next_frame() {
+                        assert!(kind == attach::STDOUT || kind == attach::STDERR);
+                        self.output.extend_from_slice(&payload);
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("reading the session: {e}"),
+            }
+        }
+    }
+}
+
+/// A shell with a terminal and stdin: commands through the attach socket work, a resize
+/// changes `stty size`, output also goes to the CRI log (stdout), a session that leaves does
+/// not end the container, and a second one works too.
+#[test]
+fn attach_to_a_terminal_container() {
+    let mut fixture = Fixture::new("attach-tty");
+    let id = "tty";
+    let status = fixture.start_container(
+        id,
+        serde_json::json!({"name": "c", "image": "busybox", "command": ["sh"],
+            "stdin": true, "tty": true}),
+    );
+    assert!(matches!(status.state, ContainerState::Running { .. }));
+    let mut session = Session::open(&fixture, id, true);
+    session.send(&attach::resize_frame(33, 111));
+    session.send(&attach::encode(
+        attach::STDIN,
+        b"echo $((6*7)); stty size\n",
+    ));
+    session.expect("42\r\n33 111\r\n");
+    drop(session);
+
+    let mut again = Session::open(&fixture, id, true);
+    again.send(&attach::encode(attach::STDIN, b"echo again-$((1+1))\n"));
+    again.expect("again-2");
+    wait_for_log(&fixture, id, "stdout F again-2");
+    again.send(&attach::encode(attach::STDIN, b"exit 3\n"));
+    let status = fixture
+        .manager
+        .wait_exited(id, Duration::from_secs(10))
+        .expect("exit");
+    assert_eq!(exited(&status).0, 3);
+}
+
+/// stdin without a terminal, stdinOnce: what the session writes reaches the container, and
+/// its stdin closes when the session's stdin does (`cat` ends); a session that does not
+/// attach stdin only reads.
+#[test]
+fn attach_stdin_once_closes_the_containers_stdin() {
+    let mut fixture = Fixture::new("attach-once");
+    let id = "once";
+    fixture.start_container(
+        id,
+        serde_json::json!({"name": "c", "image": "busybox",
+            "command": ["sh", "-c", "echo ready; cat; echo cat-ended >&2"],
+            "stdin": true, "stdinOnce": true}),
+    );
+    let mut reader = Session::open(&fixture, id, false);
+    let mut writer = Session::open(&fixture, id, true);
+    // The reader's input is ignored; the writer's arrives.
+    reader.send(&attach::encode(attach::STDIN, b"ignored\n"));
+    writer.send(&attach::encode(attach::STDIN, b"hello\n"));
+    writer.expect("hello\n");
+    reader.expect("hello\n");
+    assert!(!String::from_utf8_lossy(&reader.output).contains("ignored"));
+    writer.send(&attach::encode(attach::STDIN_CLOSE, &[]));
+    reader.expect("cat-ended");
+    let status = fixture
+        .manager
+        .wait_exited(id, Duration::from_secs(10))
+        .expect("exit");
+    assert_eq!(exited(&status).0, 0);
+    wait_for_log(&fixture, id, "stdout F hello");
+    wait_for_log(&fixture, id, "stderr F cat-ended");
+}
+
+/// A plain container gets no attach socket.
+#[test]
+fn a_container_without_stdin_or_tty_has_no_attach_socket() {
+    let mut fixture = Fixture::new("attach-none");
+    fixture.start("plain", "sleep 30", serde_json::json!({}));
+    assert!(attach::connect(&fixture.manager.container_dir("plain")).is_err());
+    assert!(!fixture
+        .manager
+        .container_dir("plain")
+        .join(attach::SOCKET_FILE)
+        .exists());
 }

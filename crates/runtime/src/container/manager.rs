@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use oci_spec::runtime::Spec;
 
+use super::attach::{StdioConfig, CONSOLE_SOCKET_FILE, SOCKET_FILE};
 use super::cgroup::CgroupLayout;
 use super::launcher::Launcher;
 use super::monitor::{
@@ -123,6 +124,7 @@ impl ContainerManager {
                 .as_ref()
                 .and_then(|l| l.cgroups_path().as_ref())
                 .map(|p| p.to_string_lossy().into_owned()),
+            stdio: StdioConfig::from_spec(spec),
         };
         let monitor_json = dir.join(CONFIG_FILE);
         let bytes = serde_json::to_vec(&monitor_config).map_err(|source| ContainerError::Json {
@@ -407,6 +409,8 @@ const OWN_FILES: &[&str] = &[
     MONITOR_LOG,
     RUNTIME_LOG,
     TERMINATION_LOG,
+    SOCKET_FILE,
+    CONSOLE_SOCKET_FILE,
 ];
 
 /// Whether the monitor of the container in `dir` still holds its lock.

@@ -2,7 +2,8 @@
 //! own session so it survives the agent, that runs the container through the OCI runtime as a
 //! child subreaper, holds its stdout and stderr, writes them to the CRI log, waits for the exit,
 //! records it in `status.json`, then deletes the runtime's state. No async runtime: two copier
-//! threads and blocking calls keep it near 2 MB resident.
+//! threads and blocking calls keep it near 2 MB resident. A container with stdin or a terminal
+//! instead gets one thread serving its stdio and the attach socket ([`super::attach`]).
 //!
 //! Start-up: the manager's launcher process (launcher.rs) forks the monitor with a pipe as
 //! stdout. The monitor writes one line to it, `ok <pid>` once the container runs or
@@ -16,9 +17,10 @@ use std::time::{Duration, SystemTime};
 
 use rustix::process::{Pid, WaitOptions};
 
+use super::attach::{AttachServer, ConsoleSocket, ContainerIo, StdioConfig};
 use super::cgroup::CgroupLayout;
 use super::log::{CriLogWriter, LogStream};
-use super::runtime::{CliRuntime, OciRuntime};
+use super::runtime::{CliRuntime, OciRuntime, ProcessIo};
 use super::{io_error, ContainerError, ContainerState, ContainerStatus, Result};
 
 /// How much of the termination-log file becomes the status message, as kubelet reads it.
@@ -39,6 +41,9 @@ pub struct MonitorConfig {
     pub log_max_files: usize,
     /// The container's cgroup (`linux.cgroupsPath`), to read its OOM-kill counter at exit.
     pub cgroup_path: Option<String>,
+    /// Whether the container has stdin, a terminal (then the monitor serves attach.sock).
+    #[serde(default)]
+    pub stdio: StdioConfig,
 }
 
 /// File names inside the container directory.
@@ -115,6 +120,9 @@ fn run(dir: &Path) -> Result<()> {
     // kB resident per thread per monitor, for a few small buffers).
     allocator::one_arena();
     let config: MonitorConfig = read_json(&dir.join(CONFIG_FILE))?;
+    // Sockets are bound by relative names: a socket address holds 108 bytes, which the
+    // container directory's path may exceed. (The process has a single thread here.)
+    std::env::set_current_dir(dir).map_err(io_error("entering", dir))?;
     let runtime = config.runtime.with_log(dir.join(RUNTIME_LOG));
     let id = config.id.clone();
 
@@ -147,21 +155,41 @@ fn run(dir: &Path) -> Result<()> {
         .map_err(io_error("opening the log", &config.log_path))?;
     let log = Arc::new(Mutex::new(log));
 
-    let (stdout_read, stdout_write) =
-        std::io::pipe().map_err(io_error("creating the stdout pipe of", dir))?;
-    let (stderr_read, stderr_write) =
-        std::io::pipe().map_err(io_error("creating the stderr pipe of", dir))?;
+    // The container's stdio. Plain: two pipes, copied to the log by two small threads. With
+    // stdin or a terminal: what [`attach`] serves, on one thread.
+    let stdio = config.stdio;
+    let mut console = None;
+    let (io, pipes) = if stdio.tty {
+        let socket =
+            ConsoleSocket::bind().map_err(io_error("binding the console socket in", dir))?;
+        let io = ProcessIo {
+            stdin: Stdio::null(),
+            stdout: Stdio::null(),
+            stderr: Stdio::null(),
+            console_socket: Some(socket.path().to_owned()),
+        };
+        console = Some(socket);
+        (io, None)
+    } else {
+        let (stdout_read, stdout_write) =
+            std::io::pipe().map_err(io_error("creating the stdout pipe of", dir))?;
+        let (stderr_read, stderr_write) =
+            std::io::pipe().map_err(io_error("creating the stderr pipe of", dir))?;
+        let mut io = ProcessIo::output(Stdio::from(stdout_write), Stdio::from(stderr_write));
+        let mut stdin_write = None;
+        if stdio.stdin {
+            let (read, write) =
+                std::io::pipe().map_err(io_error("creating the stdin pipe of", dir))?;
+            io.stdin = Stdio::from(read);
+            stdin_write = Some(write);
+        }
+        (io, Some((stdout_read, stderr_read, stdin_write)))
+    };
 
     let pid_file = dir.join(PID_FILE);
     // One runtime process (`run --detach`) instead of create then start.
     let started = runtime
-        .run_detached(
-            &id,
-            dir,
-            &pid_file,
-            Stdio::from(stdout_write),
-            Stdio::from(stderr_write),
-        )
+        .run_detached(&id, dir, &pid_file, io)
         .and_then(|()| {
             let text =
                 std::fs::read_to_string(&pid_file).map_err(io_error("reading", &pid_file))?;
@@ -196,22 +224,54 @@ fn run(dir: &Path) -> Result<()> {
         }
     };
 
-    // The copiers hold the read ends; the write ends went with `runc create` (only the
-    // container has them now), so the reads end when the container's processes are gone.
+    // The readers of the output hold the read ends; the write ends went with the runtime (only
+    // the container has them now), so the reads end when the container's processes are gone.
     let (done_tx, done_rx) = mpsc::channel();
-    for (pipe, stream) in [
-        (stdout_read, LogStream::Stdout),
-        (stderr_read, LogStream::Stderr),
-    ] {
-        let log = Arc::clone(&log);
+    let mut readers = 0;
+    let container_io = match (console, pipes) {
+        (Some(console), _) => Some(ContainerIo::Terminal(
+            console
+                .receive()
+                .map_err(io_error("receiving the terminal of", dir))?,
+        )),
+        (None, Some((stdout, stderr, stdin))) if stdio.stdin => Some(ContainerIo::Pipes {
+            stdout,
+            stderr,
+            stdin,
+        }),
+        (None, Some((stdout_read, stderr_read, _))) => {
+            for (pipe, stream) in [
+                (stdout_read, LogStream::Stdout),
+                (stderr_read, LogStream::Stderr),
+            ] {
+                let log = Arc::clone(&log);
+                let done = done_tx.clone();
+                std::thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        copy(pipe, stream, &log);
+                        let _ = done.send(());
+                    })
+                    .map_err(io_error("starting a log copier for", dir))?;
+                readers += 1;
+            }
+            None
+        }
+        (None, None) => None,
+    };
+    if let Some(container_io) = container_io {
+        // Bound before the start is reported: an attach right after finds the socket.
+        let server = AttachServer::new(container_io, stdio, Arc::clone(&log))
+            .map_err(io_error("serving the attach socket in", dir))?;
         let done = done_tx.clone();
         std::thread::Builder::new()
             .stack_size(64 * 1024)
             .spawn(move || {
-                copy(pipe, stream, &log);
+                server.run();
                 let _ = done.send(());
             })
-            .map_err(io_error("starting a log copier for", dir))?;
+            .map_err(io_error("starting the attach server for", dir))?;
+        readers += 1;
     }
     drop(done_tx);
 
@@ -228,7 +288,7 @@ fn run(dir: &Path) -> Result<()> {
 
     let exit_code = wait_for(pid);
     let finished_at = SystemTime::now();
-    for _ in 0..2 {
+    for _ in 0..readers {
         if done_rx.recv_timeout(DRAIN_TIMEOUT).is_err() {
             eprintln!(
                 "monitor {id}: output still open {DRAIN_TIMEOUT:?} after the container exited"
