@@ -322,6 +322,66 @@ fn a_container_outlives_its_manager_and_is_readopted() {
     assert!(process_gone_soon(status.monitor_pid), "the monitor exits");
 }
 
+/// Fields of /proc/PID/stat after the command name (state is [0], parent pid [1]).
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    stat[stat.rfind(')').expect("stat") + 2..]
+        .split(' ')
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn monitors_are_forked_by_one_launcher_that_is_replaced_when_it_dies() {
+    let mut fixture = Fixture::new("launcher");
+    let first = fixture.start("one", "sleep 1000", serde_json::json!({}));
+    let second = fixture.start("two", "sleep 1000", serde_json::json!({}));
+    // Both monitors are children of the same launcher, itself the test's child.
+    let launcher: u32 = stat_fields(first.monitor_pid)[1].parse().expect("ppid");
+    assert_eq!(stat_fields(second.monitor_pid)[1], launcher.to_string());
+    assert_eq!(
+        stat_fields(launcher)[1],
+        std::process::id().to_string(),
+        "the launcher is the manager's child"
+    );
+    let comm = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .expect("comm")
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(comm(launcher), "skiff-launcher");
+    assert_eq!(comm(first.monitor_pid), "skiff-monitor");
+
+    // A launcher that died is replaced on the next start; the running monitors live on.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(launcher as i32).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill the launcher");
+    assert!(process_gone_soon(launcher), "the launcher dies");
+    let third = fixture.start("three", "sleep 1000", serde_json::json!({}));
+    assert!(
+        matches!(third.state, ContainerState::Running { .. }),
+        "{third:?}"
+    );
+    let replacement: u32 = stat_fields(third.monitor_pid)[1].parse().expect("ppid");
+    assert_ne!(replacement, launcher);
+    assert!(
+        !Path::new(&format!("/proc/{launcher}")).exists(),
+        "the dead launcher was collected, not left a zombie"
+    );
+    assert!(process_exists(first.monitor_pid));
+
+    // Dropping the manager ends its launcher; the containers keep running.
+    fixture.manager = open_manager(fixture.dir.path());
+    assert!(
+        process_gone_soon(replacement),
+        "the launcher ends with its manager"
+    );
+    assert!(process_exists(third.monitor_pid));
+}
+
 #[test]
 fn stop_kills_a_process_that_ignores_sigterm_at_its_grace_period() {
     let mut fixture = Fixture::new("grace");

@@ -17,6 +17,7 @@ pub mod attach;
 pub mod cgroup;
 pub mod exec;
 pub mod expand;
+pub mod launcher;
 pub mod log;
 pub mod log_read;
 pub mod manager;

@@ -5,15 +5,13 @@
 //! threads and blocking calls keep it near 2 MB resident. A container with stdin or a terminal
 //! instead gets one thread serving its stdio and the attach socket ([`super::attach`]).
 //!
-//! Start-up: the manager spawns the monitor with a pipe as stdout; that first process forks
-//! (so the manager reaps it at once and the real monitor is nobody's child to wait for) and
-//! exits. The child writes one line to the pipe, `ok <pid>` once the container runs or
-//! `error <message>`, then points its stdout at /dev/null so the pipe closes. A fork rather than
-//! a second exec of this (large) binary: a few milliseconds less for every container start.
+//! Start-up: the manager's launcher process (launcher.rs) forks the monitor with a pipe as
+//! stdout. The monitor writes one line to it, `ok <pid>` once the container runs or
+//! `error <message>`, then points its stdout at /dev/null so the pipe closes.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -24,9 +22,6 @@ use super::cgroup::CgroupLayout;
 use super::log::{CriLogWriter, LogStream};
 use super::runtime::{CliRuntime, OciRuntime, ProcessIo};
 use super::{io_error, ContainerError, ContainerState, ContainerStatus, Result};
-
-/// Set in the environment of the second monitor process.
-const DETACHED_ENV: &str = "SKIFF_MONITOR_DETACHED";
 
 /// How much of the termination-log file becomes the status message, as kubelet reads it.
 const MAX_MESSAGE: u64 = 4096;
@@ -60,81 +55,27 @@ pub(crate) const MONITOR_LOG: &str = "monitor.log";
 pub(crate) const RUNTIME_LOG: &str = "runtime.log";
 pub(crate) const TERMINATION_LOG: &str = "termination-log";
 
-/// Runs the monitor of the container in `dir`; returns the process's exit code.
+/// `skiff internal monitor DIR`: runs the monitor of the container in `dir` in the foreground
+/// (the manager does not start monitors this way: its launcher forks them; this is for
+/// debugging a container by hand).
 pub fn main(dir: &Path) -> ExitCode {
-    if std::env::var_os(DETACHED_ENV).is_none() {
-        match detach() {
-            Detached::Parent(code) => return code,
-            Detached::Child => {}
-        }
+    match run_detached(dir) {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
     }
+}
+
+/// The monitor proper, in a session of its own; returns the process's exit code.
+pub(crate) fn run_detached(dir: &Path) -> i32 {
     // Its own session: no signal meant for the agent's terminal or process group reaches it.
     let _ = rustix::process::setsid();
+    let _ = rustix::thread::set_name(super::launcher::MONITOR_NAME);
     match run(dir) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("monitor {}: {e}", dir.display());
             report(&format!("error {}", one_line(&e.to_string())));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Which side of [`detach`] this process is on.
-enum Detached {
-    /// The first process, which exits with this code.
-    Parent(ExitCode),
-    /// The real monitor.
-    Child,
-}
-
-/// Forks the real monitor off the first process; re-executes this binary instead when the
-/// process already has threads (a fork would copy only the calling one).
-#[allow(unsafe_code)]
-fn detach() -> Detached {
-    if thread_count() != Some(1) {
-        return Detached::Parent(respawn());
-    }
-    // SAFETY: the process has a single thread (checked above; nothing here starts one), so the
-    // child may run any code after the fork: no lock can be held by a thread that is not copied.
-    match unsafe { libc::fork() } {
-        0 => Detached::Child,
-        -1 => {
-            let e = std::io::Error::last_os_error();
-            report(&format!("error monitor: forking: {e}"));
-            Detached::Parent(ExitCode::FAILURE)
-        }
-        _ => Detached::Parent(ExitCode::SUCCESS),
-    }
-}
-
-/// How many threads this process has (`Threads:` in /proc/self/status).
-fn thread_count() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-}
-
-/// The first process, if it has threads: starts the real monitor with the same arguments and
-/// stdio, and exits.
-fn respawn() -> ExitCode {
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            report(&format!("error monitor: finding its own binary: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut args = std::env::args_os().skip(1);
-    let mut command = Command::new(exe);
-    command.args(&mut args).env(DETACHED_ENV, "1");
-    match command.spawn() {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            report(&format!("error monitor: starting itself: {e}"));
-            ExitCode::FAILURE
+            1
         }
     }
 }
