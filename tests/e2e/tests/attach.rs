@@ -45,7 +45,7 @@ fn kubectl_run_it_rm_attaches_and_deletes_the_pod() {
 
 #[test]
 fn kubectl_attach_it_to_a_shell_with_a_terminal() {
-    let cluster = Cluster::start_with_agent(import_test_images);
+    let mut cluster = Cluster::start_with_agent(import_test_images);
     cluster.create_from(
         r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "term"},
             "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main",
@@ -70,6 +70,21 @@ fn kubectl_attach_it_to_a_shell_with_a_terminal() {
     let logs = cluster.kubectl_ok(["logs", "term"]);
     assert!(logs.contains("42"), "{logs:?}");
     assert!(logs.contains("kept-5"), "{logs:?}");
+
+    // The monitor holds the terminal, not the agent: after the server and its agent are
+    // killed and started again, the same shell is attached to.
+    cluster.restart();
+    wait_until(WAIT, "the node serving again", || {
+        cluster.kubectl(["logs", "term"]).status.success()
+    });
+    tty_attach(&cluster, "again", "term");
+    assert_eq!(
+        cluster.jsonpath(
+            &["pod", "term"],
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
 }
 
 #[test]
