@@ -240,6 +240,28 @@ fn exit_code_reason_log_and_termination_message() {
     assert!(entries.contains(&("stderr", "F", "oops")), "{log}");
     assert!(entries.contains(&("stdout", "F", "no newline")), "{log}");
 
+    // The monitor itself removed the runtime's state and the cgroup before it went.
+    assert!(process_gone_soon(status.monitor_pid), "the monitor ends");
+    let layout = CgroupLayout::detect().expect("layout");
+    for dir in layout.dirs(&format!("{}/exit", fixture.cgroup_parent)) {
+        assert!(
+            !dir.exists(),
+            "cgroup {} left by the monitor",
+            dir.display()
+        );
+    }
+    assert!(
+        !fixture.dir.path().join("runc").join("exit").exists(),
+        "runc state left by the monitor"
+    );
+    let monitor_log =
+        std::fs::read_to_string(fixture.manager.container_dir("exit").join("monitor.log"))
+            .unwrap_or_default();
+    assert!(
+        !monitor_log.contains("asking the runtime"),
+        "the monitor cleaned up without the runtime: {monitor_log}"
+    );
+
     let remove = Instant::now();
     fixture.manager.remove("exit").expect("remove");
     eprintln!(

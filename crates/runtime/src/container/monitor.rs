@@ -307,11 +307,11 @@ fn run(dir: &Path) -> Result<()> {
         }
     }
 
-    let oom_killed = config.cgroup_path.as_deref().is_some_and(|path| {
-        CgroupLayout::detect()
-            .map(|layout| layout.oom_kills(path) > 0)
-            .unwrap_or(false)
-    });
+    let layout = CgroupLayout::detect();
+    let oom_killed = match (&layout, config.cgroup_path.as_deref()) {
+        (Ok(layout), Some(path)) => layout.oom_kills(path) > 0,
+        _ => false,
+    };
     let reason = if oom_killed {
         "OOMKilled"
     } else if exit_code == 0 {
@@ -327,8 +327,20 @@ fn run(dir: &Path) -> Result<()> {
         message: termination_message(&dir.join(TERMINATION_LOG)),
     };
     write_status(dir, &status)?;
-    if let Err(e) = runtime.delete(&id, true) {
-        eprintln!("monitor {id}: {e}");
+    // What the runtime's `delete` does for a stopped container, without starting it: remove
+    // the cgroup (killing whatever outlived the init there, as runc does for a container in a
+    // shared PID namespace), then the state directory. The runtime remains the fallback.
+    let cleaned = match (layout, config.cgroup_path.as_deref()) {
+        (Ok(layout), Some(path)) => layout.remove(path),
+        (Err(e), Some(_)) => Err(e),
+        (_, None) => Ok(()),
+    }
+    .and_then(|()| runtime.remove_state(&id));
+    if let Err(e) = cleaned {
+        eprintln!("monitor {id}: cleaning up after the exit: {e}; asking the runtime");
+        if let Err(e) = runtime.delete(&id, true) {
+            eprintln!("monitor {id}: {e}");
+        }
     }
     drop(lock);
     Ok(())

@@ -112,6 +112,22 @@ impl CliRuntime {
     }
 
     /// The same runtime writing its diagnostics (JSON lines) to `log`.
+    /// Forgets container `id` once it has stopped and its cgroup is gone: removes its state
+    /// directory (`<root>/<id>`), which is what the runtime's own `delete` of a stopped
+    /// container does beyond removing the cgroup, without a runtime process (10–20 ms of CPU).
+    pub fn remove_state(&self, id: &str) -> Result<()> {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return Err(ContainerError::Spec(format!("invalid container id {id:?}")));
+        }
+        let dir = self.root.join(id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(super::io_error("removing the runtime state", &dir)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn with_log(&self, log: PathBuf) -> Self {
         CliRuntime {
             log: Some(log),
