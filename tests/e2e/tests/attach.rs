@@ -41,6 +41,32 @@ fn kubectl_run_it_rm_attaches_and_deletes_the_pod() {
     let gone = cluster.kubectl(["get", "pod", "shell"]);
     assert!(!gone.status.success(), "{gone:?}");
     assert!(stderr(&gone).contains("not found"), "{gone:?}");
+
+    // Without a terminal, as in a pipeline: stdin reaches the container through to its end
+    // (stdinOnce closes it), the output comes back, and the pod is deleted.
+    let piped = cluster.kubectl_stdin(
+        [
+            "run",
+            "-i",
+            "--rm",
+            "pipe",
+            "--image=busybox",
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--",
+            "wc",
+            "-c",
+        ],
+        "hello\n",
+    );
+    assert!(piped.status.success(), "{piped:?}");
+    assert_eq!(
+        stdout(&piped).lines().next().map(str::trim),
+        Some("6"),
+        "{piped:?}"
+    );
+    let gone = cluster.kubectl(["get", "pod", "pipe"]);
+    assert!(stderr(&gone).contains("not found"), "{gone:?}");
 }
 
 #[test]
