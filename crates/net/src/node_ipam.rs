@@ -41,8 +41,18 @@ impl RangeAllocator {
 
     /// Records `node` as it is now.
     pub fn observe(&mut self, node: &Node) {
-        if let Some(name) = node.metadata.name.clone() {
-            self.nodes.insert(name, node_subnet(node, &self.cluster));
+        let Some(name) = node.metadata.name.clone() else {
+            return;
+        };
+        match node_subnet(node, &self.cluster) {
+            Some(subnet) => {
+                self.nodes.insert(name, Some(subnet));
+            }
+            // An event from before our patch landed must not free the subnet just assigned
+            // (another node could get it meanwhile).
+            None => {
+                self.nodes.entry(name).or_insert(None);
+            }
         }
     }
 
@@ -142,7 +152,8 @@ pub async fn run(client: kube::Client, cluster: ClusterCidr) {
                 Ok(()) => tracing::info!(node = %name, pod_cidr = %subnet, "node podCIDR assigned"),
                 Err(e) => {
                     tracing::warn!(node = %name, error = %e, "cannot set the node's podCIDR; retrying");
-                    allocator.forget(&name);
+                    // Waiting again: retried at the node's next update (a heartbeat).
+                    allocator.nodes.insert(name.clone(), None);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
@@ -181,6 +192,10 @@ mod tests {
             allocator.assign("c"),
             Some("10.42.0.0/24".parse().expect("valid"))
         );
+        // An update from before the assignment was stored keeps the subnet assigned.
+        allocator.observe(&node("b", None));
+        assert_eq!(allocator.assign("b"), None);
+        assert!(allocator.waiting().is_empty());
         // A podCIDR outside the cluster CIDR does not count as one of ours.
         allocator.observe(&node("d", Some("192.168.0.0/24")));
         assert_eq!(allocator.waiting(), vec!["d"]);
