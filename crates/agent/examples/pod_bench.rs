@@ -679,16 +679,21 @@ async fn skiff_bench(server: &SkiffServer, pods: usize, churn: usize) -> Result<
         &[two_container_pod("warm-up"), pause_pod("pause")],
     )
     .await?;
-    let monitor = server.overhead_processes().into_iter().find(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("monitor"))
-    });
+    // Monitors share their launcher's command line; their names tell them apart.
+    let named = |name: &str| {
+        server.overhead_processes().into_iter().find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+    };
+    let monitor = named("skiff-monitor");
+    let launcher = named("skiff-launcher");
     let pause = server.overhead_processes().into_iter().find(|pid| {
         std::fs::read(format!("/proc/{pid}/cmdline"))
             .is_ok_and(|c| String::from_utf8_lossy(&c).contains("pause"))
     });
     for (what, pid) in [
         ("skiff internal monitor", monitor),
+        ("monitor launcher", launcher),
         ("skiff internal pause", pause),
     ] {
         let r = pid.and_then(resident).unwrap_or_default();

@@ -673,6 +673,17 @@ impl PodRuntime for NodeRuntime {
             .map_err(|e| RuntimeFailure(e.to_string()))
     }
 
+    fn attach(&self, id: &str) -> RuntimeResult<Option<std::os::unix::net::UnixStream>> {
+        use skiff_runtime::container::attach;
+        let dir = self.containers()?.container_dir(id);
+        if !dir.join(attach::SOCKET_FILE).exists() {
+            return Ok(None);
+        }
+        attach::connect(&dir)
+            .map(Some)
+            .map_err(|e| RuntimeFailure(format!("attaching to container {id}: {e}")))
+    }
+
     fn pod_network_namespace(&self, pod_uid: &str) -> RuntimeResult<Option<PathBuf>> {
         let root = self.sandboxes_root();
         if !root.exists() {

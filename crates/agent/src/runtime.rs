@@ -131,6 +131,13 @@ pub trait PodRuntime: Send + Sync + 'static {
             "this runtime cannot run commands in container {id}"
         )))
     }
+    /// Connects to the attach socket of the running container `id` (`kubectl attach`); None
+    /// when the container has neither stdin nor a terminal (its monitor serves no socket).
+    fn attach(&self, id: &str) -> RuntimeResult<Option<std::os::unix::net::UnixStream>> {
+        Err(RuntimeFailure(format!(
+            "this runtime cannot attach to container {id}"
+        )))
+    }
     /// The network namespace file of the sandbox of pod `pod_uid` (`kubectl port-forward`
     /// connects inside it); None when the pod has no sandbox on this node.
     fn pod_network_namespace(&self, pod_uid: &str) -> RuntimeResult<Option<std::path::PathBuf>> {

@@ -565,7 +565,7 @@ async fn resource(
         read_body(incoming).await?
     };
     authorize(state, user, &target, &query, &parts.method, &body).await?;
-    if let ("Pod", Some(name), Some(sub @ ("exec" | "portforward"))) =
+    if let ("Pod", Some(name), Some(sub @ ("exec" | "attach" | "portforward"))) =
         (target.info.kind, target.name, target.subresource)
     {
         let pod: Pod = state
@@ -573,8 +573,8 @@ async fn resource(
             .get_typed(target.info, target.namespace, name)
             .await?;
         let client = state.node_client.get();
-        return if sub == "exec" {
-            crate::node_proxy::exec(&state.registry, client, &pod, &parts, on_upgrade).await
+        return if sub == "exec" || sub == "attach" {
+            crate::node_proxy::exec(&state.registry, client, &pod, sub, &parts, on_upgrade).await
         } else {
             crate::node_proxy::portforward(&state.registry, client, &pod, &parts, on_upgrade).await
         };

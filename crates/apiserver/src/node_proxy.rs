@@ -1,5 +1,5 @@
-//! The pod subresources a node serves (`pods/log`, `pods/exec`, `pods/portforward`; attach to
-//! come): the API server checks the request, finds the pod's node and its streaming server (the
+//! The pod subresources a node serves (`pods/log`, `pods/exec`, `pods/attach`,
+//! `pods/portforward`): the API server checks the request, finds the pod's node and its streaming server (the
 //! Node's InternalIP and daemonEndpoints.kubeletEndpoint.Port), connects with its own client
 //! certificate, trusting only the certificate whose SHA-256 the node published, and streams the
 //! node's answer back unchanged (an upgraded connection: its bytes, both ways).
@@ -356,27 +356,32 @@ fn upgrades_to(req: &hyper::http::request::Parts, protocol: &str) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case(protocol))
 }
 
-/// `pods/NAME/exec` (and later attach): the WebSocket upgrade goes to the node; once both sides
-/// switched protocols, the bytes flow between the client and the node untouched.
+/// `pods/NAME/exec` and `pods/NAME/attach` (`endpoint` `exec` or `attach`): the WebSocket
+/// upgrade goes to the node; once both sides switched protocols, the bytes flow between the
+/// client and the node untouched.
 pub async fn exec(
     registry: &Registry,
     client: Option<&NodeClient>,
     pod: &Pod,
+    endpoint: &str,
     req: &hyper::http::request::Parts,
     on_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response<Body>> {
     let client = client.ok_or_else(no_client)?;
-    let (node, path) = node_path(pod, "exec", req.uri.query())?;
+    let (node, path) = node_path(pod, endpoint, req.uri.query())?;
+    if endpoint == "attach" {
+        check_attach_stdin(pod, req.uri.query())?;
+    }
     if !upgrades_to(req, "websocket") {
         // kubectl falls back to SPDY/3.1 (a POST) only when the WebSocket attempt failed, and
         // then shows this message.
-        return Err(ApiError::bad_request(
-            "this server streams exec over WebSocket only (v5.channel.k8s.io or v4.channel.k8s.io, kubectl 1.30 or later); SPDY/3.1 is not supported",
-        ));
+        return Err(ApiError::bad_request(format!(
+            "this server streams {endpoint} over WebSocket only (v5.channel.k8s.io or v4.channel.k8s.io, kubectl 1.30 or later); SPDY/3.1 is not supported"
+        )));
     }
     let mut request = Request::get(path)
         .body(Empty::<Bytes>::new())
-        .map_err(|e| ApiError::bad_request(format!("the exec request: {e}")))?;
+        .map_err(|e| ApiError::bad_request(format!("the {endpoint} request: {e}")))?;
     // The running container's id, which the node would otherwise ask the API for.
     if let Some(id) = running_container_id(pod, req.uri.query()) {
         if let Ok(value) = hyper::header::HeaderValue::from_str(&id) {
@@ -384,6 +389,33 @@ pub async fn exec(
         }
     }
     pass_upgrade(registry, client, &node, request, req, on_upgrade).await
+}
+
+/// An attach with stdin to a container created without `stdin: true` is refused here (as the
+/// node refuses it): kubectl, after the node's refusal of its WebSocket, retries with SPDY and
+/// shows what that attempt gets, so both must carry the reason.
+fn check_attach_stdin(pod: &Pod, raw_query: Option<&str>) -> Result<()> {
+    let wants_stdin = form_urlencoded::parse(raw_query.unwrap_or_default().as_bytes())
+        .any(|(k, v)| (k == "stdin" || k == "input") && matches!(v.as_ref(), "" | "true" | "1"));
+    if !wants_stdin {
+        return Ok(());
+    }
+    let container = query_container(pod, raw_query)?;
+    let has_stdin = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == container))
+        .and_then(|c| c.stdin)
+        .unwrap_or(false);
+    if has_stdin {
+        Ok(())
+    } else {
+        // The node's words (skiff-agent's streaming::attach::stdin_refused).
+        Err(ApiError::bad_request(format!(
+            "cannot attach stdin: container {container} in pod {} was not created with stdin: true (attach without -i to see its output)",
+            pod.metadata.name.as_deref().unwrap_or_default()
+        )))
+    }
 }
 
 /// `pods/NAME/portforward`: kubectl's SPDY (in WebSocket, or after a plain SPDY/3.1 upgrade)
@@ -548,6 +580,23 @@ mod tests {
             "spec": {"containers": c, "initContainers": i},
         }))
         .expect("pod")
+    }
+
+    #[test]
+    fn attach_with_stdin_needs_a_container_with_stdin() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a"}, {"name": "b", "stdin": true}]},
+        }))
+        .expect("pod");
+        assert!(check_attach_stdin(&pod, Some("container=a&stdout=true")).is_ok());
+        assert!(check_attach_stdin(&pod, Some("container=b&stdin=true&stdout=true")).is_ok());
+        let refused = check_attach_stdin(&pod, Some("container=a&stdin=true&stdout=true"))
+            .expect_err("no stdin");
+        assert_eq!(refused.code, 400);
+        assert!(refused
+            .message
+            .contains("container a in pod p was not created with stdin: true"));
     }
 
     #[test]

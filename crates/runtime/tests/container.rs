@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
+use skiff_runtime::container::attach;
 use skiff_runtime::container::cgroup::CgroupLayout;
 use skiff_runtime::container::manager::LogOptions;
 use skiff_runtime::container::{
@@ -58,6 +59,19 @@ impl Fixture {
 
     /// Starts a busybox container running `script` under `sh -c`, with `resources` (JSON).
     fn start(&mut self, id: &str, script: &str, resources: serde_json::Value) -> ContainerStatus {
+        self.start_container(
+            id,
+            serde_json::json!({
+                "name": "c",
+                "image": "busybox",
+                "command": ["sh", "-c", script],
+                "resources": resources,
+            }),
+        )
+    }
+
+    /// Starts the busybox container `container` (a pod's container, JSON).
+    fn start_container(&mut self, id: &str, container: serde_json::Value) -> ContainerStatus {
         let rootfs = RootFs::create(
             &self.store,
             &self.busybox,
@@ -66,12 +80,7 @@ impl Fixture {
         .expect("rootfs");
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "test", "namespace": "default", "uid": "u-1"},
-            "spec": {"containers": [{
-                "name": "c",
-                "image": "busybox",
-                "command": ["sh", "-c", script],
-                "resources": resources,
-            }]}
+            "spec": {"containers": [container]}
         }))
         .expect("pod");
         let container = &pod.spec.as_ref().expect("spec").containers[0];
@@ -231,6 +240,28 @@ fn exit_code_reason_log_and_termination_message() {
     assert!(entries.contains(&("stderr", "F", "oops")), "{log}");
     assert!(entries.contains(&("stdout", "F", "no newline")), "{log}");
 
+    // The monitor itself removed the runtime's state and the cgroup before it went.
+    assert!(process_gone_soon(status.monitor_pid), "the monitor ends");
+    let layout = CgroupLayout::detect().expect("layout");
+    for dir in layout.dirs(&format!("{}/exit", fixture.cgroup_parent)) {
+        assert!(
+            !dir.exists(),
+            "cgroup {} left by the monitor",
+            dir.display()
+        );
+    }
+    assert!(
+        !fixture.dir.path().join("runc").join("exit").exists(),
+        "runc state left by the monitor"
+    );
+    let monitor_log =
+        std::fs::read_to_string(fixture.manager.container_dir("exit").join("monitor.log"))
+            .unwrap_or_default();
+    assert!(
+        !monitor_log.contains("asking the runtime"),
+        "the monitor cleaned up without the runtime: {monitor_log}"
+    );
+
     let remove = Instant::now();
     fixture.manager.remove("exit").expect("remove");
     eprintln!(
@@ -311,6 +342,66 @@ fn a_container_outlives_its_manager_and_is_readopted() {
     fixture.manager.remove("adopt").expect("remove");
     assert_gone(&fixture, "adopt");
     assert!(process_gone_soon(status.monitor_pid), "the monitor exits");
+}
+
+/// Fields of /proc/PID/stat after the command name (state is [0], parent pid [1]).
+fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    stat[stat.rfind(')').expect("stat") + 2..]
+        .split(' ')
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn monitors_are_forked_by_one_launcher_that_is_replaced_when_it_dies() {
+    let mut fixture = Fixture::new("launcher");
+    let first = fixture.start("one", "sleep 1000", serde_json::json!({}));
+    let second = fixture.start("two", "sleep 1000", serde_json::json!({}));
+    // Both monitors are children of the same launcher, itself the test's child.
+    let launcher: u32 = stat_fields(first.monitor_pid)[1].parse().expect("ppid");
+    assert_eq!(stat_fields(second.monitor_pid)[1], launcher.to_string());
+    assert_eq!(
+        stat_fields(launcher)[1],
+        std::process::id().to_string(),
+        "the launcher is the manager's child"
+    );
+    let comm = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .expect("comm")
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(comm(launcher), "skiff-launcher");
+    assert_eq!(comm(first.monitor_pid), "skiff-monitor");
+
+    // A launcher that died is replaced on the next start; the running monitors live on.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(launcher as i32).expect("pid"),
+        rustix::process::Signal::KILL,
+    )
+    .expect("kill the launcher");
+    assert!(process_gone_soon(launcher), "the launcher dies");
+    let third = fixture.start("three", "sleep 1000", serde_json::json!({}));
+    assert!(
+        matches!(third.state, ContainerState::Running { .. }),
+        "{third:?}"
+    );
+    let replacement: u32 = stat_fields(third.monitor_pid)[1].parse().expect("ppid");
+    assert_ne!(replacement, launcher);
+    assert!(
+        !Path::new(&format!("/proc/{launcher}")).exists(),
+        "the dead launcher was collected, not left a zombie"
+    );
+    assert!(process_exists(first.monitor_pid));
+
+    // Dropping the manager ends its launcher; the containers keep running.
+    fixture.manager = open_manager(fixture.dir.path());
+    assert!(
+        process_gone_soon(replacement),
+        "the launcher ends with its manager"
+    );
+    assert!(process_exists(third.monitor_pid));
 }
 
 #[test]
@@ -740,4 +831,151 @@ fn a_container_joins_a_shared_pid_namespace() {
     fixture.manager.remove("sharedpid").expect("remove");
     assert_gone(&fixture, "sharedpid");
     drop(holder);
+}
+
+/// An attach session over the monitor's socket: frames out, output frames collected.
+struct Session {
+    stream: std::os::unix::net::UnixStream,
+    frames: attach::FrameReader,
+    output: Vec<u8>,
+}
+
+impl Session {
+    fn open(fixture: &Fixture, id: &str, stdin: bool) -> Session {
+        let mut stream =
+            attach::connect(&fixture.manager.container_dir(id)).expect("connect to attach.sock");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        use std::io::Write;
+        stream
+            .write_all(&attach::encode(attach::HELLO, &[u8::from(stdin)]))
+            .expect("hello");
+        Session {
+            stream,
+            frames: attach::FrameReader::default(),
+            output: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, frame: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(frame).expect("send");
+    }
+
+    /// Reads output until it contains `text` (10 s at most); returns whether the connection
+    /// is still open.
+    fn expect(&mut self, text: &str) {
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 4096];
+        loop {
+            if String::from_utf8_lossy(&self.output).contains(text) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the attached output: {:?}",
+                String::from_utf8_lossy(&self.output)
+            );
+            match self.stream.read(&mut buf) {
+                Ok(0) => panic!(
+                    "the monitor closed the session before {text:?}: {:?}",
+                    String::from_utf8_lossy(&self.output)
+                ),
+                Ok(n) => {
+                    self.frames.push(&buf[..n]);
+                    while let Some((kind, payload)) = self.frames.next_frame() {
+                        assert!(kind == attach::STDOUT || kind == attach::STDERR);
+                        self.output.extend_from_slice(&payload);
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("reading the session: {e}"),
+            }
+        }
+    }
+}
+
+/// A shell with a terminal and stdin: commands through the attach socket work, a resize
+/// changes `stty size`, output also goes to the CRI log (stdout), a session that leaves does
+/// not end the container, and a second one works too.
+#[test]
+fn attach_to_a_terminal_container() {
+    let mut fixture = Fixture::new("attach-tty");
+    let id = "tty";
+    let status = fixture.start_container(
+        id,
+        serde_json::json!({"name": "c", "image": "busybox", "command": ["sh"],
+            "stdin": true, "tty": true}),
+    );
+    assert!(matches!(status.state, ContainerState::Running { .. }));
+    let mut session = Session::open(&fixture, id, true);
+    session.send(&attach::resize_frame(33, 111));
+    session.send(&attach::encode(
+        attach::STDIN,
+        b"echo $((6*7)); stty size\n",
+    ));
+    session.expect("42\r\n33 111\r\n");
+    drop(session);
+
+    let mut again = Session::open(&fixture, id, true);
+    again.send(&attach::encode(attach::STDIN, b"echo again-$((1+1))\n"));
+    again.expect("again-2");
+    wait_for_log(&fixture, id, "stdout F again-2");
+    again.send(&attach::encode(attach::STDIN, b"exit 3\n"));
+    let status = fixture
+        .manager
+        .wait_exited(id, Duration::from_secs(10))
+        .expect("exit");
+    assert_eq!(exited(&status).0, 3);
+}
+
+/// stdin without a terminal, stdinOnce: what the session writes reaches the container, and
+/// its stdin closes when the session's stdin does (`cat` ends); a session that does not
+/// attach stdin only reads.
+#[test]
+fn attach_stdin_once_closes_the_containers_stdin() {
+    let mut fixture = Fixture::new("attach-once");
+    let id = "once";
+    fixture.start_container(
+        id,
+        serde_json::json!({"name": "c", "image": "busybox",
+            "command": ["sh", "-c", "echo ready; cat; echo cat-ended >&2"],
+            "stdin": true, "stdinOnce": true}),
+    );
+    let mut reader = Session::open(&fixture, id, false);
+    let mut writer = Session::open(&fixture, id, true);
+    // The reader's input is ignored; the writer's arrives.
+    reader.send(&attach::encode(attach::STDIN, b"ignored\n"));
+    writer.send(&attach::encode(attach::STDIN, b"hello\n"));
+    writer.expect("hello\n");
+    reader.expect("hello\n");
+    assert!(!String::from_utf8_lossy(&reader.output).contains("ignored"));
+    writer.send(&attach::encode(attach::STDIN_CLOSE, &[]));
+    reader.expect("cat-ended");
+    let status = fixture
+        .manager
+        .wait_exited(id, Duration::from_secs(10))
+        .expect("exit");
+    assert_eq!(exited(&status).0, 0);
+    wait_for_log(&fixture, id, "stdout F hello");
+    wait_for_log(&fixture, id, "stderr F cat-ended");
+}
+
+/// A plain container gets no attach socket.
+#[test]
+fn a_container_without_stdin_or_tty_has_no_attach_socket() {
+    let mut fixture = Fixture::new("attach-none");
+    fixture.start("plain", "sleep 30", serde_json::json!({}));
+    assert!(attach::connect(&fixture.manager.container_dir("plain")).is_err());
+    assert!(!fixture
+        .manager
+        .container_dir("plain")
+        .join(attach::SOCKET_FILE)
+        .exists());
 }

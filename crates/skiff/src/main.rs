@@ -41,10 +41,15 @@ enum Internal {
         /// The sandbox it holds: lets the agent check a pid is really its pause process.
         sandbox_id: String,
     },
-    /// The monitor of one container (started by the node agent, detached).
+    /// The monitor of one container, in the foreground (for debugging by hand); with
+    /// `--launcher`, the process that forks the agent's monitors.
     Monitor {
-        /// The container's directory (bundle, monitor.json, status.json).
+        /// The container's directory (bundle, monitor.json, status.json); with `--launcher`,
+        /// the directory of all containers.
         dir: PathBuf,
+        /// Serve the agent's requests to fork monitors (on stdin).
+        #[arg(long)]
+        launcher: bool,
     },
 }
 
@@ -91,7 +96,10 @@ fn main() -> std::process::ExitCode {
         Command::Image(args) => image::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Internal(Internal::Pause { .. }) => return skiff_runtime::sandbox::pause::main(),
-        Command::Internal(Internal::Monitor { dir }) => {
+        Command::Internal(Internal::Monitor { launcher: true, .. }) => {
+            return skiff_runtime::container::launcher::serve()
+        }
+        Command::Internal(Internal::Monitor { dir, .. }) => {
             return skiff_runtime::container::monitor::main(&dir)
         }
     };

@@ -26,10 +26,10 @@ use tokio_tungstenite::WebSocketStream;
 use super::{running_container, status, Body, StreamingContext};
 
 /// The header with the runtime id of the container, from the API server.
-const CONTAINER_ID_HEADER: &str = "x-skiff-container-id";
+pub(super) const CONTAINER_ID_HEADER: &str = "x-skiff-container-id";
 
 /// Whether runtime id `id` (`<pod-uid>_<restart>_<name>`) is an instance of `container`.
-fn names_container(id: &str, container: &str) -> bool {
+pub(super) fn names_container(id: &str, container: &str) -> bool {
     let mut parts = id.splitn(3, '_');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(uid), Some(restart), Some(name)) => {
@@ -46,14 +46,14 @@ fn names_container(id: &str, container: &str) -> bool {
 const PID_FILE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The subprotocols served, preferred first.
-const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+pub(super) const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
-const ERROR: u8 = 3;
-const RESIZE: u8 = 4;
-const CLOSE: u8 = 255;
+pub(super) const STDIN: u8 = 0;
+pub(super) const STDOUT: u8 = 1;
+pub(super) const STDERR: u8 = 2;
+pub(super) const ERROR: u8 = 3;
+pub(super) const RESIZE: u8 = 4;
+pub(super) const CLOSE: u8 = 255;
 
 /// What the client asked for.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -93,7 +93,7 @@ fn parse_options(query: Option<&str>) -> Result<ExecOptions, String> {
 
 /// The subprotocol to answer with, from the client's offers (one header, comma-separated, or
 /// several headers).
-fn pick_protocol(req: &Request<Incoming>) -> Option<&'static str> {
+pub(super) fn pick_protocol(req: &Request<Incoming>) -> Option<&'static str> {
     let offered: Vec<String> = req
         .headers()
         .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
@@ -182,7 +182,6 @@ pub async fn serve(
             Ok(Err(e)) => return status(500, "InternalError", &e.0),
             Err(e) => return status(500, "InternalError", &e.to_string()),
         };
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match upgrade.await {
@@ -195,6 +194,15 @@ pub async fn serve(
             Err(e) => tracing::debug!(error = %e, "exec: the upgrade failed"),
         }
     });
+    switching_protocols(&key, protocol)
+}
+
+/// The 101 answer to a WebSocket upgrade with key `key`, speaking `protocol`.
+pub(super) fn switching_protocols(
+    key: &hyper::header::HeaderValue,
+    protocol: &'static str,
+) -> Response<Body> {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut resp = Response::new(
         Empty::<Bytes>::new()
             .map_err(|never| match never {})
@@ -245,7 +253,7 @@ fn resize(pty: &OwnedFd, size: &serde_json::Value, runtime_pid: Option<i32>) {
 }
 
 /// One `[channel] + data` message.
-fn frame(channel: u8, data: &[u8]) -> Message {
+pub(super) fn frame(channel: u8, data: &[u8]) -> Message {
     let mut bytes = Vec::with_capacity(data.len() + 1);
     bytes.push(channel);
     bytes.extend_from_slice(data);

@@ -225,7 +225,7 @@ pub async fn serve(
 
 /// Sends what the monitor appends until the container has exited and its log is read to the
 /// end, the byte limit is reached, or the client is gone.
-fn follow_log(
+pub(super) fn follow_log(
     mut reader: LogReader,
     id: &str,
     runtime: Arc<dyn crate::runtime::PodRuntime>,

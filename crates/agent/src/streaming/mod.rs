@@ -1,8 +1,9 @@
-//! The node's streaming server (kubelet's port 10250): container logs, exec and port-forward
-//! (attach to come). It speaks HTTPS with a self-signed certificate whose SHA-256 the agent
+//! The node's streaming server (kubelet's port 10250): container logs, exec, attach and
+//! port-forward. It speaks HTTPS with a self-signed certificate whose SHA-256 the agent
 //! publishes on its Node (the API server pins it), and it accepts only clients whose certificate
 //! the cluster CA signed for the API server: nothing else may call it.
 
+mod attach;
 mod exec;
 mod logs;
 mod portforward;
@@ -148,6 +149,14 @@ async fn route(ctx: &StreamingContext, req: Request<Incoming>) -> Response<Body>
             );
             exec::serve(ctx, &namespace, &pod, &container, req).await
         }
+        (&hyper::Method::GET, ["attach", namespace, pod, container]) => {
+            let (namespace, pod, container) = (
+                namespace.to_string(),
+                pod.to_string(),
+                container.to_string(),
+            );
+            attach::serve(ctx, &namespace, &pod, &container, req).await
+        }
         (&hyper::Method::GET | &hyper::Method::POST, ["portForward", namespace, pod]) => {
             let (namespace, pod) = (namespace.to_string(), pod.to_string());
             portforward::serve(ctx, &namespace, &pod, req).await
@@ -200,7 +209,15 @@ pub(crate) async fn running_container(
     container: &str,
 ) -> Result<String, Response<Body>> {
     let found = pod_on_this_node(ctx, namespace, pod).await?;
-    let status_of = found
+    running_container_of(&found, container).map_err(|message| status(400, "BadRequest", &message))
+}
+
+/// The runtime id of `container` of `pod` if its status says it runs; else kubelet's message.
+pub(crate) fn running_container_of(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    container: &str,
+) -> Result<String, String> {
+    let status_of = pod
         .status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
@@ -210,10 +227,9 @@ pub(crate) async fn running_container(
         .and_then(|s| s.container_id.as_deref());
     match running {
         Some(id) => Ok(id.strip_prefix("skiff://").unwrap_or(id).to_string()),
-        None => Err(status(
-            400,
-            "BadRequest",
-            &format!("container {container:?} in pod {pod:?} is not running"),
+        None => Err(format!(
+            "container {container:?} in pod {:?} is not running",
+            pod.metadata.name.as_deref().unwrap_or_default()
         )),
     }
 }

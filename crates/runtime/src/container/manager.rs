@@ -2,13 +2,16 @@
 //! the agent restarted: the monitors and their status files outlive it), stop and remove it.
 
 use std::io::{BufRead, BufReader};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use oci_spec::runtime::Spec;
 
+use super::attach::{StdioConfig, CONSOLE_SOCKET_FILE, SOCKET_FILE};
 use super::cgroup::CgroupLayout;
+use super::launcher::Launcher;
 use super::monitor::{
     MonitorConfig, CONFIG_FILE, LOCK_FILE, MONITOR_LOG, PID_FILE, RUNTIME_LOG, STATUS_FILE,
     TERMINATION_LOG,
@@ -33,7 +36,8 @@ impl Default for LogOptions {
 }
 
 /// Containers under `root` (`<data-dir>/containers`), each run by `runtime` under a monitor
-/// process started from `monitor_binary` (`skiff internal monitor <container-dir>`).
+/// process forked by a launcher that `monitor_command` starts (`skiff internal monitor
+/// <root> --launcher`, see launcher.rs).
 ///
 /// The runtime is a concrete [`CliRuntime`] rather than a trait object because the monitor, a
 /// separate process, rebuilds it from its configuration file.
@@ -41,10 +45,9 @@ impl Default for LogOptions {
 pub struct ContainerManager {
     root: PathBuf,
     runtime: CliRuntime,
-    /// The program and leading arguments that start a monitor; the container directory is
-    /// appended (`[/usr/bin/skiff, internal, monitor]`).
-    monitor_command: Vec<PathBuf>,
     log_options: LogOptions,
+    /// Forks the monitors (started on first use, shared by the manager's clones).
+    launcher: Arc<Launcher>,
 }
 
 impl ContainerManager {
@@ -63,7 +66,7 @@ impl ContainerManager {
         Ok(ContainerManager {
             root: root.to_owned(),
             runtime,
-            monitor_command,
+            launcher: Arc::new(Launcher::new(&monitor_command, root)),
             log_options,
         })
     }
@@ -121,6 +124,7 @@ impl ContainerManager {
                 .as_ref()
                 .and_then(|l| l.cgroups_path().as_ref())
                 .map(|p| p.to_string_lossy().into_owned()),
+            stdio: StdioConfig::from_spec(spec),
         };
         let monitor_json = dir.join(CONFIG_FILE);
         let bytes = serde_json::to_vec(&monitor_config).map_err(|source| ContainerError::Json {
@@ -135,46 +139,39 @@ impl ContainerManager {
             .append(true)
             .open(&monitor_log_path)
             .map_err(io_error("opening", &monitor_log_path))?;
-        let mut command = Command::new(&self.monitor_command[0]);
-        command
-            .args(&self.monitor_command[1..])
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(monitor_log);
-        let mut child = command
-            .spawn()
-            .map_err(io_error("starting the monitor", &self.monitor_command[0]))?;
+        let (report_read, report_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| io_error("creating the monitor's pipe for", &dir)(e.into()))?;
+        self.launcher
+            .launch(&dir, report_write.as_fd(), monitor_log.as_fd())
+            .map_err(io_error("starting the monitor of", &dir))?;
+        // Only the monitor holds the write end now: the read below ends at its report or exit.
+        drop(report_write);
+        drop(monitor_log);
         let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            // The monitor reports, or dies and the pipe closes; a runtime that hangs must not
-            // hang the caller forever.
-            let mut fds = [rustix::event::PollFd::new(
-                &stdout,
-                rustix::event::PollFlags::IN,
-            )];
-            let timeout = rustix::event::Timespec {
-                tv_sec: START_TIMEOUT.as_secs() as i64,
-                tv_nsec: 0,
-            };
-            let ready = loop {
-                match rustix::event::poll(&mut fds, Some(&timeout)) {
-                    Err(rustix::io::Errno::INTR) => continue,
-                    other => break other.unwrap_or(0),
-                }
-            };
-            if ready == 0 {
-                let _ = child.wait();
-                return Err(ContainerError::Timeout {
-                    id: id.to_owned(),
-                    what: "start",
-                    seconds: START_TIMEOUT.as_secs_f64(),
-                });
+        // The monitor reports, or dies and the pipe closes; a runtime that hangs must not hang
+        // the caller forever.
+        let mut fds = [rustix::event::PollFd::new(
+            &report_read,
+            rustix::event::PollFlags::IN,
+        )];
+        let timeout = rustix::event::Timespec {
+            tv_sec: START_TIMEOUT.as_secs() as i64,
+            tv_nsec: 0,
+        };
+        let ready = loop {
+            match rustix::event::poll(&mut fds, Some(&timeout)) {
+                Err(rustix::io::Errno::INTR) => continue,
+                other => break other.unwrap_or(0),
             }
-            let _ = BufReader::new(stdout).read_line(&mut line);
+        };
+        if ready == 0 {
+            return Err(ContainerError::Timeout {
+                id: id.to_owned(),
+                what: "start",
+                seconds: START_TIMEOUT.as_secs_f64(),
+            });
         }
-        // The first monitor process exits right after starting the real one.
-        let _ = child.wait();
+        let _ = BufReader::new(std::fs::File::from(report_read)).read_line(&mut line);
         let line = line.trim();
         if let Some(pid) = line.strip_prefix("ok ") {
             tracing::debug!(container = id, pid, "container started");
@@ -412,6 +409,8 @@ const OWN_FILES: &[&str] = &[
     MONITOR_LOG,
     RUNTIME_LOG,
     TERMINATION_LOG,
+    SOCKET_FILE,
+    CONSOLE_SOCKET_FILE,
 ];
 
 /// Whether the monitor of the container in `dir` still holds its lock.

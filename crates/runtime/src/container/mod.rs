@@ -9,11 +9,15 @@
 //! - `monitor.lock`: held (flock) by the monitor for its whole life, so a reader can tell a live
 //!   monitor from a dead one;
 //! - `termination-log`: bound at the container's terminationMessagePath;
-//! - `monitor.log`, `runtime.log`: the monitor's and the runtime's own diagnostics.
+//! - `monitor.log`, `runtime.log`: the monitor's and the runtime's own diagnostics;
+//! - `attach.sock`: for a container with stdin or a terminal, where its monitor serves attach
+//!   sessions ([`attach`]).
 
+pub mod attach;
 pub mod cgroup;
 pub mod exec;
 pub mod expand;
+pub mod launcher;
 pub mod log;
 pub mod log_read;
 pub mod manager;

@@ -2,29 +2,26 @@
 //! own session so it survives the agent, that runs the container through the OCI runtime as a
 //! child subreaper, holds its stdout and stderr, writes them to the CRI log, waits for the exit,
 //! records it in `status.json`, then deletes the runtime's state. No async runtime: two copier
-//! threads and blocking calls keep it near 2 MB resident.
+//! threads and blocking calls keep it near 2 MB resident. A container with stdin or a terminal
+//! instead gets one thread serving its stdio and the attach socket ([`super::attach`]).
 //!
-//! Start-up: the manager spawns the monitor with a pipe as stdout; that first process forks
-//! (so the manager reaps it at once and the real monitor is nobody's child to wait for) and
-//! exits. The child writes one line to the pipe, `ok <pid>` once the container runs or
-//! `error <message>`, then points its stdout at /dev/null so the pipe closes. A fork rather than
-//! a second exec of this (large) binary: a few milliseconds less for every container start.
+//! Start-up: the manager's launcher process (launcher.rs) forks the monitor with a pipe as
+//! stdout. The monitor writes one line to it, `ok <pid>` once the container runs or
+//! `error <message>`, then points its stdout at /dev/null so the pipe closes.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rustix::process::{Pid, WaitOptions};
 
+use super::attach::{AttachServer, ConsoleSocket, ContainerIo, StdioConfig};
 use super::cgroup::CgroupLayout;
 use super::log::{CriLogWriter, LogStream};
-use super::runtime::{CliRuntime, OciRuntime};
+use super::runtime::{CliRuntime, OciRuntime, ProcessIo};
 use super::{io_error, ContainerError, ContainerState, ContainerStatus, Result};
-
-/// Set in the environment of the second monitor process.
-const DETACHED_ENV: &str = "SKIFF_MONITOR_DETACHED";
 
 /// How much of the termination-log file becomes the status message, as kubelet reads it.
 const MAX_MESSAGE: u64 = 4096;
@@ -44,6 +41,9 @@ pub struct MonitorConfig {
     pub log_max_files: usize,
     /// The container's cgroup (`linux.cgroupsPath`), to read its OOM-kill counter at exit.
     pub cgroup_path: Option<String>,
+    /// Whether the container has stdin, a terminal (then the monitor serves attach.sock).
+    #[serde(default)]
+    pub stdio: StdioConfig,
 }
 
 /// File names inside the container directory.
@@ -55,81 +55,27 @@ pub(crate) const MONITOR_LOG: &str = "monitor.log";
 pub(crate) const RUNTIME_LOG: &str = "runtime.log";
 pub(crate) const TERMINATION_LOG: &str = "termination-log";
 
-/// Runs the monitor of the container in `dir`; returns the process's exit code.
+/// `skiff internal monitor DIR`: runs the monitor of the container in `dir` in the foreground
+/// (the manager does not start monitors this way: its launcher forks them; this is for
+/// debugging a container by hand).
 pub fn main(dir: &Path) -> ExitCode {
-    if std::env::var_os(DETACHED_ENV).is_none() {
-        match detach() {
-            Detached::Parent(code) => return code,
-            Detached::Child => {}
-        }
+    match run_detached(dir) {
+        0 => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
     }
+}
+
+/// The monitor proper, in a session of its own; returns the process's exit code.
+pub(crate) fn run_detached(dir: &Path) -> i32 {
     // Its own session: no signal meant for the agent's terminal or process group reaches it.
     let _ = rustix::process::setsid();
+    let _ = rustix::thread::set_name(super::launcher::MONITOR_NAME);
     match run(dir) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("monitor {}: {e}", dir.display());
             report(&format!("error {}", one_line(&e.to_string())));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Which side of [`detach`] this process is on.
-enum Detached {
-    /// The first process, which exits with this code.
-    Parent(ExitCode),
-    /// The real monitor.
-    Child,
-}
-
-/// Forks the real monitor off the first process; re-executes this binary instead when the
-/// process already has threads (a fork would copy only the calling one).
-#[allow(unsafe_code)]
-fn detach() -> Detached {
-    if thread_count() != Some(1) {
-        return Detached::Parent(respawn());
-    }
-    // SAFETY: the process has a single thread (checked above; nothing here starts one), so the
-    // child may run any code after the fork: no lock can be held by a thread that is not copied.
-    match unsafe { libc::fork() } {
-        0 => Detached::Child,
-        -1 => {
-            let e = std::io::Error::last_os_error();
-            report(&format!("error monitor: forking: {e}"));
-            Detached::Parent(ExitCode::FAILURE)
-        }
-        _ => Detached::Parent(ExitCode::SUCCESS),
-    }
-}
-
-/// How many threads this process has (`Threads:` in /proc/self/status).
-fn thread_count() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|n| n.trim().parse().ok())
-}
-
-/// The first process, if it has threads: starts the real monitor with the same arguments and
-/// stdio, and exits.
-fn respawn() -> ExitCode {
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            report(&format!("error monitor: finding its own binary: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut args = std::env::args_os().skip(1);
-    let mut command = Command::new(exe);
-    command.args(&mut args).env(DETACHED_ENV, "1");
-    match command.spawn() {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            report(&format!("error monitor: starting itself: {e}"));
-            ExitCode::FAILURE
+            1
         }
     }
 }
@@ -174,6 +120,9 @@ fn run(dir: &Path) -> Result<()> {
     // kB resident per thread per monitor, for a few small buffers).
     allocator::one_arena();
     let config: MonitorConfig = read_json(&dir.join(CONFIG_FILE))?;
+    // Sockets are bound by relative names: a socket address holds 108 bytes, which the
+    // container directory's path may exceed. (The process has a single thread here.)
+    std::env::set_current_dir(dir).map_err(io_error("entering", dir))?;
     let runtime = config.runtime.with_log(dir.join(RUNTIME_LOG));
     let id = config.id.clone();
 
@@ -206,21 +155,41 @@ fn run(dir: &Path) -> Result<()> {
         .map_err(io_error("opening the log", &config.log_path))?;
     let log = Arc::new(Mutex::new(log));
 
-    let (stdout_read, stdout_write) =
-        std::io::pipe().map_err(io_error("creating the stdout pipe of", dir))?;
-    let (stderr_read, stderr_write) =
-        std::io::pipe().map_err(io_error("creating the stderr pipe of", dir))?;
+    // The container's stdio. Plain: two pipes, copied to the log by two small threads. With
+    // stdin or a terminal: what [`attach`] serves, on one thread.
+    let stdio = config.stdio;
+    let mut console = None;
+    let (io, pipes) = if stdio.tty {
+        let socket =
+            ConsoleSocket::bind().map_err(io_error("binding the console socket in", dir))?;
+        let io = ProcessIo {
+            stdin: Stdio::null(),
+            stdout: Stdio::null(),
+            stderr: Stdio::null(),
+            console_socket: Some(socket.path().to_owned()),
+        };
+        console = Some(socket);
+        (io, None)
+    } else {
+        let (stdout_read, stdout_write) =
+            std::io::pipe().map_err(io_error("creating the stdout pipe of", dir))?;
+        let (stderr_read, stderr_write) =
+            std::io::pipe().map_err(io_error("creating the stderr pipe of", dir))?;
+        let mut io = ProcessIo::output(Stdio::from(stdout_write), Stdio::from(stderr_write));
+        let mut stdin_write = None;
+        if stdio.stdin {
+            let (read, write) =
+                std::io::pipe().map_err(io_error("creating the stdin pipe of", dir))?;
+            io.stdin = Stdio::from(read);
+            stdin_write = Some(write);
+        }
+        (io, Some((stdout_read, stderr_read, stdin_write)))
+    };
 
     let pid_file = dir.join(PID_FILE);
     // One runtime process (`run --detach`) instead of create then start.
     let started = runtime
-        .run_detached(
-            &id,
-            dir,
-            &pid_file,
-            Stdio::from(stdout_write),
-            Stdio::from(stderr_write),
-        )
+        .run_detached(&id, dir, &pid_file, io)
         .and_then(|()| {
             let text =
                 std::fs::read_to_string(&pid_file).map_err(io_error("reading", &pid_file))?;
@@ -255,22 +224,54 @@ fn run(dir: &Path) -> Result<()> {
         }
     };
 
-    // The copiers hold the read ends; the write ends went with `runc create` (only the
-    // container has them now), so the reads end when the container's processes are gone.
+    // The readers of the output hold the read ends; the write ends went with the runtime (only
+    // the container has them now), so the reads end when the container's processes are gone.
     let (done_tx, done_rx) = mpsc::channel();
-    for (pipe, stream) in [
-        (stdout_read, LogStream::Stdout),
-        (stderr_read, LogStream::Stderr),
-    ] {
-        let log = Arc::clone(&log);
+    let mut readers = 0;
+    let container_io = match (console, pipes) {
+        (Some(console), _) => Some(ContainerIo::Terminal(
+            console
+                .receive()
+                .map_err(io_error("receiving the terminal of", dir))?,
+        )),
+        (None, Some((stdout, stderr, stdin))) if stdio.stdin => Some(ContainerIo::Pipes {
+            stdout,
+            stderr,
+            stdin,
+        }),
+        (None, Some((stdout_read, stderr_read, _))) => {
+            for (pipe, stream) in [
+                (stdout_read, LogStream::Stdout),
+                (stderr_read, LogStream::Stderr),
+            ] {
+                let log = Arc::clone(&log);
+                let done = done_tx.clone();
+                std::thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        copy(pipe, stream, &log);
+                        let _ = done.send(());
+                    })
+                    .map_err(io_error("starting a log copier for", dir))?;
+                readers += 1;
+            }
+            None
+        }
+        (None, None) => None,
+    };
+    if let Some(container_io) = container_io {
+        // Bound before the start is reported: an attach right after finds the socket.
+        let server = AttachServer::new(container_io, stdio, Arc::clone(&log))
+            .map_err(io_error("serving the attach socket in", dir))?;
         let done = done_tx.clone();
         std::thread::Builder::new()
             .stack_size(64 * 1024)
             .spawn(move || {
-                copy(pipe, stream, &log);
+                server.run();
                 let _ = done.send(());
             })
-            .map_err(io_error("starting a log copier for", dir))?;
+            .map_err(io_error("starting the attach server for", dir))?;
+        readers += 1;
     }
     drop(done_tx);
 
@@ -287,7 +288,7 @@ fn run(dir: &Path) -> Result<()> {
 
     let exit_code = wait_for(pid);
     let finished_at = SystemTime::now();
-    for _ in 0..2 {
+    for _ in 0..readers {
         if done_rx.recv_timeout(DRAIN_TIMEOUT).is_err() {
             eprintln!(
                 "monitor {id}: output still open {DRAIN_TIMEOUT:?} after the container exited"
@@ -301,11 +302,11 @@ fn run(dir: &Path) -> Result<()> {
         }
     }
 
-    let oom_killed = config.cgroup_path.as_deref().is_some_and(|path| {
-        CgroupLayout::detect()
-            .map(|layout| layout.oom_kills(path) > 0)
-            .unwrap_or(false)
-    });
+    let layout = CgroupLayout::detect();
+    let oom_killed = match (&layout, config.cgroup_path.as_deref()) {
+        (Ok(layout), Some(path)) => layout.oom_kills(path) > 0,
+        _ => false,
+    };
     let reason = if oom_killed {
         "OOMKilled"
     } else if exit_code == 0 {
@@ -321,8 +322,20 @@ fn run(dir: &Path) -> Result<()> {
         message: termination_message(&dir.join(TERMINATION_LOG)),
     };
     write_status(dir, &status)?;
-    if let Err(e) = runtime.delete(&id, true) {
-        eprintln!("monitor {id}: {e}");
+    // What the runtime's `delete` does for a stopped container, without starting it: remove
+    // the cgroup (killing whatever outlived the init there, as runc does for a container in a
+    // shared PID namespace), then the state directory. The runtime remains the fallback.
+    let cleaned = match (layout, config.cgroup_path.as_deref()) {
+        (Ok(layout), Some(path)) => layout.remove(path),
+        (Err(e), Some(_)) => Err(e),
+        (_, None) => Ok(()),
+    }
+    .and_then(|()| runtime.remove_state(&id));
+    if let Err(e) = cleaned {
+        eprintln!("monitor {id}: cleaning up after the exit: {e}; asking the runtime");
+        if let Err(e) = runtime.delete(&id, true) {
+            eprintln!("monitor {id}: {e}");
+        }
     }
     drop(lock);
     Ok(())

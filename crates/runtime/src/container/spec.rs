@@ -172,6 +172,7 @@ const MAX_NOFILE: u64 = 1_048_576;
 
 /// The OCI runtime spec of a container.
 pub fn build_spec(input: &ContainerSpecInput) -> Result<Spec> {
+    use super::attach::{STDIN_ANNOTATION, STDIN_ONCE_ANNOTATION};
     let container = input.container;
     let image = image_config(input.image_config);
 
@@ -241,11 +242,25 @@ pub fn build_spec(input: &ContainerSpecInput) -> Result<Spec> {
         format!("/{parent}/{}", input.container_id)
     };
 
+    // `tty` gives the container a terminal (the runtime makes it; its monitor gets the master);
+    // `stdin` has no OCI field: the monitor reads it from these annotations.
+    let tty = container.tty.unwrap_or(false);
+    let stdin = container.stdin.unwrap_or(false);
+    let stdin_once = stdin && container.stdin_once.unwrap_or(false);
+    let mut annotations = serde_json::Map::new();
+    if stdin {
+        annotations.insert(STDIN_ANNOTATION.to_owned(), json!("true"));
+    }
+    if stdin_once {
+        annotations.insert(STDIN_ONCE_ANNOTATION.to_owned(), json!("true"));
+    }
+
     let spec = json!({
         "ociVersion": "1.0.2",
         "root": {"path": rootfs, "readonly": read_only_root},
+        "annotations": annotations,
         "process": {
-            "terminal": false,
+            "terminal": tty,
             "user": {
                 "uid": user.uid,
                 "gid": user.gid,
@@ -659,6 +674,7 @@ fn mounts(input: &ContainerSpecInput) -> Result<Vec<Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::attach::StdioConfig;
 
     fn pod(container: Value) -> Pod {
         serde_json::from_value(json!({
@@ -741,6 +757,34 @@ mod tests {
 
     fn env_of(spec: &Value) -> Vec<String> {
         strings(&spec["process"]["env"])
+    }
+
+    #[test]
+    fn tty_and_stdin_reach_the_spec() {
+        let plain = build(
+            json!({"name": "c", "image": "busybox", "command": ["sh"]}),
+            json!({}),
+        );
+        assert_eq!(plain["process"]["terminal"], false);
+        let stdio =
+            StdioConfig::from_spec(&serde_json::from_value(plain).expect("spec round trip"));
+        assert!(!stdio.attachable());
+        let interactive = build(
+            json!({"name": "c", "image": "busybox", "command": ["sh"],
+                "tty": true, "stdin": true, "stdinOnce": true}),
+            json!({}),
+        );
+        assert_eq!(interactive["process"]["terminal"], true);
+        let stdio =
+            StdioConfig::from_spec(&serde_json::from_value(interactive).expect("spec round trip"));
+        assert_eq!(
+            stdio,
+            StdioConfig {
+                stdin: true,
+                stdin_once: true,
+                tty: true
+            }
+        );
     }
 
     #[test]

@@ -1,0 +1,394 @@
+//! `GET /attach/{namespace}/{pod}/{container}?stdin=&stdout=&stderr=&tty=`: the stdio of a
+//! running container's own process (`kubectl attach`, `kubectl run -it`), over a WebSocket in
+//! the channel protocol exec speaks (see [`super::exec`]).
+//!
+//! A container with `stdin` or `tty` is attached through its monitor's socket
+//! ([`skiff_runtime::container::attach`]): output as the container writes it, input and terminal
+//! sizes to it. Leaving does not stop the container (with `stdinOnce` its stdin closes). A
+//! container with neither has no socket: its output is followed in its log from now on, as
+//! the log has it (stdout and stderr as one stream). The session ends when the container's
+//! output does, with a Success status, as kubelet ends it.
+
+use std::os::unix::net::UnixStream;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use skiff_runtime::container::attach as monitor;
+use skiff_runtime::container::log_read::{LogQuery, LogReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::exec::{
+    frame, names_container, pick_protocol, switching_protocols, CLOSE, CONTAINER_ID_HEADER, ERROR,
+    PROTOCOLS, RESIZE, STDERR, STDIN, STDOUT,
+};
+use super::{pod_on_this_node, running_container_of, status, Body, StreamingContext};
+use crate::runtime::parse_container_id;
+
+/// What the client asked for.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct AttachOptions {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    tty: bool,
+}
+
+fn parse_options(query: Option<&str>) -> Result<AttachOptions, String> {
+    let mut options = AttachOptions::default();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let on = || matches!(value.as_ref(), "" | "true" | "1");
+        match key.as_ref() {
+            "stdin" | "input" => options.stdin = on(),
+            "stdout" | "output" => options.stdout = on(),
+            "stderr" | "error" => options.stderr = on(),
+            "tty" => options.tty = on(),
+            _ => {}
+        }
+    }
+    if !(options.stdin || options.stdout || options.stderr) {
+        return Err("you must specify at least one of stdin, stdout, stderr".into());
+    }
+    if options.tty {
+        // A terminal has one output.
+        options.stderr = false;
+    }
+    Ok(options)
+}
+
+/// The refusal of an attach with stdin to a container started without it (the API server
+/// gives the same, so kubectl shows it whichever protocol it tried).
+pub(crate) fn stdin_refused(pod: &str, container: &str) -> String {
+    format!(
+        "cannot attach stdin: container {container} in pod {pod} was not created with stdin: true (attach without -i to see its output)"
+    )
+}
+
+/// Where the container's output comes from.
+enum Source {
+    /// Its monitor's attach socket.
+    Monitor(UnixStream),
+    /// Its log, from its end on (a container without stdin or terminal).
+    Log { reader: LogReader, id: String },
+}
+
+pub async fn serve(
+    ctx: &StreamingContext,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let options = match parse_options(req.uri().query()) {
+        Ok(options) => options,
+        Err(message) => return status(400, "BadRequest", &message),
+    };
+    let websocket = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = req.headers().get(hyper::header::SEC_WEBSOCKET_KEY).cloned();
+    let (true, Some(key)) = (websocket, key) else {
+        return status(
+            400,
+            "BadRequest",
+            "attach needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io)",
+        );
+    };
+    let Some(protocol) = pick_protocol(&req) else {
+        return status(
+            400,
+            "BadRequest",
+            "none of the offered subprotocols is served: use v5.channel.k8s.io or v4.channel.k8s.io",
+        );
+    };
+    let found = match pod_on_this_node(ctx, namespace, pod).await {
+        Ok(found) => found,
+        Err(resp) => return resp,
+    };
+    let Some(spec) = found
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == container))
+    else {
+        return status(
+            400,
+            "BadRequest",
+            &format!("container {container} is not valid for pod {pod}"),
+        );
+    };
+    if options.stdin && !spec.stdin.unwrap_or(false) {
+        return status(400, "BadRequest", &stdin_refused(pod, container));
+    }
+    let told = req
+        .headers()
+        .get(CONTAINER_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| names_container(id, container))
+        .map(str::to_string);
+    let id = match told {
+        Some(id) => id,
+        None => match running_container_of(&found, container) {
+            Ok(id) => id,
+            Err(message) => return status(400, "BadRequest", &message),
+        },
+    };
+    let runtime = ctx.runtime.clone();
+    let attach_id = id.clone();
+    let socket = match tokio::task::spawn_blocking(move || runtime.attach(&attach_id)).await {
+        Ok(Ok(socket)) => socket,
+        Ok(Err(e)) => return status(500, "InternalError", &e.0),
+        Err(e) => return status(500, "InternalError", &e.to_string()),
+    };
+    let source = match socket {
+        Some(socket) => Source::Monitor(socket),
+        None => {
+            let uid = found.metadata.uid.clone().unwrap_or_default();
+            let attempt = parse_container_id(&uid, &id).map_or(0, |(a, _)| a);
+            let path = ctx
+                .data_dir
+                .join("pods")
+                .join(&uid)
+                .join("logs")
+                .join(container)
+                .join(format!("{attempt}.log"));
+            // From the end: attach shows what comes, not what was.
+            let query = LogQuery {
+                tail_lines: Some(0),
+                ..LogQuery::default()
+            };
+            match LogReader::open(&path, &query) {
+                Ok((reader, _)) => Source::Log { reader, id },
+                Err(e) => {
+                    return status(
+                        500,
+                        "InternalError",
+                        &format!("cannot read the log {}: {e}", path.display()),
+                    )
+                }
+            }
+        }
+    };
+    let runtime = ctx.runtime.clone();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let ws =
+                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+                        .await;
+                session(ws, source, options, protocol == PROTOCOLS[0], runtime).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "attach: the upgrade failed"),
+        }
+    });
+    switching_protocols(&key, protocol)
+}
+
+/// How a session ended.
+enum Ended {
+    /// The container's output ended.
+    Output,
+    /// The client left.
+    Client,
+}
+
+async fn session<S>(
+    ws: WebSocketStream<S>,
+    source: Source,
+    options: AttachOptions,
+    v5: bool,
+    runtime: std::sync::Arc<dyn crate::runtime::PodRuntime>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut incoming) = ws.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(32);
+    // All output goes through one writer, so messages never interleave mid-frame.
+    let writer = tokio::spawn(async move {
+        while let Some(message) = out_rx.recv().await {
+            let last = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || last {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    // The output pump ends when the container's output does; input goes to `to_monitor`.
+    let mut to_monitor = None;
+    let mut pump = match source {
+        Source::Monitor(socket) => {
+            let socket = match socket
+                .set_nonblocking(true)
+                .and_then(|()| tokio::net::UnixStream::from_std(socket))
+            {
+                Ok(socket) => socket,
+                Err(e) => {
+                    tracing::debug!(error = %e, "attach: the monitor's socket");
+                    writer.abort();
+                    return;
+                }
+            };
+            let (mut read, mut write) = socket.into_split();
+            if write
+                .write_all(&monitor::encode(monitor::HELLO, &[u8::from(options.stdin)]))
+                .await
+                .is_err()
+            {
+                writer.abort();
+                return;
+            }
+            to_monitor = Some(write);
+            let tx = out_tx.clone();
+            let (want_stdout, want_stderr) = (options.stdout, options.stderr);
+            tokio::spawn(async move {
+                let mut frames = monitor::FrameReader::default();
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = read.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    frames.push(&buf[..n]);
+                    while let Some((kind, payload)) = frames.next_frame() {
+                        let channel = match kind {
+                            monitor::STDOUT if want_stdout => STDOUT,
+                            monitor::STDERR if want_stderr => STDERR,
+                            // Without a separate stderr channel, it shares stdout's.
+                            monitor::STDERR if want_stdout => STDOUT,
+                            _ => continue,
+                        };
+                        if tx.send(frame(channel, &payload)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            })
+        }
+        Source::Log { reader, id } => {
+            let (bytes_tx, mut bytes_rx) = mpsc::channel::<Bytes>(16);
+            let follower = tokio::task::spawn_blocking(move || {
+                super::logs::follow_log(reader, &id, runtime, bytes_tx)
+            });
+            let tx = out_tx.clone();
+            let want = options.stdout || options.stderr;
+            tokio::spawn(async move {
+                while let Some(chunk) = bytes_rx.recv().await {
+                    if want && tx.send(frame(STDOUT, &chunk)).await.is_err() {
+                        break;
+                    }
+                }
+                drop(bytes_rx);
+                let _ = follower.await;
+            })
+        }
+    };
+
+    let ended = loop {
+        tokio::select! {
+            _ = &mut pump => break Ended::Output,
+            message = incoming.next() => {
+                let data = match message {
+                    Some(Ok(Message::Binary(data))) => data,
+                    // The Python client sends str data as text frames: the same channel byte
+                    // first.
+                    Some(Ok(Message::Text(text))) => Bytes::copy_from_slice(text.as_bytes()),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break Ended::Client,
+                    Some(Ok(_)) => continue,
+                };
+                let Some(write) = to_monitor.as_mut() else { continue };
+                let forwarded = match data.first().copied() {
+                    Some(STDIN) if options.stdin => {
+                        monitor::encode(monitor::STDIN, &data[1..])
+                    }
+                    Some(RESIZE) => match terminal_size(&data[1..]) {
+                        Some((rows, cols)) => monitor::resize_frame(rows, cols),
+                        None => continue,
+                    },
+                    Some(CLOSE) if v5 && data.get(1) == Some(&STDIN) && options.stdin => {
+                        monitor::encode(monitor::STDIN_CLOSE, &[])
+                    }
+                    _ => continue,
+                };
+                if write.write_all(&forwarded).await.is_err() {
+                    // The monitor went away: the container's output ends too.
+                    to_monitor = None;
+                }
+            }
+        }
+    };
+    match ended {
+        Ended::Output => {
+            let success = json!({"metadata": {}, "status": "Success"});
+            let _ = out_tx
+                .send(frame(ERROR, success.to_string().as_bytes()))
+                .await;
+            let _ = out_tx
+                .send(Message::Close(Some(CloseFrame {
+                    code:
+                        tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+                    reason: "".into(),
+                })))
+                .await;
+            drop(out_tx);
+            let _ = writer.await;
+        }
+        Ended::Client => {
+            // Leaving the monitor's socket detaches; the container runs on.
+            pump.abort();
+            drop(to_monitor);
+            drop(out_tx);
+            writer.abort();
+        }
+    }
+}
+
+/// Rows and columns from kubectl's resize message (`{"Width":W,"Height":H}`).
+fn terminal_size(json: &[u8]) -> Option<(u16, u16)> {
+    let size: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let dim = |k: &str| {
+        size.get(k)
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|v| u16::try_from(v).ok())
+    };
+    Some((dim("Height")?, dim("Width")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_as_kubectl_sends_them() {
+        let o = parse_options(Some("container=c&stdin=true&stdout=true&tty=true")).expect("it");
+        assert_eq!(
+            o,
+            AttachOptions {
+                stdin: true,
+                stdout: true,
+                stderr: false,
+                tty: true
+            }
+        );
+        let o = parse_options(Some("container=c&stdout=true&stderr=true")).expect("plain");
+        assert!(o.stdout && o.stderr && !o.stdin && !o.tty);
+        assert!(parse_options(Some("container=c")).is_err());
+    }
+
+    #[test]
+    fn resize_messages() {
+        assert_eq!(
+            terminal_size(br#"{"Width":120,"Height":40}"#),
+            Some((40, 120))
+        );
+        assert_eq!(terminal_size(b"junk"), None);
+    }
+}
