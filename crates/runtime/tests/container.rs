@@ -979,3 +979,40 @@ fn a_container_without_stdin_or_tty_has_no_attach_socket() {
         .join(attach::SOCKET_FILE)
         .exists());
 }
+
+/// A client that never reads is dropped once its queue is full: the container's output and its
+/// log go on, the container ends, and the client sees its connection end.
+#[test]
+fn a_stalled_attach_client_never_blocks_the_container() {
+    use std::io::Read;
+    let mut fixture = Fixture::new("attach-stall");
+    let id = "stall";
+    fixture.start_container(
+        id,
+        serde_json::json!({"name": "c", "image": "busybox", "stdin": true,
+            "command": ["sh", "-c", "read go; head -c 8000000 /dev/zero | tr '\\0' x; echo; echo done"]}),
+    );
+    let mut stalled = Session::open(&fixture, id, true);
+    stalled.send(&attach::encode(attach::STDIN, b"go\n"));
+    let status = fixture
+        .manager
+        .wait_exited(id, Duration::from_secs(30))
+        .expect("the container ends though a client does not read");
+    assert_eq!(exited(&status).0, 0);
+    wait_for_log(&fixture, id, "stdout F done");
+    // What was queued before the drop, then the end.
+    stalled
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut received = Vec::new();
+    stalled
+        .stream
+        .read_to_end(&mut received)
+        .expect("the connection ends");
+    assert!(
+        received.len() < 8_000_000,
+        "the stalled client got everything ({} bytes)",
+        received.len()
+    );
+}

@@ -41,11 +41,37 @@ fn kubectl_run_it_rm_attaches_and_deletes_the_pod() {
     let gone = cluster.kubectl(["get", "pod", "shell"]);
     assert!(!gone.status.success(), "{gone:?}");
     assert!(stderr(&gone).contains("not found"), "{gone:?}");
+
+    // Without a terminal, as in a pipeline: stdin reaches the container through to its end
+    // (stdinOnce closes it), the output comes back, and the pod is deleted.
+    let piped = cluster.kubectl_stdin(
+        [
+            "run",
+            "-i",
+            "--rm",
+            "pipe",
+            "--image=busybox",
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--",
+            "wc",
+            "-c",
+        ],
+        "hello\n",
+    );
+    assert!(piped.status.success(), "{piped:?}");
+    assert_eq!(
+        stdout(&piped).lines().next().map(str::trim),
+        Some("6"),
+        "{piped:?}"
+    );
+    let gone = cluster.kubectl(["get", "pod", "pipe"]);
+    assert!(stderr(&gone).contains("not found"), "{gone:?}");
 }
 
 #[test]
 fn kubectl_attach_it_to_a_shell_with_a_terminal() {
-    let cluster = Cluster::start_with_agent(import_test_images);
+    let mut cluster = Cluster::start_with_agent(import_test_images);
     cluster.create_from(
         r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "term"},
             "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main",
@@ -70,6 +96,21 @@ fn kubectl_attach_it_to_a_shell_with_a_terminal() {
     let logs = cluster.kubectl_ok(["logs", "term"]);
     assert!(logs.contains("42"), "{logs:?}");
     assert!(logs.contains("kept-5"), "{logs:?}");
+
+    // The monitor holds the terminal, not the agent: after the server and its agent are
+    // killed and started again, the same shell is attached to.
+    cluster.restart();
+    wait_until(WAIT, "the node serving again", || {
+        cluster.kubectl(["logs", "term"]).status.success()
+    });
+    tty_attach(&cluster, "again", "term");
+    assert_eq!(
+        cluster.jsonpath(
+            &["pod", "term"],
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
 }
 
 #[test]
@@ -120,4 +161,76 @@ fn kubectl_attach_streams_output_and_stdin_needs_a_container_with_stdin() {
     });
     let logs = cluster.kubectl_ok(["logs", "once"]);
     assert_eq!(logs, "hello\nworld\ncat ended\n");
+}
+
+#[test]
+fn attach_sessions_leave_no_socket_behind() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    // stdin without a terminal: attached through the monitor's socket.
+    cluster.create_from(
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ticks"},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main",
+            "image": "busybox", "imagePullPolicy": "Never", "stdin": true, "command": ["sh",
+            "-c", "while true; do echo tick; sleep 0.1; done"]}]}}"#,
+    );
+    running(&cluster, "ticks");
+    let uid = cluster.jsonpath(&["pod", "ticks"], "{.metadata.uid}");
+    let status = cluster
+        .data_dir()
+        .join(format!("containers/{uid}_0_main/status.json"));
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(status).expect("status.json")).expect("JSON");
+    let monitor = u32::try_from(status["monitorPid"].as_u64().expect("monitorPid")).expect("pid");
+    let node = cluster.node_name().expect("an agent").to_owned();
+    let port = cluster.jsonpath(
+        &["node", &node],
+        "{.status.daemonEndpoints.kubeletEndpoint.Port}",
+    );
+    let monitor_before = skiff_e2e::open_fds(monitor);
+    // Ten clients at once, killed mid-stream.
+    let mut sessions: Vec<_> = (0..10)
+        .map(|_| cluster.kubectl_stream(["attach", "ticks"]))
+        .collect();
+    for session in &mut sessions {
+        session.expect_line(WAIT, "a tick", |l| l == "tick");
+    }
+    assert!(skiff_e2e::open_fds(monitor) >= monitor_before + 10);
+    assert!(!streaming_connections(&port).is_empty());
+    for mut session in sessions {
+        session.stop();
+    }
+    wait_until(WAIT, "the monitor's client sockets closed", || {
+        skiff_e2e::open_fds(monitor) <= monitor_before
+    });
+    // The API server's connections to the node's streaming server (and the node's ends).
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = streaming_connections(&port);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "connections to the streaming server left: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        cluster.jsonpath(&["pod", "ticks"], "{.status.phase}"),
+        "Running"
+    );
+}
+
+/// The established TCP connections from or to local port `port` (`ss`).
+fn streaming_connections(port: &str) -> Vec<String> {
+    let out = std::process::Command::new("ss")
+        .args(["-tnH", "state", "established"])
+        .arg(format!("( sport = :{port} or dport = :{port} )"))
+        .output()
+        .expect("ss runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
 }
