@@ -58,9 +58,10 @@ ensure_debian_packages() {
 }
 
 # What a node needs to run pods: runc, the OCI runtime (Debian's crun 1.8 refuses cgroup v1
-# hybrid hosts); util-linux's nsenter is used by tests and is always on Debian.
+# hybrid hosts); nftables, whose `nft` loads the node's masquerade and hostPort rules;
+# util-linux's nsenter is used by tests and is always on Debian.
 ensure_node_packages() {
-    ensure_debian_packages runc
+    ensure_debian_packages runc nftables
 }
 
 # What the tests use beyond a node: the test images are built from busybox-static; registry

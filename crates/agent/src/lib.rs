@@ -6,6 +6,7 @@ pub mod events;
 pub mod fake;
 pub mod node;
 pub mod node_runtime;
+pub mod pod_network;
 pub mod runtime;
 pub mod status;
 pub mod streaming;
@@ -98,6 +99,20 @@ pub struct AgentConfig {
     /// The cluster CA (PEM): the streaming server accepts only the API server's client
     /// certificate signed by it. None: no streaming server (no logs, exec, port-forward).
     pub cluster_ca_pem: Option<String>,
+    /// The built-in pod network; None: pods have only their loopback.
+    pub pod_network: Option<PodNetworkConfig>,
+}
+
+/// The node's built-in bridge network (ADR 007).
+#[derive(Clone, Debug)]
+pub struct PodNetworkConfig {
+    /// The bridge pods are attached to (default `skiff0`).
+    pub bridge: String,
+    /// The nftables table of the node (default `skiff`).
+    pub nft_table: String,
+    /// The cluster CIDR (the server's `--cluster-cidr`): traffic from it to outside it is
+    /// masqueraded.
+    pub cluster_cidr: skiff_net::Ipv4Cidr,
 }
 
 impl AgentConfig {
@@ -115,6 +130,7 @@ impl AgentConfig {
             node_ip: None,
             streaming_port: 10250,
             cluster_ca_pem: None,
+            pod_network: None,
         }
     }
 
@@ -159,9 +175,30 @@ impl Agent {
         let streaming = self.start_streaming().await?;
         let endpoint = streaming.as_ref().map(|(e, _)| e.clone());
         let heartbeat = heartbeat::run(self.client.clone(), self.config.clone(), endpoint);
+        let (configured_tx, mut configured) = tokio::sync::watch::channel(false);
+        let network = match &self.runtime {
+            Some(runtime) if runtime.needs_pod_cidr() => {
+                Some(tokio::spawn(pod_network::configure_when_assigned(
+                    self.client.clone(),
+                    self.config.node_name.clone(),
+                    runtime.clone(),
+                    configured_tx,
+                )))
+            }
+            _ => None,
+        };
         let pods = async {
             match &self.runtime {
                 Some(runtime) => {
+                    if network.is_some() {
+                        // The server assigns the podCIDR right after the Node registers; pods
+                        // started before it would wait for their next retry.
+                        let _ = tokio::time::timeout(
+                            pod_network::START_WAIT,
+                            configured.wait_for(|done| *done),
+                        )
+                        .await;
+                    }
                     let host_ip = self.config.facts().internal_ip.to_string();
                     let ctx = worker::WorkerContext::new(
                         self.client.clone(),
@@ -184,6 +221,9 @@ impl Agent {
             }
         };
         if let Some((_, task)) = streaming {
+            task.abort();
+        }
+        if let Some(task) = network {
             task.abort();
         }
         result
@@ -253,9 +293,21 @@ pub fn node_runtime(config: &AgentConfig) -> Result<Arc<dyn runtime::PodRuntime>
             message: e.to_string(),
         }
     })?;
-    let runtime =
+    let mut runtime =
         node_runtime::NodeRuntime::open(&config.data_dir, binary, config.container_runtime, fields)
             .map_err(|e| Error::Runtime { message: e.0 })?;
+    if let Some(network) = &config.pod_network {
+        let network = skiff_net::BridgeNetwork::new(skiff_net::BridgeConfig {
+            data_dir: config.data_dir.clone(),
+            bridge: network.bridge.clone(),
+            nft_table: network.nft_table.clone(),
+            cluster_cidr: network.cluster_cidr,
+        })
+        .map_err(|e| Error::Runtime {
+            message: format!("cannot open the pod network: {e}"),
+        })?;
+        runtime = runtime.with_network(Arc::new(network));
+    }
     Ok(Arc::new(runtime))
 }
 

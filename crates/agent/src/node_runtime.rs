@@ -11,11 +11,12 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::jiff::Timestamp;
+use skiff_net::PodNetwork;
 use skiff_runtime::container::cgroup::CgroupLayout;
 use skiff_runtime::container::manager::LogOptions;
 use skiff_runtime::container::{
@@ -61,6 +62,8 @@ pub struct NodeRuntime {
     rootfs: Mutex<HashMap<String, RootFs>>,
     /// Held while a memory-backed emptyDir is checked and mounted.
     volume_lock: Mutex<()>,
+    /// Gives each sandbox its interface and address; None: pods have only loopback.
+    network: Option<Arc<skiff_net::BridgeNetwork>>,
 }
 
 fn failure(what: &str) -> impl Fn(&dyn std::fmt::Display) -> RuntimeFailure + '_ {
@@ -92,7 +95,14 @@ impl NodeRuntime {
             containers: OnceLock::new(),
             rootfs: Mutex::new(HashMap::new()),
             volume_lock: Mutex::new(()),
+            network: None,
         })
+    }
+
+    /// Connects every sandbox to `network`.
+    pub fn with_network(mut self, network: Arc<skiff_net::BridgeNetwork>) -> NodeRuntime {
+        self.network = Some(network);
+        self
     }
 
     fn sandboxes_root(&self) -> PathBuf {
@@ -346,8 +356,33 @@ impl PodRuntime for NodeRuntime {
     fn create_sandbox(&self, pod: &Pod) -> RuntimeResult<CreatedSandbox> {
         let spec =
             SandboxSpec::for_pod(pod, &self.dns).map_err(|e| RuntimeFailure(e.to_string()))?;
-        let sandbox = Sandbox::create(&self.sandboxes_root(), &self.skiff_binary, &spec)
+        let mut sandbox = Sandbox::create(&self.sandboxes_root(), &self.skiff_binary, &spec)
             .map_err(|e| RuntimeFailure(e.to_string()))?;
+        if let Some(network) = &self.network {
+            let request = skiff_net::PodNetworkRequest {
+                sandbox_id: &sandbox.id,
+                netns: &sandbox.net_ns,
+                pod_namespace: &spec.namespace,
+                pod_name: &spec.name,
+                pod_uid: &spec.uid,
+                host_ports: skiff_net::host_ports(pod),
+            };
+            let connected = network
+                .set_up(&request)
+                .map_err(|e| RuntimeFailure(format!("cannot set up the pod's network: {e}")))
+                .and_then(|status| {
+                    sandbox
+                        .set_pod_ips(&status.ips)
+                        .map_err(|e| RuntimeFailure(e.to_string()))
+                });
+            if let Err(error) = connected {
+                // No half-made sandbox stays behind a failed set-up: the next try starts anew.
+                if let Err(e) = self.remove_sandbox(&sandbox.id) {
+                    tracing::warn!(pod_namespace = %spec.namespace, pod_name = %spec.name, pod_uid = %spec.uid, sandbox = %sandbox.id, error = %e, "removing a sandbox whose network failed");
+                }
+                return Err(error);
+            }
+        }
         Ok(CreatedSandbox {
             id: sandbox.id,
             pod_ips: sandbox.pod_ips.iter().map(IpAddr::to_string).collect(),
@@ -362,6 +397,13 @@ impl PodRuntime for NodeRuntime {
             .map(|s| s.spec.uid)
             .filter(|u| !u.is_empty());
         let mut errors = Vec::new();
+        // The pod's end of the veth goes with its namespace; ours, the address and hostPorts
+        // do not.
+        if let Some(network) = &self.network {
+            if let Err(e) = network.tear_down(id) {
+                errors.push(format!("removing the pod's network: {e}"));
+            }
+        }
         if let Err(e) = Sandbox::remove(&root, id) {
             errors.push(e.to_string());
         }
@@ -541,6 +583,22 @@ impl PodRuntime for NodeRuntime {
         }
     }
 
+    fn needs_pod_cidr(&self) -> bool {
+        self.network.is_some()
+    }
+
+    fn configure_pod_network(&self, pod_cidr: &str) -> RuntimeResult<()> {
+        let Some(network) = &self.network else {
+            return Ok(());
+        };
+        let cidr: skiff_net::Ipv4Cidr = pod_cidr
+            .parse()
+            .map_err(|e| RuntimeFailure(format!("the node's podCIDR is not valid: {e}")))?;
+        network
+            .configure(cidr)
+            .map_err(|e| RuntimeFailure(format!("cannot set up the node's pod network: {e}")))
+    }
+
     fn collect_orphans(&self, live: &std::collections::HashSet<String>) -> RuntimeResult<()> {
         let mut errors = Vec::new();
         let gone = |uid: &str| !uid.is_empty() && !live.contains(uid);
@@ -578,6 +636,19 @@ impl PodRuntime for NodeRuntime {
                         }
                     }
                 }
+            }
+        }
+        // Networking of sandboxes that are gone (the worker removed those of gone pods before
+        // this runs): addresses, veths, hostPorts.
+        if let Some(network) = &self.network {
+            match Sandbox::list(&self.sandboxes_root()) {
+                Ok(ids) => {
+                    let live = ids.into_iter().collect();
+                    if let Err(e) = network.collect_garbage(&live) {
+                        errors.push(format!("pod networks: {e}"));
+                    }
+                }
+                Err(e) => errors.push(e.to_string()),
             }
         }
         if errors.is_empty() {

@@ -108,6 +108,16 @@ pub trait PodRuntime: Send + Sync + 'static {
         let _ = live;
         Ok(())
     }
+    /// Whether sandboxes get addresses from the node's podCIDR, so the agent must hand it over
+    /// ([`PodRuntime::configure_pod_network`]) before pods can start.
+    fn needs_pod_cidr(&self) -> bool {
+        false
+    }
+    /// Sets the node's pod network up for `pod_cidr` (the Node's spec.podCIDR); idempotent.
+    fn configure_pod_network(&self, pod_cidr: &str) -> RuntimeResult<()> {
+        let _ = pod_cidr;
+        Ok(())
+    }
     /// Prepares `args` to run in the running container `id` (`kubectl exec`), with a pty when
     /// `tty`. A runtime that cannot exec says so.
     fn prepare_exec(

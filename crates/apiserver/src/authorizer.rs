@@ -218,6 +218,11 @@ mod tests {
                 Some("p"),
             ),
             attrs("get", "pods", Some("log"), Some("default"), Some("p")),
+            // A node's credentials open no stream into any pod, its own included.
+            attrs("get", "pods", Some("exec"), Some("default"), Some("p")),
+            attrs("create", "pods", Some("exec"), Some("default"), Some("p")),
+            attrs("get", "pods", Some("attach"), Some("default"), Some("p")),
+            attrs("create", "pods", Some("attach"), Some("default"), Some("p")),
             attrs("deletecollection", "pods", None, Some("default"), None),
             attrs("create", "namespaces", None, None, Some("x")),
             attrs("delete", "namespaces", None, None, Some("default")),

@@ -57,6 +57,20 @@ pub struct NodeOptions {
     /// The port of the node's streaming server (logs, exec, port-forward); 0 picks a free one.
     #[arg(long, default_value_t = 10250)]
     streaming_port: u16,
+    /// The network pod addresses come from: the server gives each node a subnet of it
+    /// (--node-cidr-mask-size); the agent masquerades traffic from it to outside it. Agents and
+    /// the server must agree.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// The bridge the node's pods are attached to (created if missing).
+    #[arg(long, default_value = "skiff0")]
+    bridge_name: String,
+    /// The node's nftables table (family ip) for masquerade and hostPorts.
+    #[arg(long, default_value = "skiff")]
+    nft_table: String,
+    /// Give pods no network but their loopback (no bridge, no nftables, no podCIDR needed).
+    #[arg(long)]
+    disable_pod_network: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -66,7 +80,14 @@ enum ContainerRuntime {
 }
 
 impl NodeOptions {
-    fn apply(&self, config: &mut skiff_agent::AgentConfig) {
+    /// The cluster CIDR, checked: a valid network holding at least one node subnet of
+    /// `/node_prefix`.
+    pub fn cluster_cidr(&self, node_prefix: u8) -> anyhow::Result<skiff_net::ClusterCidr> {
+        skiff_net::ClusterCidr::parse(&self.cluster_cidr, node_prefix)
+            .with_context(|| format!("invalid --cluster-cidr {:?}", self.cluster_cidr))
+    }
+
+    fn apply(&self, config: &mut skiff_agent::AgentConfig) -> anyhow::Result<()> {
         config.container_runtime = match self.container_runtime {
             ContainerRuntime::Runc => skiff_runtime::container::RuntimeKind::Runc,
             ContainerRuntime::Crun => skiff_runtime::container::RuntimeKind::Crun,
@@ -74,6 +95,21 @@ impl NodeOptions {
         config.pod_pids_limit = self.pod_max_pids;
         config.node_ip = self.node_ip;
         config.streaming_port = self.streaming_port;
+        if !self.disable_pod_network {
+            // The agent does not know the server's --node-cidr-mask-size; /30 accepts any.
+            let cluster = self.cluster_cidr(30)?;
+            anyhow::ensure!(
+                !self.bridge_name.is_empty() && self.bridge_name.len() <= 15,
+                "invalid --bridge-name {:?}: an interface name has 1 to 15 characters",
+                self.bridge_name
+            );
+            config.pod_network = Some(skiff_agent::PodNetworkConfig {
+                bridge: self.bridge_name.clone(),
+                nft_table: self.nft_table.clone(),
+                cluster_cidr: cluster.cluster,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -107,7 +143,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         .context("cannot join the cluster")?;
         let mut config = skiff_agent::AgentConfig::new(name, &args.data_dir);
         config.max_pods = args.max_pods;
-        args.node.apply(&mut config);
+        args.node.apply(&mut config)?;
         // The CA the join trusted (--ca-file, or fetched and checked against the token): it
         // also signed the API server's client certificate for the node's streaming server.
         config.cluster_ca_pem = joined.ca_pem;
@@ -138,7 +174,7 @@ pub async fn start_in_server(
         .with_context(|| format!("cannot read the join token {}", token_path.display()))?;
     let name = node_name.unwrap_or_else(skiff_agent::default_node_name);
     let mut config = skiff_agent::AgentConfig::new(name, data_dir);
-    options.apply(&mut config);
+    options.apply(&mut config)?;
     // The server's own CA, which signed its client certificate for the node's streaming server.
     let ca = data_dir.join("tls/ca.crt");
     config.cluster_ca_pem = Some(

@@ -90,6 +90,12 @@ struct ServerArgs {
     node_name: Option<String>,
     #[command(flatten)]
     node: agent::NodeOptions,
+    /// The prefix length of each node's share of --cluster-cidr (its spec.podCIDR).
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Do not give Nodes a podCIDR (another controller does).
+    #[arg(long)]
+    disable_node_ipam: bool,
     /// Log filter, as RUST_LOG (e.g. `info`, `skiff_apiserver=debug`).
     #[arg(long, default_value = "info", env = "SKIFF_LOG")]
     log: String,
@@ -168,6 +174,8 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let started = std::time::Instant::now();
+    // Refused before anything starts: a cluster CIDR that cannot hold a node's subnet.
+    let cluster_cidr = args.node.cluster_cidr(args.node_cidr_mask_size)?;
     runtime.block_on(async move {
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
@@ -203,6 +211,14 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
                 .await
                 .context("cannot start the scheduler")?;
             Some(tokio::spawn(skiff_scheduler::run(client, std::future::pending())))
+        };
+        let _node_ipam = if args.disable_node_ipam {
+            None
+        } else {
+            let client = skiff_scheduler::client_from_kubeconfig(&server.kubeconfig)
+                .await
+                .context("cannot start the node IPAM controller")?;
+            Some(tokio::spawn(skiff_net::node_ipam::run(client, cluster_cidr)))
         };
         tracing::info!(url = %server.url, "ready in {:.1} ms", started.elapsed().as_secs_f64() * 1e3);
         // Tests and scripts wait for these two lines.

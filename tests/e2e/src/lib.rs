@@ -91,6 +91,123 @@ pub struct Cluster {
     agent: Option<String>,
     /// More `skiff server` flags, given at every start.
     extra_args: Vec<String>,
+    /// The pod network of the cluster's agent (its own bridge, table and cluster CIDR).
+    network: Option<TestNetwork>,
+}
+
+/// A pod network of one test cluster: a slot claimed with a lock file under
+/// `/tmp/skiff-e2e-net` (shared by every test process on the machine, released when the
+/// process ends however it ends), giving the cluster its own bridge, nftables table and cluster
+/// CIDR; what is left of them is removed on drop.
+pub struct TestNetwork {
+    pub slot: u32,
+    pub bridge: String,
+    pub table: String,
+    pub cluster_cidr: String,
+    _lock: File,
+}
+
+/// Test clusters' CIDRs are `10.243.<slot>.0/24`.
+const NETWORK_SLOTS: u32 = 256;
+
+impl TestNetwork {
+    /// Claims a free slot.
+    pub fn claim() -> TestNetwork {
+        let dir = Path::new("/tmp/skiff-e2e-net");
+        fs::create_dir_all(dir).expect("create /tmp/skiff-e2e-net");
+        let start = std::process::id()
+            .wrapping_mul(7)
+            .wrapping_add(NEXT_NODE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 13);
+        for i in 0..NETWORK_SLOTS {
+            let slot = (start + i) % NETWORK_SLOTS;
+            let path = dir.join(format!("{slot}.lock"));
+            let Ok(file) = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+            else {
+                continue;
+            };
+            if file.try_lock().is_ok() {
+                let network = TestNetwork {
+                    slot,
+                    bridge: format!("ske2e{slot}"),
+                    table: format!("skiff_e2e_{slot}"),
+                    cluster_cidr: format!("10.243.{slot}.0/24"),
+                    _lock: file,
+                };
+                // Left by a test process that was killed: the slot is ours now.
+                network.remove();
+                return network;
+            }
+        }
+        panic!("no free pod network slot under {}", dir.display());
+    }
+
+    /// The `skiff server` / `skiff agent` flags of this network.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--cluster-cidr".to_string(),
+            self.cluster_cidr.clone(),
+            "--bridge-name".to_string(),
+            self.bridge.clone(),
+            "--nft-table".to_string(),
+            self.table.clone(),
+        ]
+    }
+
+    /// The host ends of pods' veths still on the bridge.
+    pub fn veths(&self) -> Vec<String> {
+        let output = Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .stderr(Stdio::null())
+            .output();
+        output
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter_map(|l| l.split(": ").nth(1))
+                    .map(|n| n.split('@').next().unwrap_or(n).to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes the veths, the bridge and the table (whatever exists of them).
+    fn remove(&self) {
+        for veth in self.veths() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &veth])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+        if let Ok(mut nft) = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            if let Some(mut stdin) = nft.stdin.take() {
+                let _ = write!(
+                    stdin,
+                    "add table ip {t}\ndelete table ip {t}\n",
+                    t = self.table
+                );
+            }
+            let _ = nft.wait();
+        }
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        self.remove();
+    }
 }
 
 impl Cluster {
@@ -142,6 +259,11 @@ impl Cluster {
         self.child.as_ref().map(Child::id).expect("the server runs")
     }
 
+    /// The pod network of the server's agent, if it runs one.
+    pub fn network(&self) -> Option<&TestNetwork> {
+        self.network.as_ref()
+    }
+
     /// The node name of the server's agent, if it runs one.
     pub fn node_name(&self) -> Option<&str> {
         self.agent.as_deref()
@@ -168,6 +290,7 @@ impl Cluster {
             root,
             url: String::new(),
             port: 0,
+            network: agent.as_ref().map(|_| TestNetwork::claim()),
             agent,
             extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
@@ -387,6 +510,9 @@ impl Cluster {
             ]),
             None => command.arg("--disable-agent"),
         };
+        if let Some(network) = &self.network {
+            command.args(network.args());
+        }
         command.args(&self.extra_args);
         let mut child = command
             .stdin(Stdio::null())

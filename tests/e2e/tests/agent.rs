@@ -109,6 +109,9 @@ fn agent_command(cluster: &Cluster, token: &str, data: &std::path::Path, node: &
         .args(["--node-name", node])
         // Not kubelet's 10250: other clusters' agents may run at the same time.
         .args(["--node-ip", "127.0.0.1", "--streaming-port", "0"])
+        // Never the default bridge and table of the machine; the cluster's subnet is its
+        // server's agent's.
+        .arg("--disable-pod-network")
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     command

@@ -41,11 +41,37 @@ fn kubectl_run_it_rm_attaches_and_deletes_the_pod() {
     let gone = cluster.kubectl(["get", "pod", "shell"]);
     assert!(!gone.status.success(), "{gone:?}");
     assert!(stderr(&gone).contains("not found"), "{gone:?}");
+
+    // Without a terminal, as in a pipeline: stdin reaches the container through to its end
+    // (stdinOnce closes it), the output comes back, and the pod is deleted.
+    let piped = cluster.kubectl_stdin(
+        [
+            "run",
+            "-i",
+            "--rm",
+            "pipe",
+            "--image=busybox",
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--",
+            "wc",
+            "-c",
+        ],
+        "hello\n",
+    );
+    assert!(piped.status.success(), "{piped:?}");
+    assert_eq!(
+        stdout(&piped).lines().next().map(str::trim),
+        Some("6"),
+        "{piped:?}"
+    );
+    let gone = cluster.kubectl(["get", "pod", "pipe"]);
+    assert!(stderr(&gone).contains("not found"), "{gone:?}");
 }
 
 #[test]
 fn kubectl_attach_it_to_a_shell_with_a_terminal() {
-    let cluster = Cluster::start_with_agent(import_test_images);
+    let mut cluster = Cluster::start_with_agent(import_test_images);
     cluster.create_from(
         r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "term"},
             "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main",
@@ -70,6 +96,21 @@ fn kubectl_attach_it_to_a_shell_with_a_terminal() {
     let logs = cluster.kubectl_ok(["logs", "term"]);
     assert!(logs.contains("42"), "{logs:?}");
     assert!(logs.contains("kept-5"), "{logs:?}");
+
+    // The monitor holds the terminal, not the agent: after the server and its agent are
+    // killed and started again, the same shell is attached to.
+    cluster.restart();
+    wait_until(WAIT, "the node serving again", || {
+        cluster.kubectl(["logs", "term"]).status.success()
+    });
+    tty_attach(&cluster, "again", "term");
+    assert_eq!(
+        cluster.jsonpath(
+            &["pod", "term"],
+            "{.status.containerStatuses[0].restartCount}"
+        ),
+        "0"
+    );
 }
 
 #[test]
@@ -79,7 +120,7 @@ fn kubectl_attach_streams_output_and_stdin_needs_a_container_with_stdin() {
         r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ticker"},
             "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main",
             "image": "busybox", "imagePullPolicy": "Never", "command": ["sh", "-c",
-            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"]}]}}"#,
+            "i=0; while true; do echo tick $i; echo oops $i >&2; i=$((i+1)); sleep 0.2; done"]}]}}"#,
     );
     // stdin and stdinOnce without a terminal: `cat` echoes what comes, and ends when the
     // session's stdin does.
@@ -99,6 +140,12 @@ fn kubectl_attach_streams_output_and_stdin_needs_a_container_with_stdin() {
     let n: u64 = first[5..].trim().parse().expect("tick number");
     attached.expect_line(WAIT, "the next tick", |l| l == format!("tick {}", n + 1));
     attached.stop();
+    // stderr comes on its own channel (kubectl writes it to its stderr).
+    assert!(
+        !attached.seen().iter().any(|l| l.starts_with("oops")),
+        "stderr on stdout: {:?}",
+        attached.seen()
+    );
     assert_eq!(
         cluster.jsonpath(&["pod", "ticker"], "{.status.phase}"),
         "Running"

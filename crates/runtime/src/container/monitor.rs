@@ -296,6 +296,11 @@ fn run(dir: &Path) -> Result<()> {
             break;
         }
     }
+    // Gone with the container, even if its output outlived the drain (the attach thread
+    // removes it itself otherwise).
+    if stdio.attachable() {
+        let _ = std::fs::remove_file(super::attach::SOCKET_FILE);
+    }
     if let Ok(mut log) = log.lock() {
         if let Err(e) = log.finish() {
             eprintln!("monitor {id}: writing the log: {e}");

@@ -1,0 +1,389 @@
+//! The built-in pod network of a node: a bridge holding the podCIDR's gateway address, one veth
+//! pair per pod (the host end on the bridge, named from the sandbox id; the pod end `eth0`
+//! inside the sandbox's namespace), an address from the podCIDR kept on disk, a default route
+//! via the gateway, and the node's nftables table (masquerade, hostPorts).
+//!
+//! Under `<data-dir>/net/`: `ipam/` (the addresses in use) and `sandboxes/<id>.json` (what was
+//! made for each sandbox, so teardown and the collection at start know what to remove).
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::Instant;
+
+use crate::cidr::Ipv4Cidr;
+use crate::ipam::AddressBook;
+use crate::netlink::{self, Netlink};
+use crate::nft::NftTable;
+use crate::{io_error, Error, HostPort, PodNetwork, PodNetworkRequest, PodNetworkStatus, Result};
+
+/// Where and how the node's bridge network lives.
+#[derive(Clone, Debug)]
+pub struct BridgeConfig {
+    /// The agent's data dir (`net/` beneath it).
+    pub data_dir: PathBuf,
+    /// The bridge's name (default `skiff0`).
+    pub bridge: String,
+    /// Our nftables table in the `ip` family (default `skiff`).
+    pub nft_table: String,
+    /// Traffic from here to outside it is masqueraded.
+    pub cluster_cidr: Ipv4Cidr,
+}
+
+/// What the network was configured with once the node's podCIDR was known.
+#[derive(Clone, Copy, Debug)]
+struct Configured {
+    pod_cidr: Ipv4Cidr,
+    gateway: Ipv4Addr,
+    bridge_index: u32,
+}
+
+/// What was made for one sandbox (its record).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct SandboxNetwork {
+    address: Ipv4Addr,
+    veth: String,
+    #[serde(default)]
+    host_ports: Vec<HostPort>,
+}
+
+/// The host end of a sandbox's veth pair: `sk` and the first 13 characters of its id (ids are
+/// random hex; interface names hold at most 15 characters).
+pub fn veth_name(sandbox_id: &str) -> String {
+    let short: String = sandbox_id.chars().take(13).collect();
+    format!("sk{short}")
+}
+
+/// The node's bridge network.
+pub struct BridgeNetwork {
+    config: BridgeConfig,
+    addresses: AddressBook,
+    records: PathBuf,
+    table: NftTable,
+    configured: RwLock<Option<Configured>>,
+}
+
+fn write_sysctl(path: &str, value: &str) -> Result<()> {
+    std::fs::write(path, value).map_err(|e| io_error("writing", Path::new(path), e))
+}
+
+/// Runs `work` on a thread of its own with a netlink runtime: the thread may move into another
+/// network namespace, which must not happen to a thread that serves anything else.
+fn on_netlink_thread<T: Send>(work: impl FnOnce(&Netlink) -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("skiff-netlink".to_string())
+            .spawn_scoped(scope, || work(&Netlink::new()?))
+            .map_err(|source| Error::Thread {
+                what: "start a netlink thread",
+                source,
+            })?
+            .join()
+            .unwrap_or_else(|_| Err(Error::Missing("the netlink thread panicked".to_string())))
+    })
+}
+
+impl BridgeNetwork {
+    /// The network for `config`; nothing on the host changes until [`BridgeNetwork::configure`].
+    pub fn new(config: BridgeConfig) -> Result<BridgeNetwork> {
+        let net = config.data_dir.join("net");
+        let addresses = AddressBook::open(&net.join("ipam"))?;
+        let records = net.join("sandboxes");
+        std::fs::create_dir_all(&records).map_err(|e| io_error("creating", &records, e))?;
+        let table = NftTable {
+            name: config.nft_table.clone(),
+            bridge: config.bridge.clone(),
+            cluster_cidr: config.cluster_cidr,
+        };
+        Ok(BridgeNetwork {
+            config,
+            addresses,
+            records,
+            table,
+            configured: RwLock::new(None),
+        })
+    }
+
+    /// The nftables table of this network.
+    pub fn table(&self) -> &NftTable {
+        &self.table
+    }
+
+    /// The node's podCIDR once configured.
+    pub fn pod_cidr(&self) -> Option<Ipv4Cidr> {
+        self.current().map(|c| c.pod_cidr)
+    }
+
+    fn current(&self) -> Option<Configured> {
+        *self
+            .configured
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sets the node up for pods of `pod_cidr`: the bridge with the gateway address, IP
+    /// forwarding, loopback routing on the bridge (hostPorts reached at 127.0.0.1) and the
+    /// nftables table. Idempotent; run again after an agent restart it keeps everything.
+    pub fn configure(&self, pod_cidr: Ipv4Cidr) -> Result<()> {
+        let gateway = pod_cidr
+            .gateway()
+            .ok_or_else(|| Error::Missing(format!("podCIDR {pod_cidr} has no gateway address")))?;
+        let bridge = self.config.bridge.clone();
+        let bridge_index = on_netlink_thread(|nl| {
+            let handle = nl.connect()?;
+            nl.run(netlink::ensure_bridge(
+                &handle,
+                &bridge,
+                gateway,
+                pod_cidr.prefix(),
+            ))
+        })?;
+        write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;
+        write_sysctl(
+            &format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"),
+            "1",
+        )?;
+        self.table.ensure()?;
+        *self
+            .configured
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Configured {
+            pod_cidr,
+            gateway,
+            bridge_index,
+        });
+        tracing::info!(bridge = %bridge, pod_cidr = %pod_cidr, table = %self.table.name, "pod network configured");
+        Ok(())
+    }
+
+    fn record_path(&self, sandbox_id: &str) -> PathBuf {
+        self.records.join(format!("{sandbox_id}.json"))
+    }
+
+    fn read_record(&self, sandbox_id: &str) -> Result<Option<SandboxNetwork>> {
+        let path = self.record_path(sandbox_id);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| Error::Record { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error("reading", &path, e)),
+        }
+    }
+
+    fn write_record(&self, sandbox_id: &str, record: &SandboxNetwork) -> Result<()> {
+        let path = self.record_path(sandbox_id);
+        let bytes = serde_json::to_vec(record).map_err(|source| Error::Record {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&path, bytes).map_err(|e| io_error("writing", &path, e))
+    }
+
+    /// The sandbox ids that have a record.
+    fn recorded(&self) -> Result<Vec<String>> {
+        let entries =
+            std::fs::read_dir(&self.records).map_err(|e| io_error("listing", &self.records, e))?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(str::to_string)
+            })
+            .collect())
+    }
+
+    fn wire(
+        &self,
+        configured: Configured,
+        request: &PodNetworkRequest<'_>,
+        address: Ipv4Addr,
+    ) -> Result<()> {
+        let netns = std::fs::File::open(request.netns)
+            .map_err(|e| io_error("opening", request.netns, e))?;
+        let veth = veth_name(request.sandbox_id);
+        on_netlink_thread(|nl| {
+            let host = nl.connect()?;
+            nl.run(netlink::add_veth(
+                &host,
+                &veth,
+                configured.bridge_index,
+                netns.as_raw_fd(),
+            ))?;
+            // This thread ends right after: it never serves anything in the pod's namespace
+            // but the connection opened below.
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&netns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .map_err(|e| io_error("entering the network namespace", request.netns, e.into()))?;
+            let pod = nl.connect()?;
+            nl.run(netlink::configure_pod(
+                &pod,
+                address,
+                configured.pod_cidr.prefix(),
+                configured.gateway,
+            ))
+        })
+    }
+}
+
+impl PodNetwork for BridgeNetwork {
+    fn set_up(&self, request: &PodNetworkRequest<'_>) -> Result<PodNetworkStatus> {
+        let started = Instant::now();
+        let configured = self.current().ok_or(Error::NoPodCidr)?;
+        if let Some(record) = self.read_record(request.sandbox_id)? {
+            return Ok(PodNetworkStatus {
+                ips: vec![IpAddr::V4(record.address)],
+            });
+        }
+        let address = self
+            .addresses
+            .allocate(&configured.pod_cidr, request.sandbox_id)?;
+        let record = SandboxNetwork {
+            address,
+            veth: veth_name(request.sandbox_id),
+            host_ports: request.host_ports.clone(),
+        };
+        let result = self
+            .write_record(request.sandbox_id, &record)
+            .and_then(|()| self.wire(configured, request, address))
+            .and_then(|()| self.table.add_host_ports(address, &request.host_ports));
+        if let Err(error) = result {
+            if let Err(cleanup) = self.tear_down(request.sandbox_id) {
+                tracing::warn!(
+                    pod_namespace = %request.pod_namespace, pod_name = %request.pod_name,
+                    pod_uid = %request.pod_uid, sandbox = %request.sandbox_id, error = %cleanup,
+                    "cleaning up after a failed network set-up"
+                );
+            }
+            return Err(error);
+        }
+        tracing::debug!(
+            pod_namespace = %request.pod_namespace, pod_name = %request.pod_name,
+            pod_uid = %request.pod_uid, sandbox = %request.sandbox_id, address = %address,
+            "pod network set up in {:.2} ms", started.elapsed().as_secs_f64() * 1e3
+        );
+        Ok(PodNetworkStatus {
+            ips: vec![IpAddr::V4(address)],
+        })
+    }
+
+    fn tear_down(&self, sandbox_id: &str) -> Result<()> {
+        let mut errors = Vec::new();
+        let record = match self.read_record(sandbox_id) {
+            Ok(record) => record,
+            Err(e) => {
+                errors.push(e.to_string());
+                None
+            }
+        };
+        // Deleting the host end deletes the pair (also gone already if the namespace was).
+        let veth = veth_name(sandbox_id);
+        if let Err(e) = on_netlink_thread(|nl| {
+            let handle = nl.connect()?;
+            nl.run(netlink::delete_link(&handle, &veth))
+        }) {
+            errors.push(e.to_string());
+        }
+        let mut addresses = Vec::new();
+        if let Some(record) = &record {
+            if let Err(e) = self
+                .table
+                .remove_host_ports(record.address, &record.host_ports)
+            {
+                errors.push(e.to_string());
+            }
+            addresses.push(record.address);
+        } else {
+            // A set-up that stopped between allocation and record: find what it holds.
+            match self.addresses.held_by(sandbox_id) {
+                Ok(held) => addresses.extend(held),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        for address in addresses {
+            if let Err(e) = self.addresses.release(address, sandbox_id) {
+                errors.push(e.to_string());
+            }
+        }
+        if errors.is_empty() {
+            let path = self.record_path(sandbox_id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => errors.push(io_error("removing", &path, e).to_string()),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Several(errors))
+        }
+    }
+
+    fn collect_garbage(&self, live: &HashSet<String>) -> Result<()> {
+        let mut errors = Vec::new();
+        match self.recorded() {
+            Ok(ids) => {
+                for id in ids.into_iter().filter(|id| !live.contains(id)) {
+                    tracing::info!(sandbox = %id, "removing the network of a sandbox that is gone");
+                    if let Err(e) = self.tear_down(&id) {
+                        errors.push(format!("sandbox {id}: {e}"));
+                    }
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        if let Err(e) = self.addresses.release_all_but(live) {
+            errors.push(e.to_string());
+        }
+        // Veths on our bridge that no live sandbox owns (a set-up cut short by a crash).
+        let wanted: HashSet<String> = live.iter().map(|id| veth_name(id)).collect();
+        let bridge = self.config.bridge.clone();
+        let removed = on_netlink_thread(|nl| {
+            let handle = nl.connect()?;
+            nl.run(async {
+                let Some(index) = netlink::link_index(&handle, &bridge).await? else {
+                    return Ok(Vec::new());
+                };
+                let mut removed = Vec::new();
+                for name in netlink::links_on(&handle, index).await? {
+                    if name.starts_with("sk") && !wanted.contains(&name) {
+                        netlink::delete_link(&handle, &name).await?;
+                        removed.push(name);
+                    }
+                }
+                Ok(removed)
+            })
+        });
+        match removed {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(veths = ?removed, "removed veths of sandboxes that are gone");
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(e.to_string()),
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Several(errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn veth_names_fit_in_an_interface_name() {
+        let name = veth_name("0123456789abcdef0123456789abcdef");
+        assert_eq!(name, "sk0123456789abc");
+        assert!(name.len() <= 15);
+    }
+}

@@ -1,0 +1,206 @@
+//! The bridge network for real (needs root): two network namespaces wired to a bridge of this
+//! test's own, reaching each other and the host; teardown and the collection at start leave
+//! nothing behind; a network reopened (an agent restart) keeps the addresses in use.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use skiff_net::bridge::veth_name;
+use skiff_net::{BridgeConfig, BridgeNetwork, HostPort, PodNetwork, PodNetworkRequest, Protocol};
+
+/// A network namespace held by a file (as a pod sandbox holds it); unmounted on drop.
+struct Netns {
+    path: PathBuf,
+}
+
+impl Netns {
+    fn new(dir: &Path, name: &str) -> Netns {
+        let path = dir.join(name);
+        std::fs::write(&path, "").expect("create the namespace file");
+        let status = Command::new("unshare")
+            .arg(format!("--net={}", path.display()))
+            .arg("true")
+            .status()
+            .expect("run unshare");
+        assert!(status.success(), "unshare --net failed");
+        Netns { path }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.path.display()))
+            .args(args)
+            .output()
+            .expect("run nsenter")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+/// The test's bridge and table, removed on drop even when the test fails.
+struct Names {
+    bridge: String,
+    table: String,
+}
+
+impl Drop for Names {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = skiff_net::nft::run(&format!(
+            "add table ip {t}\ndelete table ip {t}\n",
+            t = self.table
+        ));
+    }
+}
+
+fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn ping(from: Option<&Netns>, to: &str) -> bool {
+    let args = ["busybox", "ping", "-c", "1", "-W", "2", to];
+    let output = match from {
+        Some(ns) => ns.run(&args),
+        None => Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .expect("run ping"),
+    };
+    output.status.success()
+}
+
+fn request<'a>(sandbox: &'a str, ns: &'a Netns) -> PodNetworkRequest<'a> {
+    PodNetworkRequest {
+        sandbox_id: sandbox,
+        netns: &ns.path,
+        pod_namespace: "default",
+        pod_name: sandbox,
+        pod_uid: sandbox,
+        host_ports: Vec::new(),
+    }
+}
+
+#[test]
+fn pods_on_a_bridge_reach_each_other_and_leave_nothing_behind() {
+    let id = std::process::id();
+    let names = Names {
+        bridge: format!("sknt{}", id % 10_000_000),
+        table: format!("skiff_nt_{id}"),
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let subnet = format!("10.251.{}.0/24", id % 250);
+    let config = BridgeConfig {
+        data_dir: dir.path().join("data"),
+        bridge: names.bridge.clone(),
+        nft_table: names.table.clone(),
+        cluster_cidr: subnet.parse().expect("valid"),
+    };
+    let network = BridgeNetwork::new(config.clone()).expect("open the network");
+    let first = Netns::new(dir.path(), "ns1");
+    let second = Netns::new(dir.path(), "ns2");
+    let (first, second) = (&first, &second);
+    // Not configured yet: pods wait for the node's podCIDR.
+    let early = network.set_up(&request("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1", first));
+    assert!(
+        matches!(early, Err(skiff_net::Error::NoPodCidr)),
+        "{early:?}"
+    );
+
+    network
+        .configure(subnet.parse().expect("valid"))
+        .expect("configure");
+    let started = Instant::now();
+    let a = network
+        .set_up(&request("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1", first))
+        .expect("set up a");
+    let first_time = started.elapsed();
+    let mut b_request = request("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2", second);
+    b_request.host_ports = vec![HostPort {
+        protocol: Protocol::Tcp,
+        host_port: 40000 + (id % 20000) as u16,
+        container_port: 8080,
+    }];
+    let b = network.set_up(&b_request).expect("set up b");
+    eprintln!("set-up took {first_time:?} (first pod)");
+    let (a_ip, b_ip) = (a.ips[0].to_string(), b.ips[0].to_string());
+    assert_ne!(a_ip, b_ip);
+    assert!(
+        ping(Some(first), &b_ip),
+        "pod a cannot reach pod b at {b_ip}"
+    );
+    assert!(
+        ping(Some(second), &a_ip),
+        "pod b cannot reach pod a at {a_ip}"
+    );
+    assert!(ping(None, &a_ip), "the host cannot reach pod a at {a_ip}");
+    let elements = network.table().host_port_elements().expect("list");
+    assert!(elements.contains(&b_ip), "{elements}");
+
+    // An agent restart: a new network on the same data dir keeps both addresses in use.
+    let reopened = BridgeNetwork::new(config).expect("reopen");
+    reopened
+        .configure(subnet.parse().expect("valid"))
+        .expect("configure again");
+    assert!(
+        ping(Some(first), &b_ip),
+        "the reconfigured bridge broke pods"
+    );
+    let again = reopened
+        .set_up(&request("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1", first))
+        .expect("set up a again");
+    assert_eq!(again.ips, a.ips, "a sandbox keeps its address");
+    let third = &Netns::new(dir.path(), "ns3");
+    let c = reopened
+        .set_up(&request("ccccccccccccccccccccccccccccccc3", third))
+        .expect("set up c");
+    assert!(!c.ips.contains(&a.ips[0]) && !c.ips.contains(&b.ips[0]));
+
+    // The collection at start removes everything of sandboxes that are gone.
+    reopened
+        .collect_garbage(&HashSet::from([
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1".to_string()
+        ]))
+        .expect("collect");
+    assert!(link_exists(&veth_name("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1")));
+    assert!(!link_exists(&veth_name("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2")));
+    assert!(!link_exists(&veth_name("ccccccccccccccccccccccccccccccc3")));
+    let elements = reopened.table().host_port_elements().expect("list");
+    assert!(
+        !elements.contains(&b_ip),
+        "hostPort left behind: {elements}"
+    );
+    reopened
+        .tear_down("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1")
+        .expect("tear down a");
+    reopened
+        .tear_down("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1")
+        .expect("teardown is idempotent");
+    assert!(!link_exists(&veth_name("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1")));
+    let ipam = dir.path().join("data/net/ipam");
+    let left: Vec<_> = std::fs::read_dir(&ipam)
+        .expect("ipam dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "last_reserved")
+        .collect();
+    assert!(left.is_empty(), "addresses left allocated: {left:?}");
+    let records = std::fs::read_dir(dir.path().join("data/net/sandboxes"))
+        .expect("records")
+        .count();
+    assert_eq!(records, 0);
+    drop(names);
+}
