@@ -120,7 +120,7 @@ fn kubectl_attach_streams_output_and_stdin_needs_a_container_with_stdin() {
         r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ticker"},
             "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main",
             "image": "busybox", "imagePullPolicy": "Never", "command": ["sh", "-c",
-            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"]}]}}"#,
+            "i=0; while true; do echo tick $i; echo oops $i >&2; i=$((i+1)); sleep 0.2; done"]}]}}"#,
     );
     // stdin and stdinOnce without a terminal: `cat` echoes what comes, and ends when the
     // session's stdin does.
@@ -140,6 +140,12 @@ fn kubectl_attach_streams_output_and_stdin_needs_a_container_with_stdin() {
     let n: u64 = first[5..].trim().parse().expect("tick number");
     attached.expect_line(WAIT, "the next tick", |l| l == format!("tick {}", n + 1));
     attached.stop();
+    // stderr comes on its own channel (kubectl writes it to its stderr).
+    assert!(
+        !attached.seen().iter().any(|l| l.starts_with("oops")),
+        "stderr on stdout: {:?}",
+        attached.seen()
+    );
     assert_eq!(
         cluster.jsonpath(&["pod", "ticker"], "{.status.phase}"),
         "Running"

@@ -5,8 +5,8 @@
 //! A container with `stdin` or `tty` is attached through its monitor's socket
 //! ([`skiff_runtime::container::attach`]): output as the container writes it, input and terminal
 //! sizes to it. Leaving does not stop the container (with `stdinOnce` its stdin closes). A
-//! container with neither has no socket: its output is followed in its log from now on, as
-//! the log has it (stdout and stderr as one stream). The session ends when the container's
+//! container with neither has no socket: its output is followed in its log from now on (a
+//! follower per stream). The session ends when the container's
 //! output does, with a Success status, as kubelet ends it.
 
 use std::os::unix::net::UnixStream;
@@ -18,6 +18,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use skiff_runtime::container::attach as monitor;
+use skiff_runtime::container::log::LogStream;
 use skiff_runtime::container::log_read::{LogQuery, LogReader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -75,8 +76,12 @@ pub(crate) fn stdin_refused(pod: &str, container: &str) -> String {
 enum Source {
     /// Its monitor's attach socket.
     Monitor(UnixStream),
-    /// Its log, from its end on (a container without stdin or terminal).
-    Log { reader: LogReader, id: String },
+    /// Its log, from its end on (a container without stdin or terminal): a reader per stream
+    /// asked for, with its channel.
+    Log {
+        readers: Vec<(LogReader, u8)>,
+        id: String,
+    },
 }
 
 pub async fn serve(
@@ -160,21 +165,32 @@ pub async fn serve(
                 .join("logs")
                 .join(container)
                 .join(format!("{attempt}.log"));
-            // From the end: attach shows what comes, not what was.
-            let query = LogQuery {
-                tail_lines: Some(0),
-                ..LogQuery::default()
-            };
-            match LogReader::open(&path, &query) {
-                Ok((reader, _)) => Source::Log { reader, id },
-                Err(e) => {
-                    return status(
-                        500,
-                        "InternalError",
-                        &format!("cannot read the log {}: {e}", path.display()),
-                    )
+            let mut readers = Vec::new();
+            for (wanted, stream, channel) in [
+                (options.stdout, LogStream::Stdout, STDOUT),
+                (options.stderr, LogStream::Stderr, STDERR),
+            ] {
+                if !wanted {
+                    continue;
+                }
+                // From the end: attach shows what comes, not what was.
+                let query = LogQuery {
+                    tail_lines: Some(0),
+                    stream: Some(stream),
+                    ..LogQuery::default()
+                };
+                match LogReader::open(&path, &query) {
+                    Ok((reader, _)) => readers.push((reader, channel)),
+                    Err(e) => {
+                        return status(
+                            500,
+                            "InternalError",
+                            &format!("cannot read the log {}: {e}", path.display()),
+                        )
+                    }
                 }
             }
+            Source::Log { readers, id }
         }
     };
     let runtime = ctx.runtime.clone();
@@ -273,21 +289,40 @@ async fn session<S>(
                 }
             })
         }
-        Source::Log { reader, id } => {
-            let (bytes_tx, mut bytes_rx) = mpsc::channel::<Bytes>(16);
-            let follower = tokio::task::spawn_blocking(move || {
-                super::logs::follow_log(reader, &id, runtime, bytes_tx)
-            });
-            let tx = out_tx.clone();
-            let want = options.stdout || options.stderr;
-            tokio::spawn(async move {
-                while let Some(chunk) = bytes_rx.recv().await {
-                    if want && tx.send(frame(STDOUT, &chunk)).await.is_err() {
-                        break;
+        Source::Log { readers, id } => {
+            let mut forwarders = Vec::new();
+            for (reader, channel) in readers {
+                let (bytes_tx, mut bytes_rx) = mpsc::channel::<Bytes>(16);
+                let (id, runtime) = (id.clone(), runtime.clone());
+                let follower = tokio::task::spawn_blocking(move || {
+                    super::logs::follow_log(reader, &id, runtime, bytes_tx)
+                });
+                let tx = out_tx.clone();
+                forwarders.push(tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            chunk = bytes_rx.recv() => match chunk {
+                                Some(chunk) => {
+                                    if tx.send(frame(channel, &chunk)).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                None => break,
+                            },
+                            // The session ended: a quiet container must not keep the
+                            // follower polling until it exits.
+                            () = tx.closed() => break,
+                        }
                     }
+                    // The follower sees the closed channel and ends.
+                    drop(bytes_rx);
+                    let _ = follower.await;
+                }));
+            }
+            tokio::spawn(async move {
+                for forwarder in forwarders {
+                    let _ = forwarder.await;
                 }
-                drop(bytes_rx);
-                let _ = follower.await;
             })
         }
     };

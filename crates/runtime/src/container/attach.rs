@@ -208,6 +208,7 @@ impl ConsoleSocket {
         }
         let (conn, _) = self.listener.accept()?;
         conn.set_nonblocking(false)?;
+        conn.set_read_timeout(Some(CONSOLE_TIMEOUT))?;
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
         let mut name = [0u8; 256];

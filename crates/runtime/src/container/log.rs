@@ -21,7 +21,8 @@ pub enum LogStream {
 }
 
 impl LogStream {
-    fn tag(self) -> &'static str {
+    /// The stream's name in a CRI log line.
+    pub fn tag(self) -> &'static str {
         match self {
             LogStream::Stdout => "stdout",
             LogStream::Stderr => "stderr",

@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::log::rfc3339_nanos;
+use super::log::{rfc3339_nanos, LogStream};
 
 /// What to read of a log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub struct LogQuery {
     pub since: Option<SystemTime>,
     /// Stop after so many bytes of output.
     pub limit_bytes: Option<u64>,
+    /// Only the lines of this stream (`tail_lines` still counts the lines of both).
+    pub stream: Option<LogStream>,
 }
 
 /// The files of the log at `path`, oldest first: `<path>.N`, ..., `<path>.1`, `<path>` (those
@@ -45,6 +47,7 @@ pub fn log_files(path: &Path) -> Vec<PathBuf> {
 /// One line of a CRI log: `<time> <stream> <F|P> <message>`.
 struct Entry<'a> {
     time: &'a [u8],
+    stream: &'a [u8],
     partial: bool,
     message: &'a [u8],
 }
@@ -52,11 +55,12 @@ struct Entry<'a> {
 fn parse(line: &[u8]) -> Option<Entry<'_>> {
     let mut fields = line.splitn(4, |b| *b == b' ');
     let time = fields.next()?;
-    let _stream = fields.next()?;
+    let stream = fields.next()?;
     let tag = fields.next()?;
     let message = fields.next().unwrap_or_default();
     Some(Entry {
         time,
+        stream,
         partial: tag == b"P",
         message,
     })
@@ -66,6 +70,8 @@ fn parse(line: &[u8]) -> Option<Entry<'_>> {
 #[derive(Debug)]
 struct Formatter {
     timestamps: bool,
+    /// The tag of the only stream shown, if one.
+    stream: Option<&'static str>,
     since: Option<String>,
     remaining: Option<u64>,
     /// The previous entry was a partial line: this one continues it.
@@ -78,6 +84,7 @@ impl Formatter {
     fn new(query: &LogQuery) -> Formatter {
         Formatter {
             timestamps: query.timestamps,
+            stream: query.stream.map(LogStream::tag),
             since: query.since.map(rfc3339_nanos),
             remaining: query.limit_bytes,
             continuing: false,
@@ -91,6 +98,13 @@ impl Formatter {
 
     /// Appends `entry` to `out`, as far as the byte limit allows.
     fn push(&mut self, entry: &Entry, out: &mut Vec<u8>) {
+        // Another stream's entries, partial ones too, are not part of this one's lines.
+        if self
+            .stream
+            .is_some_and(|tag| entry.stream != tag.as_bytes())
+        {
+            return;
+        }
         let continuing = std::mem::replace(&mut self.continuing, entry.partial);
         if !continuing {
             // CRI times all have nine fractional digits and a Z, so they order as strings.
@@ -278,6 +292,31 @@ mod tests {
     fn read(path: &Path, query: LogQuery) -> String {
         let (_, out) = LogReader::open(path, &query).expect("open");
         String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn one_stream_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("0.log");
+        let mut writer = CriLogWriter::open(&path, 1 << 20, 5).expect("writer");
+        writer
+            .write(LogStream::Stdout, b"out one\nout ")
+            .expect("write");
+        writer
+            .write(LogStream::Stderr, b"err one\n")
+            .expect("write");
+        writer.write(LogStream::Stdout, b"two\n").expect("write");
+        writer.finish().expect("finish");
+        let only = |stream| LogQuery {
+            stream: Some(stream),
+            ..LogQuery::default()
+        };
+        assert_eq!(read(&path, only(LogStream::Stdout)), "out one\nout two\n");
+        assert_eq!(read(&path, only(LogStream::Stderr)), "err one\n");
+        assert_eq!(
+            read(&path, LogQuery::default()),
+            "out one\nerr one\nout two\n"
+        );
     }
 
     #[test]

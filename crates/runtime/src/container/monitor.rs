@@ -229,16 +229,17 @@ fn run(dir: &Path) -> Result<()> {
     let (done_tx, done_rx) = mpsc::channel();
     let mut readers = 0;
     let container_io = match (console, pipes) {
-        (Some(console), _) => Some(ContainerIo::Terminal(
+        (Some(console), _) => Some(
             console
                 .receive()
-                .map_err(io_error("receiving the terminal of", dir))?,
-        )),
-        (None, Some((stdout, stderr, stdin))) if stdio.stdin => Some(ContainerIo::Pipes {
+                .map(ContainerIo::Terminal)
+                .map_err(io_error("receiving the terminal of", dir)),
+        ),
+        (None, Some((stdout, stderr, stdin))) if stdio.stdin => Some(Ok(ContainerIo::Pipes {
             stdout,
             stderr,
             stdin,
-        }),
+        })),
         (None, Some((stdout_read, stderr_read, _))) => {
             for (pipe, stream) in [
                 (stdout_read, LogStream::Stdout),
@@ -261,16 +262,32 @@ fn run(dir: &Path) -> Result<()> {
     };
     if let Some(container_io) = container_io {
         // Bound before the start is reported: an attach right after finds the socket.
-        let server = AttachServer::new(container_io, stdio, Arc::clone(&log))
-            .map_err(io_error("serving the attach socket in", dir))?;
-        let done = done_tx.clone();
-        std::thread::Builder::new()
-            .stack_size(64 * 1024)
-            .spawn(move || {
-                server.run();
-                let _ = done.send(());
-            })
-            .map_err(io_error("starting the attach server for", dir))?;
+        let served = container_io.and_then(|container_io| {
+            let server = AttachServer::new(container_io, stdio, Arc::clone(&log))
+                .map_err(io_error("serving the attach socket in", dir))?;
+            let done = done_tx.clone();
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    server.run();
+                    let _ = done.send(());
+                })
+                .map_err(io_error("starting the attach server for", dir))
+        });
+        if let Err(e) = served {
+            // A container whose stdio nobody serves would hang on them: it goes, and the
+            // start failed.
+            let _ = runtime.delete(&id, true);
+            status.state = ContainerState::Exited {
+                exit_code: 128,
+                reason: "StartError".to_owned(),
+                started_at: None,
+                finished_at: SystemTime::now(),
+                message: Some(e.to_string()),
+            };
+            write_status(dir, &status)?;
+            return Err(e);
+        }
         readers += 1;
     }
     drop(done_tx);
