@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests): the store on its own, the API over HTTPS, the scheduler, pod
-# sandboxes, image pull, import and unpack beside `skopeo copy` (as root: it starts Debian's
+# sandboxes, the pod network, image pull, import and unpack beside `skopeo copy` (as root: it starts Debian's
 # docker-registry on 127.0.0.1), pods on a real node beside `podman kube play` (as root), and
 # the idle memory of a real `skiff server`. Prints the figures that docs/benchmarks.md records.
 set -euo pipefail
@@ -32,6 +32,10 @@ cargo build --release -p skiff-scheduler --example scheduler_bench
 step "pod sandbox: create + remove, without and with a shared PID namespace (root)"
 cargo build --release -p skiff-runtime --example sandbox_bench
 SKIFF_BIN="$target/skiff" "$target/examples/sandbox_bench" 300
+
+step "pod network: set-up and removal per pod, pod-to-pod TCP beside the host's loopback (root)"
+cargo build --release -p skiff-net --example net_bench
+"$target/examples/net_bench" 100
 
 step "images: pull, import and unpack of a 3-layer image beside skopeo copy (root; median of 5)"
 cargo build --release -p skiff-runtime --example image_bench

@@ -73,10 +73,10 @@ ensure_test_packages() {
 
 # What the benchmarks compare against, beyond the test packages: podman (`podman kube play` beside
 # Skiff's pods; catatonit is its infra containers' init, only recommended by the package).
-# Benchmarks only: the tests never need podman.
+# iperf3 measures pod-to-pod throughput. Benchmarks only: the tests never need them.
 ensure_bench_packages() {
     ensure_test_packages
-    ensure_debian_packages podman catatonit
+    ensure_debian_packages podman catatonit iperf3
 }
 
 # The Python `kubernetes` client, for the tests that check it works against Skiff (its exec

@@ -397,14 +397,21 @@ impl PodRuntime for NodeRuntime {
             .map(|s| s.spec.uid)
             .filter(|u| !u.is_empty());
         let mut errors = Vec::new();
-        // The pod's end of the veth goes with its namespace; ours, the address and hostPorts
-        // do not.
+        let removed = Sandbox::remove(&root, id);
+        // With the sandbox's namespace gone, the kernel removes its veth pair (in a batch, off
+        // this path); the address, hostPorts and record are ours to release. If the sandbox
+        // could not be removed whole, the veth is deleted here.
         if let Some(network) = &self.network {
-            if let Err(e) = network.tear_down(id) {
+            let released = if removed.is_ok() {
+                network.release(id)
+            } else {
+                network.tear_down(id)
+            };
+            if let Err(e) = released {
                 errors.push(format!("removing the pod's network: {e}"));
             }
         }
-        if let Err(e) = Sandbox::remove(&root, id) {
+        if let Err(e) = removed {
             errors.push(e.to_string());
         }
         // The pod's cgroup (the parent of its containers'), volumes and logs go with it.

@@ -8,9 +8,9 @@
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
 use crate::cidr::Ipv4Cidr;
@@ -63,26 +63,12 @@ pub struct BridgeNetwork {
     records: PathBuf,
     table: NftTable,
     configured: RwLock<Option<Configured>>,
+    /// Made on first use; requests of all pods go through it one at a time.
+    netlink: Mutex<Option<Netlink>>,
 }
 
 fn write_sysctl(path: &str, value: &str) -> Result<()> {
     std::fs::write(path, value).map_err(|e| io_error("writing", Path::new(path), e))
-}
-
-/// Runs `work` on a thread of its own with a netlink runtime: the thread may move into another
-/// network namespace, which must not happen to a thread that serves anything else.
-fn on_netlink_thread<T: Send>(work: impl FnOnce(&Netlink) -> Result<T> + Send) -> Result<T> {
-    std::thread::scope(|scope| {
-        std::thread::Builder::new()
-            .name("skiff-netlink".to_string())
-            .spawn_scoped(scope, || work(&Netlink::new()?))
-            .map_err(|source| Error::Thread {
-                what: "start a netlink thread",
-                source,
-            })?
-            .join()
-            .unwrap_or_else(|_| Err(Error::Missing("the netlink thread panicked".to_string())))
-    })
 }
 
 impl BridgeNetwork {
@@ -103,6 +89,7 @@ impl BridgeNetwork {
             records,
             table,
             configured: RwLock::new(None),
+            netlink: Mutex::new(None),
         })
     }
 
@@ -114,6 +101,22 @@ impl BridgeNetwork {
     /// The node's podCIDR once configured.
     pub fn pod_cidr(&self) -> Option<Ipv4Cidr> {
         self.current().map(|c| c.pod_cidr)
+    }
+
+    /// Runs `work` with the network's netlink runtime (made on first use, on the caller's
+    /// thread: callers are in the host's network namespace).
+    fn with_netlink<T>(&self, work: impl FnOnce(&Netlink) -> Result<T>) -> Result<T> {
+        let mut netlink = self
+            .netlink
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if netlink.is_none() {
+            *netlink = Some(Netlink::new()?);
+        }
+        match netlink.as_ref() {
+            Some(nl) => work(nl),
+            None => Err(Error::Missing("no netlink runtime".to_string())),
+        }
     }
 
     fn current(&self) -> Option<Configured> {
@@ -131,10 +134,9 @@ impl BridgeNetwork {
             .gateway()
             .ok_or_else(|| Error::Missing(format!("podCIDR {pod_cidr} has no gateway address")))?;
         let bridge = self.config.bridge.clone();
-        let bridge_index = on_netlink_thread(|nl| {
-            let handle = nl.connect()?;
+        let bridge_index = self.with_netlink(|nl| {
             nl.run(netlink::ensure_bridge(
-                &handle,
+                nl.host(),
                 &bridge,
                 gateway,
                 pod_cidr.prefix(),
@@ -206,29 +208,78 @@ impl BridgeNetwork {
         let netns = std::fs::File::open(request.netns)
             .map_err(|e| io_error("opening", request.netns, e))?;
         let veth = veth_name(request.sandbox_id);
-        on_netlink_thread(|nl| {
-            let host = nl.connect()?;
+        self.with_netlink(|nl| {
             nl.run(netlink::add_veth(
-                &host,
+                nl.host(),
                 &veth,
                 configured.bridge_index,
                 netns.as_raw_fd(),
             ))?;
-            // This thread ends right after: it never serves anything in the pod's namespace
-            // but the connection opened below.
-            rustix::thread::move_into_link_name_space(
-                std::os::fd::AsFd::as_fd(&netns),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .map_err(|e| io_error("entering the network namespace", request.netns, e.into()))?;
-            let pod = nl.connect()?;
-            nl.run(netlink::configure_pod(
-                &pod,
-                address,
-                configured.pod_cidr.prefix(),
-                configured.gateway,
-            ))
+            let pod = nl.connect_in(netns.as_fd())?;
+            nl.run_in_pod(pod, |pod| async move {
+                netlink::configure_pod(
+                    &pod,
+                    address,
+                    configured.pod_cidr.prefix(),
+                    configured.gateway,
+                )
+                .await
+            })
         })
+    }
+
+    /// Removes what was made for `sandbox_id`: its veth (when `delete_veth`), hostPorts,
+    /// address and record; keeps going after errors.
+    fn remove(&self, sandbox_id: &str, delete_veth: bool) -> Result<()> {
+        let mut errors = Vec::new();
+        let record = match self.read_record(sandbox_id) {
+            Ok(record) => record,
+            Err(e) => {
+                errors.push(e.to_string());
+                None
+            }
+        };
+        // Deleting the host end deletes the pair (also gone already if the namespace was).
+        if delete_veth {
+            let veth = veth_name(sandbox_id);
+            if let Err(e) = self.with_netlink(|nl| nl.run(netlink::delete_link(nl.host(), &veth))) {
+                errors.push(e.to_string());
+            }
+        }
+        let mut addresses = Vec::new();
+        if let Some(record) = &record {
+            if let Err(e) = self
+                .table
+                .remove_host_ports(record.address, &record.host_ports)
+            {
+                errors.push(e.to_string());
+            }
+            addresses.push(record.address);
+        } else {
+            // A set-up that stopped between allocation and record: find what it holds.
+            match self.addresses.held_by(sandbox_id) {
+                Ok(held) => addresses.extend(held),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        for address in addresses {
+            if let Err(e) = self.addresses.release(address, sandbox_id) {
+                errors.push(e.to_string());
+            }
+        }
+        if errors.is_empty() {
+            let path = self.record_path(sandbox_id);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => errors.push(io_error("removing", &path, e).to_string()),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Several(errors))
+        }
     }
 }
 
@@ -274,56 +325,11 @@ impl PodNetwork for BridgeNetwork {
     }
 
     fn tear_down(&self, sandbox_id: &str) -> Result<()> {
-        let mut errors = Vec::new();
-        let record = match self.read_record(sandbox_id) {
-            Ok(record) => record,
-            Err(e) => {
-                errors.push(e.to_string());
-                None
-            }
-        };
-        // Deleting the host end deletes the pair (also gone already if the namespace was).
-        let veth = veth_name(sandbox_id);
-        if let Err(e) = on_netlink_thread(|nl| {
-            let handle = nl.connect()?;
-            nl.run(netlink::delete_link(&handle, &veth))
-        }) {
-            errors.push(e.to_string());
-        }
-        let mut addresses = Vec::new();
-        if let Some(record) = &record {
-            if let Err(e) = self
-                .table
-                .remove_host_ports(record.address, &record.host_ports)
-            {
-                errors.push(e.to_string());
-            }
-            addresses.push(record.address);
-        } else {
-            // A set-up that stopped between allocation and record: find what it holds.
-            match self.addresses.held_by(sandbox_id) {
-                Ok(held) => addresses.extend(held),
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-        for address in addresses {
-            if let Err(e) = self.addresses.release(address, sandbox_id) {
-                errors.push(e.to_string());
-            }
-        }
-        if errors.is_empty() {
-            let path = self.record_path(sandbox_id);
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => errors.push(io_error("removing", &path, e).to_string()),
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Several(errors))
-        }
+        self.remove(sandbox_id, true)
+    }
+
+    fn release(&self, sandbox_id: &str) -> Result<()> {
+        self.remove(sandbox_id, false)
     }
 
     fn collect_garbage(&self, live: &HashSet<String>) -> Result<()> {
@@ -345,16 +351,16 @@ impl PodNetwork for BridgeNetwork {
         // Veths on our bridge that no live sandbox owns (a set-up cut short by a crash).
         let wanted: HashSet<String> = live.iter().map(|id| veth_name(id)).collect();
         let bridge = self.config.bridge.clone();
-        let removed = on_netlink_thread(|nl| {
-            let handle = nl.connect()?;
+        let removed = self.with_netlink(|nl| {
+            let handle = nl.host();
             nl.run(async {
-                let Some(index) = netlink::link_index(&handle, &bridge).await? else {
+                let Some(index) = netlink::link_index(handle, &bridge).await? else {
                     return Ok(Vec::new());
                 };
                 let mut removed = Vec::new();
-                for name in netlink::links_on(&handle, index).await? {
+                for name in netlink::links_on(handle, index).await? {
                     if name.starts_with("sk") && !wanted.contains(&name) {
-                        netlink::delete_link(&handle, &name).await?;
+                        netlink::delete_link(handle, &name).await?;
                         removed.push(name);
                     }
                 }

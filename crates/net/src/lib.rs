@@ -162,6 +162,13 @@ pub trait PodNetwork: Send + Sync + 'static {
     /// Removes what [`PodNetwork::set_up`] made for the sandbox; idempotent, keeps going after
     /// errors and reports them all.
     fn tear_down(&self, sandbox_id: &str) -> Result<()>;
+    /// [`PodNetwork::tear_down`] of a sandbox whose network namespace is already gone: its
+    /// interface went with it (the kernel removes the veth pair with the namespace, off our
+    /// path: deleting it ourselves costs an RCU grace period, ~20 ms under the global
+    /// netlink lock), so only the address, hostPorts and record are left to remove.
+    fn release(&self, sandbox_id: &str) -> Result<()> {
+        self.tear_down(sandbox_id)
+    }
     /// Removes the networking of every sandbox not in `live` (the agent's collection at start).
     fn collect_garbage(&self, live: &HashSet<String>) -> Result<()>;
 }

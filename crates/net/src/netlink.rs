@@ -1,10 +1,9 @@
-//! The netlink requests of the bridge network (rtnetlink), each a handful of messages: a
-//! [`Netlink`] is a small single-threaded runtime on the calling thread, and every connection
-//! it opens lives in the network namespace the thread is in at that moment — how requests reach
-//! inside a pod's namespace (the thread moves there first).
+//! The netlink requests of the bridge network (rtnetlink), each a handful of messages, and
+//! [`Netlink`], the runtime and connections they run on (one in the host's namespace, one per
+//! pod opened inside the pod's namespace).
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
@@ -25,12 +24,29 @@ fn is_errno(error: &rtnetlink::Error, errno: rustix::io::Errno) -> bool {
     matches!(error, rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == errno.raw_os_error())
 }
 
-/// A runtime for netlink connections on this thread.
+/// A netlink connection inside a pod's namespace, not running yet ([`Netlink::run_in_pod`]).
+pub struct PodConnection {
+    connection: rtnetlink::proto::Connection<rtnetlink::packet_route::RouteNetlinkMessage>,
+    handle: Handle,
+}
+
+/// A single-threaded runtime (driven by whichever thread calls [`Netlink::run`]) with a
+/// connection in the host's network namespace, kept for the life of the network: building a
+/// runtime and a socket per pod cost milliseconds.
 pub struct Netlink {
     runtime: tokio::runtime::Runtime,
+    host: Handle,
+}
+
+fn socket_error(source: std::io::Error) -> Error {
+    Error::Thread {
+        what: "open a netlink socket",
+        source,
+    }
 }
 
 impl Netlink {
+    /// The runtime and a connection in the calling thread's network namespace (the host's).
     pub fn new() -> Result<Netlink> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_io()
@@ -39,19 +55,68 @@ impl Netlink {
                 what: "start a netlink runtime",
                 source,
             })?;
-        Ok(Netlink { runtime })
+        let (connection, host, _) = {
+            let _entered = runtime.enter();
+            rtnetlink::new_connection().map_err(socket_error)?
+        };
+        runtime.spawn(connection);
+        Ok(Netlink { runtime, host })
     }
 
-    /// A connection in the thread's current network namespace.
-    pub fn connect(&self) -> Result<Handle> {
-        let _entered = self.runtime.enter();
-        let (connection, handle, _) =
-            rtnetlink::new_connection().map_err(|source| Error::Thread {
-                what: "open a netlink socket",
+    /// The connection in the host's namespace.
+    pub fn host(&self) -> &Handle {
+        &self.host
+    }
+
+    /// A connection in the network namespace `netns`. A socket belongs to the namespace its
+    /// creator was in: the calling thread moves there, creates it, and moves back at once (a
+    /// thread of its own per pod costs milliseconds under load). A thread that could not move
+    /// back would go on serving the agent inside a pod's namespace: the process aborts then
+    /// instead (setns to a namespace file we hold open does not fail in practice).
+    pub fn connect_in(&self, netns: BorrowedFd<'_>) -> Result<PodConnection> {
+        let own =
+            std::fs::File::open("/proc/thread-self/ns/net").map_err(|source| Error::Thread {
+                what: "open this thread's network namespace",
                 source,
             })?;
-        self.runtime.spawn(connection);
-        Ok(handle)
+        rustix::thread::move_into_link_name_space(
+            netns,
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(|e| Error::Thread {
+            what: "enter the pod's network namespace",
+            source: e.into(),
+        })?;
+        let connected = {
+            let _entered = self.runtime.enter();
+            rtnetlink::new_connection().map_err(socket_error)
+        };
+        if let Err(e) = rustix::thread::move_into_link_name_space(
+            own.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        ) {
+            tracing::error!(error = %e, "cannot return to the host's network namespace; aborting");
+            std::process::abort();
+        }
+        let (connection, handle, _) = connected?;
+        Ok(PodConnection { connection, handle })
+    }
+
+    /// Runs `work` with `pod`'s connection, and closes it: its socket holds the pod's
+    /// namespace alive (and with it the veth pair) for as long as it is open.
+    pub fn run_in_pod<T, F>(&self, pod: PodConnection, work: impl FnOnce(Handle) -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let PodConnection { connection, handle } = pod;
+        self.runtime.block_on(async move {
+            tokio::select! {
+                result = work(handle) => result,
+                () = connection => Err(Error::Missing(
+                    "the netlink connection in the pod's namespace closed".to_string(),
+                )),
+            }
+        })
     }
 
     pub fn run<F: std::future::Future>(&self, future: F) -> F::Output {

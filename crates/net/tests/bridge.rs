@@ -169,6 +169,27 @@ fn pods_on_a_bridge_reach_each_other_and_leave_nothing_behind() {
         .expect("set up c");
     assert!(!c.ips.contains(&a.ips[0]) && !c.ips.contains(&b.ips[0]));
 
+    // A pod removed as the agent does: its namespace goes first, then the network releases
+    // the rest; the kernel removes the veth pair with the namespace.
+    let fourth = Netns::new(dir.path(), "ns4");
+    reopened
+        .set_up(&request("ddddddddddddddddddddddddddddddd4", &fourth))
+        .expect("set up d");
+    let d_veth = veth_name("ddddddddddddddddddddddddddddddd4");
+    assert!(link_exists(&d_veth));
+    drop(fourth);
+    reopened
+        .release("ddddddddddddddddddddddddddddddd4")
+        .expect("release d");
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while link_exists(&d_veth) {
+        assert!(
+            Instant::now() < deadline,
+            "{d_veth} outlived its namespace: something holds the namespace"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
     // The collection at start removes everything of sandboxes that are gone.
     reopened
         .collect_garbage(&HashSet::from([
