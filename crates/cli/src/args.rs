@@ -67,12 +67,21 @@ const BOOL_FLAGS: &[(&str, Option<char>)] = &[
 ];
 
 impl Flags {
-    /// Parses kubectl's arguments (without the program name).
-    pub fn parse(args: &[String]) -> Result<Flags, Error> {
+    /// Parses kubectl's arguments (without the program name). A failure comes with the verb
+    /// seen so far, for cobra's `See 'kubectl VERB --help'` line.
+    pub fn parse(args: &[String]) -> Result<Flags, (Error, Option<String>)> {
         let mut flags = Flags {
             wait: true,
             ..Flags::default()
         };
+        match flags.parse_into(args) {
+            Ok(()) => Ok(flags),
+            Err(err) => Err((err, flags.verb)),
+        }
+    }
+
+    fn parse_into(&mut self, args: &[String]) -> Result<(), Error> {
+        let flags = self;
         let mut iter = args.iter();
         let mut only_args = false;
         while let Some(arg) = iter.next() {
@@ -138,7 +147,7 @@ impl Flags {
                 return Err(Error::Usage(format!("unknown flag: --{name}")));
             }
         }
-        Ok(flags)
+        Ok(())
     }
 
     fn set_value(&mut self, name: &str, value: String) -> Result<(), Error> {
@@ -223,10 +232,11 @@ mod tests {
     #[test]
     fn unknown_flags_are_refused_as_kubectl_refuses_them() {
         let args = vec!["get".to_owned(), "--bogus".to_owned()];
-        let err = Flags::parse(&args).expect_err("--bogus is unknown");
+        let (err, verb) = Flags::parse(&args).expect_err("--bogus is unknown");
         assert_eq!(err.to_string(), "unknown flag: --bogus");
+        assert_eq!(verb.as_deref(), Some("get"));
         let args = vec!["get".to_owned(), "-z".to_owned()];
-        let err = Flags::parse(&args).expect_err("-z is unknown");
+        let (err, _) = Flags::parse(&args).expect_err("-z is unknown");
         assert_eq!(err.to_string(), "unknown shorthand flag: 'z' in -z");
     }
 }

@@ -127,7 +127,8 @@ pub async fn run(flags: &Flags) -> Result<()> {
             }
         }
         if by_selector && targets.is_empty() {
-            report("No resources found");
+            // kubectl delete prints this one on stdout (kubectl get on stderr).
+            println!("No resources found");
             return Ok(());
         }
         (api, targets)

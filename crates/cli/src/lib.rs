@@ -84,8 +84,7 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
         .collect();
     let flags = match Flags::parse(&args) {
         Ok(flags) => flags,
-        Err(err) => {
-            let verb = args.iter().find(|a| !a.starts_with('-'));
+        Err((err, verb)) => {
             let mut text = err.render();
             if let Some(verb) = verb {
                 text.push_str(&format!("\nSee 'kubectl {verb} --help' for usage."));
