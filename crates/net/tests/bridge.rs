@@ -216,7 +216,6 @@ fn pods_on_a_bridge_reach_each_other_and_leave_nothing_behind() {
         .expect("ipam dir")
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "last_reserved")
         .collect();
     assert!(left.is_empty(), "addresses left allocated: {left:?}");
     let records = std::fs::read_dir(dir.path().join("data/net/sandboxes"))

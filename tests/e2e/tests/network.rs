@@ -68,13 +68,12 @@ fn address_inside(cluster: &Cluster, pod: &str, container: &str) -> String {
         .to_string()
 }
 
-/// Files in `dir` other than the address book's round-robin hint.
+/// The names of the files in `dir`.
 fn entries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "last_reserved")
                 .collect()
         })
         .unwrap_or_default()
