@@ -114,15 +114,11 @@ impl NodeRuntime {
             return Ok(m);
         }
         let runtime = CliRuntime::new(self.runtime_kind, self.data_dir.join("runc"));
-        let monitor = vec![
-            self.skiff_binary.clone(),
-            PathBuf::from("internal"),
-            PathBuf::from("monitor"),
-        ];
+        let helpers = vec![self.skiff_binary.clone(), PathBuf::from("internal")];
         let manager = ContainerManager::open(
             &self.data_dir.join("containers"),
             runtime,
-            monitor,
+            helpers,
             LogOptions::default(),
         )
         .map_err(|e| failure("opening the container manager")(&e))?;

@@ -51,6 +51,18 @@ enum Internal {
         #[arg(long)]
         launcher: bool,
     },
+    /// A command in a running container, as the OCI runtime's exec runs it (started by the
+    /// node agent for `kubectl exec`).
+    Exec {
+        /// The exec's OCI process (args, env, user, capabilities, ...).
+        #[arg(long)]
+        process: PathBuf,
+        /// Where the command's host pid is written.
+        #[arg(long)]
+        pid_file: PathBuf,
+        /// The container's directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -102,6 +114,11 @@ fn main() -> std::process::ExitCode {
         Command::Internal(Internal::Monitor { dir, .. }) => {
             return skiff_runtime::container::monitor::main(&dir)
         }
+        Command::Internal(Internal::Exec {
+            process,
+            pid_file,
+            dir,
+        }) => return skiff_runtime::container::nsexec::main(&dir, &process, &pid_file),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

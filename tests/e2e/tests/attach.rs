@@ -92,6 +92,18 @@ fn kubectl_attach_it_to_a_shell_with_a_terminal() {
         ),
         "0"
     );
+    // exec into a container with a terminal: a process of its own, without one unless asked.
+    assert_eq!(
+        cluster.kubectl_ok([
+            "exec",
+            "term",
+            "--",
+            "sh",
+            "-c",
+            "echo hi; [ -t 0 ] || echo no-tty"
+        ]),
+        "hi\nno-tty\n"
+    );
     // The terminal's output is the container's log (stdout).
     let logs = cluster.kubectl_ok(["logs", "term"]);
     assert!(logs.contains("42"), "{logs:?}");

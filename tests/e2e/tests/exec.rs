@@ -21,6 +21,7 @@ fn kubectl_exec_runs_in_the_container_with_stdio_and_exit_codes() {
         r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "box"}},
             "spec": {{"terminationGracePeriodSeconds": 1, "containers": [{{"name": "main",
             "image": "busybox", "imagePullPolicy": "Never", "workingDir": "/tmp",
+            "securityContext": {{"runAsUser": 1000, "runAsGroup": 3000}},
             "env": [{{"name": "GREETING", "value": "hi there"}}],
             "command": ["sh", "-c", "{SLEEP}"]}}]}}}}"#
     ));
@@ -45,6 +46,27 @@ fn kubectl_exec_runs_in_the_container_with_stdio_and_exit_codes() {
     assert_eq!(
         cluster.kubectl_ok(["exec", "box", "--", "sh", "-c", "echo $GREETING; pwd"]),
         "hi there\n/tmp\n"
+    );
+    // The container's namespaces, cgroup, identity and capabilities: the same as its init's
+    // (PID 1 of its PID namespace).
+    let same = cluster.kubectl_ok([
+        "exec",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        "for n in cgroup ipc mnt net pid uts; do \
+           [ \"$(readlink /proc/self/ns/$n)\" = \"$(readlink /proc/1/ns/$n)\" ] || echo ns $n differs; \
+         done; \
+         [ \"$(cat /proc/self/cgroup)\" = \"$(cat /proc/1/cgroup)\" ] || echo cgroup differs; \
+         for f in Uid Gid Groups CapInh CapPrm CapEff CapBnd CapAmb NoNewPrivs; do \
+           [ \"$(grep ^$f: /proc/self/status)\" = \"$(grep ^$f: /proc/1/status)\" ] || echo $f differs; \
+         done; grep ^Uid: /proc/self/status",
+    ]);
+    assert_eq!(
+        same.split_whitespace().collect::<Vec<_>>(),
+        ["Uid:", "1000", "1000", "1000", "1000"],
+        "{same}"
     );
     // stdout and stderr apart.
     let both = cluster.kubectl(["exec", "box", "--", "sh", "-c", "echo out; echo err >&2"]);

@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
 
 use super::exec::{
     frame, names_container, pick_protocol, switching_protocols, CLOSE, CONTAINER_ID_HEADER, ERROR,
@@ -195,17 +196,29 @@ pub async fn serve(
     };
     let runtime = ctx.runtime.clone();
     let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match upgrade.await {
-            Ok(upgraded) => {
-                let ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                        .await;
-                session(ws, source, options, protocol == PROTOCOLS[0], runtime).await;
+    let (namespace, pod, uid) = (
+        namespace.to_owned(),
+        pod.to_owned(),
+        found.metadata.uid.clone().unwrap_or_default(),
+    );
+    let span = tracing::debug_span!("attach", %namespace, %pod, %uid);
+    tokio::spawn(
+        async move {
+            match upgrade.await {
+                Ok(upgraded) => {
+                    let ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        None,
+                    )
+                    .await;
+                    session(ws, source, options, protocol == PROTOCOLS[0], runtime).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "attach: the upgrade failed"),
             }
-            Err(e) => tracing::debug!(error = %e, "attach: the upgrade failed"),
         }
-    });
+        .instrument(span),
+    );
     switching_protocols(&key, protocol)
 }
 
@@ -249,7 +262,7 @@ async fn session<S>(
             {
                 Ok(socket) => socket,
                 Err(e) => {
-                    tracing::debug!(error = %e, "attach: the monitor's socket");
+                    tracing::warn!(error = %e, "attach: the monitor's socket is unusable");
                     writer.abort();
                     return;
                 }

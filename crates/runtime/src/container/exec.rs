@@ -1,11 +1,11 @@
-//! Running a command in a running container (`kubectl exec`): the OCI runtime's `exec` with the
-//! container's own process settings (env, working directory, user, capabilities, limits), so
-//! the command gets the container's namespaces, cgroup and root.
+//! Running a command in a running container (`kubectl exec`): `skiff internal exec` (nsexec.rs)
+//! with the container's own process settings (env, working directory, user, capabilities,
+//! limits), so the command gets the container's namespaces, cgroup and root, as the OCI
+//! runtime's `exec` would give them.
 //!
-//! With a tty the runtime runs in the foreground with a terminal of ours as its stdio: it makes
-//! the container's pty, copies between the two, and on SIGWINCH gives the container's pty the
-//! size of ours. (runc takes a console socket only when it detaches, and then nobody could wait
-//! for the process's exit code.)
+//! With a tty the command's stdio is the child side of a pty of ours, its controlling terminal:
+//! the session reads and writes the parent side, and sets the window size there (the kernel then
+//! signals the command's foreground process group).
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -31,7 +31,8 @@ pub fn exec_process(config: &Value, args: &[String], tty: bool) -> Value {
     process
 }
 
-/// A terminal for an exec: the runtime gets `child` as its stdin, stdout and stderr; the
+/// A terminal for an exec: the command gets `child` as its stdin, stdout and stderr (and
+/// controlling terminal, with the kernel's line discipline: echo, line editing, Ctrl-C); the
 /// session reads and writes `parent`, and sets its size there.
 pub struct Terminal {
     pub parent: OwnedFd,
@@ -52,17 +53,12 @@ impl Terminal {
             OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        // Raw from the start: the container's own terminal does the line discipline; ours only
-        // carries bytes (runc makes it raw too, but not before the first output).
-        let mut mode = rustix::termios::tcgetattr(&child)?;
-        mode.make_raw();
-        rustix::termios::tcsetattr(&child, rustix::termios::OptionalActions::Now, &mode)?;
         let terminal = Terminal { parent, child };
         terminal.resize(24, 80)?;
         Ok(terminal)
     }
 
-    /// Sets the window size (the runtime then needs a SIGWINCH to pass it on).
+    /// Sets the window size (the kernel tells the terminal's foreground process group).
     pub fn resize(&self, rows: u16, cols: u16) -> std::io::Result<()> {
         let size = rustix::termios::Winsize {
             ws_row: rows,
@@ -75,20 +71,20 @@ impl Terminal {
     }
 }
 
-/// An exec ready to spawn: the runtime's command line and the files it uses, removed on drop.
+/// An exec ready to spawn: its command line and the files it uses, removed on drop.
 pub struct PreparedExec {
-    /// `runc exec ...`: without a tty the process's stdio are this command's.
+    /// `skiff internal exec ...`: without a tty the process's stdio are this command's.
     pub command: Command,
-    /// Where the runtime writes the process's host pid once it runs (to kill it, if the client
-    /// goes away, by that pid: killing the runtime alone would leave it running).
+    /// Where the process's host pid is written once it runs (to kill it, if the client goes
+    /// away, by that pid: killing the waiting `skiff internal exec` alone would leave it).
     pub pid_file: PathBuf,
-    /// With a tty: the terminal to give the runtime as its stdio.
+    /// With a tty: the terminal to give the command as its stdio.
     pub terminal: Option<Terminal>,
     dir: PathBuf,
 }
 
 impl PreparedExec {
-    /// The process's pid once the runtime wrote it.
+    /// The process's pid once it was written.
     pub fn pid(&self) -> Option<i32> {
         std::fs::read_to_string(&self.pid_file)
             .ok()
@@ -127,22 +123,23 @@ impl ContainerManager {
         let process = exec_process(&config, args, tty);
         std::fs::write(&process_path, process.to_string())
             .map_err(io_error("writing", &process_path))?;
-        let runtime = self.runtime();
-        let mut command = Command::new(&runtime.binary);
+        // Our own exec (nsexec.rs) rather than the runtime's: the same result, without the
+        // runtime's start-up.
+        let helper = self.helper_command();
+        let mut command = Command::new(&helper[0]);
         command
-            .arg("--root")
-            .arg(&runtime.root)
+            .args(&helper[1..])
             .arg("exec")
             .arg("--process")
             .arg(&process_path)
             .arg("--pid-file")
-            .arg(&pid_file);
+            .arg(&pid_file)
+            .arg(&container);
         let terminal = if tty {
             Some(Terminal::open().map_err(io_error("opening a pty in", &dir))?)
         } else {
             None
         };
-        command.arg(id);
         Ok(PreparedExec {
             command,
             pid_file,

@@ -63,13 +63,14 @@ impl Drop for Running {
 }
 
 impl Launcher {
-    /// A launcher started by `monitor_command` (`[skiff, internal, monitor]`) for the
-    /// containers under `root`.
-    pub(crate) fn new(monitor_command: &[PathBuf], root: &Path) -> Launcher {
-        let mut command: Vec<OsString> = monitor_command
+    /// A launcher started by `helper_command` (`[skiff, internal]`) for the containers under
+    /// `root`: `skiff internal monitor ROOT --launcher`.
+    pub(crate) fn new(helper_command: &[PathBuf], root: &Path) -> Launcher {
+        let mut command: Vec<OsString> = helper_command
             .iter()
             .map(|p| p.as_os_str().to_owned())
             .collect();
+        command.push("monitor".into());
         command.push(root.as_os_str().to_owned());
         command.push(LAUNCHER_FLAG.into());
         Launcher {

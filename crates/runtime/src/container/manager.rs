@@ -36,8 +36,9 @@ impl Default for LogOptions {
 }
 
 /// Containers under `root` (`<data-dir>/containers`), each run by `runtime` under a monitor
-/// process forked by a launcher that `monitor_command` starts (`skiff internal monitor
-/// <root> --launcher`, see launcher.rs).
+/// process forked by a launcher (`skiff internal monitor <root> --launcher`, see launcher.rs);
+/// `helper_command` is the program and leading arguments of these helpers (`[skiff, internal]`),
+/// to which `monitor ...` or `exec ...` is appended.
 ///
 /// The runtime is a concrete [`CliRuntime`] rather than a trait object because the monitor, a
 /// separate process, rebuilds it from its configuration file.
@@ -48,6 +49,8 @@ pub struct ContainerManager {
     log_options: LogOptions,
     /// Forks the monitors (started on first use, shared by the manager's clones).
     launcher: Arc<Launcher>,
+    /// `[skiff, internal]`: runs `exec` (nsexec.rs) and the launcher.
+    helper_command: Vec<PathBuf>,
 }
 
 impl ContainerManager {
@@ -55,18 +58,19 @@ impl ContainerManager {
     pub fn open(
         root: &Path,
         runtime: CliRuntime,
-        monitor_command: Vec<PathBuf>,
+        helper_command: Vec<PathBuf>,
         log_options: LogOptions,
     ) -> Result<Self> {
         std::fs::create_dir_all(root).map_err(io_error("creating", root))?;
         std::fs::create_dir_all(&runtime.root).map_err(io_error("creating", &runtime.root))?;
-        if monitor_command.is_empty() {
+        if helper_command.is_empty() {
             return Err(ContainerError::Spec("empty monitor command".to_owned()));
         }
         Ok(ContainerManager {
             root: root.to_owned(),
             runtime,
-            launcher: Arc::new(Launcher::new(&monitor_command, root)),
+            launcher: Arc::new(Launcher::new(&helper_command, root)),
+            helper_command,
             log_options,
         })
     }
@@ -77,6 +81,11 @@ impl ContainerManager {
 
     pub fn runtime(&self) -> &CliRuntime {
         &self.runtime
+    }
+
+    /// `[skiff, internal]`, before `monitor ...` or `exec ...`.
+    pub(crate) fn helper_command(&self) -> &[PathBuf] {
+        &self.helper_command
     }
 
     /// The directory (bundle) of container `id`.
@@ -425,26 +434,28 @@ fn monitor_alive(dir: &Path) -> bool {
     }
 }
 
-/// Sends `signal` to the container's init `pid` through a pidfd, after checking that the
-/// process it names is in the container's cgroup (a pid can be reused once its process is
-/// gone; the pidfd then refers to the gone one, so nothing else is ever signalled). False when
-/// it cannot tell or send: the caller asks the runtime instead.
+/// Sends `signal` to the container's init `pid` through a pidfd ([`open_init`]). False when it
+/// cannot tell or send: the caller asks the runtime instead.
 fn signal_init(id: &str, pid: u32, signal: i32) -> bool {
-    let (Some(raw), Some(signal)) = (
-        i32::try_from(pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw),
-        rustix::process::Signal::from_named_raw(signal),
-    ) else {
+    let Some(signal) = rustix::process::Signal::from_named_raw(signal) else {
         return false;
     };
-    let Ok(pidfd) = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()) else {
-        return false;
-    };
+    open_init(id, pid)
+        .is_some_and(|pidfd| rustix::process::pidfd_send_signal(&pidfd, signal).is_ok())
+}
+
+/// A pidfd of container `id`'s init `pid`, once /proc shows that process in a cgroup named
+/// after the container. A pid can be reused once its process is gone; a pidfd keeps referring
+/// to the process checked, so whatever is done through it never reaches another one.
+pub(crate) fn open_init(id: &str, pid: u32) -> Option<std::os::fd::OwnedFd> {
+    let raw = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)?;
+    let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()).ok()?;
     let suffix = format!("/{id}");
     let in_container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .is_ok_and(|text| text.lines().any(|line| line.trim_end().ends_with(&suffix)));
-    in_container && rustix::process::pidfd_send_signal(&pidfd, signal).is_ok()
+    in_container.then_some(pidfd)
 }
 
 #[cfg(test)]

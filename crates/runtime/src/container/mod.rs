@@ -22,6 +22,7 @@ pub mod log;
 pub mod log_read;
 pub mod manager;
 pub mod monitor;
+pub mod nsexec;
 pub mod resources;
 pub mod runtime;
 pub mod spec;

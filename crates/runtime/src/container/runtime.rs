@@ -111,7 +111,6 @@ impl CliRuntime {
         }
     }
 
-    /// The same runtime writing its diagnostics (JSON lines) to `log`.
     /// Forgets container `id` once it has stopped and its cgroup is gone: removes its state
     /// directory (`<root>/<id>`), which is what the runtime's own `delete` of a stopped
     /// container does beyond removing the cgroup, without a runtime process (10–20 ms of CPU).
@@ -128,6 +127,7 @@ impl CliRuntime {
         }
     }
 
+    /// The same runtime writing its diagnostics (JSON lines) to `log`.
     pub fn with_log(&self, log: PathBuf) -> Self {
         CliRuntime {
             log: Some(log),

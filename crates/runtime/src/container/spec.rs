@@ -143,6 +143,14 @@ const ALL_CAPABILITIES: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// The kernel's number of capability `name` (`CAP_CHOWN` is 0).
+pub(crate) fn capability_number(name: &str) -> Option<u32> {
+    ALL_CAPABILITIES
+        .iter()
+        .position(|c| *c == name)
+        .and_then(|i| u32::try_from(i).ok())
+}
+
 /// containerd's masked and read-only paths.
 const MASKED_PATHS: &[&str] = &[
     "/proc/acpi",
