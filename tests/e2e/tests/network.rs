@@ -68,13 +68,12 @@ fn address_inside(cluster: &Cluster, pod: &str, container: &str) -> String {
         .to_string()
 }
 
-/// Files in `dir` other than the address book's round-robin hint.
+/// The names of the files in `dir`.
 fn entries(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "last_reserved")
                 .collect()
         })
         .unwrap_or_default()
@@ -266,6 +265,42 @@ fn an_exhausted_pod_cidr_leaves_the_pod_waiting_with_an_event() {
     cluster.kubectl_ok(["delete", "pod", "first"]);
     wait_running(&cluster, &["second"]);
     cluster.kubectl_ok(["delete", "pod", "second"]);
+    assert_nothing_left(&cluster);
+}
+
+#[test]
+fn a_node_without_a_pod_cidr_leaves_its_pods_waiting_with_the_reason() {
+    // No controller hands out podCIDRs: the node never gets one.
+    let cluster = Cluster::start_with_agent_args(&["--disable-node-ipam"], import_test_images);
+    cluster.create_from(&web_pod("waiting", None));
+    wait_until(WAIT, "the pod's FailedCreatePodSandBox event", || {
+        let events = cluster.kubectl_ok([
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=waiting",
+        ]);
+        events.contains("FailedCreatePodSandBox") && events.contains("the node has no podCIDR yet")
+    });
+    assert_eq!(
+        cluster.jsonpath(&["pod", "waiting"], "{.status.phase}"),
+        "Pending"
+    );
+    // Given one by hand (as another IPAM would), the node configures its network and the pod
+    // starts.
+    let node = cluster.node_name().expect("agent").to_string();
+    let cidr = cluster.network().expect("network").cluster_cidr.clone();
+    cluster.kubectl_ok([
+        "patch",
+        "node",
+        &node,
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"spec": {{"podCIDR": "{cidr}", "podCIDRs": ["{cidr}"]}}}}"#),
+    ]);
+    wait_running(&cluster, &["waiting"]);
+    assert!(!pod_ip(&cluster, "waiting").is_empty());
+    cluster.kubectl_ok(["delete", "pod", "waiting"]);
     assert_nothing_left(&cluster);
 }
 
