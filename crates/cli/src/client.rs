@@ -130,6 +130,7 @@ impl ApiClient {
     /// Reads the kubeconfig as kubectl would and prepares a client (no request is sent yet).
     pub async fn connect(flags: &Flags) -> Result<ApiClient> {
         let kubeconfig = kubeconfig::load(flags)?;
+        kubeconfig::check_context(&kubeconfig, flags)?;
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kubeconfig::options(flags))
             .await
             .map_err(|source| Error::Kubeconfig {
@@ -214,6 +215,59 @@ impl ApiClient {
             return Err(ApiError::from_response(status, &bytes, what.0, what.1).into());
         }
         Ok(bytes)
+    }
+
+    /// Watches `uri` (a collection with `watch=true`) and returns once `done` holds for an
+    /// event (`Ok(true)`), or when the server ends the stream (`Ok(false)`).
+    pub async fn watch_until(
+        &self,
+        uri: &str,
+        mut done: impl FnMut(&Value) -> bool,
+    ) -> Result<bool> {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .header(http::header::ACCEPT, ACCEPT_JSON)
+            .body(kube::client::Body::empty())
+            .map_err(|err| Error::Message(format!("cannot build the request {uri}: {err}")))?;
+        let response = self
+            .client
+            .send(request)
+            .await
+            .map_err(|source| Error::Request {
+                what: format!("watch {}{uri} failed", self.server),
+                source,
+            })?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes().to_vec())
+                .unwrap_or_default();
+            return Err(ApiError::from_response(status, &bytes, "watch", "").into());
+        }
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|source| Error::Request {
+                what: format!("reading the watch {uri} failed"),
+                source,
+            })?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=end).collect();
+                if let Ok(event) = serde_json::from_slice::<Value>(&line) {
+                    if done(&event) {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
     }
 
     /// GETs `uri` and parses the answer as JSON.

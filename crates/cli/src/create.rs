@@ -39,7 +39,7 @@ pub(crate) fn target_namespace(api: &ApiClient, flags: &Flags, object: &Object) 
 /// kubectl's AddSourceToErr: the server's message prefixed with the operation and the file.
 pub(crate) fn with_source(err: Error, operation: &str, source: &str) -> Error {
     match err {
-        Error::Api(mut api) if api.reason != "Invalid" => {
+        Error::Api(mut api) if api.reason != "Invalid" && api.reason != "Unauthorized" => {
             api.message = format!("error when {operation} \"{source}\": {}", api.message);
             Error::Api(api)
         }

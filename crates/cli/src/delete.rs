@@ -4,16 +4,16 @@
 use std::time::Duration;
 
 use http::Method;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::client::{self, ApiClient, ACCEPT_JSON};
 use crate::create::{target_namespace, with_source};
-use crate::get::{finish, list_query, parse_targets};
+use crate::get::{encode, finish, list_query, parse_targets};
 use crate::kinds::Resource;
 use crate::{manifest, report, Error, Flags, Result};
 
-/// How often the wait phase asks whether a deleted object is gone.
-const WAIT_POLL: Duration = Duration::from_millis(100);
+/// The pause before the wait phase looks again after its watch ended early.
+const WAIT_RETRY: Duration = Duration::from_millis(200);
 
 /// One object to delete.
 struct Target {
@@ -197,11 +197,12 @@ pub async fn run(flags: &Flags) -> Result<()> {
     finish(errors)
 }
 
-/// Waits until the object is gone (or replaced by another of the same name).
+/// Waits until the object is gone (or replaced by another of the same name): a GET, then, while
+/// it is there, a watch on its name from the version seen, as kubectl waits.
 async fn wait_gone(api: &ApiClient, target: &Target, uid: Option<&str>) -> Result<()> {
     let uri = target.resource.object_path(&target.namespace, &target.name);
     loop {
-        match api
+        let current = match api
             .send(
                 Method::GET,
                 &uri,
@@ -213,13 +214,41 @@ async fn wait_gone(api: &ApiClient, target: &Target, uid: Option<&str>) -> Resul
         {
             Err(Error::Api(err)) if err.is_not_found() => return Ok(()),
             Err(err) => return Err(err),
-            Ok(bytes) => {
-                let current: Value = client::parse(&bytes, &uri)?;
-                if uid.is_some() && current["metadata"]["uid"].as_str() != uid {
-                    return Ok(());
-                }
-            }
+            Ok(bytes) => client::parse(&bytes, &uri)?,
+        };
+        if uid.is_some() && current["metadata"]["uid"].as_str() != uid {
+            return Ok(());
         }
-        tokio::time::sleep(WAIT_POLL).await;
+        let version = current["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default();
+        let query = encode(&[
+            (
+                "fieldSelector".to_owned(),
+                format!("metadata.name={}", target.name),
+            ),
+            ("resourceVersion".to_owned(), version.to_owned()),
+            ("watch".to_owned(), "true".to_owned()),
+        ]);
+        let ns = target
+            .resource
+            .namespaced
+            .then_some(target.namespace.as_str());
+        let watch = format!("{}{query}", target.resource.collection_path(ns));
+        let gone = api
+            .watch_until(&watch, |event| {
+                event["type"] == "DELETED"
+                    || (uid.is_some()
+                        && event["object"]["metadata"]["uid"].as_str() != uid
+                        && event["type"] != "BOOKMARK"
+                        && event["type"] != "ERROR")
+            })
+            .await;
+        match gone {
+            Ok(true) => return Ok(()),
+            // The server ended the watch (or it failed): look again, after a pause so that a
+            // server refusing watches is not asked in a tight loop.
+            Ok(false) | Err(_) => tokio::time::sleep(WAIT_RETRY).await,
+        }
     }
 }

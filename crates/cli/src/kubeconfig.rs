@@ -46,6 +46,18 @@ pub fn load(flags: &Flags) -> Result<Kubeconfig> {
     }
 }
 
+/// Checks that `--context` names a context of the kubeconfig, with kubectl's message.
+pub fn check_context(kubeconfig: &Kubeconfig, flags: &Flags) -> Result<()> {
+    match &flags.context {
+        Some(name) if !kubeconfig.contexts.iter().any(|c| &c.name == name) => {
+            Err(Error::Configuration(format!(
+                "context was not found for specified context: {name}"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The options kubectl's `--context`, `--cluster` and `--user` select.
 pub fn options(flags: &Flags) -> KubeConfigOptions {
     KubeConfigOptions {
@@ -97,6 +109,12 @@ fn candidates(
 }
 
 fn read(path: &Path) -> Result<Kubeconfig> {
+    if !path.exists() {
+        return Err(Error::Message(format!(
+            "stat {}: no such file or directory",
+            path.display()
+        )));
+    }
     Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
         what: format!("cannot read the kubeconfig {}", path.display()),
         source: Box::new(source),

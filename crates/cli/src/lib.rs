@@ -31,6 +31,9 @@ pub enum Error {
     /// A client-side failure kubectl prints as `error: ...`.
     #[error("{0}")]
     Message(String),
+    /// A kubeconfig that does not hold what the flags select (`Error in configuration: ...`).
+    #[error("{0}")]
+    Configuration(String),
     /// An error `Status` (or another non-2xx answer) from the API server.
     #[error("{0}")]
     Api(Box<ApiError>),
@@ -70,9 +73,25 @@ impl Error {
         match self {
             Error::Api(api) => api.render(),
             Error::Connect { .. } => self.to_string(),
+            Error::Configuration(message) => format!("Error in configuration: {message}"),
             Error::Usage(message) | Error::Message(message) => format!("error: {message}"),
             other => format!("error: {other}"),
         }
+    }
+}
+
+/// Whether `skiff ARGS` (without the program name) is a kubectl command: its first word that is
+/// not a kubectl flag is one of [`VERBS`] (`skiff -n x get po` as well as `skiff get po`).
+pub fn is_kubectl_command(args: &[OsString]) -> bool {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match Flags::parse(&args) {
+        Ok(flags) => flags
+            .verb
+            .is_some_and(|verb| VERBS.contains(&verb.as_str())),
+        Err((_, verb)) => verb.is_some_and(|verb| VERBS.contains(&verb.as_str())),
     }
 }
 

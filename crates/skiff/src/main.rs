@@ -115,10 +115,11 @@ fn main() -> std::process::ExitCode {
     if invoked_as.and_then(|p| p.file_name().map(|n| n == "kubectl")) == Some(true) {
         return skiff_cli::run(args.split_off(1));
     }
-    match args.get(1).and_then(|a| a.to_str()) {
-        Some("kubectl") => return skiff_cli::run(args.split_off(2)),
-        Some(verb) if skiff_cli::VERBS.contains(&verb) => return skiff_cli::run(args.split_off(1)),
-        _ => {}
+    if args.get(1).is_some_and(|a| a == "kubectl") {
+        return skiff_cli::run(args.split_off(2));
+    }
+    if skiff_cli::is_kubectl_command(&args[1.min(args.len())..]) {
+        return skiff_cli::run(args.split_off(1));
     }
     let cli = Cli::parse();
     let result = match cli.command {

@@ -5,8 +5,12 @@
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
-use skiff_e2e::{assert_success, fixture, run, skiff_bin, stderr, stdout, write_file, Cluster};
+use skiff_e2e::{
+    assert_success, fixture, import_test_images, run, skiff_bin, stderr, stdout, wait_until,
+    write_file, Cluster,
+};
 
 /// How often a read-only comparison is run again when the outputs differ: an AGE cell can
 /// tick over between the two commands.
@@ -400,4 +404,45 @@ fn the_seed_workflow_runs_through_a_kubectl_symlink() {
     let gone = typed("kubectl delete namespace custom-namespace", None);
     assert_success(&gone, "kubectl delete namespace custom-namespace");
     assert_eq!(stdout(&gone), "namespace \"custom-namespace\" deleted\n");
+}
+
+/// A running pod takes its grace period to go: `delete` waits until it is gone (a watch), as
+/// kubectl does, and prints the same.
+#[test]
+fn delete_waits_for_a_running_pod_as_kubectl_does() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: slow\nspec:\n  \
+               terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    \
+               image: busybox\n    imagePullPolicy: Never\n    \
+               command: [\"sh\", \"-c\", \"trap '' TERM; sleep 3600\"]\n";
+    let running = |cluster: &Cluster| {
+        create(cluster, pod);
+        wait_until(Duration::from_secs(60), "pod slow Running", || {
+            cluster.jsonpath(&["pod", "slow"], "{.status.phase}") == "Running"
+        });
+    };
+    let args = ["delete", "po", "slow"];
+    let mut outputs = Vec::new();
+    for ours in [false, true] {
+        running(&cluster);
+        let started = Instant::now();
+        let output = if ours {
+            skiff(&cluster, &args, None)
+        } else {
+            kubectl(&cluster, &args, None)
+        };
+        let took = started.elapsed();
+        let after = kubectl(&cluster, &["get", "po", "slow"], None);
+        assert_eq!(
+            stderr(&after),
+            "Error from server (NotFound): pods \"slow\" not found\n",
+            "the pod is gone once delete returns (ours: {ours})"
+        );
+        assert!(
+            took >= Duration::from_secs(1),
+            "delete returned after {took:?}, before the grace period could end (ours: {ours})"
+        );
+        outputs.push(output);
+    }
+    assert_same(&args, &outputs[0], &outputs[1]);
 }
