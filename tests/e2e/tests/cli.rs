@@ -160,10 +160,23 @@ fn get_prints_what_kubectl_prints() {
         &["get", "foo"],
         &["get", "pods", "x/y"],
         &["get", "po", "--bogus"],
+        &["get", "po", "--context", "nope"],
+        &["get", "po", "--kubeconfig", "nope.kubeconfig"],
     ];
     for args in cases {
         same_read(&cluster, args);
     }
+
+    // The verbs straight after `skiff`, flags before them too, with no `kubectl` word.
+    let mut direct = Command::new(skiff_bin());
+    direct
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .args(["-n", "custom", "get", "po", "-o", "name"])
+        .env("HOME", cluster.scratch_dir().join("home"));
+    let direct = run(direct, None);
+    assert_success(&direct, "skiff --kubeconfig K -n custom get po -o name");
+    assert_eq!(stdout(&direct), "pod/c\n");
 }
 
 #[test]
