@@ -26,6 +26,7 @@ pub struct Flags {
     pub force: bool,
     pub wait: bool,
     pub ignore_not_found: bool,
+    pub help: bool,
     /// The verb (`get`, `delete`, ...), when one was given.
     pub verb: Option<String>,
     /// The arguments after the verb that are not flags.
@@ -64,6 +65,7 @@ const BOOL_FLAGS: &[(&str, Option<char>)] = &[
     ("wait", None),
     ("ignore-not-found", None),
     ("insecure-skip-tls-verify", None),
+    ("help", Some('h')),
 ];
 
 impl Flags {
@@ -186,6 +188,7 @@ impl Flags {
             "force" => self.force = value,
             "wait" => self.wait = value,
             "ignore-not-found" => self.ignore_not_found = value,
+            "help" => self.help = value,
             _ => {}
         }
     }

@@ -23,10 +23,14 @@ enum Output {
     Yaml,
 }
 
+/// kubectl's message for a kind the server does not serve, with the closest known name when
+/// the word looks like a typo of one (kubectl gives no hint).
 pub(crate) fn unknown_kind(name: &str) -> Error {
-    Error::Message(format!(
-        "the server doesn't have a resource type \"{name}\""
-    ))
+    let mut message = format!("the server doesn't have a resource type \"{name}\"");
+    if let Some(close) = kinds::closest(name) {
+        message.push_str(&format!("; did you mean \"{close}\"?"));
+    }
+    Error::Message(message)
 }
 
 fn separate_type_error() -> Error {

@@ -58,6 +58,24 @@ pub fn by_name(name: &str) -> Option<&'static Resource> {
         .find(|r| r.plural == name || r.singular == name || r.short.contains(&name))
 }
 
+/// The known name (plural, singular or short) closest to a misspelt one, if one is close.
+pub fn closest(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase();
+    RESOURCES
+        .iter()
+        .flat_map(|r| {
+            [r.plural, r.singular]
+                .into_iter()
+                .chain(r.short.iter().copied())
+        })
+        .filter(|known| known.len() > 2)
+        .map(|known| (strsim::damerau_levenshtein(&name, known), known))
+        // One edit in a short word, two in a longer one: `foo` is no typo of `pod`.
+        .filter(|(distance, known)| *distance <= if known.len() > 4 { 2 } else { 1 })
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, known)| known)
+}
+
 /// The resource of a manifest's kind (`apiVersion: v1` only: Skiff serves the core group).
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static Resource> {
     if api_version != "v1" {
@@ -94,6 +112,9 @@ mod tests {
         assert_eq!(by_name("no").map(|r| r.plural), Some("nodes"));
         assert_eq!(by_name("ev").map(|r| r.plural), Some("events"));
         assert_eq!(by_name("services"), None);
+        assert_eq!(closest("pdos"), Some("pods"));
+        assert_eq!(closest("namespcae"), Some("namespace"));
+        assert_eq!(closest("foo"), None);
     }
 
     #[test]

@@ -138,7 +138,34 @@ pub(crate) fn report(text: &str) {
     let _ = writeln!(stderr, "{}", text.trim_end_matches('\n'));
 }
 
+/// `--help`: what this kubectl knows, with examples.
+const HELP: &str = "\
+Skiff's built-in kubectl: kubectl's verbs, flags, output and messages for the kinds Skiff serves
+(pods/po, namespaces/ns, nodes/no, events/ev; `all` = pods).
+
+Verbs:
+  get KIND [NAME...] | KIND/NAME...   -o wide|yaml|json|name, -l SELECTOR, --field-selector SEL,
+                                      -n NS, -A, --show-labels, --no-headers
+  create -f FILE|DIR|-                multi-document YAML or JSON; -R descends into directories
+  delete KIND NAME... | KIND/NAME... | -f FILE | KIND --all | KIND -l SELECTOR
+                                      --grace-period N, --now, --force, --wait=false
+  version                             the client's and the server's versions
+  cluster-info                        where the control plane answers
+
+Everywhere: --kubeconfig FILE (else $KUBECONFIG, ~/.kube/config, then the local server's
+admin kubeconfig), --context NAME, -n/--namespace NS.
+
+Examples:
+  skiff get po -o wide
+  skiff kubectl create -f kubia-manual.yaml
+  kubectl delete po -l app=kubia        # through a `kubectl` symlink to skiff
+";
+
 async fn dispatch(flags: Flags) -> Result<()> {
+    if flags.help {
+        print!("{HELP}");
+        return Ok(());
+    }
     match flags.verb.as_deref() {
         Some("get") => get::run(&flags).await,
         Some("create") => create::run(&flags).await,

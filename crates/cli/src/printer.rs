@@ -93,16 +93,15 @@ fn yaml_value_after_key(value: &Value, indent: usize, out: &mut String) {
 }
 
 fn yaml_list(items: &[Value], indent: usize, out: &mut String) {
-    for item in items {
-        out.extend(std::iter::repeat_n(' ', indent));
+    for (i, item) in items.iter().enumerate() {
+        // A list in a list starts on its parent's dash line: `- - a`.
+        if i > 0 || !out.ends_with("- ") {
+            out.extend(std::iter::repeat_n(' ', indent));
+        }
         out.push_str("- ");
         match item {
             Value::Object(map) if !map.is_empty() => yaml_map(map, indent + 2, out),
-            Value::Array(inner) if !inner.is_empty() => {
-                // go-yaml writes a nested list on the next line, indented.
-                out.push('\n');
-                yaml_list(inner, indent + 2, out);
-            }
+            Value::Array(inner) if !inner.is_empty() => yaml_list(inner, indent + 2, out),
             Value::String(s) if s.contains('\n') && yaml_plain_type_is_string(s) => {
                 yaml_literal(s, indent + 2, out)
             }
@@ -217,20 +216,23 @@ fn yaml_plain_type_is_string(s: &str) -> bool {
     true
 }
 
+/// go-yaml v2's float: `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?` (sign stripped).
 fn looks_like_float(s: &str) -> bool {
     let (mantissa, exponent) = match s.find(['e', 'E']) {
         Some(i) => (&s[..i], Some(&s[i + 1..])),
         None => (s, None),
     };
-    let Some((int, frac)) = mantissa.split_once('.') else {
-        return false;
-    };
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    if !(digits(int) && digits(frac) && !(int.is_empty() && frac.is_empty())) {
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some(("", frac)) => !frac.is_empty() && digits(frac),
+        Some((int, frac)) => digits(int) && digits(frac),
+        None => !mantissa.is_empty() && digits(mantissa),
+    };
+    if !mantissa_ok {
         return false;
     }
     match exponent {
-        None => true,
+        None => mantissa.contains('.'),
         Some(e) => {
             let e = e.strip_prefix(['-', '+']).unwrap_or(e);
             !e.is_empty() && digits(e)
@@ -302,6 +304,41 @@ mod tests {
         );
     }
 
+    /// What kubectl 1.35 printed for `create --dry-run=client -o yaml` of the same object.
+    #[test]
+    fn yaml_matches_kubectls_scalar_styles() {
+        let value = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"annotations": {"a": "multi\nline\n", "b": "no: yes", "c": "-x",
+                "d": "#x", "e": " lead", "f": "1e3", "g": "it's", "h": "@x"},
+                "name": "nn", "namespace": "default"},
+            "x": [["a", "b"], []],
+        });
+        let expected = "\
+apiVersion: v1
+kind: Pod
+metadata:
+  annotations:
+    a: |
+      multi
+      line
+    b: 'no: yes'
+    c: -x
+    d: '#x'
+    e: ' lead'
+    f: \"1e3\"
+    g: it's
+    h: '@x'
+  name: nn
+  namespace: default
+x:
+- - a
+  - b
+- []
+";
+        assert_eq!(yaml(&value), expected);
+    }
+
     #[test]
     fn yaml_quotes_only_what_would_read_back_otherwise() {
         let value = json!({
@@ -309,6 +346,7 @@ mod tests {
             "items": [{"metadata": {"creationTimestamp": "2026-11-30T05:39:12Z", "resourceVersion": "7",
                         "labels": {"version": "1.0.0]", "on": "yes"}},
                        "spec": {"containers": [{"args": ["-c", "echo hi; sleep 1"], "ports": []}],
+                                "nested": [["a", "b"], []],
                                 "resources": {}}}],
             "kind": "List",
             "metadata": {"resourceVersion": ""},
@@ -328,6 +366,10 @@ items:
       - -c
       - echo hi; sleep 1
       ports: []
+    nested:
+    - - a
+      - b
+    - []
     resources: {}
 kind: List
 metadata:
