@@ -588,7 +588,13 @@ impl Cluster {
     /// removed their containers and sandboxes. Then, after the server is gone, unmounts what
     /// is still mounted under the cluster's directory (deepest first).
     fn remove_node_leftovers(&mut self) {
-        if self.agent.is_some() && self.child.is_some() {
+        // Runs in Drop, maybe while a test panics: a second panic (kubectl_bin's check) would
+        // abort the process and leave the server running.
+        let kubectl_present = std::env::var_os("KUBECTL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join(".skiff-tools/bin/kubectl"))
+            .is_file();
+        if self.agent.is_some() && self.child.is_some() && kubectl_present {
             let _ = self.kubectl([
                 "delete",
                 "pods",
