@@ -9,6 +9,15 @@ use crate::manifest::{self, Object};
 use crate::{Error, Flags, Result};
 
 pub async fn run(flags: &Flags) -> Result<()> {
+    if let Some((what, names)) = flags.args.split_first() {
+        if what == "namespace" || what == "ns" {
+            return create_namespace(flags, names).await;
+        }
+        return Err(Error::Message(format!(
+            "Unexpected args: [{}]\nSee 'kubectl create -h' for help and examples",
+            flags.args.join(" ")
+        )));
+    }
     if flags.filenames.is_empty() {
         return Err(Error::Message("must specify one of -f and -k".to_owned()));
     }
@@ -77,4 +86,32 @@ async fn create(api: &ApiClient, flags: &Flags, mut object: Object) -> Result<St
         .as_str()
         .unwrap_or(object.name());
     Ok(format!("{}/{name} created", resource.singular))
+}
+
+/// `kubectl create namespace NAME`.
+async fn create_namespace(flags: &Flags, names: &[String]) -> Result<()> {
+    let [name] = names else {
+        return Err(Error::Message(format!(
+            "exactly one NAME is required, got {}\nSee 'kubectl create namespace -h' for help \
+             and examples",
+            names.len()
+        )));
+    };
+    let api = ApiClient::connect(flags).await?;
+    let body = serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                                  "metadata": {"name": name}, "spec": {}, "status": {}});
+    let query = encode(&[("fieldManager".to_owned(), "kubectl-create".to_owned())]);
+    let uri = format!("/api/v1/namespaces{query}");
+    let body = serde_json::to_vec(&body)
+        .map_err(|err| Error::Message(format!("cannot encode the namespace: {err}")))?;
+    api.send(
+        Method::POST,
+        &uri,
+        ACCEPT_JSON,
+        Some(body),
+        ("post", "namespaces"),
+    )
+    .await?;
+    println!("namespace/{name} created");
+    Ok(())
 }

@@ -258,6 +258,42 @@ fn create_prints_what_kubectl_prints() {
         None,
     );
     same_effect(&cluster, &nothing, &delete_all_pods, &["create"], None);
+    same_effect(
+        &cluster,
+        &nothing,
+        &delete_all_pods,
+        &["create", "pod", "x"],
+        None,
+    );
+
+    let drop_namespace = |cluster: &Cluster| {
+        let gone = kubectl(
+            cluster,
+            &["delete", "ns", "made", "--ignore-not-found"],
+            None,
+        );
+        assert_success(&gone, "kubectl delete ns made");
+    };
+    let made = |cluster: &Cluster| {
+        let created = kubectl(cluster, &["create", "namespace", "made"], None);
+        assert_success(&created, "kubectl create namespace made");
+    };
+    for args in [
+        &["create", "namespace", "made"][..],
+        &["create", "ns", "made"],
+        &["create", "namespace"],
+        &["create", "namespace", "a", "b"],
+        &["create", "namespace", "Bad_Name"],
+    ] {
+        same_effect(&cluster, &nothing, &drop_namespace, args, None);
+    }
+    same_effect(
+        &cluster,
+        &made,
+        &drop_namespace,
+        &["create", "namespace", "made"],
+        None,
+    );
 }
 
 #[test]
