@@ -147,6 +147,7 @@ Verbs:
   get KIND [NAME...] | KIND/NAME...   -o wide|yaml|json|name, -l SELECTOR, --field-selector SEL,
                                       -n NS, -A, --show-labels, --no-headers
   create -f FILE|DIR|-                multi-document YAML or JSON; -R descends into directories
+  create namespace NAME
   delete KIND NAME... | KIND/NAME... | -f FILE | KIND --all | KIND -l SELECTOR
                                       --grace-period N, --now, --force, --wait=false
   version                             the client's and the server's versions
