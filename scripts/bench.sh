@@ -35,7 +35,8 @@ SKIFF_BIN="$target/skiff" "$target/examples/sandbox_bench" 300
 
 step "pod network: set-up and removal per pod, pod-to-pod TCP beside the host's loopback (root)"
 cargo build --release -p skiff-net --example net_bench
-"$target/examples/net_bench" 100
+# 200 pods: also the leak check of 200 set-up and removal cycles (the e2e test does 30).
+"$target/examples/net_bench" 200
 
 step "images: pull, import and unpack of a 3-layer image beside skopeo copy (root; median of 5)"
 cargo build --release -p skiff-runtime --example image_bench

@@ -146,6 +146,7 @@ impl PodRuntime for FakeRuntime {
                 .map(|(id, uid)| RuntimeSandbox {
                     id: id.clone(),
                     pod_uid: uid.clone(),
+                    pod_ips: Vec::new(),
                 })
                 .collect()
         }))

@@ -443,9 +443,16 @@ impl PodRuntime for NodeRuntime {
         let ids = Sandbox::list(&root).map_err(|e| RuntimeFailure(e.to_string()))?;
         Ok(ids
             .into_iter()
-            .map(|id| RuntimeSandbox {
-                pod_uid: Sandbox::open(&root, &id).ok().flatten().map(|s| s.spec.uid),
-                id,
+            .map(|id| {
+                let record = Sandbox::open(&root, &id).ok().flatten();
+                RuntimeSandbox {
+                    pod_uid: record.as_ref().map(|s| s.spec.uid.clone()),
+                    pod_ips: record
+                        .iter()
+                        .flat_map(|s| s.pod_ips.iter().map(IpAddr::to_string))
+                        .collect(),
+                    id,
+                }
             })
             .collect())
     }

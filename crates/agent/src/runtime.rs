@@ -38,6 +38,8 @@ pub struct ImageRef {
 pub struct RuntimeSandbox {
     pub id: String,
     pub pod_uid: Option<String>,
+    /// The pod's IPs as the sandbox recorded them (empty: none, or no record).
+    pub pod_ips: Vec<String>,
 }
 
 /// A sandbox just created.

@@ -409,11 +409,11 @@ impl PodWorker {
         let mut worker = PodWorker::new(ctx, uid);
         let uid = worker.uid.clone();
         let found = blocking(&worker.ctx.runtime, move |rt| {
-            let sandboxes: Vec<String> = rt
+            let sandboxes: Vec<(String, Vec<String>)> = rt
                 .list_sandboxes()?
                 .into_iter()
                 .filter(|s| s.pod_uid.as_deref() == Some(uid.as_str()))
-                .map(|s| s.id)
+                .map(|s| (s.id, s.pod_ips))
                 .collect();
             let mut containers = Vec::new();
             for id in rt.list_containers()? {
@@ -432,7 +432,11 @@ impl PodWorker {
                 return worker;
             }
         };
-        worker.sandbox = sandboxes.first().cloned();
+        // The pod keeps its IPs: they are the sandbox's.
+        if let Some((id, ips)) = sandboxes.first().cloned() {
+            worker.sandbox = Some(id);
+            worker.pod_ips = ips;
+        }
         if let Some(id) = worker.sandbox.clone() {
             let check = id.clone();
             if let Err(e) = blocking(&worker.ctx.runtime, move |rt| rt.verify_sandbox(&check)).await

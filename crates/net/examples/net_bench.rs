@@ -198,6 +198,13 @@ fn main() -> Result<(), String> {
          {host_to_pod:.1} Gbit/s, host loopback {loopback:.1} Gbit/s"
     );
 
+    // The server in pod 0 holds its namespace: stop it before the removals.
+    for server in &mut leftovers.servers {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+    leftovers.servers.clear();
+
     // Half as the agent removes a pod (its namespace goes, then the rest is released), half
     // with the veth deleted by us (a failed set-up, the collection at start).
     let (mut release, mut tear_down) = (Vec::new(), Vec::new());
@@ -217,6 +224,33 @@ fn main() -> Result<(), String> {
             tear_down.push(started.elapsed());
         }
     }
+    // Nothing may be left: no veth on the bridge (the kernel removes those of unmounted
+    // namespaces shortly), no address, no record.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let veths = Command::new("ip")
+            .args(["-o", "link", "show", "master", &leftovers.bridge])
+            .output()
+            .map_err(|e| format!("ip: {e}"))?;
+        let left = String::from_utf8_lossy(&veths.stdout).lines().count();
+        if left == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{left} veths left on {}", leftovers.bridge));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for sub in ["net/ipam", "net/sandboxes"] {
+        let path = dir.path().join("data").join(sub);
+        let left = std::fs::read_dir(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .count();
+        if left != 0 {
+            return Err(format!("{left} files left in {}", path.display()));
+        }
+    }
+    println!("after {pods} set-ups and removals: no veth, address or record left");
     release.sort();
     tear_down.sort();
     println!(

@@ -63,6 +63,8 @@ pub struct BridgeNetwork {
     records: PathBuf,
     table: NftTable,
     configured: RwLock<Option<Configured>>,
+    /// Why the last [`BridgeNetwork::configure`] failed, for the pods that wait meanwhile.
+    configure_error: Mutex<Option<String>>,
     /// Made on first use; requests of all pods go through it one at a time.
     netlink: Mutex<Option<Netlink>>,
 }
@@ -89,6 +91,7 @@ impl BridgeNetwork {
             records,
             table,
             configured: RwLock::new(None),
+            configure_error: Mutex::new(None),
             netlink: Mutex::new(None),
         })
     }
@@ -130,6 +133,16 @@ impl BridgeNetwork {
     /// forwarding, loopback routing on the bridge (hostPorts reached at 127.0.0.1) and the
     /// nftables table. Idempotent; run again after an agent restart it keeps everything.
     pub fn configure(&self, pod_cidr: Ipv4Cidr) -> Result<()> {
+        let result = self.try_configure(pod_cidr);
+        *self
+            .configure_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            result.as_ref().err().map(ToString::to_string);
+        result
+    }
+
+    fn try_configure(&self, pod_cidr: Ipv4Cidr) -> Result<()> {
         let gateway = pod_cidr
             .gateway()
             .ok_or_else(|| Error::Missing(format!("podCIDR {pod_cidr} has no gateway address")))?;
@@ -286,7 +299,14 @@ impl BridgeNetwork {
 impl PodNetwork for BridgeNetwork {
     fn set_up(&self, request: &PodNetworkRequest<'_>) -> Result<PodNetworkStatus> {
         let started = Instant::now();
-        let configured = self.current().ok_or(Error::NoPodCidr)?;
+        let Some(configured) = self.current() else {
+            let failed = self
+                .configure_error
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            return Err(failed.map_or(Error::NoPodCidr, Error::NotConfigured));
+        };
         if let Some(record) = self.read_record(request.sandbox_id)? {
             return Ok(PodNetworkStatus {
                 ips: vec![IpAddr::V4(record.address)],

@@ -27,6 +27,8 @@ pub enum Error {
          Node)"
     )]
     NoPodCidr,
+    #[error("the node's pod network could not be set up: {0}")]
+    NotConfigured(String),
     #[error("no free address left in the node's podCIDR {subnet} ({in_use} addresses in use)")]
     Exhausted { subnet: Ipv4Cidr, in_use: usize },
     #[error("cannot {what} {}: {source}", path.display())]

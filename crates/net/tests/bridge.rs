@@ -37,6 +37,12 @@ impl Netns {
     }
 }
 
+impl AsRef<Path> for Netns {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.path).status();
@@ -83,10 +89,10 @@ fn ping(from: Option<&Netns>, to: &str) -> bool {
     output.status.success()
 }
 
-fn request<'a>(sandbox: &'a str, ns: &'a Netns) -> PodNetworkRequest<'a> {
+fn request<'a>(sandbox: &'a str, ns: &'a impl AsRef<Path>) -> PodNetworkRequest<'a> {
     PodNetworkRequest {
         sandbox_id: sandbox,
-        netns: &ns.path,
+        netns: ns.as_ref(),
         pod_namespace: "default",
         pod_name: sandbox,
         pod_uid: sandbox,
@@ -223,4 +229,29 @@ fn pods_on_a_bridge_reach_each_other_and_leave_nothing_behind() {
         .count();
     assert_eq!(records, 0);
     drop(names);
+}
+
+#[test]
+fn pods_wait_with_the_reason_when_the_node_network_cannot_be_set_up() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let network = BridgeNetwork::new(BridgeConfig {
+        data_dir: dir.path().to_path_buf(),
+        // Longer than an interface name may be: the kernel refuses the bridge.
+        bridge: "skiff-bridge-name-too-long".to_string(),
+        nft_table: format!("skiff_nt_bad_{}", std::process::id()),
+        cluster_cidr: "10.251.0.0/16".parse().expect("valid"),
+    })
+    .expect("open");
+    let error = network
+        .configure("10.251.0.0/24".parse().expect("valid"))
+        .expect_err("no such bridge name");
+    let netns = dir.path().join("no-namespace");
+    let result = network.set_up(&request("eeeeeeeeeeeeeeeeeeeeeeeeeeeeeee5", &netns));
+    match result {
+        Err(skiff_net::Error::NotConfigured(reason)) => {
+            assert_eq!(reason, error.to_string())
+        }
+        other => panic!("expected NotConfigured, got {other:?}"),
+    }
+    assert!(!link_exists("skiff-bridge-name-too-long"));
 }

@@ -269,6 +269,42 @@ fn an_exhausted_pod_cidr_leaves_the_pod_waiting_with_an_event() {
 }
 
 #[test]
+fn a_node_without_a_pod_cidr_leaves_its_pods_waiting_with_the_reason() {
+    // No controller hands out podCIDRs: the node never gets one.
+    let cluster = Cluster::start_with_agent_args(&["--disable-node-ipam"], import_test_images);
+    cluster.create_from(&web_pod("waiting", None));
+    wait_until(WAIT, "the pod's FailedCreatePodSandBox event", || {
+        let events = cluster.kubectl_ok([
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=waiting",
+        ]);
+        events.contains("FailedCreatePodSandBox") && events.contains("the node has no podCIDR yet")
+    });
+    assert_eq!(
+        cluster.jsonpath(&["pod", "waiting"], "{.status.phase}"),
+        "Pending"
+    );
+    // Given one by hand (as another IPAM would), the node configures its network and the pod
+    // starts.
+    let node = cluster.node_name().expect("agent").to_string();
+    let cidr = cluster.network().expect("network").cluster_cidr.clone();
+    cluster.kubectl_ok([
+        "patch",
+        "node",
+        &node,
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"spec": {{"podCIDR": "{cidr}", "podCIDRs": ["{cidr}"]}}}}"#),
+    ]);
+    wait_running(&cluster, &["waiting"]);
+    assert!(!pod_ip(&cluster, "waiting").is_empty());
+    cluster.kubectl_ok(["delete", "pod", "waiting"]);
+    assert_nothing_left(&cluster);
+}
+
+#[test]
 fn a_bad_cluster_cidr_is_refused_at_start_with_the_reason() {
     let dir = tempfile::tempdir().expect("temp dir");
     for (cidr, reason) in [
