@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests): the store on its own, the API over HTTPS, the scheduler, pod
 # sandboxes, the pod network, image pull, import and unpack beside `skopeo copy` (as root: it starts Debian's
-# docker-registry on 127.0.0.1), pods on a real node beside `podman kube play` (as root), and
-# the idle memory of a real `skiff server`. Prints the figures that docs/benchmarks.md records.
+# docker-registry on 127.0.0.1), pods on a real node beside `podman kube play` (as root),
+# `skiff get po` beside `kubectl get po`, and the idle memory of a real `skiff server`. Prints
+# the figures that docs/benchmarks.md records.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,6 +53,10 @@ step "exec: kubectl exec round trips and exec -i cat throughput, beside podman e
 "$repo/scripts/install-kubectl.sh"
 cargo build --release -p skiff-e2e --example exec_bench
 SKIFF_BIN="$target/skiff" KUBECTL="$repo/.skiff-tools/bin/kubectl" "$target/examples/exec_bench" 50 100
+
+step "CLI: skiff get po beside kubectl get po, 100 pods, alternating (p50 of 30)"
+cargo build --release -p skiff-e2e --example cli_bench
+SKIFF_BIN="$target/skiff" KUBECTL="$repo/.skiff-tools/bin/kubectl" "$target/examples/cli_bench" 100 30
 
 step "idle memory of skiff server"
 data=$(mktemp -d)

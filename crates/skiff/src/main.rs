@@ -29,6 +29,13 @@ enum Command {
     Image(image::ImageArgs),
     /// Run the node agent on this machine, joined to the API server at --server.
     Agent(agent::AgentArgs),
+    /// kubectl, built in (`skiff kubectl get po`; also `skiff get po`, or this binary
+    /// invoked through a `kubectl` symlink).
+    #[command(disable_help_flag = true)]
+    Kubectl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Helper processes the node agent starts; not for users.
     #[command(hide = true, subcommand)]
     Internal(Internal),
@@ -102,11 +109,24 @@ struct ServerArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    // kubectl by name: as a `kubectl` symlink, `skiff kubectl ...`, or `skiff get ...`.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = args.first().map(PathBuf::from);
+    if invoked_as.and_then(|p| p.file_name().map(|n| n == "kubectl")) == Some(true) {
+        return skiff_cli::run(args.split_off(1));
+    }
+    if args.get(1).is_some_and(|a| a == "kubectl") {
+        return skiff_cli::run(args.split_off(2));
+    }
+    if skiff_cli::is_kubectl_command(&args[1.min(args.len())..]) {
+        return skiff_cli::run(args.split_off(1));
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Server(args) => server(args),
         Command::Image(args) => image::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Kubectl { args } => return skiff_cli::run(args),
         Command::Internal(Internal::Pause { .. }) => return skiff_runtime::sandbox::pause::main(),
         Command::Internal(Internal::Monitor { launcher: true, .. }) => {
             return skiff_runtime::container::launcher::serve()

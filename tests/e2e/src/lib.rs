@@ -375,6 +375,22 @@ impl Cluster {
         command
     }
 
+    /// Skiff's own kubectl (`skiff kubectl`) set up as [`Cluster::kubectl_command`] sets up
+    /// the real one: same kubeconfig, cache dir and private HOME.
+    pub fn skiff_kubectl_command(&self) -> Command {
+        let mut command = Command::new(skiff_bin());
+        command
+            .arg("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.root.path().join("kubectl-cache"))
+            .env("HOME", self.root.path().join("home"))
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null());
+        command
+    }
+
     /// Runs kubectl with `args` and returns what it did (at most [`COMMAND_TIMEOUT`]).
     pub fn kubectl<I, S>(&self, args: I) -> Output
     where

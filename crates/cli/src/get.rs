@@ -1,0 +1,456 @@
+//! `kubectl get`: the server's Table printed as kubectl prints it (columns, `-o wide`, `-A`,
+//! `--show-labels`, `--no-headers`), and `-o name|json|yaml` from plain lists.
+
+use std::io::Write;
+
+use http::Method;
+use serde_json::{json, Value};
+
+use crate::client::{self, ApiClient, ACCEPT_JSON, ACCEPT_TABLE};
+use crate::kinds::{self, Resource};
+use crate::{printer, report, Error, Flags, Result};
+
+/// What the user asked for: kinds, each with the names of its objects (none: all of them).
+pub(crate) struct Request {
+    pub targets: Vec<(&'static Resource, Vec<String>)>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Output {
+    Table { wide: bool },
+    Name,
+    Json,
+    Yaml,
+}
+
+/// kubectl's message for a kind the server does not serve, with the closest known name when
+/// the word looks like a typo of one (kubectl gives no hint).
+pub(crate) fn unknown_kind(name: &str) -> Error {
+    let mut message = format!("the server doesn't have a resource type \"{name}\"");
+    if let Some(close) = kinds::closest(name) {
+        message.push_str(&format!("; did you mean \"{close}\"?"));
+    }
+    Error::Message(message)
+}
+
+fn separate_type_error() -> Error {
+    Error::Message(
+        "there is no need to specify a resource type as a separate argument when passing \
+         arguments in resource/name form (e.g. 'kubectl get resource/<resource_name>' instead of \
+         'kubectl get resource resource/<resource_name>'"
+            .to_owned(),
+    )
+}
+
+/// Splits `get`'s and `delete`'s arguments as kubectl does: `KIND[,KIND] [NAME...]` or
+/// `KIND/NAME...`.
+pub(crate) fn parse_targets(args: &[String]) -> Result<Request> {
+    let Some(first) = args.first() else {
+        return Ok(Request {
+            targets: Vec::new(),
+        });
+    };
+    if first.contains('/') {
+        let mut targets: Vec<(&'static Resource, Vec<String>)> = Vec::new();
+        for arg in args {
+            let Some((kind, name)) = arg.split_once('/') else {
+                return Err(separate_type_error());
+            };
+            let resource = kinds::by_name(kind).ok_or_else(|| unknown_kind(kind))?;
+            match targets.iter_mut().find(|(r, _)| *r == resource) {
+                Some((_, names)) => names.push(name.to_owned()),
+                None => targets.push((resource, vec![name.to_owned()])),
+            }
+        }
+        return Ok(Request { targets });
+    }
+    let names: Vec<String> = args[1..].to_vec();
+    if names.iter().any(|n| n.contains('/')) {
+        return Err(separate_type_error());
+    }
+    let mut targets = Vec::new();
+    for kind in first.split(',').filter(|k| !k.is_empty()) {
+        let resource = kinds::by_name(kind).ok_or_else(|| unknown_kind(kind))?;
+        if !targets
+            .iter()
+            .any(|(r, _): &(&Resource, Vec<String>)| *r == resource)
+        {
+            targets.push((resource, names.clone()));
+        }
+    }
+    Ok(Request { targets })
+}
+
+/// The query string of a list: selectors and kubectl's page size.
+pub(crate) fn list_query(flags: &Flags, limit: bool) -> String {
+    let mut query = form_query(flags);
+    if limit {
+        query.push(("limit".to_owned(), "500".to_owned()));
+    }
+    encode(&query)
+}
+
+fn form_query(flags: &Flags) -> Vec<(String, String)> {
+    let mut query = Vec::new();
+    if let Some(selector) = &flags.selector {
+        query.push(("labelSelector".to_owned(), selector.clone()));
+    }
+    if let Some(selector) = &flags.field_selector {
+        query.push(("fieldSelector".to_owned(), selector.clone()));
+    }
+    query
+}
+
+pub(crate) fn encode(pairs: &[(String, String)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let encoded: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+        .collect();
+    format!("?{}", encoded.join("&"))
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+pub async fn run(flags: &Flags) -> Result<()> {
+    let output = match flags.output.as_deref() {
+        None | Some("") => Output::Table { wide: false },
+        Some("wide") => Output::Table { wide: true },
+        Some("name") => Output::Name,
+        Some("json") => Output::Json,
+        Some("yaml") => Output::Yaml,
+        Some(other) => {
+            return Err(Error::Message(format!(
+                "unable to match a printer suitable for the output format \"{other}\", allowed \
+                 formats are: json,name,wide,yaml (more come with later versions of this CLI)"
+            )))
+        }
+    };
+    let request = parse_targets(&flags.args)?;
+    if request.targets.is_empty() {
+        return Err(Error::Message(
+            "Required resource not specified.\nUse \"kubectl explain <resource>\" for a detailed \
+             description of that resource (e.g. kubectl explain pods).\nSee 'kubectl get -h' for \
+             help and examples"
+                .to_owned(),
+        ));
+    }
+    let api = ApiClient::connect(flags).await?;
+    let all_namespaces = flags.all_namespaces;
+    let namespace = api.namespace().to_owned();
+    let accept = match output {
+        Output::Table { .. } => ACCEPT_TABLE,
+        _ => ACCEPT_JSON,
+    };
+    let mut errors = Vec::new();
+    let mut stdout = String::new();
+    let mut objects: Vec<Value> = Vec::new();
+    let mut printed_any = false;
+    let several_kinds = request.targets.len() > 1;
+    // kubectl prints a single object (not a List) for `-o json|yaml` when one name was asked.
+    let single_item = request.targets.len() == 1 && request.targets[0].1.len() == 1;
+    for (resource, names) in &request.targets {
+        let ns = if all_namespaces {
+            None
+        } else {
+            Some(namespace.as_str())
+        };
+        let mut answers: Vec<Value> = Vec::new();
+        if names.is_empty() {
+            let uri = format!(
+                "{}{}",
+                resource.collection_path(ns),
+                list_query(flags, true)
+            );
+            let mut uri_page = uri.clone();
+            loop {
+                let bytes = api
+                    .send(
+                        Method::GET,
+                        &uri_page,
+                        accept,
+                        None,
+                        ("get", resource.plural),
+                    )
+                    .await;
+                let value = match bytes.and_then(|b| client::parse(&b, &uri_page)) {
+                    Ok(value) => value,
+                    Err(err) => {
+                        errors.push(err);
+                        break;
+                    }
+                };
+                let next = value["metadata"]["continue"]
+                    .as_str()
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned);
+                answers.push(value);
+                match next {
+                    Some(token) => {
+                        let sep = if uri.contains('?') { '&' } else { '?' };
+                        uri_page = format!("{uri}{sep}continue={}", escape(&token));
+                    }
+                    None => break,
+                }
+            }
+        } else {
+            for name in names {
+                let uri = resource.object_path(&namespace, name);
+                match api
+                    .send(Method::GET, &uri, accept, None, ("get", resource.plural))
+                    .await
+                    .and_then(|b| client::parse(&b, &uri))
+                {
+                    Ok(value) => answers.push(value),
+                    Err(err) => errors.push(err),
+                }
+            }
+        }
+        match output {
+            Output::Table { wide } => {
+                let table = TableOptions {
+                    wide,
+                    all_namespaces,
+                    show_labels: flags.show_labels,
+                    no_headers: flags.no_headers,
+                    kind_prefix: several_kinds.then_some(resource.singular),
+                };
+                if let Some(text) = render_tables(&answers, &table) {
+                    if printed_any {
+                        stdout.push('\n');
+                    }
+                    stdout.push_str(&text);
+                    printed_any = true;
+                }
+            }
+            _ => {
+                for answer in answers {
+                    let items = match answer["items"].as_array() {
+                        Some(items) => items.clone(),
+                        None if answer.get("metadata").is_some() => vec![answer],
+                        None => Vec::new(),
+                    };
+                    for mut item in items {
+                        if let Some(object) = item.as_object_mut() {
+                            object.insert("apiVersion".to_owned(), json!("v1"));
+                            object.insert("kind".to_owned(), json!(resource.kind));
+                        }
+                        if output == Output::Name {
+                            let name = item["metadata"]["name"].as_str().unwrap_or_default();
+                            stdout.push_str(&format!("{}/{name}\n", resource.singular));
+                            printed_any = true;
+                        } else {
+                            objects.push(item);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    match output {
+        Output::Json | Output::Yaml
+            if !(objects.is_empty() && !errors.is_empty() && single_item) =>
+        {
+            let value = if single_item && objects.len() == 1 {
+                objects.pop().unwrap_or(Value::Null)
+            } else {
+                json!({"apiVersion": "v1", "items": objects, "kind": "List",
+                       "metadata": {"resourceVersion": ""}})
+            };
+            stdout = if output == Output::Json {
+                printer::json(&value)
+            } else {
+                printer::yaml(&value)
+            };
+            printed_any = true;
+        }
+        _ => {}
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(stdout.as_bytes());
+        let _ = out.flush();
+    }
+    if !printed_any && errors.is_empty() {
+        let namespaced = request.targets.iter().any(|(r, _)| r.namespaced);
+        if namespaced && !all_namespaces {
+            report(&format!("No resources found in {namespace} namespace."));
+        } else {
+            report("No resources found");
+        }
+    }
+    finish(errors)
+}
+
+/// Prints every error but the last, and returns the last (kubectl's aggregate prints them all).
+pub(crate) fn finish(mut errors: Vec<Error>) -> Result<()> {
+    let Some(last) = errors.pop() else {
+        return Ok(());
+    };
+    for err in errors {
+        report(&err.render());
+    }
+    Err(last)
+}
+
+struct TableOptions {
+    wide: bool,
+    all_namespaces: bool,
+    show_labels: bool,
+    no_headers: bool,
+    /// `pod` when several kinds are printed: names come out as `pod/x`.
+    kind_prefix: Option<&'static str>,
+}
+
+/// One aligned table from the Tables the server sent (one per page or per name); None when
+/// they have no rows.
+fn render_tables(tables: &[Value], options: &TableOptions) -> Option<String> {
+    let columns = tables.first()?["columnDefinitions"].as_array()?.clone();
+    let shown: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| options.wide || c["priority"].as_i64().unwrap_or(0) == 0)
+        .map(|(i, _)| i)
+        .collect();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    if !options.no_headers {
+        let mut header = Vec::new();
+        if options.all_namespaces {
+            header.push("NAMESPACE".to_owned());
+        }
+        for &i in &shown {
+            header.push(
+                columns[i]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_uppercase(),
+            );
+        }
+        if options.show_labels {
+            header.push("LABELS".to_owned());
+        }
+        rows.push(header);
+    }
+    let mut any = false;
+    for table in tables {
+        for row in table["rows"].as_array().into_iter().flatten() {
+            any = true;
+            let cells = row["cells"].as_array().cloned().unwrap_or_default();
+            let metadata = &row["object"]["metadata"];
+            let mut line = Vec::new();
+            if options.all_namespaces {
+                line.push(
+                    metadata["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+            for (n, &i) in shown.iter().enumerate() {
+                let mut text = cell_text(cells.get(i).unwrap_or(&Value::Null));
+                if n == 0 {
+                    if let Some(kind) = options.kind_prefix {
+                        text = format!("{kind}/{text}");
+                    }
+                }
+                line.push(text);
+            }
+            if options.show_labels {
+                line.push(labels_text(&metadata["labels"]));
+            }
+            rows.push(line);
+        }
+    }
+    any.then(|| printer::table(&rows))
+}
+
+fn cell_text(cell: &Value) -> String {
+    match cell {
+        Value::String(s) => s.clone(),
+        Value::Null => "<nil>".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// `--show-labels`: `k=v,k2=v2` sorted by key, or `<none>`.
+fn labels_text(labels: &Value) -> String {
+    let Some(map) = labels.as_object().filter(|m| !m.is_empty()) else {
+        return "<none>".to_owned();
+    };
+    map.iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_split_as_kubectl_splits_them() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let request = parse_targets(&args(&["po", "a", "b"])).expect("kind and names");
+        assert_eq!(request.targets.len(), 1);
+        assert_eq!(request.targets[0].1, ["a", "b"]);
+        let request = parse_targets(&args(&["pod/a", "ns/b", "po/c"])).expect("TYPE/NAME");
+        assert_eq!(request.targets.len(), 2);
+        assert_eq!(request.targets[0].1, ["a", "c"]);
+        assert!(parse_targets(&args(&["pods", "x/y"])).is_err());
+        let err = parse_targets(&args(&["foo"]))
+            .err()
+            .expect("foo is unknown");
+        assert_eq!(
+            err.render(),
+            "error: the server doesn't have a resource type \"foo\""
+        );
+    }
+
+    #[test]
+    fn selectors_are_url_encoded() {
+        let flags = Flags {
+            selector: Some("app=kubia,env in (a)".into()),
+            ..Flags::default()
+        };
+        assert_eq!(
+            list_query(&flags, true),
+            "?labelSelector=app%3Dkubia%2Cenv%20in%20%28a%29&limit=500"
+        );
+    }
+
+    #[test]
+    fn tables_add_namespace_and_labels_columns() {
+        let table = json!({
+            "columnDefinitions": [
+                {"name": "Name", "priority": 0}, {"name": "Age", "priority": 0},
+                {"name": "IP", "priority": 1}],
+            "rows": [{"cells": ["kubia", "1s", "<none>"],
+                      "object": {"metadata": {"namespace": "default",
+                                              "labels": {"b": "2", "a": "1"}}}}]
+        });
+        let options = TableOptions {
+            wide: false,
+            all_namespaces: true,
+            show_labels: true,
+            no_headers: false,
+            kind_prefix: None,
+        };
+        assert_eq!(
+            render_tables(&[table], &options).as_deref(),
+            Some("NAMESPACE   NAME    AGE   LABELS\ndefault     kubia   1s    a=1,b=2\n")
+        );
+    }
+}

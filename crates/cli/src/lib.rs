@@ -1,0 +1,210 @@
+//! The kubectl-compatible command line of Skiff (`skiff get po`, `skiff kubectl ...`, or the
+//! binary invoked as `kubectl`): kubectl's verbs, flags, output, messages and exit codes, for
+//! the kinds Skiff serves, with no discovery round trip and no OpenAPI download.
+
+mod args;
+mod client;
+mod create;
+mod delete;
+mod get;
+mod kinds;
+mod kubeconfig;
+mod manifest;
+mod printer;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::ExitCode;
+
+pub use args::Flags;
+pub use client::{ApiClient, ApiError};
+
+/// The verbs `skiff VERB` hands to the CLI without saying `kubectl` first.
+pub const VERBS: &[&str] = &["get", "create", "delete", "version", "cluster-info"];
+
+/// What can go wrong in a command; each renders as kubectl renders it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad command line (cobra's wording).
+    #[error("{0}")]
+    Usage(String),
+    /// A client-side failure kubectl prints as `error: ...`.
+    #[error("{0}")]
+    Message(String),
+    /// A kubeconfig that does not hold what the flags select (`Error in configuration: ...`).
+    #[error("{0}")]
+    Configuration(String),
+    /// An error `Status` (or another non-2xx answer) from the API server.
+    #[error("{0}")]
+    Api(Box<ApiError>),
+    /// The kubeconfig could not be read or used.
+    #[error("{what}: {source}")]
+    Kubeconfig {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The server did not answer at all.
+    #[error("The connection to the server {server} was refused - did you specify the right host or port?")]
+    Connect { server: String },
+    /// A request failed on the way (TLS, reset connection, ...).
+    #[error("{what}: {source}")]
+    Request {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Errors were already printed (several objects, some failed): exit 1 without more output.
+    #[error("errors were printed")]
+    AlreadyReported,
+}
+
+impl From<ApiError> for Error {
+    fn from(err: ApiError) -> Error {
+        Error::Api(Box::new(err))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The text kubectl prints on stderr for this error (without the final newline).
+    pub fn render(&self) -> String {
+        match self {
+            Error::Api(api) => api.render(),
+            Error::Connect { .. } => self.to_string(),
+            Error::Configuration(message) => format!("Error in configuration: {message}"),
+            Error::Usage(message) | Error::Message(message) => format!("error: {message}"),
+            other => format!("error: {other}"),
+        }
+    }
+}
+
+/// Whether `skiff ARGS` (without the program name) is a kubectl command: its first word that is
+/// not a kubectl flag is one of [`VERBS`] (`skiff -n x get po` as well as `skiff get po`).
+pub fn is_kubectl_command(args: &[OsString]) -> bool {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    match Flags::parse(&args) {
+        Ok(flags) => flags
+            .verb
+            .is_some_and(|verb| VERBS.contains(&verb.as_str())),
+        Err((_, verb)) => verb.is_some_and(|verb| VERBS.contains(&verb.as_str())),
+    }
+}
+
+/// Runs kubectl with `args` (without the program name) and returns its exit code.
+pub fn run(args: Vec<OsString>) -> ExitCode {
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let flags = match Flags::parse(&args) {
+        Ok(flags) => flags,
+        Err((err, verb)) => {
+            let mut text = err.render();
+            if let Some(verb) = verb {
+                text.push_str(&format!("\nSee 'kubectl {verb} --help' for usage."));
+            }
+            report(&text);
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            report(&format!("error: cannot start the I/O runtime: {err}"));
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(flags)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::AlreadyReported) => ExitCode::from(1),
+        Err(err) => {
+            report(&err.render());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Prints one message on stderr, as kubectl does (a failed write to stderr has nowhere to go).
+pub(crate) fn report(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{}", text.trim_end_matches('\n'));
+}
+
+/// `--help`: what this kubectl knows, with examples.
+const HELP: &str = "\
+Skiff's built-in kubectl: kubectl's verbs, flags, output and messages for the kinds Skiff serves
+(pods/po, namespaces/ns, nodes/no, events/ev; `all` = pods).
+
+Verbs:
+  get KIND [NAME...] | KIND/NAME...   -o wide|yaml|json|name, -l SELECTOR, --field-selector SEL,
+                                      -n NS, -A, --show-labels, --no-headers
+  create -f FILE|DIR|-                multi-document YAML or JSON; -R descends into directories
+  delete KIND NAME... | KIND/NAME... | -f FILE | KIND --all | KIND -l SELECTOR
+                                      --grace-period N, --now, --force, --wait=false
+  version                             the client's and the server's versions
+  cluster-info                        where the control plane answers
+
+Everywhere: --kubeconfig FILE (else $KUBECONFIG, ~/.kube/config, then the local server's
+admin kubeconfig), --context NAME, -n/--namespace NS.
+
+Examples:
+  skiff get po -o wide
+  skiff kubectl create -f kubia-manual.yaml
+  kubectl delete po -l app=kubia        # through a `kubectl` symlink to skiff
+";
+
+async fn dispatch(flags: Flags) -> Result<()> {
+    if flags.help {
+        print!("{HELP}");
+        return Ok(());
+    }
+    match flags.verb.as_deref() {
+        Some("get") => get::run(&flags).await,
+        Some("create") => create::run(&flags).await,
+        Some("delete") => delete::run(&flags).await,
+        Some("version") => version(&flags).await,
+        Some("cluster-info") => cluster_info(&flags).await,
+        Some(other) => Err(Error::Usage(format!(
+            "unknown command \"{other}\" for \"kubectl\" (this Skiff CLI knows: {})",
+            VERBS.join(", ")
+        ))),
+        None => Err(Error::Usage(format!(
+            "a verb is needed: kubectl {} ...",
+            VERBS.join("|")
+        ))),
+    }
+}
+
+/// `kubectl version`: the client's version, then the server's.
+async fn version(flags: &Flags) -> Result<()> {
+    println!(
+        "Client Version: v1.35.0+skiff-{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let api = ApiClient::connect(flags).await?;
+    let info = api.get_json("/version", client::ACCEPT_JSON).await?;
+    let server = info["gitVersion"].as_str().unwrap_or_default();
+    println!("Server Version: {server}");
+    Ok(())
+}
+
+/// `kubectl cluster-info`: where the control plane answers.
+async fn cluster_info(flags: &Flags) -> Result<()> {
+    let api = ApiClient::connect(flags).await?;
+    api.get_json("/version", client::ACCEPT_JSON).await?;
+    println!(
+        "Kubernetes control plane is running at {}",
+        api.server_url()
+    );
+    println!();
+    println!("To further debug and diagnose cluster problems, use 'kubectl cluster-info dump'.");
+    Ok(())
+}
