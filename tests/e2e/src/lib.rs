@@ -55,11 +55,16 @@ pub fn skiff_bin() -> PathBuf {
     path
 }
 
+/// Where [`kubectl_bin`] looks, without checking that it is there.
+fn kubectl_path() -> PathBuf {
+    std::env::var_os("KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".skiff-tools/bin/kubectl"))
+}
+
 /// The real kubectl v1.35: `$KUBECTL`, else `<root>/.skiff-tools/bin/kubectl`.
 pub fn kubectl_bin() -> PathBuf {
-    let path = std::env::var_os("KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join(".skiff-tools/bin/kubectl"));
+    let path = kubectl_path();
     assert!(
         path.is_file(),
         "kubectl {} does not exist: run scripts/install-kubectl.sh (scripts/test.sh does), \
@@ -588,13 +593,9 @@ impl Cluster {
     /// removed their containers and sandboxes. Then, after the server is gone, unmounts what
     /// is still mounted under the cluster's directory (deepest first).
     fn remove_node_leftovers(&mut self) {
-        // Runs in Drop, maybe while a test panics: a second panic (kubectl_bin's check) would
-        // abort the process and leave the server running.
-        let kubectl_present = std::env::var_os("KUBECTL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join(".skiff-tools/bin/kubectl"))
-            .is_file();
-        if self.agent.is_some() && self.child.is_some() && kubectl_present {
+        // Without kubectl (kubectl_bin would panic, and a panic in drop during a test's panic
+        // aborts the process, leaking the server) the pods stay; the server is still killed.
+        if self.agent.is_some() && self.child.is_some() && kubectl_path().is_file() {
             let _ = self.kubectl([
                 "delete",
                 "pods",
