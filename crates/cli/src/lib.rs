@@ -209,3 +209,30 @@ async fn cluster_info(flags: &Flags) -> Result<()> {
     println!("To further debug and diagnose cluster problems, use 'kubectl cluster-info dump'.");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn only_kubectl_verbs_go_to_the_cli() {
+        assert!(is_kubectl_command(&words("get po")));
+        assert!(is_kubectl_command(&words(
+            "--kubeconfig k -n x get po -o wide"
+        )));
+        assert!(is_kubectl_command(&words("get po --bogus")));
+        assert!(is_kubectl_command(&words("delete po --all")));
+        assert!(!is_kubectl_command(&words("server --data-dir /tmp/x")));
+        assert!(!is_kubectl_command(&words(
+            "image import --data-dir d a.tar"
+        )));
+        assert!(!is_kubectl_command(&words("internal monitor /x")));
+        assert!(!is_kubectl_command(&words("--help")));
+        assert!(!is_kubectl_command(&words("--version")));
+        assert!(!is_kubectl_command(&[]));
+    }
+}
