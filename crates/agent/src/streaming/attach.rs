@@ -28,8 +28,8 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use super::exec::{
-    frame, names_container, pick_protocol, switching_protocols, CLOSE, CONTAINER_ID_HEADER, ERROR,
-    PROTOCOLS, RESIZE, STDERR, STDIN, STDOUT,
+    channel_upgrade, frame, names_container, switching_protocols, CLOSE, CONTAINER_ID_HEADER,
+    ERROR, PROTOCOLS, RESIZE, STDERR, STDIN, STDOUT,
 };
 use super::{pod_on_this_node, running_container_of, status, Body, StreamingContext};
 use crate::runtime::parse_container_id;
@@ -96,25 +96,9 @@ pub async fn serve(
         Ok(options) => options,
         Err(message) => return status(400, "BadRequest", &message),
     };
-    let websocket = req
-        .headers()
-        .get(hyper::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let key = req.headers().get(hyper::header::SEC_WEBSOCKET_KEY).cloned();
-    let (true, Some(key)) = (websocket, key) else {
-        return status(
-            400,
-            "BadRequest",
-            "attach needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io)",
-        );
-    };
-    let Some(protocol) = pick_protocol(&req) else {
-        return status(
-            400,
-            "BadRequest",
-            "none of the offered subprotocols is served: use v5.channel.k8s.io or v4.channel.k8s.io",
-        );
+    let (key, protocol) = match channel_upgrade(&req, "attach") {
+        Ok(upgrade) => upgrade,
+        Err(message) => return status(400, "BadRequest", &message),
     };
     let found = match pod_on_this_node(ctx, namespace, pod).await {
         Ok(found) => found,

@@ -140,25 +140,9 @@ pub async fn serve(
         Ok(options) => options,
         Err(message) => return status(400, "BadRequest", &message),
     };
-    let websocket = req
-        .headers()
-        .get(hyper::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let key = req.headers().get(hyper::header::SEC_WEBSOCKET_KEY).cloned();
-    let (true, Some(key)) = (websocket, key) else {
-        return status(
-            400,
-            "BadRequest",
-            "exec needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io)",
-        );
-    };
-    let Some(protocol) = pick_protocol(&req) else {
-        return status(
-            400,
-            "BadRequest",
-            "none of the offered subprotocols is served: use v5.channel.k8s.io or v4.channel.k8s.io",
-        );
+    let (key, protocol) = match channel_upgrade(&req, "exec") {
+        Ok(upgrade) => upgrade,
+        Err(message) => return status(400, "BadRequest", &message),
     };
     // The API server says which container runs (it has the pod at hand); else ask the API.
     let told = req
@@ -195,6 +179,32 @@ pub async fn serve(
         }
     });
     switching_protocols(&key, protocol)
+}
+
+/// The WebSocket key and the channel protocol (v5 or v4) of an exec or attach (`verb`) request,
+/// or what is missing (for a 400 answer).
+pub(super) fn channel_upgrade(
+    req: &Request<Incoming>,
+    verb: &str,
+) -> Result<(hyper::header::HeaderValue, &'static str), String> {
+    let websocket = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let key = req.headers().get(hyper::header::SEC_WEBSOCKET_KEY).cloned();
+    let (true, Some(key)) = (websocket, key) else {
+        return Err(format!(
+            "{verb} needs a WebSocket upgrade (v5.channel.k8s.io or v4.channel.k8s.io)"
+        ));
+    };
+    let Some(protocol) = pick_protocol(req) else {
+        return Err(
+            "none of the offered subprotocols is served: use v5.channel.k8s.io or v4.channel.k8s.io"
+                .to_owned(),
+        );
+    };
+    Ok((key, protocol))
 }
 
 /// The 101 answer to a WebSocket upgrade with key `key`, speaking `protocol`.
