@@ -12,7 +12,7 @@
 use std::os::unix::net::UnixStream;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -223,18 +223,8 @@ async fn session<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut incoming) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(32);
-    // All output goes through one writer, so messages never interleave mid-frame.
-    let writer = tokio::spawn(async move {
-        while let Some(message) = out_rx.recv().await {
-            let last = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || last {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut incoming) = ws.split();
+    let (out_tx, writer) = super::spawn_writer(sink, 32);
 
     // The output pump ends when the container's output does; input goes to `to_monitor`.
     let mut to_monitor = None;

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -18,7 +18,6 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use skiff_runtime::container::exec::{is_start_failure, start_failure_code, PreparedExec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -300,18 +299,8 @@ async fn session<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut incoming) = ws.split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Message>(32);
-    // All output goes through one writer, so messages never interleave mid-frame.
-    let writer = tokio::spawn(async move {
-        while let Some(message) = out_rx.recv().await {
-            let last = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || last {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut incoming) = ws.split();
+    let (out_tx, writer) = super::spawn_writer(sink, 32);
 
     let mut command = std::mem::replace(&mut prepared.command, std::process::Command::new("true"));
     let tty = options.tty;

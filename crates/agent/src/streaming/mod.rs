@@ -25,6 +25,36 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::runtime::PodRuntime;
 
+/// Starts the one task that writes a WebSocket session's messages, so frames never interleave
+/// mid-message: it sends what comes on the returned channel (of `capacity` messages), and
+/// closes the WebSocket after a Close message, a failed send, or once every sender is gone.
+pub(super) fn spawn_writer<S>(
+    mut sink: futures_util::stream::SplitSink<
+        tokio_tungstenite::WebSocketStream<S>,
+        tokio_tungstenite::tungstenite::Message,
+    >,
+    capacity: usize,
+) -> (
+    tokio::sync::mpsc::Sender<tokio_tungstenite::tungstenite::Message>,
+    tokio::task::JoinHandle<()>,
+)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use futures_util::SinkExt;
+    let (tx, mut out_rx) = tokio::sync::mpsc::channel(capacity);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = out_rx.recv().await {
+            let last = matches!(message, tokio_tungstenite::tungstenite::Message::Close(_));
+            if sink.send(message).await.is_err() || last {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    (tx, writer)
+}
+
 pub use tls::{serving_cert_sha256, SERVING_CERT_ANNOTATION};
 
 /// A response body: whole, or streamed (a followed log).

@@ -682,17 +682,8 @@ async fn channel_session<S>(ws: WebSocketStream<S>, ports: Vec<u16>, dial: Dial)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut incoming) = ws.split();
-    let (out, mut out_rx) = mpsc::channel::<Message>(64);
-    let writer = tokio::spawn(async move {
-        while let Some(message) = out_rx.recv().await {
-            let last = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || last {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut incoming) = ws.split();
+    let (out, writer) = super::spawn_writer(sink, 64);
     let frame = |channel: usize, data: &[u8]| {
         let mut bytes = Vec::with_capacity(data.len() + 1);
         // parse_ports keeps channels within a byte.
