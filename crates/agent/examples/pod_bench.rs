@@ -372,6 +372,9 @@ impl SkiffServer {
             .arg(&data)
             .args(["--bind-address", "127.0.0.1", "--https-listen-port", "0"])
             .args(["--node-name", &format!("pod-bench-{}", std::process::id())])
+            // A bridge and nftables table of its own (the defaults are a real node's), removed
+            // when the benchmark ends.
+            .args(["--bridge-name", BRIDGE, "--nft-table", NFT_TABLE])
             // Quiet unless asked (SKIFF_LOG=skiff_agent=debug shows the agent's timings).
             .args([
                 "--log",
@@ -484,8 +487,21 @@ impl Drop for SkiffServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         unmount_under(self.root.path());
+        // The node network the agent set up outlives it, as on a real node.
+        let _ = Command::new("ip")
+            .args(["link", "del", BRIDGE])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", NFT_TABLE])
+            .stderr(Stdio::null())
+            .status();
     }
 }
+
+/// The benchmark node's bridge and nftables table.
+const BRIDGE: &str = "skiffbench0";
+const NFT_TABLE: &str = "skiff_bench";
 
 /// Unmounts everything mounted under `dir`, deepest first.
 fn unmount_under(dir: &Path) {
