@@ -14,6 +14,16 @@ use crate::{Error, Result};
 /// The name of the pod's end of its veth pair.
 pub const POD_INTERFACE: &str = "eth0";
 
+/// Sets link `index` (`name`, for the error) up.
+async fn link_up(handle: &Handle, index: u32, name: &str) -> Result<()> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(failed(format!("bring {name} up")))
+}
+
 fn failed(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
     let what = what.into();
     move |source| Error::Netlink { what, source }
@@ -170,12 +180,7 @@ pub async fn ensure_bridge(
     let index = link_index(handle, name).await?.ok_or_else(|| {
         Error::Missing(format!("bridge {name} vanished right after it was created"))
     })?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(failed(format!("bring bridge {name} up")))?;
+    link_up(handle, index, &format!("bridge {name}")).await?;
     match handle
         .address()
         .add(index, IpAddr::V4(gateway), prefix)
@@ -223,12 +228,7 @@ pub async fn configure_pod(
     let index = link_index(handle, POD_INTERFACE).await?.ok_or_else(|| {
         Error::Missing(format!("{POD_INTERFACE} is missing in the pod's namespace"))
     })?;
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(failed(format!("bring {POD_INTERFACE} up")))?;
+    link_up(handle, index, POD_INTERFACE).await?;
     handle
         .address()
         .add(index, IpAddr::V4(address), prefix)
