@@ -101,6 +101,8 @@ pub struct AgentConfig {
     pub cluster_ca_pem: Option<String>,
     /// The built-in pod network; None: pods have only their loopback.
     pub pod_network: Option<PodNetworkConfig>,
+    /// Remount the cgroup v2 hierarchy with `favordynmods` at start (ADR 010).
+    pub favor_dynamic_cgroups: bool,
 }
 
 /// The node's built-in bridge network (ADR 007).
@@ -131,6 +133,7 @@ impl AgentConfig {
             streaming_port: 10250,
             cluster_ca_pem: None,
             pod_network: None,
+            favor_dynamic_cgroups: true,
         }
     }
 
@@ -293,6 +296,9 @@ pub fn node_runtime(config: &AgentConfig) -> Result<Arc<dyn runtime::PodRuntime>
             message: e.to_string(),
         }
     })?;
+    if config.favor_dynamic_cgroups {
+        favor_dynamic_cgroups();
+    }
     let mut runtime =
         node_runtime::NodeRuntime::open(&config.data_dir, binary, config.container_runtime, fields)
             .map_err(|e| Error::Runtime { message: e.0 })?;
@@ -309,6 +315,28 @@ pub fn node_runtime(config: &AgentConfig) -> Result<Arc<dyn runtime::PodRuntime>
         runtime = runtime.with_network(Arc::new(network));
     }
     Ok(Arc::new(runtime))
+}
+
+/// Makes cgroup moves cheap (ADR 010); says what it did, and never stops the agent: a kernel
+/// older than 6.0 or a host that does not let the agent remount only makes starts slower.
+fn favor_dynamic_cgroups() {
+    use skiff_runtime::container::cgroup::{favor_dynamic_changes, Favor};
+    match favor_dynamic_changes() {
+        Ok(Favor::Already(_)) => {}
+        Ok(Favor::Remounted(mount)) => tracing::info!(
+            mount = %mount.display(),
+            "cgroup v2 hierarchy remounted with favordynmods: containers start without waiting \
+             for an RCU grace period (--cgroup-favordynmods=false leaves it alone)"
+        ),
+        Ok(Favor::NoV2Hierarchy) => tracing::info!(
+            "no cgroup v2 hierarchy: each container start waits for an RCU grace period unless \
+             the kernel runs with cgroup_favordynmods=true"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "cannot turn on favordynmods: each container start waits for an RCU grace period"
+        ),
+    }
 }
 
 /// This machine's host name, lowercased as kubelet does for the default node name.

@@ -71,6 +71,11 @@ pub struct NodeOptions {
     /// Give pods no network but their loopback (no bridge, no nftables, no podCIDR needed).
     #[arg(long)]
     disable_pod_network: bool,
+    /// Remount the cgroup v2 hierarchy with favordynmods (Linux 6.0) at start, so that moving
+    /// each new container into its cgroup does not wait ~10 ms for an RCU grace period; forks
+    /// and exits cost a little more. A kernel-wide setting, as kubelet's sysctls are.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    cgroup_favordynmods: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -95,6 +100,7 @@ impl NodeOptions {
         config.pod_pids_limit = self.pod_max_pids;
         config.node_ip = self.node_ip;
         config.streaming_port = self.streaming_port;
+        config.favor_dynamic_cgroups = self.cgroup_favordynmods;
         if !self.disable_pod_network {
             // The agent does not know the server's --node-cidr-mask-size; /30 accepts any.
             let cluster = self.cluster_cidr(30)?;

@@ -78,6 +78,15 @@ impl CgroupLayout {
 
     /// The directories of cgroup `path` (`/skiff/pod<uid>/<id>`) in every hierarchy.
     pub fn dirs(&self, path: &str) -> Vec<PathBuf> {
+        self.dirs_by_version(path)
+            .into_iter()
+            .map(|(dir, _)| dir)
+            .collect()
+    }
+
+    /// The directories of cgroup `path` in every hierarchy, each with whether it is a v1
+    /// hierarchy.
+    pub fn dirs_by_version(&self, path: &str) -> Vec<(PathBuf, bool)> {
         let relative = path.trim_start_matches('/');
         match self {
             CgroupLayout::V1 {
@@ -86,10 +95,19 @@ impl CgroupLayout {
                 ..
             } => hierarchies
                 .iter()
-                .chain(unified.iter())
-                .map(|h| h.join(relative))
+                .map(|h| (h.join(relative), true))
+                .chain(unified.iter().map(|u| (u.join(relative), false)))
                 .collect(),
-            CgroupLayout::V2 { root } => vec![root.join(relative)],
+            CgroupLayout::V2 { root } => vec![(root.join(relative), false)],
+        }
+    }
+
+    /// The directory of cgroup `path` in the v2 hierarchy (pure v2, or hybrid's unified one).
+    pub fn v2_dir(&self, path: &str) -> Option<PathBuf> {
+        let relative = path.trim_start_matches('/');
+        match self {
+            CgroupLayout::V1 { unified, .. } => unified.as_ref().map(|u| u.join(relative)),
+            CgroupLayout::V2 { root } => Some(root.join(relative)),
         }
     }
 
@@ -247,6 +265,85 @@ fn kill_procs(dir: &Path) {
     }
 }
 
+/// What [`favor_dynamic_changes`] found or did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Favor {
+    /// The v2 hierarchy (mounted at this path) already had `favordynmods`.
+    Already(PathBuf),
+    /// The v2 hierarchy at this path was remounted with `favordynmods`.
+    Remounted(PathBuf),
+    /// The host has no v2 hierarchy: only the kernel command line (`cgroup_favordynmods=true`)
+    /// can do it.
+    NoV2Hierarchy,
+}
+
+/// Makes the kernel favour dynamic cgroup changes: remounts the cgroup v2 hierarchy (pure v2,
+/// or hybrid's unified one) with `favordynmods` (Linux 6.0), keeping its other options. Without
+/// it every move of a process into a cgroup through `cgroup.procs`, as the OCI runtime does
+/// for each container it starts, first waits for an RCU grace period (10 ms or so, measured);
+/// with it forks and exits cost a little more. The setting is global (it also covers v1
+/// hierarchies) and, like kubelet's kernel sysctls, the node agent's to make.
+pub fn favor_dynamic_changes() -> Result<Favor> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io_error("reading", "/proc/self/mountinfo"))?;
+    let Some(mount) = v2_mount(&text) else {
+        return Ok(Favor::NoV2Hierarchy);
+    };
+    if mount.super_options.iter().any(|o| o == "favordynmods") {
+        return Ok(Favor::Already(mount.point));
+    }
+    let data: Vec<&str> = mount
+        .super_options
+        .iter()
+        .map(String::as_str)
+        .filter(|o| *o != "rw" && *o != "ro")
+        .chain(["favordynmods"])
+        .collect();
+    rustix::mount::mount_remount(&mount.point, mount.flags, data.join(","))
+        .map_err(|e| io_error("remounting with favordynmods", &mount.point)(e.into()))?;
+    Ok(Favor::Remounted(mount.point))
+}
+
+/// The cgroup2 mount of a mountinfo text: where, its per-mount flags, its superblock options.
+struct V2Mount {
+    point: PathBuf,
+    flags: rustix::mount::MountFlags,
+    super_options: Vec<String>,
+}
+
+fn v2_mount(mountinfo: &str) -> Option<V2Mount> {
+    use rustix::mount::MountFlags;
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut right = right.split(' ');
+        if right.next()? != "cgroup2" {
+            return None;
+        }
+        let super_options = right.nth(1)?.split(',').map(str::to_owned).collect();
+        let mut left = left.split(' ');
+        let point = PathBuf::from(left.nth(4)?.replace("\\040", " "));
+        let mut flags = MountFlags::empty();
+        for option in left.next()?.split(',') {
+            flags |= match option {
+                "ro" => MountFlags::RDONLY,
+                "nosuid" => MountFlags::NOSUID,
+                "nodev" => MountFlags::NODEV,
+                "noexec" => MountFlags::NOEXEC,
+                "noatime" => MountFlags::NOATIME,
+                "nodiratime" => MountFlags::NODIRATIME,
+                "relatime" => MountFlags::RELATIME,
+                "strictatime" => MountFlags::STRICTATIME,
+                _ => MountFlags::empty(),
+            };
+        }
+        Some(V2Mount {
+            point,
+            flags,
+            super_options,
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +414,26 @@ mod tests {
             v2.dirs("/skiff/a"),
             vec![Path::new("/sys/fs/cgroup/skiff/a")]
         );
+    }
+
+    #[test]
+    fn the_v2_mount_keeps_its_flags_and_options_for_the_remount() {
+        use rustix::mount::MountFlags;
+        let text = "\
+25 1 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+30 25 0:26 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+";
+        let mount = v2_mount(text).expect("a cgroup2 mount");
+        assert_eq!(mount.point, Path::new("/sys/fs/cgroup/unified"));
+        assert_eq!(
+            mount.flags,
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC | MountFlags::RELATIME
+        );
+        assert_eq!(
+            mount.super_options,
+            ["rw", "nsdelegate", "memory_recursiveprot"]
+        );
+        assert!(v2_mount(&text.replace("cgroup2", "cgroup")).is_none());
     }
 }

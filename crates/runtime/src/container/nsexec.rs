@@ -60,22 +60,82 @@ fn run(container_dir: &Path, process_file: &Path, pid_file: &Path) -> Result<u8,
     )
     .map_err(|e| format!("joining the container's PID namespace: {e}"))?;
 
-    // SAFETY: this process is single-threaded (a fresh `skiff internal exec` that starts no
-    // thread), so the child may run any code after the fork.
+    let layout = match config.cgroup_path.as_deref() {
+        Some(path) => Some((
+            CgroupLayout::detect().map_err(|e| e.to_string())?,
+            path.to_owned(),
+        )),
+        None => None,
+    };
+    // On the v2 hierarchy the command's process is born in the container's cgroup: moving it
+    // there afterwards would take the kernel's cgroup write lock, which waits for an RCU grace
+    // period (10 ms or so) unless the host favours dynamic cgroup changes.
+    let v2_dir = layout.as_ref().and_then(|(layout, path)| {
+        let dir = layout.v2_dir(path)?;
+        std::fs::File::open(dir).ok().map(OwnedFd::from)
+    });
+    let (child_pid, born_in_v2) = fork_into(v2_dir.as_ref())?;
+    if child_pid == 0 {
+        let (code, message) = child(layout.as_ref(), born_in_v2, &process, namespaces);
+        eprintln!("exec failed: {message}");
+        std::process::exit(code)
+    }
+    drop(namespaces);
+    if let Err(e) = std::fs::write(pid_file, child_pid.to_string()) {
+        eprintln!("exec: writing {}: {e}", pid_file.display());
+    }
+    Ok(wait(child_pid))
+}
+
+/// Forks, straight into the v2 cgroup `cgroup` when one is given and the kernel can
+/// (clone3 with CLONE_INTO_CGROUP, Linux 5.7). Returns the child's pid (0 in the child) and
+/// whether the child was born in that cgroup.
+#[allow(unsafe_code)]
+fn fork_into(cgroup: Option<&OwnedFd>) -> Result<(i32, bool), String> {
+    use std::os::fd::AsRawFd;
+    if let Some(cgroup) = cgroup {
+        /// The kernel's `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+        #[repr(C)]
+        #[derive(Default)]
+        struct CloneArgs {
+            flags: u64,
+            pidfd: u64,
+            child_tid: u64,
+            parent_tid: u64,
+            exit_signal: u64,
+            stack: u64,
+            stack_size: u64,
+            tls: u64,
+            set_tid: u64,
+            set_tid_size: u64,
+            cgroup: u64,
+        }
+        const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: cgroup.as_raw_fd() as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: with no stack given, clone3 duplicates the calling process as fork does; this
+        // process is single-threaded (a fresh `skiff internal exec` that starts no thread), so
+        // the child may run any code. `args` lives across the call and its size is passed.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if pid >= 0 {
+            return Ok((pid as i32, true));
+        }
+        // An older kernel (ENOSYS, E2BIG) or one that refuses the cgroup: fork, then move.
+    }
+    // SAFETY: as above, a single-threaded process.
     match unsafe { libc::fork() } {
         -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
-        0 => {
-            let (code, message) = child(&config, &process, namespaces);
-            eprintln!("exec failed: {message}");
-            std::process::exit(code)
-        }
-        child_pid => {
-            drop(namespaces);
-            if let Err(e) = std::fs::write(pid_file, child_pid.to_string()) {
-                eprintln!("exec: writing {}: {e}", pid_file.display());
-            }
-            Ok(wait(child_pid))
-        }
+        pid => Ok((pid, false)),
     }
 }
 
@@ -149,8 +209,13 @@ fn wait(child_pid: i32) -> u8 {
 
 /// The command's process: joins the container, takes its settings, and executes the command.
 /// Returns only on failure: the exit code and what went wrong.
-fn child(config: &MonitorConfig, process: &Value, namespaces: Namespaces) -> (i32, String) {
-    match enter(config, process, namespaces) {
+fn child(
+    cgroup: Option<&(CgroupLayout, String)>,
+    born_in_v2: bool,
+    process: &Value,
+    namespaces: Namespaces,
+) -> (i32, String) {
+    match enter(cgroup, born_in_v2, process, namespaces) {
         Err(message) => (i32::from(FAILED), message),
         Ok(()) => {
             let args = strings(&process["args"]);
@@ -187,17 +252,25 @@ fn child(config: &MonitorConfig, process: &Value, namespaces: Namespaces) -> (i3
 
 /// Everything but the exec, in runc's order: cgroup, namespaces, terminal, limits, identity
 /// and capabilities, working directory.
-fn enter(config: &MonitorConfig, process: &Value, namespaces: Namespaces) -> Result<(), String> {
-    if let Some(path) = config.cgroup_path.as_deref() {
-        let layout = CgroupLayout::detect().map_err(|e| e.to_string())?;
-        for dir in layout.dirs(path) {
+fn enter(
+    cgroup: Option<&(CgroupLayout, String)>,
+    born_in_v2: bool,
+    process: &Value,
+    namespaces: Namespaces,
+) -> Result<(), String> {
+    if let Some((layout, path)) = cgroup {
+        for (dir, v1) in layout.dirs_by_version(path) {
             // A hierarchy where the runtime made no directory for the container has nothing
             // to join.
-            if dir.is_dir() {
-                let procs = dir.join("cgroup.procs");
-                std::fs::write(&procs, "0")
-                    .map_err(|e| format!("joining the cgroup {}: {e}", dir.display()))?;
+            if (!v1 && born_in_v2) || !dir.is_dir() {
+                continue;
             }
+            // On v1 this single-threaded process moves its only thread through `tasks`
+            // ("0": itself), which needs no write lock and so no RCU grace period, where
+            // `cgroup.procs` would wait for one. v2 has only `cgroup.procs`.
+            let file = dir.join(if v1 { "tasks" } else { "cgroup.procs" });
+            std::fs::write(&file, "0")
+                .map_err(|e| format!("joining the cgroup {}: {e}", dir.display()))?;
         }
     }
     // After the cgroup: the container's cgroup namespace is rooted at it. The mount namespace
