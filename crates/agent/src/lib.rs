@@ -5,6 +5,7 @@ pub mod client;
 pub mod events;
 pub mod fake;
 pub mod node;
+pub mod node_routes;
 pub mod node_runtime;
 pub mod pod_network;
 pub mod runtime;
@@ -190,6 +191,21 @@ impl Agent {
             }
             _ => None,
         };
+        // Routes to the other nodes' pods, with the built-in network only (a CNI chain brings
+        // its own way across nodes).
+        let routes = async {
+            match (&self.runtime, &self.config.pod_network) {
+                (Some(runtime), Some(network)) if runtime.needs_pod_cidr() => {
+                    node_routes::keep_routes(
+                        self.client.clone(),
+                        self.config.node_name.clone(),
+                        network.cluster_cidr,
+                    )
+                    .await;
+                }
+                _ => std::future::pending().await,
+            }
+        };
         let pods = async {
             match &self.runtime {
                 Some(runtime) => {
@@ -218,6 +234,7 @@ impl Agent {
         let result = tokio::select! {
             () = heartbeat => Ok(()),
             () = pods => Ok(()),
+            () = routes => Ok(()),
             () = shutdown => {
                 tracing::info!(node = %self.config.node_name, "node agent stopping");
                 Ok(())

@@ -1,7 +1,8 @@
 //! Pod networking: every pod gets an address of its node's podCIDR on a bridge of the node
 //! (`bridge`, through netlink), hostPorts and masquerade in an nftables table of our own
 //! (`nft`), addresses kept on disk (`ipam`); and, in the server, the controller that gives each
-//! Node its podCIDR (`node_ipam`). [`PodNetwork`] is what the agent's runtime calls; the
+//! Node its podCIDR (`node_ipam`); host-gateway routes to the other nodes' podCIDRs
+//! (`routes`). [`PodNetwork`] is what the agent's runtime calls; the
 //! built-in bridge is one implementation, CNI plugins can be another.
 
 pub mod bridge;
@@ -9,6 +10,7 @@ pub mod cidr;
 pub mod ipam;
 pub mod nft;
 pub mod node_ipam;
+pub mod routes;
 
 mod netlink;
 
