@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tempfile::TempDir;
 
+pub mod multinode;
+pub use multinode::{AgentHost, MultiNode};
+
 /// The line `skiff server` prints once it serves; the URL follows it.
 pub const LISTENING_PREFIX: &str = "Skiff API server listening on ";
 /// The line `skiff server` prints with the path of the admin kubeconfig.
@@ -98,6 +101,8 @@ pub struct Cluster {
     extra_args: Vec<String>,
     /// The pod network of the cluster's agent (its own bridge, table and cluster CIDR).
     network: Option<TestNetwork>,
+    /// `--bind-address` (and so the URL's host).
+    bind_address: String,
 }
 
 /// A pod network of one test cluster: a slot claimed with a lock file under
@@ -274,11 +279,29 @@ impl Cluster {
         self.agent.as_deref()
     }
 
+    /// Starts `skiff server --disable-agent` listening on `bind_address` (an address of this
+    /// machine; it joins the certificate's names), with more flags `args`: the control plane
+    /// of clusters whose agents run elsewhere (see [`crate::multinode`]).
+    pub fn start_control_plane(bind_address: &str, args: &[&str]) -> Cluster {
+        let mut cluster = Cluster::prepare(None, args);
+        cluster.bind_address = bind_address.to_string();
+        cluster.launch(0);
+        cluster
+    }
+
     fn create(agent: Option<String>, prepare: impl FnOnce(&Path)) -> Cluster {
         Cluster::create_with(agent, &[], prepare)
     }
 
     fn create_with(agent: Option<String>, args: &[&str], prepare: impl FnOnce(&Path)) -> Cluster {
+        let mut cluster = Cluster::prepare(agent, args);
+        prepare(&cluster.data_dir);
+        cluster.launch(0);
+        cluster
+    }
+
+    /// The cluster's directories and settings, not started yet.
+    fn prepare(agent: Option<String>, args: &[&str]) -> Cluster {
         let root = tempfile::Builder::new()
             .prefix("skiff-e2e-")
             .tempdir()
@@ -287,7 +310,7 @@ impl Cluster {
         for dir in [&data_dir, &root.path().join("home")] {
             fs::create_dir_all(dir).expect("create a directory in the cluster's temp dir");
         }
-        let mut cluster = Cluster {
+        Cluster {
             child: None,
             stdout_log: Arc::default(),
             kubeconfig: data_dir.join("admin.kubeconfig"),
@@ -298,10 +321,8 @@ impl Cluster {
             network: agent.as_ref().map(|_| TestNetwork::claim()),
             agent,
             extra_args: args.iter().map(|a| a.to_string()).collect(),
-        };
-        prepare(&cluster.data_dir);
-        cluster.launch(0);
-        cluster
+            bind_address: "127.0.0.1".to_string(),
+        }
     }
 
     /// Kills the server with SIGKILL (as a crash would) and waits for it to be gone.
@@ -518,7 +539,9 @@ impl Cluster {
             .arg("server")
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["--bind-address", "127.0.0.1", "--https-listen-port"])
+            .arg("--bind-address")
+            .arg(&self.bind_address)
+            .arg("--https-listen-port")
             .arg(port.to_string());
         match &self.agent {
             // The node's streaming server on the loopback, on a free port: clusters of

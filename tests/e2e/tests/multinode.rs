@@ -1,0 +1,216 @@
+//! Pods across nodes, in the multi-node harness (two agents, each in a network namespace of its
+//! own acting as a separate host): each agent keeps a host-gateway route to the other node's
+//! podCIDR; a pod on one node fetches from a pod on the other by pod IP, both ways; a deleted
+//! Node's route goes; a restarted agent removes stale routes of ours and leaves others alone;
+//! a node that is not on a directly connected subnet gets a warning and no route.
+
+use std::time::Duration;
+
+use skiff_e2e::multinode::test_images;
+use skiff_e2e::{wait_until, AgentHost, MultiNode};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A busybox httpd on 8080 bound to node `node`: `/` answers with the pod's name,
+/// `/cgi-bin/peer` with the address the request came from.
+fn web_pod(name: &str, node: &str) -> String {
+    let serve = format!(
+        "mkdir -p /www/cgi-bin && echo hello from {name} > /www/index.html && \
+         printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' \
+         > /www/cgi-bin/peer && chmod +x /www/cgi-bin/peer && exec httpd -f -p 8080 -h /www"
+    );
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0, "containers": [{
+            "name": "web", "image": "busybox", "imagePullPolicy": "Never",
+            "command": ["sh", "-c", serve], "ports": [{"containerPort": 8080}]}]}
+    })
+    .to_string()
+}
+
+fn wait_running(harness: &MultiNode, pod: &str) {
+    wait_until(WAIT, &format!("{pod} Running"), || {
+        harness.cluster().jsonpath(&["pod", pod], "{.status.phase}") == "Running"
+    });
+}
+
+/// What pod `from` gets from `http://ip:8080/path` (busybox wget, 5 s at most).
+fn fetch_from(harness: &MultiNode, from: &str, ip: &str, path: &str) -> String {
+    harness.cluster().kubectl_ok([
+        "exec",
+        from,
+        "--",
+        "timeout",
+        "5",
+        "wget",
+        "-qO-",
+        &format!("http://{ip}:8080/{path}"),
+    ])
+}
+
+/// The IPv4 address in busybox httpd's `REMOTE_ADDR` (`[::ffff:10.243.1.2]`).
+fn peer(remote_addr: &str) -> &str {
+    let text = remote_addr.trim();
+    let text = text.strip_prefix('[').unwrap_or(text);
+    let text = text.strip_suffix(']').unwrap_or(text);
+    text.strip_prefix("::ffff:").unwrap_or(text)
+}
+
+/// The line of `ip route` for `destination` in `agent`'s namespace, if there is one.
+fn route_to(agent: &AgentHost, destination: &str) -> Option<String> {
+    agent
+        .ip(&["route", "show", "table", "main"])
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(destination))
+        .map(str::to_string)
+}
+
+fn pod_cidr(harness: &MultiNode, agent: &AgentHost) -> String {
+    harness
+        .cluster()
+        .jsonpath(&["node", &agent.node], "{.spec.podCIDR}")
+}
+
+#[test]
+fn pods_on_two_nodes_reach_each_other_and_a_deleted_nodes_route_goes() {
+    let (_images, prepare) = test_images();
+    let mut harness = MultiNode::start(2, prepare);
+    let (a, b) = (harness.agent(0), harness.agent(1));
+    let (cidr_a, cidr_b) = (pod_cidr(&harness, a), pod_cidr(&harness, b));
+    assert_ne!(cidr_a, cidr_b);
+
+    // Each host routes the other's podCIDR via the other's address, marked as ours.
+    wait_until(WAIT, "the routes between the nodes", || {
+        route_to(a, &cidr_b).is_some() && route_to(b, &cidr_a).is_some()
+    });
+    let on_a = route_to(a, &cidr_b).unwrap_or_default();
+    assert!(
+        on_a.contains(&format!("via {} dev host0", b.address)) && on_a.contains("proto 115"),
+        "{on_a}"
+    );
+    let on_b = route_to(b, &cidr_a).unwrap_or_default();
+    assert!(on_b.contains(&format!("via {} ", a.address)), "{on_b}");
+
+    let (node_a, node_b) = (a.node.clone(), b.node.clone());
+    harness.cluster().create_from(&web_pod("web-a", &node_a));
+    harness.cluster().create_from(&web_pod("web-b", &node_b));
+    wait_running(&harness, "web-a");
+    wait_running(&harness, "web-b");
+    let ip_a = harness
+        .cluster()
+        .jsonpath(&["pod", "web-a"], "{.status.podIP}");
+    let ip_b = harness
+        .cluster()
+        .jsonpath(&["pod", "web-b"], "{.status.podIP}");
+    assert_eq!(
+        harness
+            .cluster()
+            .jsonpath(&["pod", "web-b"], "{.status.hostIP}"),
+        harness.agent(1).address
+    );
+
+    // A → B and B → A by pod IP, routed between the hosts and not masqueraded: each side sees
+    // the other pod's own address.
+    assert_eq!(
+        fetch_from(&harness, "web-a", &ip_b, "").trim(),
+        "hello from web-b"
+    );
+    assert_eq!(
+        fetch_from(&harness, "web-b", &ip_a, "").trim(),
+        "hello from web-a"
+    );
+    assert_eq!(
+        peer(&fetch_from(&harness, "web-a", &ip_b, "cgi-bin/peer")),
+        ip_a
+    );
+    assert_eq!(
+        peer(&fetch_from(&harness, "web-b", &ip_a, "cgi-bin/peer")),
+        ip_b
+    );
+
+    // Node B goes: its pods first (so nothing runs on a host without an agent), then its agent
+    // and its Node. Its route goes from A.
+    harness
+        .cluster()
+        .kubectl_ok(["delete", "pod", "web-a", "web-b"]);
+    harness.stop_agent(1);
+    harness.cluster().kubectl_ok(["delete", "node", &node_b]);
+    let a = harness.agent(0);
+    wait_until(WAIT, "B's route to be gone from A", || {
+        route_to(a, &cidr_b).is_none()
+    });
+    // Only ours went: A's own bridge route and the hosts' subnet stay.
+    let routes = a.ip(&["route"]);
+    assert!(
+        routes.contains(&format!("{cidr_a} dev {}", a.bridge)),
+        "{routes}"
+    );
+    assert!(routes.contains("dev host0 proto kernel"), "{routes}");
+}
+
+#[test]
+fn an_agent_removes_stale_routes_at_start_and_skips_nodes_it_cannot_reach_directly() {
+    let mut harness = MultiNode::start(2, |_| {});
+    let cidr_b = pod_cidr(&harness, harness.agent(1));
+    wait_until(WAIT, "A's route to B", || {
+        route_to(harness.agent(0), &cidr_b).is_some()
+    });
+    // While A's agent is away: a route of ours to a podCIDR no node has (a node deleted
+    // meanwhile), and one in the cluster CIDR that is not ours (another protocol).
+    harness.stop_agent(0);
+    let slot_prefix = harness.cluster_cidr().trim_end_matches("0/24").to_string();
+    let stale = format!("{slot_prefix}192/26");
+    let foreign = format!("{slot_prefix}248/29");
+    let a = harness.agent(0);
+    let b_address = harness.agent(1).address.clone();
+    a.ip(&["route", "add", &stale, "via", &b_address, "proto", "115"]);
+    a.ip(&[
+        "route", "add", &foreign, "via", &b_address, "proto", "static",
+    ]);
+    // B's route, removed meanwhile: it comes back.
+    a.ip(&["route", "del", &cidr_b]);
+
+    harness.start_agent(0);
+    let a = harness.agent(0);
+    wait_until(
+        WAIT,
+        "the stale route to be removed and B's restored",
+        || route_to(a, &stale).is_none() && route_to(a, &cidr_b).is_some(),
+    );
+    assert!(
+        route_to(a, &foreign).is_some(),
+        "a route not ours was removed"
+    );
+
+    // A node whose InternalIP is on no subnet of A's: a warning, no route.
+    let far = "far-away-node";
+    harness.cluster().create_from(&format!(
+        r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{far}"}}}}"#
+    ));
+    harness.cluster().kubectl_ok([
+        "patch",
+        "node",
+        far,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status": {"addresses": [{"type": "InternalIP", "address": "198.51.100.7"}]}}"#,
+    ]);
+    wait_until(WAIT, "the far node's podCIDR", || {
+        !harness
+            .cluster()
+            .jsonpath(&["node", far], "{.spec.podCIDR}")
+            .is_empty()
+    });
+    let far_cidr = harness
+        .cluster()
+        .jsonpath(&["node", far], "{.spec.podCIDR}");
+    wait_until(WAIT, "A's warning about the far node", || {
+        a.output().contains(&format!(
+            "no route to the pods of node {far}: its InternalIP 198.51.100.7 is not on a \
+             directly connected subnet"
+        ))
+    });
+    assert_eq!(route_to(a, &far_cidr), None);
+    assert!(route_to(a, &cidr_b).is_some());
+}
