@@ -1,7 +1,11 @@
 //! Benchmark of the bridge network (as root): network set-up and teardown time per pod for N
-//! network namespaces on a bridge of its own, and TCP throughput pod to pod on that bridge
-//! (iperf3) beside the host's loopback. Everything it creates is removed at the end, also when
-//! it fails.
+//! network namespaces on a bridge of its own, and TCP throughput (iperf3) pod to pod on that
+//! bridge, pod to pod across two nodes, and the host's loopback. Everything it creates is
+//! removed at the end, also when it fails.
+//!
+//! Across nodes: two network namespaces act as hosts, joined by a bridge of the bench in the
+//! host's namespace (a veth each); each runs a [`BridgeNetwork`] with one pod and the route to
+//! the other's pod subnet, set by the agent's own code ([`HostRoutes::sync`]).
 //!
 //! `cargo run --release -p skiff-net --example net_bench -- [PODS]` (default 100, at most 250).
 
@@ -9,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use skiff_net::{BridgeConfig, BridgeNetwork, PodNetwork, PodNetworkRequest};
+use skiff_net::routes::{HostRoutes, NodeRoute};
+use skiff_net::{BridgeConfig, BridgeNetwork, Ipv4Cidr, PodNetwork, PodNetworkRequest};
 
 /// The bench's bridge, table and namespace files; removed on drop.
 struct Leftovers {
@@ -17,6 +22,8 @@ struct Leftovers {
     table: String,
     namespaces: Vec<PathBuf>,
     servers: Vec<Child>,
+    /// Links in the host's namespace (the two-node part's bridge and veths).
+    links: Vec<String>,
 }
 
 impl Drop for Leftovers {
@@ -24,6 +31,12 @@ impl Drop for Leftovers {
         for server in &mut self.servers {
             let _ = server.kill();
             let _ = server.wait();
+        }
+        for link in &self.links {
+            let _ = Command::new("ip")
+                .args(["link", "del", link])
+                .stderr(Stdio::null())
+                .status();
         }
         for ns in &self.namespaces {
             let _ = Command::new("umount")
@@ -122,6 +135,7 @@ fn main() -> Result<(), String> {
         table: format!("skiff_bench_{id}"),
         namespaces: Vec::new(),
         servers: Vec::new(),
+        links: Vec::new(),
     };
     let subnet = format!("10.252.{}.0/24", id % 250);
     let network = BridgeNetwork::new(BridgeConfig {
@@ -197,6 +211,11 @@ fn main() -> Result<(), String> {
         "TCP throughput (iperf3, 3 s): pod to pod {pod_to_pod:.1} Gbit/s, host to pod \
          {host_to_pod:.1} Gbit/s, host loopback {loopback:.1} Gbit/s"
     );
+    let across = across_nodes(dir.path(), id, port + 1)?;
+    println!(
+        "TCP throughput (iperf3, 3 s): pod to pod across two nodes (host-gateway route over a \
+         veth-bridge-veth link) {across:.1} Gbit/s"
+    );
 
     // The server in pod 0 holds its namespace: stop it before the removals.
     for server in &mut leftovers.servers {
@@ -262,4 +281,194 @@ fn main() -> Result<(), String> {
         ms(percentile(&tear_down, 0.99))
     );
     Ok(())
+}
+
+/// One node of the two-node part: its host namespace, address and pod subnet.
+struct BenchNode {
+    host_ns: PathBuf,
+    pod_ns: PathBuf,
+    address: std::net::Ipv4Addr,
+    pod_subnet: Ipv4Cidr,
+}
+
+/// In a thread moved into `node.host_ns` (as the agent runs on its host): the node's bridge
+/// network with one pod, and the route to `other`'s pod subnet via `other`'s address, set by
+/// [`HostRoutes::sync`]. Returns the pod's address.
+fn set_up_node(
+    data_dir: PathBuf,
+    bridge: String,
+    cluster: Ipv4Cidr,
+    node: &BenchNode,
+    other: &BenchNode,
+) -> Result<String, String> {
+    let (host_ns, pod_ns) = (node.host_ns.clone(), node.pod_ns.clone());
+    let (subnet, route) = (
+        node.pod_subnet,
+        NodeRoute {
+            node: "other".to_string(),
+            pod_cidr: other.pod_subnet,
+            via: other.address,
+        },
+    );
+    std::thread::spawn(move || -> Result<String, String> {
+        let ns =
+            std::fs::File::open(&host_ns).map_err(|e| format!("{}: {e}", host_ns.display()))?;
+        // This thread stays in the node's namespace until it ends; nft and the sysctls of the
+        // network's configure act there too (they follow the calling thread's namespace).
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&ns),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .map_err(|e| format!("setns {}: {e}", host_ns.display()))?;
+        let network = BridgeNetwork::new(BridgeConfig {
+            data_dir,
+            bridge,
+            nft_table: "skiff_bench".to_string(),
+            cluster_cidr: cluster,
+        })
+        .map_err(|e| e.to_string())?;
+        network.configure(subnet).map_err(|e| e.to_string())?;
+        let id = format!("{:032x}", 1);
+        let status = network
+            .set_up(&PodNetworkRequest {
+                sandbox_id: &id,
+                netns: &pod_ns,
+                pod_namespace: "bench",
+                pod_name: "across",
+                pod_uid: &id,
+                host_ports: Vec::new(),
+            })
+            .map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let report = runtime.block_on(async {
+            let routes = HostRoutes::connect(cluster).map_err(|e| e.to_string())?;
+            routes.sync(&[route]).await.map_err(|e| e.to_string())
+        })?;
+        if report.added.len() != 1 {
+            return Err(format!(
+                "the route to the other node was not set: {report:?}"
+            ));
+        }
+        Ok(status.ips[0].to_string())
+    })
+    .join()
+    .map_err(|_| "the node's set-up thread panicked".to_string())?
+}
+
+/// Runs `ip ARGS` (in namespace file `netns` if given).
+fn ip(netns: Option<&Path>, args: &[&str]) -> Result<(), String> {
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", ns.display())).arg("ip");
+            c
+        }
+        None => Command::new("ip"),
+    };
+    let status = command
+        .args(args)
+        .status()
+        .map_err(|e| format!("ip: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {} failed", args.join(" ")))
+    }
+}
+
+/// Pod-to-pod TCP throughput across two nodes, Gbit/s.
+fn across_nodes(dir: &Path, id: u32, port: u16) -> Result<f64, String> {
+    let tag = id % 100_000;
+    // The two hosts, their pods and the link between them; removed on drop.
+    let mut two = Leftovers {
+        bridge: format!("skbh{tag}"),
+        // Each node's table is in its own namespace and goes with it.
+        table: format!("skiff_bench_hosts_{id}"),
+        namespaces: Vec::new(),
+        servers: Vec::new(),
+        links: Vec::new(),
+    };
+    let octet = id % 250;
+    let cluster: Ipv4Cidr = format!("10.251.{octet}.0/24")
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let mut nodes = Vec::new();
+    for n in 0..2u8 {
+        let (host_ns, pod_ns) = (
+            dir.join(format!("host{n}")),
+            dir.join(format!("host{n}-pod")),
+        );
+        new_namespace(&host_ns)?;
+        two.namespaces.push(host_ns.clone());
+        new_namespace(&pod_ns)?;
+        two.namespaces.push(pod_ns.clone());
+        nodes.push(BenchNode {
+            host_ns,
+            pod_ns,
+            address: std::net::Ipv4Addr::new(10, 250, octet as u8, 10 + n),
+            pod_subnet: cluster
+                .subnet(25, u64::from(n))
+                .ok_or("no /25 in the cluster CIDR")?,
+        });
+    }
+    ip(None, &["link", "add", &two.bridge, "type", "bridge"])?;
+    ip(None, &["link", "set", &two.bridge, "up"])?;
+    two.links.push(two.bridge.clone());
+    for (n, node) in nodes.iter().enumerate() {
+        let veth = format!("skbh{tag}v{n}");
+        ip(
+            None,
+            &[
+                "link", "add", &veth, "type", "veth", "peer", "name", "host0",
+            ],
+        )?;
+        two.links.push(veth.clone());
+        ip(
+            None,
+            &[
+                "link",
+                "set",
+                "host0",
+                "netns",
+                &node.host_ns.display().to_string(),
+            ],
+        )?;
+        ip(None, &["link", "set", &veth, "master", &two.bridge, "up"])?;
+        ip(
+            Some(&node.host_ns),
+            &[
+                "addr",
+                "add",
+                &format!("{}/24", node.address),
+                "dev",
+                "host0",
+            ],
+        )?;
+        ip(Some(&node.host_ns), &["link", "set", "host0", "up"])?;
+        ip(Some(&node.host_ns), &["link", "set", "lo", "up"])?;
+    }
+    let mut addresses = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        let other = &nodes[1 - n];
+        let address = set_up_node(
+            dir.join(format!("host{n}-data")),
+            "skiff0".to_string(),
+            cluster,
+            node,
+            other,
+        )?;
+        addresses.push(address);
+    }
+    let server = iperf(Some(&nodes[1].pod_ns), &["-s", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("iperf3: {e}"))?;
+    two.servers.push(server);
+    let gbits = throughput(Some(&nodes[0].pod_ns), &addresses[1], port)?;
+    drop(two);
+    Ok(gbits)
 }
