@@ -1,6 +1,7 @@
-//! Keeps the node's host-gateway routes (`skiff_net::routes`): watches all Nodes and, after
-//! every change (and every [`RESYNC`], which repairs routes someone else removed), makes the
-//! routes to the other nodes' podCIDRs match them. The first sync, after the initial list,
+//! Keeps the node's host-gateway routes (`skiff_net::routes`): watches all Nodes and, when the
+//! routes they call for change (and every [`RESYNC`], which repairs routes someone else
+//! removed), makes the routes to the other nodes' podCIDRs match them. Status updates that
+//! change no route (every node's heartbeat) cost no netlink request. The first sync, after the initial list,
 //! removes the routes of ours that a previous run left for nodes that are gone.
 
 use std::collections::HashMap;
@@ -11,7 +12,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use skiff_net::routes::{routes_to_other_nodes, HostRoutes, Skipped};
+use skiff_net::routes::{routes_to_other_nodes, HostRoutes, NodeRoute, Skipped};
 use skiff_net::Ipv4Cidr;
 
 /// How often the routes are checked without a change of the Nodes.
@@ -43,12 +44,17 @@ pub async fn keep_routes(client: kube::Client, node_name: String, cluster: Ipv4C
     // would remove routes that are still wanted.
     let mut listed = false;
     let mut warned: HashMap<String, String> = HashMap::new();
+    // What the last successful sync made; None: sync at the next event.
+    let mut synced: Option<Vec<NodeRoute>> = None;
     loop {
-        tokio::select! {
+        let resync_due = tokio::select! {
             event = events.next() => match event {
-                Some(Ok(watcher::Event::InitDone)) => listed = true,
+                Some(Ok(watcher::Event::InitDone)) => {
+                    listed = true;
+                    false
+                }
                 Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => false,
                 Some(Err(e)) => {
                     tracing::warn!(node = %node_name, error = %e, "watching nodes for the routes to their pods");
                     continue;
@@ -58,13 +64,17 @@ pub async fn keep_routes(client: kube::Client, node_name: String, cluster: Ipv4C
                     return;
                 }
             },
-            _ = resync.tick() => {}
-        }
+            _ = resync.tick() => true,
+        };
         if !listed {
             continue;
         }
         let all: Vec<Node> = store.state().iter().map(|n| (**n).clone()).collect();
         let (wanted, mut skipped) = routes_to_other_nodes(&node_name, cluster, &all);
+        if !resync_due && synced.as_ref() == Some(&wanted) {
+            continue;
+        }
+        synced = None;
         match routes.sync(&wanted).await {
             Ok(report) => {
                 for route in &report.added {
@@ -74,6 +84,7 @@ pub async fn keep_routes(client: kube::Client, node_name: String, cluster: Ipv4C
                     tracing::info!(node = %node_name, pod_cidr = %destination, "route to pods of a node that is gone (or changed) removed");
                 }
                 skipped.extend(report.skipped);
+                synced = Some(wanted);
             }
             Err(e) => {
                 tracing::error!(node = %node_name, error = %e, "cannot bring the routes to other nodes' pods up to date; retrying at the next change");

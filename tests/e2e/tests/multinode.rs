@@ -2,7 +2,8 @@
 //! own acting as a separate host): each agent keeps a host-gateway route to the other node's
 //! podCIDR; a pod on one node fetches from a pod on the other by pod IP, both ways; a deleted
 //! Node's route goes; a restarted agent removes stale routes of ours and leaves others alone;
-//! a node that is not on a directly connected subnet gets a warning and no route.
+//! a node that is not on a directly connected subnet gets a warning and no route, and a route
+//! follows a node's InternalIP when it changes.
 
 use std::time::Duration;
 
@@ -212,5 +213,33 @@ fn an_agent_removes_stale_routes_at_start_and_skips_nodes_it_cannot_reach_direct
         ))
     });
     assert_eq!(route_to(a, &far_cidr), None);
+    assert!(route_to(a, &cidr_b).is_some());
+
+    // Its InternalIP moves onto the hosts' subnet: it gets a route; moves again: the route
+    // follows; the Node goes: so does the route.
+    let hosts_prefix = harness.server_address().trim_end_matches('1').to_string();
+    for last in ["50", "51"] {
+        let address = format!("{hosts_prefix}{last}");
+        harness.cluster().kubectl_ok([
+            "patch",
+            "node",
+            far,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(
+                r#"{{"status": {{"addresses": [{{"type": "InternalIP", "address": "{address}"}}]}}}}"#
+            ),
+        ]);
+        wait_until(
+            WAIT,
+            &format!("A's route to the far node via {address}"),
+            || route_to(a, &far_cidr).is_some_and(|r| r.contains(&format!("via {address} "))),
+        );
+    }
+    harness.cluster().kubectl_ok(["delete", "node", far]);
+    wait_until(WAIT, "the far node's route to go", || {
+        route_to(a, &far_cidr).is_none()
+    });
     assert!(route_to(a, &cidr_b).is_some());
 }
