@@ -21,7 +21,10 @@ fn server_registers_its_node_and_serves_its_pods() {
     // ADR 010: the agent made cgroup moves cheap (the cgroup2 mount has favordynmods).
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     if let Some(line) = mountinfo.lines().find(|l| l.contains(" - cgroup2 ")) {
-        assert!(line.ends_with(",favordynmods") || line.contains(",favordynmods,"), "{line}");
+        assert!(
+            line.ends_with(",favordynmods") || line.contains(",favordynmods,"),
+            "{line}"
+        );
     }
     let table = parse_table(&cluster.kubectl_ok(["get", "nodes", "-o", "wide"]));
     let row = table
