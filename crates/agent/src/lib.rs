@@ -106,16 +106,25 @@ pub struct AgentConfig {
     pub favor_dynamic_cgroups: bool,
 }
 
-/// The node's built-in bridge network (ADR 007).
+/// How the node's pods are networked.
 #[derive(Clone, Debug)]
-pub struct PodNetworkConfig {
-    /// The bridge pods are attached to (default `skiff0`).
-    pub bridge: String,
-    /// The nftables table of the node (default `skiff`).
-    pub nft_table: String,
-    /// The cluster CIDR (the server's `--cluster-cidr`): traffic from it to outside it is
-    /// masqueraded.
-    pub cluster_cidr: skiff_net::Ipv4Cidr,
+pub enum PodNetworkConfig {
+    /// The built-in bridge network (ADR 008).
+    Bridge {
+        /// The bridge pods are attached to (default `skiff0`).
+        bridge: String,
+        /// The nftables table of the node (default `skiff`).
+        nft_table: String,
+        /// The cluster CIDR (the server's `--cluster-cidr`): traffic from it to outside it is
+        /// masqueraded.
+        cluster_cidr: skiff_net::Ipv4Cidr,
+    },
+    /// A chain of CNI plugins (ADR 011): the network is the first configuration in
+    /// `conf_dir`, plugins are found in `bin_dirs`.
+    Cni {
+        conf_dir: PathBuf,
+        bin_dirs: Vec<PathBuf>,
+    },
 }
 
 impl AgentConfig {
@@ -195,11 +204,13 @@ impl Agent {
         // its own way across nodes).
         let routes = async {
             match (&self.runtime, &self.config.pod_network) {
-                (Some(runtime), Some(network)) if runtime.needs_pod_cidr() => {
+                (Some(runtime), Some(PodNetworkConfig::Bridge { cluster_cidr, .. }))
+                    if runtime.needs_pod_cidr() =>
+                {
                     node_routes::keep_routes(
                         self.client.clone(),
                         self.config.node_name.clone(),
-                        network.cluster_cidr,
+                        *cluster_cidr,
                     )
                     .await;
                 }
@@ -320,16 +331,32 @@ pub fn node_runtime(config: &AgentConfig) -> Result<Arc<dyn runtime::PodRuntime>
         node_runtime::NodeRuntime::open(&config.data_dir, binary, config.container_runtime, fields)
             .map_err(|e| Error::Runtime { message: e.0 })?;
     if let Some(network) = &config.pod_network {
-        let network = skiff_net::BridgeNetwork::new(skiff_net::BridgeConfig {
-            data_dir: config.data_dir.clone(),
-            bridge: network.bridge.clone(),
-            nft_table: network.nft_table.clone(),
-            cluster_cidr: network.cluster_cidr,
-        })
+        let network: Arc<dyn skiff_net::PodNetwork> = match network {
+            PodNetworkConfig::Bridge {
+                bridge,
+                nft_table,
+                cluster_cidr,
+            } => skiff_net::BridgeNetwork::new(skiff_net::BridgeConfig {
+                data_dir: config.data_dir.clone(),
+                bridge: bridge.clone(),
+                nft_table: nft_table.clone(),
+                cluster_cidr: *cluster_cidr,
+            })
+            .map(|n| Arc::new(n) as Arc<dyn skiff_net::PodNetwork>),
+            PodNetworkConfig::Cni { conf_dir, bin_dirs } => {
+                skiff_net::CniNetwork::new(skiff_net::CniConfig {
+                    data_dir: config.data_dir.clone(),
+                    conf_dir: conf_dir.clone(),
+                    bin_dirs: bin_dirs.clone(),
+                    plugin_timeout: skiff_net::cni::DEFAULT_PLUGIN_TIMEOUT,
+                })
+                .map(|n| Arc::new(n) as Arc<dyn skiff_net::PodNetwork>)
+            }
+        }
         .map_err(|e| Error::Runtime {
             message: format!("cannot open the pod network: {e}"),
         })?;
-        runtime = runtime.with_network(Arc::new(network));
+        runtime = runtime.with_network(network);
     }
     Ok(Arc::new(runtime))
 }

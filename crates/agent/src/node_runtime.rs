@@ -16,7 +16,6 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::jiff::Timestamp;
-use skiff_net::PodNetwork;
 use skiff_runtime::container::cgroup::CgroupLayout;
 use skiff_runtime::container::manager::LogOptions;
 use skiff_runtime::container::{
@@ -63,7 +62,7 @@ pub struct NodeRuntime {
     /// Held while a memory-backed emptyDir is checked and mounted.
     volume_lock: Mutex<()>,
     /// Gives each sandbox its interface and address; None: pods have only loopback.
-    network: Option<Arc<skiff_net::BridgeNetwork>>,
+    network: Option<Arc<dyn skiff_net::PodNetwork>>,
 }
 
 fn failure(what: &str) -> impl Fn(&dyn std::fmt::Display) -> RuntimeFailure + '_ {
@@ -100,7 +99,7 @@ impl NodeRuntime {
     }
 
     /// Connects every sandbox to `network`.
-    pub fn with_network(mut self, network: Arc<skiff_net::BridgeNetwork>) -> NodeRuntime {
+    pub fn with_network(mut self, network: Arc<dyn skiff_net::PodNetwork>) -> NodeRuntime {
         self.network = Some(network);
         self
     }
@@ -397,11 +396,27 @@ impl PodRuntime for NodeRuntime {
             .map(|s| s.spec.uid)
             .filter(|u| !u.is_empty());
         let mut errors = Vec::new();
+        // CNI plugins remove what they made inside the namespace: they run while it exists.
+        // If they fail, the sandbox goes anyway; their cache entry keeps the DEL for the next
+        // removal or the collection at start.
+        let torn_down = self
+            .network
+            .as_ref()
+            .filter(|n| n.tears_down_before_sandbox());
+        if let Some(network) = torn_down {
+            if let Err(e) = network.tear_down(id) {
+                errors.push(format!("removing the pod's network: {e}"));
+            }
+        }
         let removed = Sandbox::remove(&root, id);
         // With the sandbox's namespace gone, the kernel removes its veth pair (in a batch, off
         // this path); the address, hostPorts and record are ours to release. If the sandbox
         // could not be removed whole, the veth is deleted here.
-        if let Some(network) = &self.network {
+        let released = self
+            .network
+            .as_ref()
+            .filter(|n| !n.tears_down_before_sandbox());
+        if let Some(network) = released {
             let released = if removed.is_ok() {
                 network.release(id)
             } else {
@@ -598,7 +613,7 @@ impl PodRuntime for NodeRuntime {
     }
 
     fn needs_pod_cidr(&self) -> bool {
-        self.network.is_some()
+        self.network.as_ref().is_some_and(|n| n.needs_pod_cidr())
     }
 
     fn configure_pod_network(&self, pod_cidr: &str) -> RuntimeResult<()> {

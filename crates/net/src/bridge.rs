@@ -352,6 +352,14 @@ impl PodNetwork for BridgeNetwork {
         self.remove(sandbox_id, false)
     }
 
+    fn needs_pod_cidr(&self) -> bool {
+        true
+    }
+
+    fn configure(&self, pod_cidr: Ipv4Cidr) -> Result<()> {
+        BridgeNetwork::configure(self, pod_cidr)
+    }
+
     fn collect_garbage(&self, live: &HashSet<String>) -> Result<()> {
         let mut errors = Vec::new();
         match self.recorded() {

@@ -2,11 +2,12 @@
 //! (`bridge`, through netlink), hostPorts and masquerade in an nftables table of our own
 //! (`nft`), addresses kept on disk (`ipam`); and, in the server, the controller that gives each
 //! Node its podCIDR (`node_ipam`); host-gateway routes to the other nodes' podCIDRs
-//! (`routes`). [`PodNetwork`] is what the agent's runtime calls; the
-//! built-in bridge is one implementation, CNI plugins can be another.
+//! (`routes`). [`PodNetwork`] is what the agent's runtime calls; the built-in bridge is one
+//! implementation, a chain of CNI plugins (`cni`) the other.
 
 pub mod bridge;
 pub mod cidr;
+pub mod cni;
 pub mod ipam;
 pub mod nft;
 pub mod node_ipam;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use bridge::{BridgeConfig, BridgeNetwork};
 pub use cidr::{CidrError, ClusterCidr, Ipv4Cidr};
+pub use cni::{CniConfig, CniNetwork};
 
 /// What can go wrong while wiring pods up.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,25 @@ pub enum Error {
         what: String,
         #[source]
         source: kube::Error,
+    },
+    #[error("no CNI network configuration (*.conflist, *.conf or *.json) in {}", dir.display())]
+    NoCniConfig { dir: PathBuf },
+    #[error("the CNI network configuration {} is not valid: {reason}", path.display())]
+    CniConfig { path: PathBuf, reason: String },
+    #[error("CNI plugin {plugin} failed on {command} with code {code}: {msg}{details}")]
+    CniPlugin {
+        plugin: String,
+        command: &'static str,
+        code: u64,
+        msg: String,
+        /// Empty, or ` (details)`.
+        details: String,
+    },
+    #[error("CNI plugin {plugin} failed on {command}: {reason}")]
+    CniRun {
+        plugin: String,
+        command: &'static str,
+        reason: String,
     },
     /// A teardown or collection that went on after failures.
     #[error("{}", .0.join("; "))]
@@ -175,6 +196,23 @@ pub trait PodNetwork: Send + Sync + 'static {
     }
     /// Removes the networking of every sandbox not in `live` (the agent's collection at start).
     fn collect_garbage(&self, live: &HashSet<String>) -> Result<()>;
+    /// True if [`PodNetwork::tear_down`] must run while the sandbox's namespace still exists
+    /// (CNI plugins remove what they made inside it, as kubelet tears the network down before
+    /// it stops the sandbox); false lets the runtime remove the sandbox first and call
+    /// [`PodNetwork::release`].
+    fn tears_down_before_sandbox(&self) -> bool {
+        false
+    }
+    /// True if the network needs the Node's podCIDR ([`PodNetwork::configure`]) before pods
+    /// can start.
+    fn needs_pod_cidr(&self) -> bool {
+        false
+    }
+    /// Sets the node up for pods of `pod_cidr` (the Node's spec.podCIDR); idempotent.
+    fn configure(&self, pod_cidr: Ipv4Cidr) -> Result<()> {
+        let _ = pod_cidr;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

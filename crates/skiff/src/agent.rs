@@ -69,8 +69,18 @@ pub struct NodeOptions {
     #[arg(long, default_value = "skiff")]
     nft_table: String,
     /// Give pods no network but their loopback (no bridge, no nftables, no podCIDR needed).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cni_conf_dir")]
     disable_pod_network: bool,
+    /// Network pods with CNI plugins instead of the built-in bridge: the first *.conflist,
+    /// *.conf or *.json here in lexical order is the network (as kubelet and k3s take it). The
+    /// plugins own addressing; no bridge, nftables table or podCIDR of the agent's own. Needs
+    /// --cni-bin-dir.
+    #[arg(long, requires = "cni_bin_dir")]
+    cni_conf_dir: Option<PathBuf>,
+    /// Where the CNI plugins' executables are (a list like PATH, e.g. /opt/cni/bin or
+    /// /usr/lib/cni). Needs --cni-conf-dir.
+    #[arg(long, requires = "cni_conf_dir")]
+    cni_bin_dir: Option<std::ffi::OsString>,
     /// Remount the cgroup v2 hierarchy with favordynmods (Linux 6.0) at start, so that moving
     /// each new container into its cgroup does not wait ~10 ms for an RCU grace period; forks
     /// and exits cost a little more. A kernel-wide setting, as kubelet's sysctls are.
@@ -101,7 +111,28 @@ impl NodeOptions {
         config.node_ip = self.node_ip;
         config.streaming_port = self.streaming_port;
         config.favor_dynamic_cgroups = self.cgroup_favordynmods;
-        if !self.disable_pod_network {
+        if let (Some(conf_dir), Some(bin_dir)) = (&self.cni_conf_dir, &self.cni_bin_dir) {
+            anyhow::ensure!(
+                conf_dir.is_dir(),
+                "invalid --cni-conf-dir {}: not a directory",
+                conf_dir.display()
+            );
+            let bin_dirs: Vec<PathBuf> = std::env::split_paths(bin_dir)
+                .filter(|d| !d.as_os_str().is_empty())
+                .collect();
+            anyhow::ensure!(!bin_dirs.is_empty(), "--cni-bin-dir is empty");
+            for dir in &bin_dirs {
+                anyhow::ensure!(
+                    dir.is_dir(),
+                    "invalid --cni-bin-dir {}: not a directory",
+                    dir.display()
+                );
+            }
+            config.pod_network = Some(skiff_agent::PodNetworkConfig::Cni {
+                conf_dir: conf_dir.clone(),
+                bin_dirs,
+            });
+        } else if !self.disable_pod_network {
             // The agent does not know the server's --node-cidr-mask-size; /30 accepts any.
             let cluster = self.cluster_cidr(30)?;
             anyhow::ensure!(
@@ -109,7 +140,7 @@ impl NodeOptions {
                 "invalid --bridge-name {:?}: an interface name has 1 to 15 characters",
                 self.bridge_name
             );
-            config.pod_network = Some(skiff_agent::PodNetworkConfig {
+            config.pod_network = Some(skiff_agent::PodNetworkConfig::Bridge {
                 bridge: self.bridge_name.clone(),
                 nft_table: self.nft_table.clone(),
                 cluster_cidr: cluster.cluster,
