@@ -65,10 +65,11 @@ ensure_node_packages() {
 }
 
 # What the tests use beyond a node: the test images are built from busybox-static; registry
-# tests run Debian's docker-registry and push with skopeo (also the benchmark's reference).
+# tests run Debian's docker-registry and push with skopeo (also the benchmark's reference); the
+# CNI mode tests run Debian's reference plugins (/usr/lib/cni), whose portmap needs iptables.
 ensure_test_packages() {
     ensure_node_packages
-    ensure_debian_packages busybox-static docker-registry skopeo
+    ensure_debian_packages busybox-static docker-registry skopeo containernetworking-plugins iptables
 }
 
 # What the benchmarks compare against, beyond the test packages: podman (`podman kube play` beside

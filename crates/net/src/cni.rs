@@ -765,8 +765,14 @@ impl PodNetwork for CniNetwork {
                     ips: result_ips(result),
                 });
             }
-            // An ADD cut short: undo it before starting again.
-            self.tear_down(request.sandbox_id)?;
+            // An ADD cut short (the agent stopped in it): undo it before starting again.
+            if let Err(e) = self.tear_down(request.sandbox_id) {
+                tracing::warn!(
+                    pod_namespace = %request.pod_namespace, pod_name = %request.pod_name,
+                    pod_uid = %request.pod_uid, sandbox = %request.sandbox_id, error = %e,
+                    "CNI DEL of an ADD that did not finish"
+                );
+            }
         }
         let entry = CachedAttachment {
             network: load_network(&self.config.conf_dir)?,
@@ -819,13 +825,21 @@ impl PodNetwork for CniNetwork {
             return Ok(());
         };
         let alive = netns_alive(&entry.attachment.netns);
-        self.chain(&entry).del(entry.result.as_ref(), alive)?;
+        let deleted = self.chain(&entry).del(entry.result.as_ref(), alive);
+        // A failed DEL of a finished ADD is kept for the next removal or collection (the
+        // plugins hold an address, rules). One of an ADD that failed or was cut short is not:
+        // the plugins' own ADD failure is theirs to clean up, and a broken configuration would
+        // fail every DEL again for ever.
+        if deleted.is_err() && entry.result.is_some() {
+            return deleted;
+        }
         let path = self.cache_path(sandbox_id);
-        match std::fs::remove_file(&path) {
+        let removed = match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_error("removing", &path, e)),
-        }
+        };
+        deleted.and(removed)
     }
 
     fn tears_down_before_sandbox(&self) -> bool {
@@ -1072,7 +1086,7 @@ mod tests {
     #[derive(Default)]
     struct Recorder {
         runs: Mutex<Vec<(String, String, Value)>>,
-        fail: Option<(&'static str, CniCommand)>,
+        fail: Vec<(&'static str, CniCommand)>,
     }
 
     impl PluginExec for Recorder {
@@ -1093,7 +1107,7 @@ mod tests {
                 .lock()
                 .expect("lock")
                 .push((plugin.to_string(), cmd, config.clone()));
-            if self.fail == Some((plugin_static(plugin), command)) {
+            if self.fail.contains(&(plugin_static(plugin), command)) {
                 return Err(plugin_error(
                     plugin,
                     command,
@@ -1247,7 +1261,7 @@ mod tests {
     #[test]
     fn a_failed_add_is_undone_by_a_del_of_the_whole_chain() {
         let recorder = std::sync::Arc::new(Recorder {
-            fail: Some(("loopback", CniCommand::Add)),
+            fail: vec![("loopback", CniCommand::Add)],
             ..Recorder::default()
         });
         let (_dir, network) = network_with(recorder.clone());
@@ -1273,9 +1287,24 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_add_whose_del_fails_too_leaves_no_cache_to_retry_for_ever() {
+        let recorder = std::sync::Arc::new(Recorder {
+            fail: vec![("portmap", CniCommand::Add), ("bridge", CniCommand::Del)],
+            ..Recorder::default()
+        });
+        let (_dir, network) = network_with(recorder.clone());
+        let error = network
+            .set_up(&request(Vec::new()))
+            .expect_err("fails")
+            .to_string();
+        assert!(error.contains("portmap"), "{error}");
+        assert!(network.cached().expect("list").is_empty());
+    }
+
+    #[test]
     fn a_failed_del_keeps_the_cache_for_the_next_try_and_runs_every_plugin() {
         let recorder = std::sync::Arc::new(Recorder {
-            fail: Some(("portmap", CniCommand::Del)),
+            fail: vec![("portmap", CniCommand::Del)],
             ..Recorder::default()
         });
         let (_dir, network) = network_with(recorder.clone());
