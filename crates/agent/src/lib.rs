@@ -124,6 +124,9 @@ pub enum PodNetworkConfig {
     Cni {
         conf_dir: PathBuf,
         bin_dirs: Vec<PathBuf>,
+        /// The cluster CIDR: the host-gateway routes kept when the network's addresses come
+        /// from the Node's podCIDR (its `ipRanges` capability) lie in it.
+        cluster_cidr: skiff_net::Ipv4Cidr,
     },
 }
 
@@ -190,7 +193,7 @@ impl Agent {
         let heartbeat = heartbeat::run(self.client.clone(), self.config.clone(), endpoint);
         let (configured_tx, mut configured) = tokio::sync::watch::channel(false);
         let network = match &self.runtime {
-            Some(runtime) if runtime.needs_pod_cidr() => {
+            Some(runtime) if runtime.uses_pod_cidr() => {
                 Some(tokio::spawn(pod_network::configure_when_assigned(
                     self.client.clone(),
                     self.config.node_name.clone(),
@@ -200,13 +203,18 @@ impl Agent {
             }
             _ => None,
         };
-        // Routes to the other nodes' pods, with the built-in network only (a CNI chain brings
-        // its own way across nodes).
+        // Routes to the other nodes' pods, when pods get addresses from the node's podCIDR: the
+        // built-in network, or a CNI chain taking the `ipRanges` capability (any other chain
+        // brings its own way across nodes).
         let routes = async {
             match (&self.runtime, &self.config.pod_network) {
-                (Some(runtime), Some(PodNetworkConfig::Bridge { cluster_cidr, .. }))
-                    if runtime.needs_pod_cidr() =>
-                {
+                (
+                    Some(runtime),
+                    Some(
+                        PodNetworkConfig::Bridge { cluster_cidr, .. }
+                        | PodNetworkConfig::Cni { cluster_cidr, .. },
+                    ),
+                ) if runtime.uses_pod_cidr() => {
                     node_routes::keep_routes(
                         self.client.clone(),
                         self.config.node_name.clone(),
@@ -343,15 +351,15 @@ pub fn node_runtime(config: &AgentConfig) -> Result<Arc<dyn runtime::PodRuntime>
                 cluster_cidr: *cluster_cidr,
             })
             .map(|n| Arc::new(n) as Arc<dyn skiff_net::PodNetwork>),
-            PodNetworkConfig::Cni { conf_dir, bin_dirs } => {
-                skiff_net::CniNetwork::new(skiff_net::CniConfig {
-                    data_dir: config.data_dir.clone(),
-                    conf_dir: conf_dir.clone(),
-                    bin_dirs: bin_dirs.clone(),
-                    plugin_timeout: skiff_net::cni::DEFAULT_PLUGIN_TIMEOUT,
-                })
-                .map(|n| Arc::new(n) as Arc<dyn skiff_net::PodNetwork>)
-            }
+            PodNetworkConfig::Cni {
+                conf_dir, bin_dirs, ..
+            } => skiff_net::CniNetwork::new(skiff_net::CniConfig {
+                data_dir: config.data_dir.clone(),
+                conf_dir: conf_dir.clone(),
+                bin_dirs: bin_dirs.clone(),
+                plugin_timeout: skiff_net::cni::DEFAULT_PLUGIN_TIMEOUT,
+            })
+            .map(|n| Arc::new(n) as Arc<dyn skiff_net::PodNetwork>),
         }
         .map_err(|e| Error::Runtime {
             message: format!("cannot open the pod network: {e}"),

@@ -616,6 +616,10 @@ impl PodRuntime for NodeRuntime {
         self.network.as_ref().is_some_and(|n| n.needs_pod_cidr())
     }
 
+    fn uses_pod_cidr(&self) -> bool {
+        self.network.as_ref().is_some_and(|n| n.uses_pod_cidr())
+    }
+
     fn configure_pod_network(&self, pod_cidr: &str) -> RuntimeResult<()> {
         let Some(network) = &self.network else {
             return Ok(());

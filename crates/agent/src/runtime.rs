@@ -115,6 +115,11 @@ pub trait PodRuntime: Send + Sync + 'static {
     fn needs_pod_cidr(&self) -> bool {
         false
     }
+    /// Whether sandboxes get addresses from the node's podCIDR once it is handed over (needed
+    /// before pods start or not): the agent hands it over and keeps routes to other nodes'.
+    fn uses_pod_cidr(&self) -> bool {
+        self.needs_pod_cidr()
+    }
     /// Sets the node's pod network up for `pod_cidr` (the Node's spec.podCIDR); idempotent.
     fn configure_pod_network(&self, pod_cidr: &str) -> RuntimeResult<()> {
         let _ = pod_cidr;

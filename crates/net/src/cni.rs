@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::{io_error, Error, HostPort, PodNetwork, PodNetworkRequest, PodNetworkStatus, Result};
+use crate::{
+    io_error, Error, HostPort, Ipv4Cidr, PodNetwork, PodNetworkRequest, PodNetworkStatus, Result,
+};
 
 /// The interface every pod gets (as kubelet names it).
 pub const IFNAME: &str = "eth0";
@@ -314,9 +316,17 @@ impl Attachment {
     }
 }
 
-/// The runtime values for capabilities: `portMappings` from the pod's hostPorts.
-pub fn runtime_config(host_ports: &[HostPort]) -> Map<String, Value> {
+/// The runtime values for capabilities: `portMappings` from the pod's hostPorts, and
+/// `ipRanges` (one range: the Node's podCIDR) once the node has one, as containerd and CRI-O
+/// pass them (host-local takes its range from it).
+pub fn runtime_config(host_ports: &[HostPort], pod_cidr: Option<Ipv4Cidr>) -> Map<String, Value> {
     let mut config = Map::new();
+    if let Some(cidr) = pod_cidr {
+        config.insert(
+            "ipRanges".into(),
+            serde_json::json!([[{"subnet": cidr.to_string()}]]),
+        );
+    }
     if !host_ports.is_empty() {
         let mappings = host_ports
             .iter()
@@ -654,6 +664,8 @@ pub struct CniNetwork {
     config: CniConfig,
     cache: PathBuf,
     exec: Box<dyn PluginExec>,
+    /// The Node's podCIDR, once known: the `ipRanges` capability's value.
+    pod_cidr: std::sync::Mutex<Option<Ipv4Cidr>>,
 }
 
 /// True if `path` is a mounted network namespace (a sandbox's that still exists).
@@ -682,7 +694,15 @@ impl CniNetwork {
             config,
             cache,
             exec,
+            pod_cidr: std::sync::Mutex::new(None),
         })
+    }
+
+    fn pod_cidr(&self) -> Option<Ipv4Cidr> {
+        *self
+            .pod_cidr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The directory of the cache entries (`<id>.json`).
@@ -777,7 +797,7 @@ impl PodNetwork for CniNetwork {
         let entry = CachedAttachment {
             network: load_network(&self.config.conf_dir)?,
             attachment: Attachment::for_pod(request),
-            runtime_config: runtime_config(&request.host_ports),
+            runtime_config: runtime_config(&request.host_ports, self.pod_cidr()),
             result: None,
         };
         self.write_cache(request.sandbox_id, &entry)?;
@@ -844,6 +864,28 @@ impl PodNetwork for CniNetwork {
 
     fn tears_down_before_sandbox(&self) -> bool {
         true
+    }
+
+    /// When a plugin of the network takes the `ipRanges` capability (host-local does): its
+    /// pods' addresses then come from the Node's podCIDR.
+    fn uses_pod_cidr(&self) -> bool {
+        load_network(&self.config.conf_dir).is_ok_and(|network| {
+            network.plugins.iter().any(|plugin| {
+                plugin
+                    .get("capabilities")
+                    .and_then(|c| c.get("ipRanges"))
+                    .and_then(Value::as_bool)
+                    == Some(true)
+            })
+        })
+    }
+
+    fn configure(&self, pod_cidr: Ipv4Cidr) -> Result<()> {
+        *self
+            .pod_cidr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pod_cidr);
+        Ok(())
     }
 
     fn collect_garbage(&self, live: &HashSet<String>) -> Result<()> {
@@ -987,11 +1029,14 @@ mod tests {
     #[test]
     fn each_plugin_gets_the_name_version_its_capabilities_and_the_previous_result() {
         let list = conflist();
-        let runtime = runtime_config(&[HostPort {
-            protocol: crate::Protocol::Tcp,
-            host_port: 30080,
-            container_port: 8080,
-        }]);
+        let runtime = runtime_config(
+            &[HostPort {
+                protocol: crate::Protocol::Tcp,
+                host_port: 30080,
+                container_port: 8080,
+            }],
+            None,
+        );
         let first = list.plugin_stdin(0, &runtime, None);
         assert_eq!(first["name"], "podnet");
         assert_eq!(first["cniVersion"], "1.0.0");
@@ -1011,6 +1056,12 @@ mod tests {
         // A declared capability with no value is left out.
         let none = list.plugin_stdin(2, &Map::new(), Some(&prev));
         assert!(none.get("runtimeConfig").is_none());
+        // The node's podCIDR, once known, as containerd passes it for host-local.
+        let cidr: Ipv4Cidr = "10.42.3.0/24".parse().expect("cidr");
+        assert_eq!(
+            serde_json::Value::Object(runtime_config(&[], Some(cidr))),
+            serde_json::json!({"ipRanges": [[{"subnet": "10.42.3.0/24"}]]})
+        );
     }
 
     #[test]

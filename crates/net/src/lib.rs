@@ -208,6 +208,12 @@ pub trait PodNetwork: Send + Sync + 'static {
     fn needs_pod_cidr(&self) -> bool {
         false
     }
+    /// True if pods get addresses from the Node's podCIDR once [`PodNetwork::configure`]
+    /// handed it over (needed or not): the agent then hands it over when it appears and keeps
+    /// host-gateway routes to the other nodes' podCIDRs.
+    fn uses_pod_cidr(&self) -> bool {
+        self.needs_pod_cidr()
+    }
     /// Sets the node up for pods of `pod_cidr` (the Node's spec.podCIDR); idempotent.
     fn configure(&self, pod_cidr: Ipv4Cidr) -> Result<()> {
         let _ = pod_cidr;

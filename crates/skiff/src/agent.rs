@@ -131,6 +131,7 @@ impl NodeOptions {
             config.pod_network = Some(skiff_agent::PodNetworkConfig::Cni {
                 conf_dir: conf_dir.clone(),
                 bin_dirs,
+                cluster_cidr: self.cluster_cidr(30)?.cluster,
             });
         } else if !self.disable_pod_network {
             // The agent does not know the server's --node-cidr-mask-size; /30 accepts any.

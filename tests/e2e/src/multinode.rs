@@ -53,6 +53,8 @@ pub struct AgentHost {
     pub bridge: String,
     pub table: String,
     pub data_dir: PathBuf,
+    /// More `skiff agent` flags (e.g. CNI mode's).
+    extra_args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
 }
@@ -200,6 +202,16 @@ impl MultiNode {
     /// agent's fresh data dir (e.g. [`import_images`]); returns once every Node is Ready and
     /// has its podCIDR.
     pub fn start(agents: usize, prepare: impl Fn(&Path)) -> MultiNode {
+        MultiNode::start_with_args(agents, prepare, |_, _| Vec::new())
+    }
+
+    /// [`MultiNode::start`] with more `skiff agent` flags for each agent: `agent_args(index,
+    /// its directory)` (a directory of its own, removed with the harness).
+    pub fn start_with_args(
+        agents: usize,
+        prepare: impl Fn(&Path),
+        agent_args: impl Fn(usize, &Path) -> Vec<String>,
+    ) -> MultiNode {
         assert!(
             (1..=MAX_AGENTS).contains(&agents),
             "a multi-node harness has 1 to {MAX_AGENTS} agents, not {agents}"
@@ -231,6 +243,7 @@ impl MultiNode {
             let data_dir = dir.join("data");
             fs::create_dir_all(&data_dir).expect("create an agent's data dir");
             prepare(&data_dir);
+            let extra_args = agent_args(index, &dir);
             harness.agents.push(AgentHost {
                 node: format!("mn{slot}-{index}"),
                 netns: harness.hosts.netns(index),
@@ -239,6 +252,7 @@ impl MultiNode {
                 bridge: format!("skmn{slot}b{index}"),
                 table: format!("skiff_mn_{slot}_{index}"),
                 data_dir,
+                extra_args,
                 log: dir.join("agent.log"),
                 child: None,
             });
@@ -287,6 +301,7 @@ impl MultiNode {
             .args(["--streaming-port", "0"])
             .args(["--cluster-cidr", self.cluster_cidr()])
             .args(["--bridge-name", &agent.bridge, "--nft-table", &agent.table])
+            .args(&agent.extra_args)
             .env("SKIFF_LOG", "info,skiff_agent=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null());

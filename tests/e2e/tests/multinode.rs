@@ -243,3 +243,88 @@ fn an_agent_removes_stale_routes_at_start_and_skips_nodes_it_cannot_reach_direct
     });
     assert!(route_to(a, &cidr_b).is_some());
 }
+
+/// Removes host-local's state of the CNI networks named here (in the host's filesystem, which
+/// the agents' namespaces share), also when the test fails.
+struct LeaseDirs(Vec<String>);
+
+impl Drop for LeaseDirs {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ =
+                std::fs::remove_dir_all(std::path::Path::new("/var/lib/cni/networks").join(name));
+        }
+    }
+}
+
+/// CNI mode across nodes: each agent runs Debian's bridge and host-local plugins, the bridge
+/// plugin taking the `ipRanges` capability, so pods get addresses from their Node's podCIDR (as
+/// containerd passes it) and the agents keep the same host-gateway routes as with the built-in
+/// network: pods on the two nodes reach each other by pod IP.
+#[test]
+fn cni_pods_on_two_nodes_reach_each_other_with_addresses_from_their_nodes_pod_cidrs() {
+    let (_images, prepare) = test_images();
+    let names: Vec<String> = (0..2)
+        .map(|i| format!("skiff-e2e-mn{}-{i}", std::process::id()))
+        .collect();
+    let _leases = LeaseDirs(names.clone());
+    let harness = MultiNode::start_with_args(2, prepare, |index, dir| {
+        let conf_dir = dir.join("cni");
+        std::fs::create_dir_all(&conf_dir).expect("create the CNI conf dir");
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0", "name": names[index],
+            "plugins": [
+                {"type": "bridge", "bridge": format!("skcnimn{index}"), "isGateway": true,
+                 "ipMasq": false, "capabilities": {"ipRanges": true},
+                 "ipam": {"type": "host-local", "routes": [{"dst": "0.0.0.0/0"}]}},
+                {"type": "loopback"}
+            ]
+        });
+        std::fs::write(conf_dir.join("10-pods.conflist"), conflist.to_string())
+            .expect("write the conflist");
+        vec![
+            "--cni-conf-dir".to_string(),
+            conf_dir.display().to_string(),
+            "--cni-bin-dir".to_string(),
+            "/usr/lib/cni".to_string(),
+        ]
+    });
+    let (a, b) = (harness.agent(0), harness.agent(1));
+    let (cidr_a, cidr_b) = (pod_cidr(&harness, a), pod_cidr(&harness, b));
+    wait_until(WAIT, "the routes between the nodes", || {
+        route_to(a, &cidr_b).is_some() && route_to(b, &cidr_a).is_some()
+    });
+    let (node_a, node_b) = (a.node.clone(), b.node.clone());
+    harness.cluster().create_from(&web_pod("web-a", &node_a));
+    harness.cluster().create_from(&web_pod("web-b", &node_b));
+    wait_running(&harness, "web-a");
+    wait_running(&harness, "web-b");
+    let ip_a = harness
+        .cluster()
+        .jsonpath(&["pod", "web-a"], "{.status.podIP}");
+    let ip_b = harness
+        .cluster()
+        .jsonpath(&["pod", "web-b"], "{.status.podIP}");
+    // The addresses come from each node's podCIDR (a /26 of the harness's /24).
+    let within = |ip: &str, cidr: &str| {
+        let (net, bits) = cidr.split_once('/').expect("a CIDR");
+        let ip: std::net::Ipv4Addr = ip.parse().expect("an IPv4 pod IP");
+        let net: std::net::Ipv4Addr = net.parse().expect("an IPv4 network");
+        let mask = u32::MAX << (32 - bits.parse::<u32>().expect("a prefix length"));
+        u32::from(ip) & mask == u32::from(net)
+    };
+    assert!(within(&ip_a, &cidr_a), "{ip_a} not in {cidr_a}");
+    assert!(within(&ip_b, &cidr_b), "{ip_b} not in {cidr_b}");
+    assert_eq!(
+        fetch_from(&harness, "web-a", &ip_b, "").trim(),
+        "hello from web-b"
+    );
+    assert_eq!(
+        fetch_from(&harness, "web-b", &ip_a, "").trim(),
+        "hello from web-a"
+    );
+    assert_eq!(
+        peer(&fetch_from(&harness, "web-a", &ip_b, "cgi-bin/peer")),
+        ip_a
+    );
+}
