@@ -19,6 +19,7 @@ use base64::Engine as _;
 use tempfile::TempDir;
 
 pub mod multinode;
+pub mod pod_network;
 pub use multinode::{AgentHost, MultiNode};
 
 /// The line `skiff server` prints once it serves; the URL follows it.

@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use skiff_e2e::pod_network::{
+    address_inside, client_pod, entries, fetch, pod_ip, wait_running, web_pod,
+};
 use skiff_e2e::{import_test_images, wait_until, Cluster, TestNetwork};
 
 const WAIT: Duration = Duration::from_secs(60);
-const SLEEP: &str = "trap 'exit 0' TERM; sleep 3600 & wait";
 const CNI_BIN: &str = "/usr/lib/cni";
 
 /// A CNI network of this test's own: its conf dir and names.
@@ -292,71 +294,6 @@ impl Drop for CniCluster {
             let _ = network.collect_garbage(&HashSet::new());
         }
     }
-}
-
-fn web_pod(name: &str, host_port: Option<u32>) -> String {
-    let ports = match host_port {
-        Some(port) => format!(r#", "ports": [{{"containerPort": 8080, "hostPort": {port}}}]"#),
-        None => String::new(),
-    };
-    format!(
-        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
-            "spec": {{"terminationGracePeriodSeconds": 0, "containers": [{{"name": "web",
-            "image": "luksa/kubia", "imagePullPolicy": "Never"{ports}}}]}}}}"#
-    )
-}
-
-fn client_pod(name: &str) -> String {
-    format!(
-        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
-            "spec": {{"terminationGracePeriodSeconds": 0, "containers": [
-            {{"name": "a", "image": "busybox", "imagePullPolicy": "Never", "command": ["sh", "-c", "{SLEEP}"]}},
-            {{"name": "b", "image": "busybox", "imagePullPolicy": "Never", "command": ["sh", "-c", "{SLEEP}"]}}]}}}}"#
-    )
-}
-
-fn wait_running(cluster: &Cluster, pods: &[&str]) {
-    for pod in pods {
-        wait_until(WAIT, &format!("{pod} Running"), || {
-            cluster.jsonpath(&["pod", pod], "{.status.phase}") == "Running"
-        });
-    }
-}
-
-fn pod_ip(cluster: &Cluster, pod: &str) -> String {
-    cluster.jsonpath(&["pod", pod], "{.status.podIP}")
-}
-
-/// What `curl` gets from `url` on the host (empty if nothing answers within 5 s).
-fn fetch(url: &str) -> String {
-    let output = Command::new("curl")
-        .args(["--silent", "--max-time", "5", url])
-        .output()
-        .expect("run curl");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The address of eth0 as container `container` of `pod` sees it.
-fn address_inside(cluster: &Cluster, pod: &str, container: &str) -> String {
-    let text = cluster.kubectl_ok([
-        "exec", pod, "-c", container, "--", "ip", "-o", "-4", "addr", "show", "dev", "eth0",
-    ]);
-    text.split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Asserts nothing of any pod's networking is left: no veth on the bridge, no host-local lease,
