@@ -2,52 +2,16 @@
 //! test's own, reaching each other and the host; teardown and the collection at start leave
 //! nothing behind; a network reopened (an agent restart) keeps the addresses in use.
 
+mod common;
+use common::Netns;
+
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use skiff_net::bridge::veth_name;
 use skiff_net::{BridgeConfig, BridgeNetwork, HostPort, PodNetwork, PodNetworkRequest, Protocol};
-
-/// A network namespace held by a file (as a pod sandbox holds it); unmounted on drop.
-struct Netns {
-    path: PathBuf,
-}
-
-impl Netns {
-    fn new(dir: &Path, name: &str) -> Netns {
-        let path = dir.join(name);
-        std::fs::write(&path, "").expect("create the namespace file");
-        let status = Command::new("unshare")
-            .arg(format!("--net={}", path.display()))
-            .arg("true")
-            .status()
-            .expect("run unshare");
-        assert!(status.success(), "unshare --net failed");
-        Netns { path }
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new("nsenter")
-            .arg(format!("--net={}", self.path.display()))
-            .args(args)
-            .output()
-            .expect("run nsenter")
-    }
-}
-
-impl AsRef<Path> for Netns {
-    fn as_ref(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
 
 /// The test's bridge and table, removed on drop even when the test fails.
 struct Names {

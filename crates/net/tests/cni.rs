@@ -3,6 +3,9 @@
 //! pod's address is gone, DEL leaving nothing; the collection DELs a sandbox whose namespace
 //! went; a plugin that hangs is killed at the timeout.
 
+mod common;
+use common::Netns;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,46 +14,6 @@ use std::time::{Duration, Instant};
 use skiff_net::{CniConfig, CniNetwork, PodNetwork, PodNetworkRequest};
 
 const CNI_BIN: &str = "/usr/lib/cni";
-
-/// A network namespace held by a file (as a pod sandbox holds it); unmounted on drop.
-struct Netns {
-    path: PathBuf,
-}
-
-impl Netns {
-    fn new(dir: &Path, name: &str) -> Netns {
-        let path = dir.join(name);
-        std::fs::write(&path, "").expect("create the namespace file");
-        let status = Command::new("unshare")
-            .arg(format!("--net={}", path.display()))
-            .arg("true")
-            .status()
-            .expect("run unshare");
-        assert!(status.success(), "unshare --net failed");
-        Netns { path }
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new("nsenter")
-            .arg(format!("--net={}", self.path.display()))
-            .args(args)
-            .output()
-            .expect("run nsenter")
-    }
-
-    fn unmount(&self) {
-        let _ = Command::new("umount")
-            .arg(&self.path)
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        self.unmount();
-    }
-}
 
 /// The test's bridge and host-local state, removed on drop even when the test fails.
 struct Names {

@@ -2,77 +2,13 @@
 //! kernel's view of which gateways are directly connected; a sync adds, changes and removes
 //! only routes of ours (protocol 115, inside the cluster CIDR) and is idempotent.
 
+mod common;
+use common::Netns;
+
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use skiff_net::routes::{HostRoutes, NodeRoute, Reach};
 use skiff_net::Ipv4Cidr;
-
-/// A network namespace held by a file; unmounted on drop (which deletes it and its routes).
-struct Netns {
-    path: PathBuf,
-}
-
-impl Netns {
-    fn new(dir: &Path) -> Netns {
-        let path = dir.join("host");
-        std::fs::write(&path, "").expect("create the namespace file");
-        let status = Command::new("unshare")
-            .arg(format!("--net={}", path.display()))
-            .arg("true")
-            .status()
-            .expect("run unshare");
-        assert!(status.success(), "unshare --net failed");
-        Netns { path }
-    }
-
-    /// `ip ARGS` inside; its stdout.
-    fn ip(&self, args: &[&str]) -> String {
-        let output = Command::new("nsenter")
-            .arg(format!("--net={}", self.path.display()))
-            .arg("ip")
-            .args(args)
-            .output()
-            .expect("run nsenter ip");
-        assert!(
-            output.status.success(),
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// Runs `work` on a thread moved into the namespace, with a tokio runtime there.
-    fn run<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
-    ) -> T {
-        let path = self.path.clone();
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).expect("open the namespace file");
-            rustix::thread::move_into_link_name_space(
-                std::os::fd::AsFd::as_fd(&ns),
-                Some(rustix::thread::LinkNameSpaceType::Network),
-            )
-            .expect("enter the test's namespace");
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime")
-                .block_on(work())
-        })
-        .join()
-        .expect("the thread in the namespace")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
 
 fn cidr(text: &str) -> Ipv4Cidr {
     text.parse().expect("valid")
@@ -96,7 +32,7 @@ fn line<'a>(routes: &'a str, destination: &str) -> Option<&'a str> {
 #[test]
 fn sync_keeps_exactly_the_wanted_routes_of_ours_and_nothing_else() {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let ns = Netns::new(dir.path());
+    let ns = Netns::new(dir.path(), "host");
     // The link to the other "hosts": a veth whose peer stays here too (up, so it has a
     // carrier).
     ns.ip(&[
@@ -142,7 +78,7 @@ fn sync_keeps_exactly_the_wanted_routes_of_ours_and_nothing_else() {
         "115",
     ]);
 
-    let reaches = ns.run(|| {
+    let reaches = ns.run_in(|| {
         Box::pin(async {
             let routes = HostRoutes::connect(cidr("10.42.0.0/16")).expect("netlink");
             let mut seen = Vec::new();
@@ -160,7 +96,7 @@ fn sync_keeps_exactly_the_wanted_routes_of_ours_and_nothing_else() {
     ns.ip(&["route", "add", "default", "via", "192.168.77.254"]);
 
     let sync = |wanted: Vec<NodeRoute>| {
-        ns.run(move || {
+        ns.run_in(move || {
             Box::pin(async move {
                 let routes = HostRoutes::connect(cidr("10.42.0.0/16")).expect("netlink");
                 routes.sync(&wanted).await.expect("sync")
