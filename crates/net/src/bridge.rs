@@ -178,22 +178,12 @@ impl BridgeNetwork {
     }
 
     fn read_record(&self, sandbox_id: &str) -> Result<Option<SandboxNetwork>> {
-        let path = self.record_path(sandbox_id);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| Error::Record { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error("reading", &path, e)),
-        }
+        crate::read_record(self.record_path(sandbox_id))
     }
 
     fn write_record(&self, sandbox_id: &str, record: &SandboxNetwork) -> Result<()> {
         let path = self.record_path(sandbox_id);
-        let bytes = serde_json::to_vec(record).map_err(|source| Error::Record {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = crate::record_bytes(&path, record)?;
         std::fs::write(&path, bytes).map_err(|e| io_error("writing", &path, e))
     }
 

@@ -715,23 +715,13 @@ impl CniNetwork {
     }
 
     fn read_cache(&self, sandbox_id: &str) -> Result<Option<CachedAttachment>> {
-        let path = self.cache_path(sandbox_id);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| Error::Record { path, source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error("reading", &path, e)),
-        }
+        crate::read_record(self.cache_path(sandbox_id))
     }
 
     /// Writes the entry whole or not at all (a crash leaves the old one).
     fn write_cache(&self, sandbox_id: &str, entry: &CachedAttachment) -> Result<()> {
         let path = self.cache_path(sandbox_id);
-        let bytes = serde_json::to_vec(entry).map_err(|source| Error::Record {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = crate::record_bytes(&path, entry)?;
         let temporary = self.cache.join(format!(".{sandbox_id}.json.tmp"));
         std::fs::write(&temporary, bytes).map_err(|e| io_error("writing", &temporary, e))?;
         std::fs::rename(&temporary, &path).map_err(|e| io_error("renaming", &temporary, e))

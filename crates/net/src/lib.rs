@@ -95,6 +95,25 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The JSON record at `path`, or None when there is none.
+pub(crate) fn read_record<T: serde::de::DeserializeOwned>(path: PathBuf) -> Result<Option<T>> {
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| Error::Record { path, source }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("reading", &path, e)),
+    }
+}
+
+/// `record` as JSON, for the record at `path`.
+pub(crate) fn record_bytes<T: serde::Serialize>(path: &Path, record: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(record).map_err(|source| Error::Record {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 pub(crate) fn io_error(what: &'static str, path: &Path, source: std::io::Error) -> Error {
     Error::Io {
         what,
