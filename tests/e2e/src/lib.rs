@@ -170,19 +170,7 @@ impl TestNetwork {
 
     /// The host ends of pods' veths still on the bridge.
     pub fn veths(&self) -> Vec<String> {
-        let output = Command::new("ip")
-            .args(["-o", "link", "show", "master", &self.bridge])
-            .stderr(Stdio::null())
-            .output();
-        output
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .filter_map(|l| l.split(": ").nth(1))
-                    .map(|n| n.split('@').next().unwrap_or(n).to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        bridge_ports(&self.bridge)
     }
 
     /// Removes the veths, the bridge and the table (whatever exists of them).
@@ -213,6 +201,24 @@ impl TestNetwork {
             let _ = nft.wait();
         }
     }
+}
+
+/// The interfaces attached to bridge `bridge` (in this network namespace): the host ends of
+/// pods' veths; none if there is no such bridge.
+pub fn bridge_ports(bridge: &str) -> Vec<String> {
+    let output = Command::new("ip")
+        .args(["-o", "link", "show", "master", bridge])
+        .stderr(Stdio::null())
+        .output();
+    output
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split(": ").nth(1))
+                .map(|n| n.split('@').next().unwrap_or(n).to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 impl Drop for TestNetwork {

@@ -107,19 +107,7 @@ impl CniNet {
 
     /// The host ends of veths on the network's bridge.
     fn veths(&self) -> Vec<String> {
-        let output = Command::new("ip")
-            .args(["-o", "link", "show", "master", &self.bridge])
-            .stderr(Stdio::null())
-            .output();
-        output
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .filter_map(|l| l.split(": ").nth(1))
-                    .map(|n| n.split('@').next().unwrap_or(n).to_string())
-                    .collect()
-            })
-            .unwrap_or_default()
+        skiff_e2e::bridge_ports(&self.bridge)
     }
 
     /// The nat table's rules that portmap made for this network (their comments name it).

@@ -57,6 +57,16 @@ fn peer(remote_addr: &str) -> &str {
     text.strip_prefix("::ffff:").unwrap_or(text)
 }
 
+/// Pods `web-a` on node `a` and `web-b` on node `b`, once Running: their pod IPs.
+fn web_pods_on(harness: &MultiNode, a: &str, b: &str) -> (String, String) {
+    harness.cluster().create_from(&web_pod("web-a", a));
+    harness.cluster().create_from(&web_pod("web-b", b));
+    wait_running(harness, "web-a");
+    wait_running(harness, "web-b");
+    let ip = |pod: &str| harness.cluster().jsonpath(&["pod", pod], "{.status.podIP}");
+    (ip("web-a"), ip("web-b"))
+}
+
 /// The line of `ip route` for `destination` in `agent`'s namespace, if there is one.
 fn route_to(agent: &AgentHost, destination: &str) -> Option<String> {
     agent
@@ -93,16 +103,7 @@ fn pods_on_two_nodes_reach_each_other_and_a_deleted_nodes_route_goes() {
     assert!(on_b.contains(&format!("via {} ", a.address)), "{on_b}");
 
     let (node_a, node_b) = (a.node.clone(), b.node.clone());
-    harness.cluster().create_from(&web_pod("web-a", &node_a));
-    harness.cluster().create_from(&web_pod("web-b", &node_b));
-    wait_running(&harness, "web-a");
-    wait_running(&harness, "web-b");
-    let ip_a = harness
-        .cluster()
-        .jsonpath(&["pod", "web-a"], "{.status.podIP}");
-    let ip_b = harness
-        .cluster()
-        .jsonpath(&["pod", "web-b"], "{.status.podIP}");
+    let (ip_a, ip_b) = web_pods_on(&harness, &node_a, &node_b);
     assert_eq!(
         harness
             .cluster()
@@ -295,16 +296,7 @@ fn cni_pods_on_two_nodes_reach_each_other_with_addresses_from_their_nodes_pod_ci
         route_to(a, &cidr_b).is_some() && route_to(b, &cidr_a).is_some()
     });
     let (node_a, node_b) = (a.node.clone(), b.node.clone());
-    harness.cluster().create_from(&web_pod("web-a", &node_a));
-    harness.cluster().create_from(&web_pod("web-b", &node_b));
-    wait_running(&harness, "web-a");
-    wait_running(&harness, "web-b");
-    let ip_a = harness
-        .cluster()
-        .jsonpath(&["pod", "web-a"], "{.status.podIP}");
-    let ip_b = harness
-        .cluster()
-        .jsonpath(&["pod", "web-b"], "{.status.podIP}");
+    let (ip_a, ip_b) = web_pods_on(&harness, &node_a, &node_b);
     // The addresses come from each node's podCIDR (a /26 of the harness's /24).
     let within = |ip: &str, cidr: &str| {
         let (net, bits) = cidr.split_once('/').expect("a CIDR");
