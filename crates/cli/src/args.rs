@@ -27,11 +27,76 @@ pub struct Flags {
     pub wait: bool,
     pub ignore_not_found: bool,
     pub help: bool,
+    /// The flags of the streaming verbs (exec, logs, attach, port-forward, run, cp).
+    pub stream: StreamFlags,
+    /// How many of [`Flags::args`] came before `--` (cobra's ArgsLenAtDash), if `--` was given.
+    pub args_before_dash: Option<usize>,
     /// The verb (`get`, `delete`, ...), when one was given.
     pub verb: Option<String>,
     /// The arguments after the verb that are not flags.
     pub args: Vec<String>,
 }
+
+/// The flags of the streaming verbs.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamFlags {
+    /// `-c`/`--container`.
+    pub container: Option<String>,
+    /// `-i`/`--stdin`.
+    pub stdin: bool,
+    /// `-t`/`--tty`.
+    pub tty: bool,
+    /// `-q`/`--quiet`.
+    pub quiet: bool,
+    /// logs `-f`/`--follow`.
+    pub follow: bool,
+    /// logs `-p`/`--previous`.
+    pub previous: bool,
+    pub timestamps: bool,
+    pub all_containers: bool,
+    /// logs `--prefix`.
+    pub prefix: bool,
+    /// logs `--tail` (as given: kubectl's default is -1, everything).
+    pub tail: Option<String>,
+    pub since: Option<String>,
+    pub since_time: Option<String>,
+    pub limit_bytes: Option<String>,
+    /// port-forward `--address` (each may be a comma-separated list).
+    pub address: Vec<String>,
+    /// run `--image`, `--restart`, `--env` (repeatable), `--port`, `--labels`/`-l`,
+    /// `--command`, `--rm`, `--dry-run`.
+    pub image: Option<String>,
+    pub restart: Option<String>,
+    pub env: Vec<String>,
+    pub port: Option<String>,
+    pub labels: Option<String>,
+    pub command: bool,
+    pub rm: bool,
+    pub dry_run: Option<String>,
+    /// cp `--no-preserve`.
+    pub no_preserve: bool,
+}
+
+/// The shorthand letters that mean something else, or only exist, for one verb (`logs -f` is
+/// `--follow`, `run -l` is `--labels`): (verb, letter, long name).
+const VERB_SHORTHANDS: &[(&str, char, &str)] = &[
+    ("exec", 'c', "container"),
+    ("exec", 'i', "stdin"),
+    ("exec", 't', "tty"),
+    ("exec", 'q', "quiet"),
+    ("attach", 'c', "container"),
+    ("attach", 'i', "stdin"),
+    ("attach", 't', "tty"),
+    ("attach", 'q', "quiet"),
+    ("logs", 'c', "container"),
+    ("logs", 'f', "follow"),
+    ("logs", 'p', "previous"),
+    ("run", 'i', "stdin"),
+    ("run", 't', "tty"),
+    ("run", 'q', "quiet"),
+    ("run", 'l', "labels"),
+    ("cp", 'c', "container"),
+];
 
 /// Flags that take a value: (long name, short letter).
 const VALUE_FLAGS: &[(&str, Option<char>)] = &[
@@ -51,6 +116,21 @@ const VALUE_FLAGS: &[(&str, Option<char>)] = &[
     ("v", Some('v')),
     ("validate", None),
     ("field-manager", None),
+    // The streaming verbs'.
+    ("container", None),
+    ("tail", None),
+    ("since", None),
+    ("since-time", None),
+    ("limit-bytes", None),
+    ("max-log-requests", None),
+    ("pod-running-timeout", None),
+    ("address", None),
+    ("image", None),
+    ("restart", None),
+    ("env", None),
+    ("port", None),
+    ("labels", None),
+    ("dry-run", None),
 ];
 
 /// Flags that are booleans: (long name, short letter).
@@ -66,6 +146,19 @@ const BOOL_FLAGS: &[(&str, Option<char>)] = &[
     ("ignore-not-found", None),
     ("insecure-skip-tls-verify", None),
     ("help", Some('h')),
+    // The streaming verbs'.
+    ("stdin", None),
+    ("tty", None),
+    ("quiet", None),
+    ("follow", None),
+    ("previous", None),
+    ("timestamps", None),
+    ("all-containers", None),
+    ("prefix", None),
+    ("ignore-errors", None),
+    ("command", None),
+    ("rm", None),
+    ("no-preserve", None),
 ];
 
 impl Flags {
@@ -97,59 +190,77 @@ impl Flags {
             }
             if arg == "--" {
                 only_args = true;
+                flags.args_before_dash = Some(flags.args.len());
                 continue;
             }
-            let (name, inline) = if let Some(long) = arg.strip_prefix("--") {
-                match long.split_once('=') {
+            if let Some(long) = arg.strip_prefix("--") {
+                let (name, inline) = match long.split_once('=') {
                     Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
                     None => (long.to_owned(), None),
+                };
+                let is_value = VALUE_FLAGS.iter().any(|(long, _)| *long == name);
+                if is_value {
+                    let value = match inline {
+                        Some(value) => value,
+                        None => iter.next().cloned().ok_or_else(|| {
+                            Error::Usage(format!("flag needs an argument: --{name}"))
+                        })?,
+                    };
+                    flags.set_value(&name, value)?;
+                } else if BOOL_FLAGS.iter().any(|(long, _)| *long == name) {
+                    flags.set_bool(&name, parse_bool(&name, inline.as_deref())?);
+                } else {
+                    return Err(Error::Usage(format!("unknown flag: --{name}")));
                 }
-            } else {
-                let short = &arg[1..];
-                let mut chars = short.chars();
+                continue;
+            }
+            // A cluster of shorthands: booleans may be combined (`-it`), the first one that
+            // takes a value takes the rest of the word (`-nvalue`, `-n=value`) or the next.
+            let mut rest: String = arg[1..].to_owned();
+            while !rest.is_empty() {
+                let mut chars = rest.chars();
                 let letter = chars.next().unwrap_or('-');
-                let rest: String = chars.collect();
-                let long = VALUE_FLAGS
-                    .iter()
-                    .chain(BOOL_FLAGS)
-                    .find(|(_, s)| *s == Some(letter))
-                    .map(|(long, _)| long.to_string())
-                    .ok_or_else(|| {
-                        Error::Usage(format!("unknown shorthand flag: '{letter}' in {arg}"))
-                    })?;
-                let inline = match rest.strip_prefix('=') {
-                    Some(value) => Some(value.to_owned()),
-                    None if rest.is_empty() => None,
-                    None => Some(rest),
-                };
-                (long, inline)
-            };
-            if VALUE_FLAGS.iter().any(|(long, _)| *long == name) {
-                let value = match inline {
-                    Some(value) => value,
-                    None => iter
-                        .next()
-                        .cloned()
-                        .ok_or_else(|| Error::Usage(format!("flag needs an argument: {arg}")))?,
-                };
-                flags.set_value(&name, value)?;
-            } else if BOOL_FLAGS.iter().any(|(long, _)| *long == name) {
-                let value = match inline.as_deref() {
-                    None | Some("true") | Some("1") | Some("t") | Some("T") | Some("TRUE") => true,
-                    Some("false") | Some("0") | Some("f") | Some("F") | Some("FALSE") => false,
-                    Some(other) => {
-                        return Err(Error::Usage(format!(
-                            "invalid argument \"{other}\" for \"--{name}\" flag: \
-                             strconv.ParseBool: parsing \"{other}\": invalid syntax"
-                        )))
-                    }
-                };
-                flags.set_bool(&name, value);
-            } else {
-                return Err(Error::Usage(format!("unknown flag: --{name}")));
+                let after: String = chars.collect();
+                let name = flags.shorthand(letter).ok_or_else(|| {
+                    Error::Usage(format!("unknown shorthand flag: '{letter}' in {arg}"))
+                })?;
+                if VALUE_FLAGS.iter().any(|(long, _)| *long == name) {
+                    let value = match after.strip_prefix('=') {
+                        Some(value) => value.to_owned(),
+                        None if !after.is_empty() => after,
+                        None => iter.next().cloned().ok_or_else(|| {
+                            Error::Usage(format!("flag needs an argument: '{letter}' in -{letter}"))
+                        })?,
+                    };
+                    flags.set_value(&name, value)?;
+                    break;
+                }
+                if let Some(value) = after.strip_prefix('=') {
+                    flags.set_bool(&name, parse_bool(&name, Some(value))?);
+                    break;
+                }
+                flags.set_bool(&name, true);
+                rest = after;
             }
         }
         Ok(())
+    }
+
+    /// The long name of shorthand `letter` for the verb seen so far.
+    fn shorthand(&self, letter: char) -> Option<String> {
+        let verb = self.verb.as_deref().unwrap_or_default();
+        VERB_SHORTHANDS
+            .iter()
+            .find(|(v, l, _)| *v == verb && *l == letter)
+            .map(|(_, _, long)| *long)
+            .or_else(|| {
+                VALUE_FLAGS
+                    .iter()
+                    .chain(BOOL_FLAGS)
+                    .find(|(_, s)| *s == Some(letter))
+                    .map(|(long, _)| *long)
+            })
+            .map(str::to_owned)
     }
 
     fn set_value(&mut self, name: &str, value: String) -> Result<(), Error> {
@@ -171,6 +282,18 @@ impl Flags {
                     ))
                 })?)
             }
+            "container" => self.stream.container = Some(value),
+            "tail" => self.stream.tail = Some(value),
+            "since" => self.stream.since = Some(value),
+            "since-time" => self.stream.since_time = Some(value),
+            "limit-bytes" => self.stream.limit_bytes = Some(value),
+            "address" => self.stream.address.push(value),
+            "image" => self.stream.image = Some(value),
+            "restart" => self.stream.restart = Some(value),
+            "env" => self.stream.env.push(value),
+            "port" => self.stream.port = Some(value),
+            "labels" => self.stream.labels = Some(value),
+            "dry-run" => self.stream.dry_run = Some(value),
             // Accepted for kubectl's sake; this slice has no use for them.
             _ => {}
         }
@@ -189,8 +312,35 @@ impl Flags {
             "wait" => self.wait = value,
             "ignore-not-found" => self.ignore_not_found = value,
             "help" => self.help = value,
+            "stdin" => self.stream.stdin = value,
+            "tty" => self.stream.tty = value,
+            "quiet" => self.stream.quiet = value,
+            "follow" => self.stream.follow = value,
+            "previous" => self.stream.previous = value,
+            "timestamps" => self.stream.timestamps = value,
+            "all-containers" => self.stream.all_containers = value,
+            "prefix" => self.stream.prefix = value,
+            "command" => self.stream.command = value,
+            "rm" => self.stream.rm = value,
+            "no-preserve" => self.stream.no_preserve = value,
             _ => {}
         }
+    }
+}
+
+/// pflag's reading of a boolean flag's value (`--x`, `--x=false`, ...).
+fn parse_bool(name: &str, value: Option<&str>) -> Result<bool, Error> {
+    match value {
+        None | Some("true") | Some("1") | Some("t") | Some("T") | Some("TRUE") | Some("True") => {
+            Ok(true)
+        }
+        Some("false") | Some("0") | Some("f") | Some("F") | Some("FALSE") | Some("False") => {
+            Ok(false)
+        }
+        Some(other) => Err(Error::Usage(format!(
+            "invalid argument \"{other}\" for \"--{name}\" flag: \
+             strconv.ParseBool: parsing \"{other}\": invalid syntax"
+        ))),
     }
 }
 
@@ -241,5 +391,26 @@ mod tests {
         let args = vec!["get".to_owned(), "-z".to_owned()];
         let (err, _) = Flags::parse(&args).expect_err("-z is unknown");
         assert_eq!(err.to_string(), "unknown shorthand flag: 'z' in -z");
+        let args = vec!["exec".to_owned(), "one".to_owned(), "-c".to_owned()];
+        let (err, _) = Flags::parse(&args).expect_err("-c needs a value");
+        assert_eq!(err.to_string(), "flag needs an argument: 'c' in -c");
+    }
+
+    #[test]
+    fn shorthands_combine_and_depend_on_the_verb() {
+        let flags = parse(&["exec", "-it", "one", "-cmain", "--", "sh", "-c", "x"]);
+        assert!(flags.stream.stdin && flags.stream.tty);
+        assert_eq!(flags.stream.container.as_deref(), Some("main"));
+        assert_eq!(flags.args, ["one", "sh", "-c", "x"]);
+        assert_eq!(flags.args_before_dash, Some(1));
+        let flags = parse(&["logs", "-f", "one", "-p"]);
+        assert!(flags.stream.follow && flags.stream.previous);
+        assert!(flags.filenames.is_empty());
+        let flags = parse(&["run", "x", "-l", "a=b", "-it"]);
+        assert_eq!(flags.stream.labels.as_deref(), Some("a=b"));
+        assert_eq!(flags.selector, None);
+        let flags = parse(&["get", "po", "-Anx"]);
+        assert!(flags.all_namespaces);
+        assert_eq!(flags.namespace.as_deref(), Some("x"));
     }
 }

@@ -5,7 +5,14 @@ use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
 use crate::{kubeconfig, Error, Flags, Result};
+
+/// A WebSocket to the API server (exec, attach, port-forward).
+pub type WebSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// The Accept header of `kubectl get` with human output: a server-side Table.
 pub const ACCEPT_TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
@@ -38,7 +45,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn from_response(code: StatusCode, body: &[u8], verb: &str, plural: &str) -> ApiError {
+    pub(crate) fn from_response(
+        code: StatusCode,
+        body: &[u8],
+        verb: &str,
+        plural: &str,
+    ) -> ApiError {
         let status: Option<Value> = serde_json::from_slice(body)
             .ok()
             .filter(|v: &Value| v["kind"] == "Status");
@@ -268,6 +280,65 @@ impl ApiClient {
             }
         }
         Ok(false)
+    }
+
+    /// Opens a WebSocket on `uri` (exec, attach, port-forward) offering `protocol`, over the
+    /// connection the kubeconfig describes (its TLS and credentials, through the kube client).
+    /// A refusal (no 101) becomes [`Error::Api`] from the server's `Status`, `what` being
+    /// kubectl's `(verb plural)` suffix for answers that are not one.
+    pub async fn websocket(
+        &self,
+        uri: &str,
+        protocol: &str,
+        what: (&str, &str),
+    ) -> Result<WebSocket> {
+        let key = tokio_tungstenite::tungstenite::handshake::client::generate_key();
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .header(http::header::CONNECTION, "Upgrade")
+            .header(http::header::UPGRADE, "websocket")
+            .header(http::header::SEC_WEBSOCKET_VERSION, "13")
+            .header(http::header::SEC_WEBSOCKET_KEY, &key)
+            .header(http::header::SEC_WEBSOCKET_PROTOCOL, protocol)
+            .body(kube::client::Body::empty())
+            .map_err(|err| Error::Message(format!("cannot build the request {uri}: {err}")))?;
+        let response = self.client.send(request).await.map_err(|source| {
+            if is_refused(&source) {
+                Error::Connect {
+                    server: self.authority.clone(),
+                }
+            } else {
+                Error::Request {
+                    what: format!("request to {}{uri} failed", self.server),
+                    source,
+                }
+            }
+        })?;
+        let status = response.status();
+        if status != StatusCode::SWITCHING_PROTOCOLS {
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes().to_vec())
+                .unwrap_or_default();
+            return Err(ApiError::from_response(status, &bytes, what.0, what.1).into());
+        }
+        let accepted = response
+            .headers()
+            .get(http::header::SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if accepted != protocol {
+            return Err(Error::Message(format!(
+                "unable to upgrade connection: the server chose subprotocol {accepted:?}, not {protocol:?}"
+            )));
+        }
+        let upgraded = hyper::upgrade::on(response)
+            .await
+            .map_err(|err| Error::Message(format!("unable to upgrade connection: {err}")))?;
+        Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await)
     }
 
     /// GETs `uri` and parses the answer as JSON.

@@ -3,13 +3,16 @@
 //! the kinds Skiff serves, with no discovery round trip and no OpenAPI download.
 
 mod args;
+mod channels;
 mod client;
 mod create;
 mod delete;
+mod exec;
 mod get;
 mod kinds;
 mod kubeconfig;
 mod manifest;
+mod pods;
 mod printer;
 
 use std::ffi::OsString;
@@ -20,7 +23,15 @@ pub use args::Flags;
 pub use client::{ApiClient, ApiError};
 
 /// The verbs `skiff VERB` hands to the CLI without saying `kubectl` first.
-pub const VERBS: &[&str] = &["get", "create", "delete", "version", "cluster-info"];
+pub const VERBS: &[&str] = &[
+    "get",
+    "create",
+    "delete",
+    "version",
+    "cluster-info",
+    // The streaming verbs.
+    "exec",
+];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +65,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A remote command ended with a non-zero exit code: kubectl exits with it.
+    #[error("command terminated with exit code {code}")]
+    Exited { code: u8 },
     /// Errors were already printed (several objects, some failed): exit 1 without more output.
     #[error("errors were printed")]
     AlreadyReported,
@@ -72,7 +86,7 @@ impl Error {
     pub fn render(&self) -> String {
         match self {
             Error::Api(api) => api.render(),
-            Error::Connect { .. } => self.to_string(),
+            Error::Connect { .. } | Error::Exited { .. } => self.to_string(),
             Error::Configuration(message) => format!("Error in configuration: {message}"),
             Error::Usage(message) | Error::Message(message) => format!("error: {message}"),
             other => format!("error: {other}"),
@@ -125,6 +139,10 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
     match runtime.block_on(dispatch(flags)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::AlreadyReported) => ExitCode::from(1),
+        Err(Error::Exited { code }) => {
+            report(&Error::Exited { code }.render());
+            ExitCode::from(code)
+        }
         Err(err) => {
             report(&err.render());
             ExitCode::from(1)
@@ -152,6 +170,8 @@ Verbs:
                                       --grace-period N, --now, --force, --wait=false
   version                             the client's and the server's versions
   cluster-info                        where the control plane answers
+  exec POD|pod/NAME [-c C] [-i] [-t] -- COMMAND [ARG...]
+                                      a command in a running container; its exit code
 
 Everywhere: --kubeconfig FILE (else $KUBECONFIG, ~/.kube/config, then the local server's
 admin kubeconfig), --context NAME, -n/--namespace NS.
@@ -173,6 +193,7 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("delete") => delete::run(&flags).await,
         Some("version") => version(&flags).await,
         Some("cluster-info") => cluster_info(&flags).await,
+        Some("exec") => exec::run(&flags).await,
         Some(other) => Err(Error::Usage(format!(
             "unknown command \"{other}\" for \"kubectl\" (this Skiff CLI knows: {})",
             VERBS.join(", ")

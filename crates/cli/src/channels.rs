@@ -1,0 +1,255 @@
+//! The channel protocol of exec and attach (`v5.channel.k8s.io`) on the client side: local
+//! stdin to channel 0 (its end as a close of channel 0 on channel 255), channels 1 and 2 to
+//! local stdout and stderr, the final `Status` from channel 3 turned into kubectl's message and
+//! exit code, and with a terminal: raw mode, and its size on channel 4 at start and on SIGWINCH.
+
+use std::io::{Read, Write};
+
+use futures_util::{SinkExt, StreamExt};
+use rustix::termios::{OptionalActions, Termios};
+use serde_json::Value;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::WebSocket;
+use crate::{Error, Result};
+
+/// The subprotocol offered.
+pub(crate) const PROTOCOL: &str = "v5.channel.k8s.io";
+
+const STDIN: u8 = 0;
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const ERROR: u8 = 3;
+const RESIZE: u8 = 4;
+const CLOSE: u8 = 255;
+
+/// Which local streams a session carries.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Streams {
+    /// Local stdin goes to the process.
+    pub stdin: bool,
+    /// The local terminal is put in raw mode and its size sent.
+    pub tty: bool,
+}
+
+/// Whether kubectl would use a terminal for `-i` and `-t`: only with `-i` and a terminal on
+/// stdin (and it says so when `-t` was asked for and stdin is not one, unless `-q`).
+pub(crate) fn use_tty(stdin: bool, tty: bool, quiet: bool) -> bool {
+    if !stdin || !tty {
+        return false;
+    }
+    if rustix::termios::isatty(std::io::stdin()) {
+        return true;
+    }
+    if !quiet {
+        crate::report("Unable to use a TTY - input is not a terminal or the right kind of file");
+    }
+    false
+}
+
+/// Carries the session until the server closes it; the result is the final Status's.
+pub(crate) async fn run(mut ws: WebSocket, streams: Streams) -> Result<()> {
+    let raw = if streams.tty {
+        Some(RawTerminal::enter()?)
+    } else {
+        None
+    };
+    let result = carry(&mut ws, streams).await;
+    // The terminal is itself again before any message is printed.
+    drop(raw);
+    decode_status(&result?)
+}
+
+async fn carry(ws: &mut WebSocket, streams: Streams) -> Result<Vec<u8>> {
+    let mut input = streams.stdin.then(spawn_stdin_reader);
+    let mut resizes =
+        match streams.tty {
+            true => Some(signal(SignalKind::window_change()).map_err(|err| {
+                Error::Message(format!("cannot watch the terminal's size: {err}"))
+            })?),
+            false => None,
+        };
+    if streams.tty {
+        send_size(ws).await?;
+    }
+    let mut status = Vec::new();
+    loop {
+        tokio::select! {
+            message = ws.next() => match message {
+                None | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(Message::Binary(data))) => match data.split_first() {
+                    Some((&STDOUT, rest)) => write_out(&mut std::io::stdout().lock(), rest)?,
+                    Some((&STDERR, rest)) => write_out(&mut std::io::stderr().lock(), rest)?,
+                    Some((&ERROR, rest)) => status.extend_from_slice(rest),
+                    _ => {}
+                },
+                Some(Ok(_)) => {}
+                // A connection that ends without a closing handshake after the Status.
+                Some(Err(_)) if !status.is_empty() => break,
+                Some(Err(err)) => {
+                    return Err(Error::Message(format!("error reading from the stream: {err}")))
+                }
+            },
+            chunk = next_input(&mut input) => {
+                let frame = match chunk {
+                    Some(bytes) => [&[STDIN][..], &bytes].concat(),
+                    None => {
+                        input = None;
+                        vec![CLOSE, STDIN]
+                    }
+                };
+                send(ws, frame).await?;
+            }
+            () = next_resize(&mut resizes) => send_size(ws).await?,
+        }
+    }
+    Ok(status)
+}
+
+fn write_out(out: &mut impl Write, bytes: &[u8]) -> Result<()> {
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|err| Error::Message(format!("cannot write the output: {err}")))
+}
+
+async fn send(ws: &mut WebSocket, frame: Vec<u8>) -> Result<()> {
+    ws.send(Message::binary(frame))
+        .await
+        .map_err(|err| Error::Message(format!("error writing to the stream: {err}")))
+}
+
+async fn send_size(ws: &mut WebSocket) -> Result<()> {
+    let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdin()) else {
+        return Ok(());
+    };
+    let json = serde_json::json!({"Width": size.ws_col, "Height": size.ws_row});
+    send(ws, [&[RESIZE][..], json.to_string().as_bytes()].concat()).await
+}
+
+async fn next_input(input: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u8>> {
+    match input {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_resize(resizes: &mut Option<Signal>) {
+    match resizes {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads stdin on a thread of its own (a blocking read cannot be cancelled; the thread ends
+/// with the process), handing chunks over until end of file.
+fn spawn_stdin_reader() -> mpsc::Receiver<Vec<u8>> {
+    let (sender, receiver) = mpsc::channel(4);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            match stdin.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if sender.blocking_send(buffer[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    });
+    receiver
+}
+
+/// The final Status of channel 3, as client-go's v4/v5 error decoder reads it.
+pub(crate) fn decode_status(bytes: &[u8]) -> Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let status: Value = serde_json::from_slice(bytes).map_err(|err| {
+        Error::Message(format!(
+            "error stream protocol error: {err} in {:?}",
+            String::from_utf8_lossy(bytes)
+        ))
+    })?;
+    match status["status"].as_str() {
+        Some("Success") => Ok(()),
+        Some("Failure") if status["reason"] == "NonZeroExitCode" => {
+            let causes = status["details"]["causes"].as_array();
+            let code = causes
+                .into_iter()
+                .flatten()
+                .find(|c| c["reason"] == "ExitCode")
+                .and_then(|c| c["message"].as_str())
+                .ok_or_else(|| {
+                    Error::Message("error stream protocol error: no ExitCode cause given".into())
+                })?;
+            let code: u8 = code.parse().map_err(|_| {
+                Error::Message(format!(
+                    "error stream protocol error: invalid exit code value {code:?}"
+                ))
+            })?;
+            Err(Error::Exited { code })
+        }
+        Some("Failure") => Err(Error::Message(
+            status["message"].as_str().unwrap_or_default().to_owned(),
+        )),
+        _ => Err(Error::Message(
+            "error stream protocol error: unknown error".into(),
+        )),
+    }
+}
+
+/// The local terminal in raw mode (keys go to the remote terminal as typed, Ctrl-C included)
+/// until dropped.
+struct RawTerminal {
+    saved: Termios,
+}
+
+impl RawTerminal {
+    fn enter() -> Result<RawTerminal> {
+        let stdin = std::io::stdin();
+        let failed = |err: rustix::io::Errno| {
+            Error::Message(format!("cannot put the terminal in raw mode: {err}"))
+        };
+        let saved = rustix::termios::tcgetattr(&stdin).map_err(failed)?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&stdin, OptionalActions::Now, &raw).map_err(failed)?;
+        Ok(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        // Nothing more can be done if the terminal refuses its old settings back.
+        let _ = rustix::termios::tcsetattr(std::io::stdin(), OptionalActions::Now, &self.saved);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_status_becomes_kubectls_result() {
+        assert!(decode_status(b"").is_ok());
+        assert!(decode_status(br#"{"metadata":{},"status":"Success"}"#).is_ok());
+        let exited = decode_status(
+            br#"{"status":"Failure","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"3"}]}}"#,
+        );
+        assert!(matches!(exited, Err(Error::Exited { code: 3 })));
+        let failed = decode_status(br#"{"status":"Failure","message":"boom"}"#);
+        assert_eq!(failed.err().map(|e| e.render()), Some("error: boom".into()));
+        let garbage = decode_status(b"{");
+        assert!(garbage
+            .err()
+            .is_some_and(|e| e.render().starts_with("error: error stream protocol error")));
+    }
+}

@@ -1,0 +1,71 @@
+//! `kubectl exec (POD | pod/NAME) [-c CONTAINER] [-i] [-t] -- COMMAND [args...]`: a command in
+//! a running container over a WebSocket (`v5.channel.k8s.io`), with kubectl's checks, messages
+//! and exit codes (`command terminated with exit code N`, exit N).
+
+use crate::channels::{self, Streams};
+use crate::pods::{self, encode};
+use crate::{ApiClient, Error, Flags, Result};
+
+pub async fn run(flags: &Flags) -> Result<()> {
+    let (resource, command) = match flags.args_before_dash {
+        Some(at) => (flags.args[..at].first(), &flags.args[at..]),
+        None if flags.args.len() > 1 => {
+            return Err(Error::Message(
+                "exec [POD] [COMMAND] is not supported anymore. Use exec [POD] -- [COMMAND] \
+                 instead\nSee 'kubectl exec -h' for help and examples"
+                    .into(),
+            ))
+        }
+        None => (flags.args.first(), &flags.args[flags.args.len()..]),
+    };
+    let Some(resource) = resource else {
+        return Err(Error::Message(
+            "pod, type/name or --filename must be specified".into(),
+        ));
+    };
+    if command.is_empty() {
+        return Err(Error::Message(
+            "you must specify at least one command for the container".into(),
+        ));
+    }
+    let name = pods::pod_name(resource)?;
+    let stream = &flags.stream;
+    let api = ApiClient::connect(flags).await?;
+    let pod = pods::get(&api, name).await?;
+    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+    if phase == "Succeeded" || phase == "Failed" {
+        return Err(Error::Message(format!(
+            "cannot exec into a container in a completed pod; current phase is {phase}"
+        )));
+    }
+    let container = match &stream.container {
+        Some(container) => container.clone(),
+        None => pods::default_container(&pod, stream.quiet)?,
+    };
+    let tty = channels::use_tty(stream.stdin, stream.tty, stream.quiet);
+    let mut query = format!("container={}", encode(&container));
+    for word in command {
+        query.push_str(&format!("&command={}", encode(word)));
+    }
+    if stream.stdin {
+        query.push_str("&stdin=true");
+    }
+    // With a terminal, stdout and stderr are one stream.
+    query.push_str(if tty {
+        "&stdout=true&tty=true"
+    } else {
+        "&stdout=true&stderr=true"
+    });
+    let uri = format!("{}?{query}", pods::pod_path(&api, name, "/exec"));
+    let ws = api
+        .websocket(&uri, channels::PROTOCOL, ("get", "pods"))
+        .await?;
+    channels::run(
+        ws,
+        Streams {
+            stdin: stream.stdin,
+            tty,
+        },
+    )
+    .await
+}

@@ -1,0 +1,191 @@
+//! Golden tests of Skiff's own kubectl for the streaming verbs (exec, logs, attach,
+//! port-forward, run, cp): the same command through it and through the real kubectl v1.35,
+//! against one cluster with a node agent, must print the same stdout and stderr and exit with
+//! the same code.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use skiff_e2e::{fixture, import_test_images, run, skiff_bin, stderr, stdout, wait_until, Cluster};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A container that sleeps until it is told to stop.
+const SLEEP: &str = "trap 'exit 0' TERM; sleep 3600 & wait";
+
+fn with_args(mut command: Command, args: &[&str], dir: &Path) -> Command {
+    command.args(args).current_dir(dir);
+    command
+}
+
+fn kubectl(cluster: &Cluster, args: &[&str], input: Option<&str>) -> Output {
+    let command = with_args(cluster.kubectl_command(), args, cluster.scratch_dir());
+    run(command, input)
+}
+
+fn skiff(cluster: &Cluster, args: &[&str], input: Option<&str>) -> Output {
+    let command = with_args(cluster.skiff_kubectl_command(), args, cluster.scratch_dir());
+    run(command, input)
+}
+
+fn same(real: &Output, ours: &Output) -> bool {
+    real.stdout == ours.stdout
+        && real.stderr == ours.stderr
+        && real.status.code() == ours.status.code()
+}
+
+fn describe(args: &[&str], real: &Output, ours: &Output) -> String {
+    format!(
+        "`kubectl {}` differs\n--- kubectl (exit {:?}) stdout ---\n{}--- stderr ---\n{}\
+         --- skiff (exit {:?}) stdout ---\n{}--- stderr ---\n{}",
+        args.join(" "),
+        real.status.code(),
+        stdout(real),
+        stderr(real),
+        ours.status.code(),
+        stdout(ours),
+        stderr(ours),
+    )
+}
+
+/// Runs `args` (with `input` on stdin) through both and collects a difference, if any.
+fn compare(cluster: &Cluster, args: &[&str], input: Option<&str>, failures: &mut Vec<String>) {
+    let real = kubectl(cluster, args, input);
+    let ours = skiff(cluster, args, input);
+    if !same(&real, &ours) {
+        failures.push(describe(args, &real, &ours));
+    }
+}
+
+fn assert_none(failures: Vec<String>) {
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn pod(name: &str, annotations: &str, containers: &[(&str, &str)], restart: &str) -> String {
+    let containers: Vec<String> = containers
+        .iter()
+        .map(|(name, script)| {
+            format!(
+                r#"{{"name": "{name}", "image": "busybox", "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", "{script}"]}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod",
+            "metadata": {{"name": "{name}", "annotations": {{{annotations}}}}},
+            "spec": {{"terminationGracePeriodSeconds": 1, "restartPolicy": "{restart}",
+            "containers": [{}]}}}}"#,
+        containers.join(",")
+    )
+}
+
+fn wait_phase(cluster: &Cluster, pod: &str, phase: &str) {
+    wait_until(WAIT, &format!("pod {pod} {phase}"), || {
+        cluster.jsonpath(&["pod", pod], "{.status.phase}") == phase
+    });
+}
+
+#[test]
+fn exec_prints_what_kubectl_prints() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    cluster.create_from(&pod("one", "", &[("main", SLEEP)], "Always"));
+    cluster.create_from(&pod(
+        "pair",
+        "",
+        &[("web", SLEEP), ("side", SLEEP)],
+        "Always",
+    ));
+    cluster.create_from(&pod(
+        "annotated",
+        r#""kubectl.kubernetes.io/default-container": "side""#,
+        &[("web", SLEEP), ("side", SLEEP)],
+        "Always",
+    ));
+    cluster.create_from(&pod("done", "", &[("main", "true")], "Never"));
+    cluster.create_from(
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "stuck"},
+            "spec": {"containers": [{"name": "main", "image": "not-imported:1",
+            "imagePullPolicy": "Never"}]}}"#,
+    );
+    for name in ["one", "pair", "annotated"] {
+        wait_phase(&cluster, name, "Running");
+    }
+    wait_phase(&cluster, "done", "Succeeded");
+
+    let mut failures = Vec::new();
+    let cases: &[(&[&str], Option<&str>)] = &[
+        (&["exec", "one", "--", "hostname"], None),
+        (&["exec", "pod/one", "--", "hostname"], None),
+        (&["exec", "po/one", "-c", "main", "--", "hostname"], None),
+        (
+            &[
+                "exec",
+                "one",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ],
+            None,
+        ),
+        (&["exec", "-i", "one", "--", "cat"], Some("hello\nworld\n")),
+        (&["exec", "one", "-i", "--", "wc", "-c"], Some("12345")),
+        (&["exec", "one", "--", "cat"], Some("not read")),
+        (&["exec", "one", "-c", "nope", "--", "true"], None),
+        (&["exec", "nope", "--", "true"], None),
+        (&["exec", "-n", "kube-public", "one", "--", "true"], None),
+        (&["exec", "pair", "--", "hostname"], None),
+        (&["exec", "pair", "-c", "side", "--", "hostname"], None),
+        (
+            &["exec", "annotated", "--", "sh", "-c", "echo $HOSTNAME"],
+            None,
+        ),
+        (&["exec", "done", "--", "true"], None),
+        (&["exec", "one", "--", "no-such-command"], None),
+        (&["exec", "one"], None),
+        (&["exec"], None),
+        (&["exec", "one", "hostname"], None),
+        (&["exec", "-t", "one", "--", "tty"], None),
+        (&["exec", "-it", "one", "--", "echo", "hi"], Some("")),
+        (&["exec", "-q", "-it", "one", "--", "echo", "hi"], Some("")),
+        (&["exec", "one", "-c"], None),
+        (&["exec", "one", "--bogus", "--", "true"], None),
+    ];
+    for (args, input) in cases {
+        compare(&cluster, args, *input, &mut failures);
+    }
+    assert_none(failures);
+
+    // A pod whose container never started: kubectl falls back to SPDY when the WebSocket is
+    // refused and prints the server's refusal of SPDY; ours prints why the WebSocket was.
+    let ours = skiff(&cluster, &["exec", "stuck", "--", "true"], None);
+    assert_eq!(ours.status.code(), Some(1));
+    assert_eq!(
+        stderr(&ours),
+        "Error from server (BadRequest): container \"main\" in pod \"stuck\" is not running\n"
+    );
+}
+
+/// `exec -it POD -- sh` through skiff in a real pty (the fixture kubectl's own test drives):
+/// prompt, output, window size following ours, Ctrl-C, job control, the exit code.
+#[test]
+fn exec_it_through_skiff_is_a_real_terminal() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    cluster.create_from(&pod("term", "", &[("main", SLEEP)], "Always"));
+    wait_phase(&cluster, "term", "Running");
+    let mut python = Command::new("python3");
+    python
+        .arg(fixture("tty_exec.py"))
+        .arg(skiff_bin())
+        .arg(cluster.kubeconfig())
+        .arg("term");
+    let out = run(python, None);
+    assert!(
+        out.status.success() && stdout(&out).trim() == "OK",
+        "the terminal session failed: {}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
