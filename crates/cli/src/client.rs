@@ -341,6 +341,53 @@ impl ApiClient {
         Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await)
     }
 
+    /// GETs `uri` and hands each chunk of the answer to `sink` as it arrives (logs, `-f`).
+    pub async fn get_stream(
+        &self,
+        uri: &str,
+        what: (&str, &str),
+        mut sink: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .header(http::header::ACCEPT, "*/*")
+            .body(kube::client::Body::empty())
+            .map_err(|err| Error::Message(format!("cannot build the request {uri}: {err}")))?;
+        let response = self.client.send(request).await.map_err(|source| {
+            if is_refused(&source) {
+                Error::Connect {
+                    server: self.authority.clone(),
+                }
+            } else {
+                Error::Request {
+                    what: format!("request to {}{uri} failed", self.server),
+                    source,
+                }
+            }
+        })?;
+        let status = response.status();
+        let mut body = response.into_body();
+        if !status.is_success() {
+            let bytes = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes().to_vec())
+                .unwrap_or_default();
+            return Err(ApiError::from_response(status, &bytes, what.0, what.1).into());
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|source| Error::Request {
+                what: format!("reading the answer to {uri} failed"),
+                source,
+            })?;
+            if let Some(data) = frame.data_ref() {
+                sink(data)?;
+            }
+        }
+        Ok(())
+    }
+
     /// GETs `uri` and parses the answer as JSON.
     pub async fn get_json(&self, uri: &str, accept: &str) -> Result<Value> {
         let bytes = self

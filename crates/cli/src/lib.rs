@@ -11,6 +11,7 @@ mod exec;
 mod get;
 mod kinds;
 mod kubeconfig;
+mod logs;
 mod manifest;
 mod pods;
 mod printer;
@@ -31,6 +32,7 @@ pub const VERBS: &[&str] = &[
     "cluster-info",
     // The streaming verbs.
     "exec",
+    "logs",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -172,6 +174,9 @@ Verbs:
   cluster-info                        where the control plane answers
   exec POD|pod/NAME [-c C] [-i] [-t] -- COMMAND [ARG...]
                                       a command in a running container; its exit code
+  logs POD|pod/NAME [CONTAINER] | -l SELECTOR
+                                      -c C, -f, -p, --tail N, --since 5m, --since-time T,
+                                      --timestamps, --limit-bytes N, --all-containers, --prefix
 
 Everywhere: --kubeconfig FILE (else $KUBECONFIG, ~/.kube/config, then the local server's
 admin kubeconfig), --context NAME, -n/--namespace NS.
@@ -194,6 +199,7 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("version") => version(&flags).await,
         Some("cluster-info") => cluster_info(&flags).await,
         Some("exec") => exec::run(&flags).await,
+        Some("logs") => logs::run(&flags).await,
         Some(other) => Err(Error::Usage(format!(
             "unknown command \"{other}\" for \"kubectl\" (this Skiff CLI knows: {})",
             VERBS.join(", ")

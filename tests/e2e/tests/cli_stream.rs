@@ -62,7 +62,19 @@ fn assert_none(failures: Vec<String>) {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-fn pod(name: &str, annotations: &str, containers: &[(&str, &str)], restart: &str) -> String {
+/// A busybox pod running `containers` (name, shell script); `metadata` is more JSON for its
+/// metadata (`"labels": {...}`), `init` an init container's script.
+fn pod(name: &str, metadata: &str, containers: &[(&str, &str)], restart: &str) -> String {
+    pod_with_init(name, metadata, None, containers, restart)
+}
+
+fn pod_with_init(
+    name: &str,
+    metadata: &str,
+    init: Option<&str>,
+    containers: &[(&str, &str)],
+    restart: &str,
+) -> String {
     let containers: Vec<String> = containers
         .iter()
         .map(|(name, script)| {
@@ -72,10 +84,23 @@ fn pod(name: &str, annotations: &str, containers: &[(&str, &str)], restart: &str
             )
         })
         .collect();
+    let init = init
+        .map(|script| {
+            format!(
+                r#""initContainers": [{{"name": "setup", "image": "busybox",
+                    "imagePullPolicy": "Never", "command": ["sh", "-c", "{script}"]}}],"#
+            )
+        })
+        .unwrap_or_default();
+    let metadata = if metadata.is_empty() {
+        String::new()
+    } else {
+        format!(", {metadata}")
+    };
     format!(
         r#"{{"apiVersion": "v1", "kind": "Pod",
-            "metadata": {{"name": "{name}", "annotations": {{{annotations}}}}},
-            "spec": {{"terminationGracePeriodSeconds": 1, "restartPolicy": "{restart}",
+            "metadata": {{"name": "{name}"{metadata}}},
+            "spec": {{"terminationGracePeriodSeconds": 1, "restartPolicy": "{restart}", {init}
             "containers": [{}]}}}}"#,
         containers.join(",")
     )
@@ -99,7 +124,7 @@ fn exec_prints_what_kubectl_prints() {
     ));
     cluster.create_from(&pod(
         "annotated",
-        r#""kubectl.kubernetes.io/default-container": "side""#,
+        r#""annotations": {"kubectl.kubernetes.io/default-container": "side"}"#,
         &[("web", SLEEP), ("side", SLEEP)],
         "Always",
     ));
@@ -188,4 +213,145 @@ fn exec_it_through_skiff_is_a_real_terminal() {
         stdout(&out),
         stderr(&out)
     );
+}
+
+/// Prints `lines` numbered lines, then sleeps.
+fn talker(word: &str, lines: u32) -> String {
+    format!("for i in $(seq 1 {lines}); do echo {word} $i; done; {SLEEP}")
+}
+
+#[test]
+fn logs_prints_what_kubectl_prints() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    let talk = talker("line", 15);
+    cluster.create_from(&pod(
+        "talk",
+        r#""labels": {"app": "talk"}"#,
+        &[("main", &talk)],
+        "Always",
+    ));
+    let (a, b) = (talker("a", 3), talker("b", 4));
+    cluster.create_from(&pod_with_init(
+        "duo",
+        r#""labels": {"app": "duo"}"#,
+        Some("echo init done"),
+        &[("a", &a), ("b", &b)],
+        "Always",
+    ));
+    cluster.create_from(&pod(
+        "duo2",
+        r#""labels": {"app": "duo"}"#,
+        &[("a", &a), ("b", &b)],
+        "Always",
+    ));
+    cluster.create_from(&pod(
+        "finite",
+        "",
+        &[("main", "echo one; echo two; echo -n three")],
+        "Never",
+    ));
+    cluster.create_from(&pod(
+        "crashy",
+        "",
+        &[("main", "echo before the crash; exit 1")],
+        "Always",
+    ));
+    for name in ["talk", "duo", "duo2"] {
+        wait_phase(&cluster, name, "Running");
+    }
+    wait_phase(&cluster, "finite", "Succeeded");
+    wait_until(WAIT, "crashy restarted", || {
+        let restarts = cluster.jsonpath(
+            &["pod", "crashy"],
+            "{.status.containerStatuses[0].restartCount}",
+        );
+        restarts.parse::<u32>().is_ok_and(|n| n >= 1)
+    });
+    // Everything the sleeping containers print is printed before they sleep.
+    wait_until(WAIT, "the talkers said everything", || {
+        stdout(&kubectl(&cluster, &["logs", "talk"], None)).ends_with("line 15\n")
+            && stdout(&kubectl(&cluster, &["logs", "duo2", "-c", "b"], None)).ends_with("b 4\n")
+            && stdout(&kubectl(&cluster, &["logs", "duo", "-c", "b"], None)).ends_with("b 4\n")
+    });
+
+    let mut failures = Vec::new();
+    let cases: &[&[&str]] = &[
+        &["logs", "talk"],
+        &["logs", "pod/talk"],
+        &["logs", "talk", "-c", "main"],
+        &["logs", "talk", "main"],
+        &["logs", "talk", "--tail=3"],
+        &["logs", "talk", "--tail", "0"],
+        &["logs", "talk", "--tail=-1"],
+        &["logs", "talk", "--limit-bytes=12"],
+        &["logs", "talk", "--since=1h"],
+        &["logs", "talk", "--since-time=2020-01-01T00:00:00Z"],
+        &["logs", "talk", "--timestamps", "--tail=2"],
+        &["logs", "talk", "--prefix", "--tail=2"],
+        &["logs", "talk", "--all-containers"],
+        &["logs", "duo"],
+        &["logs", "duo", "b"],
+        &["logs", "duo", "-c", "setup"],
+        &["logs", "duo", "--all-containers"],
+        &["logs", "duo", "--all-containers", "--prefix"],
+        &["logs", "-l", "app=talk"],
+        &["logs", "-l", "app=talk", "--tail=-1"],
+        &["logs", "-l", "app=duo", "--all-containers", "--prefix"],
+        &["logs", "-l", "app=duo", "-c", "a"],
+        &["logs", "-l", "app=nope"],
+        &["logs", "finite"],
+        &["logs", "-f", "finite"],
+        &["logs", "finite", "--prefix"],
+        &["logs", "crashy", "--previous"],
+        &["logs", "crashy", "-p"],
+        &["logs", "talk", "--previous"],
+        &["logs"],
+        &["logs", "nope"],
+        &["logs", "-n", "kube-public", "talk"],
+        &["logs", "talk", "-c", "nope"],
+        &["logs", "talk", "nope"],
+        &["logs", "talk", "main", "-c", "main"],
+        &["logs", "talk", "a", "b"],
+        &["logs", "talk", "-l", "app=talk"],
+        &["logs", "duo", "-c", "a", "--all-containers"],
+        &["logs", "talk", "--since=5"],
+        &["logs", "talk", "--since=-5s"],
+        &[
+            "logs",
+            "talk",
+            "--since=1h",
+            "--since-time=2020-01-01T00:00:00Z",
+        ],
+        &["logs", "talk", "--tail=-2"],
+        &["logs", "talk", "--tail=x"],
+        &["logs", "talk", "--limit-bytes=-1"],
+    ];
+    for args in cases {
+        compare(&cluster, args, None, &mut failures);
+    }
+    assert_none(failures);
+}
+
+/// `logs -f` prints lines as the container writes them, through skiff as through kubectl.
+#[test]
+fn logs_follow_sees_new_lines() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    cluster.create_from(&pod(
+        "ticker",
+        "",
+        &[(
+            "main",
+            "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done",
+        )],
+        "Always",
+    ));
+    wait_phase(&cluster, "ticker", "Running");
+    let mut command = cluster.skiff_kubectl_command();
+    command.args(["logs", "-f", "ticker", "--tail=1"]);
+    let mut stream = skiff_e2e::LineStream::spawn(command);
+    let first = stream.expect_line(WAIT, "a first tick", |l| l.starts_with("tick "));
+    let first: u32 = first["tick ".len()..].parse().expect("a tick number");
+    let later = format!("tick {}", first + 5);
+    stream.expect_line(WAIT, &later, |l| l == later);
+    stream.stop();
 }
