@@ -14,6 +14,7 @@ mod kubeconfig;
 mod logs;
 mod manifest;
 mod pods;
+mod portforward;
 mod printer;
 
 use std::ffi::OsString;
@@ -33,6 +34,7 @@ pub const VERBS: &[&str] = &[
     // The streaming verbs.
     "exec",
     "logs",
+    "port-forward",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -177,6 +179,8 @@ Verbs:
   logs POD|pod/NAME [CONTAINER] | -l SELECTOR
                                       -c C, -f, -p, --tail N, --since 5m, --since-time T,
                                       --timestamps, --limit-bytes N, --all-containers, --prefix
+  port-forward POD|pod/NAME [LOCAL:]REMOTE...
+                                      --address ADDR (default localhost); until Ctrl-C
 
 Everywhere: --kubeconfig FILE (else $KUBECONFIG, ~/.kube/config, then the local server's
 admin kubeconfig), --context NAME, -n/--namespace NS.
@@ -200,6 +204,7 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("cluster-info") => cluster_info(&flags).await,
         Some("exec") => exec::run(&flags).await,
         Some("logs") => logs::run(&flags).await,
+        Some("port-forward") => portforward::run(&flags).await,
         Some(other) => Err(Error::Usage(format!(
             "unknown command \"{other}\" for \"kubectl\" (this Skiff CLI knows: {})",
             VERBS.join(", ")

@@ -355,3 +355,107 @@ fn logs_follow_sees_new_lines() {
     stream.expect_line(WAIT, &later, |l| l == later);
     stream.stop();
 }
+
+/// A kubia pod (answers `You've hit NAME` on 8080, a port named `http`).
+fn kubia(cluster: &Cluster, name: &str) {
+    cluster.create_from(&format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
+            "spec": {{"terminationGracePeriodSeconds": 1, "containers": [{{"name": "web",
+            "image": "luksa/kubia", "imagePullPolicy": "Never",
+            "ports": [{{"name": "http", "containerPort": 8080}}]}}]}}}}"#
+    ));
+    wait_phase(cluster, name, "Running");
+}
+
+/// `wget` of http://127.0.0.1:PORT/ (no proxy, one try).
+fn wget(port: u16) -> Output {
+    let mut command = Command::new("wget");
+    command
+        .args(["--no-proxy", "-q", "-O-", "-T", "20", "-t", "1"])
+        .arg(format!("http://127.0.0.1:{port}/"));
+    run(command, None)
+}
+
+/// The first two lines of a port-forward (`Forwarding from 127.0.0.1:L -> R`, then `[::1]`),
+/// with the local port L, which is random.
+fn forwarding(stream: &mut skiff_e2e::LineStream) -> (Vec<String>, u16) {
+    let first = stream.expect_line(WAIT, "Forwarding from 127.0.0.1", |l| {
+        l.starts_with("Forwarding from 127.0.0.1:")
+    });
+    let port: u16 = first["Forwarding from 127.0.0.1:".len()..]
+        .split(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a local port");
+    let second = stream.expect_line(WAIT, "Forwarding from [::1]", |l| {
+        l.starts_with("Forwarding from [::1]:")
+    });
+    let lines = [first, second]
+        .iter()
+        .map(|l| l.replace(&format!(":{port} "), ":LOCAL "))
+        .collect();
+    (lines, port)
+}
+
+#[test]
+fn port_forward_carries_connections_as_kubectls_does() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    kubia(&cluster, "web");
+    cluster.create_from(&pod("done", "", &[("main", "true")], "Never"));
+    wait_phase(&cluster, "done", "Succeeded");
+
+    let mut failures = Vec::new();
+    let cases: &[&[&str]] = &[
+        &["port-forward"],
+        &["port-forward", "pod/web"],
+        &["port-forward", "nope", "8080"],
+        &["port-forward", "pod/done", "8080"],
+        &["port-forward", "web", "8080", "--address", "nope"],
+    ];
+    for args in cases {
+        compare(&cluster, args, None, &mut failures);
+    }
+    assert_none(failures);
+
+    let start = |ours: bool, remote: &str| {
+        let mut command = if ours {
+            cluster.skiff_kubectl_command()
+        } else {
+            cluster.kubectl_command()
+        };
+        command.args(["port-forward", "pod/web", &format!(":{remote}")]);
+        skiff_e2e::LineStream::spawn(command)
+    };
+    let mut real = start(false, "8080");
+    let (real_lines, _) = forwarding(&mut real);
+    real.stop();
+    for remote in ["8080", "http"] {
+        let mut ours = start(true, remote);
+        let (lines, port) = forwarding(&mut ours);
+        assert_eq!(lines, real_lines, "skiff port-forward :{remote}");
+        // Two connections in a row, each announced.
+        for _ in 0..2 {
+            let got = wget(port);
+            assert!(
+                got.status.success() && stdout(&got) == "You've hit web\n",
+                "wget through skiff port-forward: {got:?}"
+            );
+            let handling = format!("Handling connection for {port}");
+            ours.expect_line(WAIT, &handling, |l| l == handling);
+        }
+        ours.stop();
+    }
+
+    // Nothing listens on 9999 in the pod: that connection ends with nothing read, and the
+    // forward of the other port goes on.
+    let mut command = cluster.skiff_kubectl_command();
+    command.args(["port-forward", "web", ":9999", ":8080"]);
+    let mut ours = skiff_e2e::LineStream::spawn(command);
+    let (_, dead) = forwarding(&mut ours);
+    let (_, alive) = forwarding(&mut ours);
+    let got = wget(dead);
+    assert!(!got.status.success(), "wget through a dead port: {got:?}");
+    let got = wget(alive);
+    assert_eq!(stdout(&got), "You've hit web\n", "{got:?}");
+    ours.stop();
+}
