@@ -66,6 +66,7 @@ pub struct StreamFlags {
     /// run `--image`, `--restart`, `--env` (repeatable), `--port`, `--labels`/`-l`,
     /// `--command`, `--rm`, `--dry-run`.
     pub image: Option<String>,
+    pub image_pull_policy: Option<String>,
     pub restart: Option<String>,
     pub env: Vec<String>,
     pub port: Option<String>,
@@ -126,6 +127,7 @@ const VALUE_FLAGS: &[(&str, Option<char>)] = &[
     ("pod-running-timeout", None),
     ("address", None),
     ("image", None),
+    ("image-pull-policy", None),
     ("restart", None),
     ("env", None),
     ("port", None),
@@ -289,6 +291,7 @@ impl Flags {
             "limit-bytes" => self.stream.limit_bytes = Some(value),
             "address" => self.stream.address.push(value),
             "image" => self.stream.image = Some(value),
+            "image-pull-policy" => self.stream.image_pull_policy = Some(value),
             "restart" => self.stream.restart = Some(value),
             "env" => self.stream.env.push(value),
             "port" => self.stream.port = Some(value),

@@ -32,6 +32,9 @@ pub(crate) struct Streams {
     pub stdin: bool,
     /// The local terminal is put in raw mode and its size sent.
     pub tty: bool,
+    /// The size is first sent one larger, then as it is, so that a program already running
+    /// redraws its screen (attach).
+    pub redraw: bool,
 }
 
 /// Whether kubectl would use a terminal for `-i` and `-t`: only with `-i` and a terminal on
@@ -72,6 +75,9 @@ async fn carry(ws: &mut WebSocket, streams: Streams) -> Result<Vec<u8>> {
             false => None,
         };
     if streams.tty {
+        if streams.redraw {
+            send_size_plus(ws, 1).await?;
+        }
         send_size(ws).await?;
     }
     let mut status = Vec::new();
@@ -121,10 +127,17 @@ async fn send(ws: &mut WebSocket, frame: Vec<u8>) -> Result<()> {
 }
 
 async fn send_size(ws: &mut WebSocket) -> Result<()> {
+    send_size_plus(ws, 0).await
+}
+
+async fn send_size_plus(ws: &mut WebSocket, plus: u16) -> Result<()> {
     let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdin()) else {
         return Ok(());
     };
-    let json = serde_json::json!({"Width": size.ws_col, "Height": size.ws_row});
+    let json = serde_json::json!({
+        "Width": size.ws_col.saturating_add(plus),
+        "Height": size.ws_row.saturating_add(plus),
+    });
     send(ws, [&[RESIZE][..], json.to_string().as_bytes()].concat()).await
 }
 

@@ -65,6 +65,7 @@ pub async fn run(flags: &Flags) -> Result<()> {
         Streams {
             stdin: stream.stdin,
             tty,
+            redraw: false,
         },
     )
     .await

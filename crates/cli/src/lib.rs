@@ -3,6 +3,7 @@
 //! the kinds Skiff serves, with no discovery round trip and no OpenAPI download.
 
 mod args;
+mod attach;
 mod channels;
 mod client;
 mod create;
@@ -16,6 +17,7 @@ mod manifest;
 mod pods;
 mod portforward;
 mod printer;
+mod run_pod;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -35,6 +37,8 @@ pub const VERBS: &[&str] = &[
     "exec",
     "logs",
     "port-forward",
+    "attach",
+    "run",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -72,6 +76,9 @@ pub enum Error {
     /// A remote command ended with a non-zero exit code: kubectl exits with it.
     #[error("command terminated with exit code {code}")]
     Exited { code: u8 },
+    /// A pod of `run -i` ended with a non-zero exit code: kubectl prints how, and exits with it.
+    #[error("{message}")]
+    PodExited { code: u8, message: String },
     /// Errors were already printed (several objects, some failed): exit 1 without more output.
     #[error("errors were printed")]
     AlreadyReported,
@@ -90,7 +97,9 @@ impl Error {
     pub fn render(&self) -> String {
         match self {
             Error::Api(api) => api.render(),
-            Error::Connect { .. } | Error::Exited { .. } => self.to_string(),
+            Error::Connect { .. } | Error::Exited { .. } | Error::PodExited { .. } => {
+                self.to_string()
+            }
             Error::Configuration(message) => format!("Error in configuration: {message}"),
             Error::Usage(message) | Error::Message(message) => format!("error: {message}"),
             other => format!("error: {other}"),
@@ -143,9 +152,12 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
     match runtime.block_on(dispatch(flags)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::AlreadyReported) => ExitCode::from(1),
-        Err(Error::Exited { code }) => {
-            report(&Error::Exited { code }.render());
-            ExitCode::from(code)
+        Err(err @ (Error::Exited { .. } | Error::PodExited { .. })) => {
+            report(&err.render());
+            match err {
+                Error::Exited { code } | Error::PodExited { code, .. } => ExitCode::from(code),
+                _ => ExitCode::from(1),
+            }
         }
         Err(err) => {
             report(&err.render());
@@ -181,6 +193,11 @@ Verbs:
                                       --timestamps, --limit-bytes N, --all-containers, --prefix
   port-forward POD|pod/NAME [LOCAL:]REMOTE...
                                       --address ADDR (default localhost); until Ctrl-C
+  attach POD|pod/NAME [-c C] [-i] [-t]
+                                      the stdio of a running container's own process
+  run NAME --image=IMAGE [--restart=Always|OnFailure|Never] [--env=K=V]... [--port=P]
+      [--labels=K=V,...] [--command] [-i] [-t] [--rm] [--dry-run=client|server] -- [ARG...]
+                                      a pod as kubectl makes it; -it --rm attaches, then deletes
 
 Everywhere: --kubeconfig FILE (else $KUBECONFIG, ~/.kube/config, then the local server's
 admin kubeconfig), --context NAME, -n/--namespace NS.
@@ -205,6 +222,8 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("exec") => exec::run(&flags).await,
         Some("logs") => logs::run(&flags).await,
         Some("port-forward") => portforward::run(&flags).await,
+        Some("attach") => attach::run(&flags).await,
+        Some("run") => run_pod::run(&flags).await,
         Some(other) => Err(Error::Usage(format!(
             "unknown command \"{other}\" for \"kubectl\" (this Skiff CLI knows: {})",
             VERBS.join(", ")

@@ -27,9 +27,9 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
-/// `-o json`: Go's json.MarshalIndent with 4 spaces (serde_json's maps are sorted, as Go's are),
-/// with Go's escaping of `<`, `>` and `&`.
-pub fn json(value: &Value) -> String {
+/// `-o json`: Go's json.MarshalIndent with 4 spaces (serde_json's maps are sorted, as Go's are;
+/// a struct keeps its fields' order, as Go's does), with Go's escaping of `<`, `>` and `&`.
+pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     let mut out = Vec::new();
     let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);

@@ -459,3 +459,250 @@ fn port_forward_carries_connections_as_kubectls_does() {
     assert_eq!(stdout(&got), "You've hit web\n", "{got:?}");
     ours.stop();
 }
+
+/// A pod whose container reads a line from its stdin (`stdin: true`, once), answers on stdout
+/// and stderr, and ends.
+fn reader(cluster: &Cluster, name: &str) {
+    cluster.create_from(&format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "{name}"}},
+            "spec": {{"terminationGracePeriodSeconds": 1, "restartPolicy": "Never",
+            "containers": [{{"name": "main", "image": "busybox", "imagePullPolicy": "Never",
+            "stdin": true, "stdinOnce": true,
+            "command": ["sh", "-c", "read line; echo got $line; echo bye >&2"]}}]}}}}"#
+    ));
+    wait_phase(cluster, name, "Running");
+}
+
+#[test]
+fn attach_prints_what_kubectl_prints() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    cluster.create_from(&pod("one", "", &[("main", SLEEP)], "Always"));
+    cluster.create_from(&pod("done", "", &[("main", "true")], "Never"));
+    wait_phase(&cluster, "one", "Running");
+    wait_phase(&cluster, "done", "Succeeded");
+    let mut failures = Vec::new();
+    let cases: &[&[&str]] = &[
+        &["attach"],
+        &["attach", "nope"],
+        &["attach", "done"],
+        &["attach", "one", "-c", "nope"],
+        &["attach", "one", "-i"],
+        &["attach", "one", "two"],
+    ];
+    for args in cases {
+        compare(&cluster, args, None, &mut failures);
+    }
+    // Each side attaches to a reader of its own: the line goes in, the answer comes out, and
+    // the session ends with the container.
+    reader(&cluster, "reader-kubectl");
+    reader(&cluster, "reader-skiff");
+    let real = kubectl(&cluster, &["attach", "-i", "reader-kubectl"], Some("hi\n"));
+    let ours = skiff(&cluster, &["attach", "-i", "reader-skiff"], Some("hi\n"));
+    if !same(&real, &ours) {
+        failures.push(describe(&["attach", "-i", "reader-..."], &real, &ours));
+    }
+    assert_eq!(stdout(&ours), "got hi\n");
+    assert_none(failures);
+}
+
+/// `attach -it` to a shell through skiff in a real pty, twice (the fixture kubectl's test uses).
+#[test]
+fn attach_it_through_skiff_is_a_real_terminal() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    cluster.create_from(
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "term"},
+            "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main",
+            "image": "busybox", "imagePullPolicy": "Never", "command": ["sh"],
+            "stdin": true, "tty": true}]}}"#,
+    );
+    wait_phase(&cluster, "term", "Running");
+    for mode in ["attach", "again"] {
+        tty_attach(&cluster, mode, "term");
+    }
+}
+
+/// Runs tests/fixtures/tty_attach.py in `mode` with skiff as kubectl; asserts it printed OK.
+fn tty_attach(cluster: &Cluster, mode: &str, name: &str) {
+    let mut python = Command::new("python3");
+    python
+        .arg(fixture("tty_attach.py"))
+        .arg(skiff_bin())
+        .arg(cluster.kubeconfig())
+        .arg(mode)
+        .arg(name);
+    let out = run(python, None);
+    assert!(
+        out.status.success() && stdout(&out).trim() == "OK",
+        "tty_attach.py {mode} {name} through skiff failed: {}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// What `run` made: the labels and spec of pod `name` (the server's defaults included, the
+/// node and the service account token volume aside, which differ between two pods only by
+/// name).
+fn made(cluster: &Cluster, name: &str) -> String {
+    cluster.jsonpath(
+        &["pod", name],
+        "{.metadata.labels} {.metadata.annotations} {.spec.containers} {.spec.restartPolicy} \
+         {.spec.dnsPolicy}",
+    )
+}
+
+#[test]
+fn run_makes_the_pod_kubectl_makes() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    let mut failures = Vec::new();
+    let errors: &[&[&str]] = &[
+        &["run"],
+        &["run", "x"],
+        &["run", "--image=busybox"],
+        &["run", "x", "--image=busybox", "--restart=Bogus"],
+        &["run", "x", "--image=busybox", "--rm"],
+        &["run", "x", "--image=busybox", "-t"],
+        &["run", "x", "--image=busybox", "-i", "--dry-run=client"],
+        &["run", "x", "--image=busybox", "--dry-run=client"],
+        &[
+            "run",
+            "x",
+            "--image=busybox",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ],
+        &[
+            "run",
+            "x",
+            "--image=busybox",
+            "--dry-run=client",
+            "-o",
+            "json",
+            "--restart=Never",
+            "--env=A=1",
+            "--env=B=two words",
+            "--port=8080",
+            "--labels=app=x,tier=web",
+            "--",
+            "sh",
+            "-c",
+            "echo hi",
+        ],
+        &[
+            "run",
+            "x",
+            "--image=busybox",
+            "--dry-run=client",
+            "-o",
+            "yaml",
+            "--command",
+            "--",
+            "sleep",
+            "10",
+        ],
+    ];
+    for args in errors {
+        compare(&cluster, args, None, &mut failures);
+    }
+
+    // The same pods, created for real, compared field by field.
+    let creations: &[&[&str]] = &[
+        &[
+            "run",
+            "made",
+            "--image=busybox",
+            "--image-pull-policy=Never",
+        ],
+        &[
+            "run",
+            "made",
+            "--image=busybox",
+            "--restart=Never",
+            "--env=A=1",
+            "--port=8080",
+            "--labels=app=x,tier=web",
+            "--",
+            "sh",
+            "-c",
+            "echo hi",
+        ],
+        &[
+            "run",
+            "made",
+            "--image=busybox",
+            "--command",
+            "--",
+            "sleep",
+            "10",
+        ],
+        &["run", "made", "--image=busybox", "--dry-run=server"],
+    ];
+    for args in creations {
+        let real = kubectl(&cluster, args, None);
+        let real_pod = made(&cluster, "made");
+        let _ = kubectl(
+            &cluster,
+            &["delete", "pod", "made", "--now", "--ignore-not-found"],
+            None,
+        );
+        let ours = skiff(&cluster, args, None);
+        let our_pod = made(&cluster, "made");
+        let _ = kubectl(
+            &cluster,
+            &["delete", "pod", "made", "--now", "--ignore-not-found"],
+            None,
+        );
+        if !same(&real, &ours) {
+            failures.push(describe(args, &real, &ours));
+        }
+        if real_pod != our_pod {
+            failures.push(format!(
+                "`kubectl {}` made another pod:\n{real_pod}\nskiff's:\n{our_pod}",
+                args.join(" ")
+            ));
+        }
+    }
+
+    // -i --rm: stdin goes in, the output comes out, the pod is deleted; then an exit code.
+    let piped: &[&str] = &[
+        "run",
+        "piped",
+        "-i",
+        "--rm",
+        "--restart=Never",
+        "--image=busybox",
+        "--image-pull-policy=Never",
+        "--",
+        "sh",
+        "-c",
+        "read line; echo got $line",
+    ];
+    compare(&cluster, piped, Some("hello\n"), &mut failures);
+    let failing: &[&str] = &[
+        "run",
+        "failing",
+        "-i",
+        "--rm",
+        "--restart=Never",
+        "--image=busybox",
+        "--image-pull-policy=Never",
+        "--",
+        "sh",
+        "-c",
+        "read line; echo got $line; exit 3",
+    ];
+    compare(&cluster, failing, Some("x\n"), &mut failures);
+    assert_none(failures);
+}
+
+/// `run -it --rm NAME --image=busybox --restart=Never -- sh` through skiff in a real pty.
+#[test]
+fn run_it_rm_through_skiff_attaches_then_deletes() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    tty_attach(&cluster, "run", "shell");
+    let gone = kubectl(&cluster, &["get", "pod", "shell"], None);
+    assert_eq!(
+        stderr(&gone),
+        "Error from server (NotFound): pods \"shell\" not found\n"
+    );
+}
