@@ -59,14 +59,59 @@ pub(crate) async fn run(mut ws: WebSocket, streams: Streams) -> Result<()> {
     } else {
         None
     };
-    let result = carry(&mut ws, streams).await;
+    let input = streams.stdin.then(spawn_stdin_reader);
+    let mut stdout = |bytes: &[u8]| write_out(&mut std::io::stdout().lock(), bytes);
+    let mut stderr = |bytes: &[u8]| write_out(&mut std::io::stderr().lock(), bytes);
+    let result = carry(&mut ws, streams, input, &mut stdout, &mut stderr).await;
     // The terminal is itself again before any message is printed.
     drop(raw);
     decode_status(&result?)
 }
 
-async fn carry(ws: &mut WebSocket, streams: Streams) -> Result<Vec<u8>> {
-    let mut input = streams.stdin.then(spawn_stdin_reader);
+/// A session with `input` as its stdin (if any) and its stdout collected (cp's tar over
+/// exec); its stderr goes to the local stderr, or stdout (`kubectl cp` from a pod does that).
+pub(crate) async fn run_captured(
+    mut ws: WebSocket,
+    input: Option<Vec<u8>>,
+    stderr_to_stdout: bool,
+) -> Result<Vec<u8>> {
+    let input = input.map(|bytes| {
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::spawn(async move {
+            for chunk in bytes.chunks(64 * 1024) {
+                if sender.send(chunk.to_vec()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        receiver
+    });
+    let streams = Streams {
+        stdin: input.is_some(),
+        tty: false,
+        redraw: false,
+    };
+    let mut output = Vec::new();
+    let mut collect = |bytes: &[u8]| {
+        output.extend_from_slice(bytes);
+        Ok(())
+    };
+    let mut stderr = |bytes: &[u8]| match stderr_to_stdout {
+        true => write_out(&mut std::io::stdout().lock(), bytes),
+        false => write_out(&mut std::io::stderr().lock(), bytes),
+    };
+    let status = carry(&mut ws, streams, input, &mut collect, &mut stderr).await?;
+    decode_status(&status)?;
+    Ok(output)
+}
+
+async fn carry(
+    ws: &mut WebSocket,
+    streams: Streams,
+    mut input: Option<mpsc::Receiver<Vec<u8>>>,
+    stdout: &mut dyn FnMut(&[u8]) -> Result<()>,
+    stderr: &mut dyn FnMut(&[u8]) -> Result<()>,
+) -> Result<Vec<u8>> {
     let mut resizes =
         match streams.tty {
             true => Some(signal(SignalKind::window_change()).map_err(|err| {
@@ -86,8 +131,8 @@ async fn carry(ws: &mut WebSocket, streams: Streams) -> Result<Vec<u8>> {
             message = ws.next() => match message {
                 None | Some(Ok(Message::Close(_))) => break,
                 Some(Ok(Message::Binary(data))) => match data.split_first() {
-                    Some((&STDOUT, rest)) => write_out(&mut std::io::stdout().lock(), rest)?,
-                    Some((&STDERR, rest)) => write_out(&mut std::io::stderr().lock(), rest)?,
+                    Some((&STDOUT, rest)) => stdout(rest)?,
+                    Some((&STDERR, rest)) => stderr(rest)?,
                     Some((&ERROR, rest)) => status.extend_from_slice(rest),
                     _ => {}
                 },
@@ -112,6 +157,11 @@ async fn carry(ws: &mut WebSocket, streams: Streams) -> Result<Vec<u8>> {
         }
     }
     Ok(status)
+}
+
+/// Writes `bytes` to the local stdout.
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<()> {
+    write_out(&mut std::io::stdout().lock(), bytes)
 }
 
 fn write_out(out: &mut impl Write, bytes: &[u8]) -> Result<()> {

@@ -43,20 +43,7 @@ pub async fn run(flags: &Flags) -> Result<()> {
         None => pods::default_container(&pod, stream.quiet)?,
     };
     let tty = channels::use_tty(stream.stdin, stream.tty, stream.quiet);
-    let mut query = format!("container={}", encode(&container));
-    for word in command {
-        query.push_str(&format!("&command={}", encode(word)));
-    }
-    if stream.stdin {
-        query.push_str("&stdin=true");
-    }
-    // With a terminal, stdout and stderr are one stream.
-    query.push_str(if tty {
-        "&stdout=true&tty=true"
-    } else {
-        "&stdout=true&stderr=true"
-    });
-    let uri = format!("{}?{query}", pods::pod_path(&api, name, "/exec"));
+    let uri = exec_uri(&api, name, &container, command, stream.stdin, tty);
     let ws = api
         .websocket(&uri, channels::PROTOCOL, ("get", "pods"))
         .await?;
@@ -69,4 +56,47 @@ pub async fn run(flags: &Flags) -> Result<()> {
         },
     )
     .await
+}
+
+/// The pods/exec URI of `command` in `container` of pod `name`.
+fn exec_uri(
+    api: &ApiClient,
+    name: &str,
+    container: &str,
+    command: &[String],
+    stdin: bool,
+    tty: bool,
+) -> String {
+    let mut query = format!("container={}", encode(container));
+    for word in command {
+        query.push_str(&format!("&command={}", encode(word)));
+    }
+    if stdin {
+        query.push_str("&stdin=true");
+    }
+    // With a terminal, stdout and stderr are one stream.
+    query.push_str(if tty {
+        "&stdout=true&tty=true"
+    } else {
+        "&stdout=true&stderr=true"
+    });
+    format!("{}?{query}", pods::pod_path(api, name, "/exec"))
+}
+
+/// Runs `command` in `container` of pod `name` with `input` on its stdin (if any) and returns
+/// what it printed on stdout; its stderr goes to ours (or our stdout), its exit code is the
+/// error (cp).
+pub(crate) async fn captured(
+    api: &ApiClient,
+    name: &str,
+    container: &str,
+    command: &[String],
+    input: Option<Vec<u8>>,
+    stderr_to_stdout: bool,
+) -> Result<Vec<u8>> {
+    let uri = exec_uri(api, name, container, command, input.is_some(), false);
+    let ws = api
+        .websocket(&uri, channels::PROTOCOL, ("get", "pods"))
+        .await?;
+    channels::run_captured(ws, input, stderr_to_stdout).await
 }

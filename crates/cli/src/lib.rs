@@ -6,6 +6,7 @@ mod args;
 mod attach;
 mod channels;
 mod client;
+mod cp;
 mod create;
 mod delete;
 mod exec;
@@ -39,6 +40,7 @@ pub const VERBS: &[&str] = &[
     "port-forward",
     "attach",
     "run",
+    "cp",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -198,6 +200,7 @@ Verbs:
   run NAME --image=IMAGE [--restart=Always|OnFailure|Never] [--env=K=V]... [--port=P]
       [--labels=K=V,...] [--command] [-i] [-t] [--rm] [--dry-run=client|server] -- [ARG...]
                                       a pod as kubectl makes it; -it --rm attaches, then deletes
+  cp SRC DEST                         one of them [NAMESPACE/]POD:PATH; -c C, --no-preserve
 
 Everywhere: --kubeconfig FILE (else $KUBECONFIG, ~/.kube/config, then the local server's
 admin kubeconfig), --context NAME, -n/--namespace NS.
@@ -224,6 +227,7 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("port-forward") => portforward::run(&flags).await,
         Some("attach") => attach::run(&flags).await,
         Some("run") => run_pod::run(&flags).await,
+        Some("cp") => cp::run(&flags).await,
         Some(other) => Err(Error::Usage(format!(
             "unknown command \"{other}\" for \"kubectl\" (this Skiff CLI knows: {})",
             VERBS.join(", ")

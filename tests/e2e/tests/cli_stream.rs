@@ -706,3 +706,179 @@ fn run_it_rm_through_skiff_attaches_then_deletes() {
         "Error from server (NotFound): pods \"shell\" not found\n"
     );
 }
+
+/// Every file under `dir` with its contents, sorted: what a copy made.
+fn tree(dir: &Path) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next)
+            .expect("read a copied directory")
+            .flatten()
+        {
+            let path = entry.path();
+            let name = path
+                .strip_prefix(dir)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            if path.is_dir() {
+                found.push((format!("{name}/"), String::new()));
+                pending.push(path);
+            } else {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                found.push((name, text));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn cp_copies_as_kubectl_copies() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    cluster.create_from(&pod("one", "", &[("main", SLEEP)], "Always"));
+    cluster.create_from(&pod(
+        "pair",
+        "",
+        &[("web", SLEEP), ("side", SLEEP)],
+        "Always",
+    ));
+    wait_phase(&cluster, "one", "Running");
+    wait_phase(&cluster, "pair", "Running");
+    let dir = cluster.scratch_dir();
+    skiff_e2e::write_file(dir, "hello.txt", "hello, pod\n");
+    std::fs::create_dir_all(dir.join("src/sub/empty")).expect("create a source tree");
+    skiff_e2e::write_file(&dir.join("src"), "a.txt", "a\n");
+    skiff_e2e::write_file(&dir.join("src/sub"), "b.txt", "b\n");
+
+    let mut failures = Vec::new();
+    let errors: &[&[&str]] = &[
+        &["cp"],
+        &["cp", "hello.txt"],
+        &["cp", "hello.txt", "copy.txt"],
+        &["cp", "one:/a", "pair:/b"],
+        &["cp", "missing.txt", "one:/tmp/x"],
+        &["cp", "nope:/etc/hostname", "x"],
+        &["cp", ":x", "y"],
+        &["cp", "a/b/c:x", "y"],
+        &["cp", "one:", "y"],
+    ];
+    for args in errors {
+        compare(&cluster, args, None, &mut failures);
+    }
+
+    let in_pod = |pod: &str, script: &str| {
+        stdout(&kubectl(
+            &cluster,
+            &[
+                "exec",
+                pod,
+                "-c",
+                if pod == "pair" { "web" } else { "main" },
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+            None,
+        ))
+    };
+    // Into the pod: a file to a new name, into a directory, a tree to a new name and into a
+    // directory, a multi-container pod's default container.
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["cp", "hello.txt", "one:/tmp/copy.txt"],
+            "one",
+            "cat /tmp/copy.txt",
+        ),
+        (
+            &["cp", "hello.txt", "one:/tmp"],
+            "one",
+            "cat /tmp/hello.txt",
+        ),
+        (
+            &["cp", "src", "one:/tmp/dest"],
+            "one",
+            "cd /tmp/dest && find . | sort && cat a.txt sub/b.txt",
+        ),
+        (
+            &["cp", "src", "one:/tmp"],
+            "one",
+            "cd /tmp/src && find . | sort",
+        ),
+        (&["cp", "hello.txt", "pair:/tmp/h"], "pair", "cat /tmp/h"),
+        (
+            &["cp", "--no-preserve", "hello.txt", "one:/tmp/np"],
+            "one",
+            "cat /tmp/np",
+        ),
+    ];
+    for (args, pod, check) in cases {
+        let clean = "rm -rf /tmp/copy.txt /tmp/hello.txt /tmp/dest /tmp/src /tmp/h /tmp/np";
+        in_pod(pod, clean);
+        let real = kubectl(&cluster, args, None);
+        let real_made = in_pod(pod, check);
+        in_pod(pod, clean);
+        let ours = skiff(&cluster, args, None);
+        let our_made = in_pod(pod, check);
+        if !same(&real, &ours) {
+            failures.push(describe(args, &real, &ours));
+        }
+        if real_made.is_empty() || real_made != our_made {
+            failures.push(format!(
+                "`kubectl {}` made {real_made:?} in the pod, skiff {our_made:?}",
+                args.join(" ")
+            ));
+        }
+    }
+
+    // Out of the pod: a file, a tree, something missing.
+    in_pod(
+        "one",
+        "mkdir -p /tmp/out/sub/empty && echo x > /tmp/out/x && echo y > /tmp/out/sub/y",
+    );
+    for (remote, local) in [
+        ("one:/etc/hostname", "hostname"),
+        ("one:/tmp/out", "out"),
+        ("one:/tmp/out/", "out2"),
+    ] {
+        let (real_dest, our_dest) = (format!("real-{local}"), format!("ours-{local}"));
+        let mut real = kubectl(&cluster, &["cp", remote, &real_dest], None);
+        let mut ours = skiff(&cluster, &["cp", remote, &our_dest], None);
+        // kubectl may exit before it printed tar's stderr (on its stdout), once the archive
+        // is read: that line comes and goes.
+        for output in [&mut real, &mut ours] {
+            output.stdout = stdout(output)
+                .replace("tar: removing leading '/' from member names\n", "")
+                .into_bytes();
+        }
+        if !same(&real, &ours) {
+            failures.push(describe(&["cp", remote, local], &real, &ours));
+        }
+        let (real_path, our_path) = (dir.join(&real_dest), dir.join(&our_dest));
+        let made = |path: &Path| {
+            if path.is_dir() {
+                format!("{:?}", tree(path))
+            } else {
+                std::fs::read_to_string(path).unwrap_or_default()
+            }
+        };
+        if made(&real_path).is_empty() || made(&real_path) != made(&our_path) {
+            failures.push(format!(
+                "`cp {remote}`: kubectl made {:?}, skiff {:?}",
+                made(&real_path),
+                made(&our_path)
+            ));
+        }
+    }
+    // Something missing: kubectl exits 0 and prints tar's complaint on stdout when it reads it
+    // before it exits (racy); ours always does.
+    let ours = skiff(&cluster, &["cp", "one:/nope", "nope"], None);
+    assert_eq!(ours.status.code(), Some(0));
+    assert!(
+        stdout(&ours).contains("tar: /nope: No such file or directory\n"),
+        "{ours:?}"
+    );
+    assert_none(failures);
+}
