@@ -281,6 +281,12 @@ mod tests {
         )));
         assert!(is_kubectl_command(&words("get po --bogus")));
         assert!(is_kubectl_command(&words("delete po --all")));
+        assert!(is_kubectl_command(&words("exec -it one -c main -- sh -c x")));
+        assert!(is_kubectl_command(&words("-n x logs -f one")));
+        assert!(is_kubectl_command(&words("run x --image=busybox -it --rm")));
+        for verb in ["attach one", "port-forward pod/one 8080", "cp a one:/tmp"] {
+            assert!(is_kubectl_command(&words(verb)), "{verb}");
+        }
         assert!(!is_kubectl_command(&words("server --data-dir /tmp/x")));
         assert!(!is_kubectl_command(&words(
             "image import --data-dir d a.tar"
