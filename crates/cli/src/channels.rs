@@ -3,14 +3,15 @@
 //! local stdout and stderr, the final `Status` from channel 3 turned into kubectl's message and
 //! exit code, and with a terminal: raw mode, and its size on channel 4 at start and on SIGWINCH.
 
+use std::convert::Infallible;
 use std::io::{Read, Write};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, StreamExt};
 use rustix::termios::{OptionalActions, Termios};
 use serde_json::Value;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::client::WebSocket;
 use crate::{Error, Result};
@@ -105,6 +106,8 @@ pub(crate) async fn run_captured(
     Ok(output)
 }
 
+/// Reads the session's messages while, side by side, stdin and resizes are written: a
+/// session that echoes much input never waits on itself.
 async fn carry(
     ws: &mut WebSocket,
     streams: Streams,
@@ -119,44 +122,70 @@ async fn carry(
             })?),
             false => None,
         };
-    if streams.tty {
-        if streams.redraw {
-            send_size_plus(ws, 1).await?;
-        }
-        send_size(ws).await?;
-    }
-    let mut status = Vec::new();
-    loop {
-        tokio::select! {
-            message = ws.next() => match message {
-                None | Some(Ok(Message::Close(_))) => break,
-                Some(Ok(Message::Binary(data))) => match data.split_first() {
+    let (mut sink, mut source) = ws.split();
+    let write = write_input(&mut sink, streams, &mut input, &mut resizes);
+    let read = async {
+        let mut status = Vec::new();
+        while let Some(message) = source.next().await {
+            match message {
+                Ok(Message::Close(_)) => break,
+                Ok(Message::Binary(data)) => match data.split_first() {
                     Some((&STDOUT, rest)) => stdout(rest)?,
                     Some((&STDERR, rest)) => stderr(rest)?,
                     Some((&ERROR, rest)) => status.extend_from_slice(rest),
                     _ => {}
                 },
-                Some(Ok(_)) => {}
+                Ok(_) => {}
                 // A connection that ends without a closing handshake after the Status.
-                Some(Err(_)) if !status.is_empty() => break,
-                Some(Err(err)) => {
-                    return Err(Error::Message(format!("error reading from the stream: {err}")))
+                Err(_) if !status.is_empty() => break,
+                Err(err) => {
+                    return Err(Error::Message(format!(
+                        "error reading from the stream: {err}"
+                    )))
                 }
-            },
-            chunk = next_input(&mut input) => {
+            }
+        }
+        Ok(status)
+    };
+    // The writer ends only on an error; the session ends with the reader.
+    tokio::select! {
+        status = read => status,
+        Err(err) = write => Err(err),
+    }
+}
+
+/// Sends the terminal's size (at start and on SIGWINCH) and stdin (its end as a close of
+/// channel 0); returns only on an error.
+async fn write_input<S>(
+    sink: &mut S,
+    streams: Streams,
+    input: &mut Option<mpsc::Receiver<Vec<u8>>>,
+    resizes: &mut Option<Signal>,
+) -> Result<Infallible>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    if streams.tty {
+        if streams.redraw {
+            send_size_plus(sink, 1).await?;
+        }
+        send_size(sink).await?;
+    }
+    loop {
+        tokio::select! {
+            chunk = next_input(input) => {
                 let frame = match chunk {
                     Some(bytes) => [&[STDIN][..], &bytes].concat(),
                     None => {
-                        input = None;
+                        *input = None;
                         vec![CLOSE, STDIN]
                     }
                 };
-                send(ws, frame).await?;
+                send(sink, frame).await?;
             }
-            () = next_resize(&mut resizes) => send_size(ws).await?,
+            () = next_resize(resizes) => send_size(sink).await?,
         }
     }
-    Ok(status)
 }
 
 /// Writes `bytes` to the local stdout.
@@ -170,17 +199,26 @@ fn write_out(out: &mut impl Write, bytes: &[u8]) -> Result<()> {
         .map_err(|err| Error::Message(format!("cannot write the output: {err}")))
 }
 
-async fn send(ws: &mut WebSocket, frame: Vec<u8>) -> Result<()> {
-    ws.send(Message::binary(frame))
+async fn send<S>(sink: &mut S, frame: Vec<u8>) -> Result<()>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    sink.send(Message::binary(frame))
         .await
         .map_err(|err| Error::Message(format!("error writing to the stream: {err}")))
 }
 
-async fn send_size(ws: &mut WebSocket) -> Result<()> {
-    send_size_plus(ws, 0).await
+async fn send_size<S>(sink: &mut S) -> Result<()>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    send_size_plus(sink, 0).await
 }
 
-async fn send_size_plus(ws: &mut WebSocket, plus: u16) -> Result<()> {
+async fn send_size_plus<S>(sink: &mut S, plus: u16) -> Result<()>
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
     let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdin()) else {
         return Ok(());
     };
@@ -188,7 +226,7 @@ async fn send_size_plus(ws: &mut WebSocket, plus: u16) -> Result<()> {
         "Width": size.ws_col.saturating_add(plus),
         "Height": size.ws_row.saturating_add(plus),
     });
-    send(ws, [&[RESIZE][..], json.to_string().as_bytes()].concat()).await
+    send(sink, [&[RESIZE][..], json.to_string().as_bytes()].concat()).await
 }
 
 async fn next_input(input: &mut Option<mpsc::Receiver<Vec<u8>>>) -> Option<Vec<u8>> {

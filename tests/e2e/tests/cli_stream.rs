@@ -906,3 +906,18 @@ fn cp_copies_as_kubectl_copies() {
     );
     assert_none(failures);
 }
+
+/// Much stdin through `exec -i -- cat`, echoed back while more goes in: nothing stalls, every
+/// byte comes back.
+#[test]
+fn exec_i_echoes_much_stdin() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    cluster.create_from(&pod("one", "", &[("main", SLEEP)], "Always"));
+    wait_phase(&cluster, "one", "Running");
+    let line = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n";
+    let input = line.repeat(32 * 1024 * 1024 / line.len());
+    let ours = skiff(&cluster, &["exec", "-i", "one", "--", "cat"], Some(&input));
+    assert_eq!(ours.status.code(), Some(0), "{}", stderr(&ours));
+    assert_eq!(ours.stdout.len(), input.len());
+    assert!(ours.stdout == input.as_bytes(), "the echo differs");
+}
