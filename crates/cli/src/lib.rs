@@ -281,7 +281,9 @@ mod tests {
         )));
         assert!(is_kubectl_command(&words("get po --bogus")));
         assert!(is_kubectl_command(&words("delete po --all")));
-        assert!(is_kubectl_command(&words("exec -it one -c main -- sh -c x")));
+        assert!(is_kubectl_command(&words(
+            "exec -it one -c main -- sh -c x"
+        )));
         assert!(is_kubectl_command(&words("-n x logs -f one")));
         assert!(is_kubectl_command(&words("run x --image=busybox -it --rm")));
         for verb in ["attach one", "port-forward pod/one 8080", "cp a one:/tmp"] {
