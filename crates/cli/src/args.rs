@@ -61,6 +61,8 @@ pub struct StreamFlags {
     pub since: Option<String>,
     pub since_time: Option<String>,
     pub limit_bytes: Option<String>,
+    /// logs `--max-log-requests` (kubectl's default: 5).
+    pub max_log_requests: Option<String>,
     /// port-forward `--address` (each may be a comma-separated list).
     pub address: Vec<String>,
     /// run `--image`, `--restart`, `--env` (repeatable), `--port`, `--labels`/`-l`,
@@ -289,6 +291,7 @@ impl Flags {
             "since" => self.stream.since = Some(value),
             "since-time" => self.stream.since_time = Some(value),
             "limit-bytes" => self.stream.limit_bytes = Some(value),
+            "max-log-requests" => self.stream.max_log_requests = Some(value),
             "address" => self.stream.address.push(value),
             "image" => self.stream.image = Some(value),
             "image-pull-policy" => self.stream.image_pull_policy = Some(value),

@@ -19,6 +19,9 @@ const USAGE: &str = "expected 'logs [-f] [-p] (POD | TYPE/NAME) [-c CONTAINER]'.
 /// `--tail` when a selector picks the pods and no `--tail` was given.
 const SELECTOR_TAIL: i64 = 10;
 
+/// How many streams `-f` follows at most unless `--max-log-requests` says otherwise.
+const DEFAULT_MAX_LOG_REQUESTS: usize = 5;
+
 /// One stream to read: a container of a pod.
 struct Source {
     pod: String,
@@ -180,6 +183,23 @@ pub async fn run(flags: &Flags) -> Result<()> {
             lines.finish()
         }
     };
+    let max_requests = match stream.max_log_requests.as_deref() {
+        None => DEFAULT_MAX_LOG_REQUESTS,
+        Some(text) => text.parse().map_err(|_| {
+            Error::Message(format!(
+                "invalid argument \"{text}\" for \"--max-log-requests\" flag: \
+                 strconv.ParseInt: parsing \"{text}\": invalid syntax\nSee 'kubectl logs \
+                 --help' for usage."
+            ))
+        })?,
+    };
+    if stream.follow && sources.len() > max_requests {
+        return Err(Error::Message(format!(
+            "you are attempting to follow {} log streams, but maximum allowed concurrency is \
+             {max_requests}, use --max-log-requests to increase the limit",
+            sources.len()
+        )));
+    }
     if stream.follow && sources.len() > 1 {
         // Followed streams run side by side, as kubectl's do.
         let results = futures_util::future::join_all(sources.into_iter().map(read)).await;

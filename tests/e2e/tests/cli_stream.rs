@@ -340,6 +340,14 @@ fn logs_prints_what_kubectl_prints() {
         &["logs", "talk", "--tail=-2"],
         &["logs", "talk", "--tail=x"],
         &["logs", "talk", "--limit-bytes=-1"],
+        &[
+            "logs",
+            "-f",
+            "-l",
+            "app=duo",
+            "--all-containers",
+            "--max-log-requests=2",
+        ],
     ];
     for args in cases {
         compare(&cluster, args, None, &mut failures);
