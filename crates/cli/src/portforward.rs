@@ -21,6 +21,8 @@ const DATA: u8 = 0;
 const ERROR: u8 = 1;
 /// The bytes of the port that open each channel.
 const PORT_PREFIX: usize = 2;
+/// The pause after a failed accept.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One `[LOCAL:]REMOTE` of the command line (local 0: any free port).
 #[derive(Clone, Debug, PartialEq)]
@@ -105,6 +107,9 @@ pub async fn run(flags: &Flags) -> Result<()> {
         accepts.spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else {
+                    // Out of descriptors, say: give the connections in flight time to end
+                    // rather than spin.
+                    tokio::time::sleep(ACCEPT_RETRY).await;
                     continue;
                 };
                 println!("Handling connection for {local}");
@@ -122,10 +127,48 @@ pub async fn run(flags: &Flags) -> Result<()> {
             }
         });
     }
-    // Until interrupted, as kubectl.
-    let _ = tokio::signal::ctrl_c().await;
+    // Until interrupted, or until the pod stops running (kubectl loses its connection then).
+    let result = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        gone = until_not_running(&api, &name) => match gone {
+            Ok(()) => Err(Error::Message("lost connection to pod".into())),
+            Err(err) => Err(err),
+        },
+    };
     accepts.abort_all();
-    Ok(())
+    result
+}
+
+/// Returns once pod `name` is gone or no longer running (a watch, taken up again when the
+/// server ends it).
+async fn until_not_running(api: &ApiClient, name: &str) -> Result<()> {
+    loop {
+        let pod = match pods::get(api, name).await {
+            Ok(pod) => pod,
+            Err(Error::Api(err)) if err.is_not_found() => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        if pod["status"]["phase"] != "Running" || !pod["metadata"]["deletionTimestamp"].is_null() {
+            return Ok(());
+        }
+        let uri = format!(
+            "{}?watch=true&fieldSelector={}&resourceVersion={}",
+            pods::pod_path(api, "", "").trim_end_matches('/'),
+            pods::encode(&format!("metadata.name={name}")),
+            pods::encode(pod["metadata"]["resourceVersion"].as_str().unwrap_or("0"))
+        );
+        let ended = api
+            .watch_until(&uri, |event| {
+                let object = &event["object"];
+                event["type"] == "DELETED"
+                    || object["status"]["phase"] != "Running"
+                    || !object["metadata"]["deletionTimestamp"].is_null()
+            })
+            .await?;
+        if ended {
+            return Ok(());
+        }
+    }
 }
 
 /// Carries one local connection to the pod's port until either side ends it.

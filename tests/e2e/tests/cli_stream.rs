@@ -489,6 +489,20 @@ fn port_forward_carries_connections_as_kubectls_does() {
     assert!(!got.status.success(), "wget through a dead port: {got:?}");
     let got = wget(alive);
     assert_eq!(stdout(&got), "You've hit web\n", "{got:?}");
+
+    // The pod goes: so does the forward (its stdout ends long before the wait is over).
+    let deleted = kubectl(&cluster, &["delete", "pod", "web", "--wait=false"], None);
+    assert_eq!(deleted.status.code(), Some(0), "{}", stderr(&deleted));
+    let started = std::time::Instant::now();
+    while ours
+        .next_line(WAIT.saturating_sub(started.elapsed()))
+        .is_some()
+    {}
+    assert!(
+        started.elapsed() < WAIT,
+        "port-forward still runs after its pod was deleted: {:?}",
+        ours.seen()
+    );
     ours.stop();
 }
 
