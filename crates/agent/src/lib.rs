@@ -4,10 +4,12 @@
 pub mod client;
 pub mod events;
 pub mod fake;
+pub mod lifecycle;
 pub mod node;
 pub mod node_routes;
 pub mod node_runtime;
 pub mod pod_network;
+pub mod probe;
 pub mod runtime;
 pub mod status;
 pub mod streaming;

@@ -52,6 +52,10 @@ pub struct ContainerRecord {
     /// The previous instance, when the container was restarted (or waits to be).
     pub last_terminated: Option<Terminated>,
     pub restart_count: i32,
+    /// The startup probe passed (or there is none); only meant while running.
+    pub started: bool,
+    /// Started and the readiness probe passed (or there is none); only meant while running.
+    pub ready: bool,
     /// The image as reported (`docker.io/library/busybox:1.36`) and its id (`...@sha256:...`);
     /// empty until the image is known.
     pub image: String,
@@ -268,10 +272,8 @@ fn container_statuses(
                 image,
                 image_id: record.image_id.clone(),
                 container_id: id.map(|i| container_id(&i)),
-                // No probes yet: a running container is ready (kubelet without a readiness
-                // probe).
-                ready: running,
-                started: Some(running),
+                ready: running && record.ready,
+                started: Some(running && record.started),
                 restart_count: record.restart_count,
                 state: Some(state),
                 last_state: Some(ContainerState {
@@ -663,6 +665,8 @@ mod tests {
             },
             last_terminated: None,
             restart_count: 0,
+            started: true,
+            ready: true,
             image: "docker.io/library/busybox:latest".into(),
             image_id: "docker.io/library/busybox@sha256:abc".into(),
         }
@@ -760,6 +764,40 @@ mod tests {
             Some("10.0.0.5")
         );
         assert_eq!(s.start_time, Some(Time(t(1))));
+    }
+
+    #[test]
+    fn probes_decide_ready_and_started_of_running_containers() {
+        let p = two();
+        let unready = ContainerRecord {
+            ready: false,
+            ..running("a")
+        };
+        let not_started = ContainerRecord {
+            started: false,
+            ready: false,
+            ..running("b")
+        };
+        let s = pod_status(&p, &view(vec![unready, not_started]), t(6));
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        let cs = s.container_statuses.as_ref().expect("statuses");
+        assert!(!cs[0].ready);
+        assert_eq!(cs[0].started, Some(true));
+        assert!(!cs[1].ready);
+        assert_eq!(cs[1].started, Some(false));
+        let c = condition_map(&s);
+        assert_eq!(c["Ready"].status, "False");
+        assert_eq!(
+            c["ContainersReady"].message.as_deref(),
+            Some("containers with unready status: [a b]")
+        );
+        // A stopped container is never ready, whatever its probes said last.
+        let ended = ContainerRecord {
+            ready: true,
+            ..exited("a", 1)
+        };
+        let s = pod_status(&p, &view(vec![ended, running("b")]), t(6));
+        assert!(!s.container_statuses.as_ref().expect("statuses")[0].ready);
     }
 
     #[test]

@@ -16,9 +16,12 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 use skiff_runtime::image::policy::{self, PullDecision};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::events::{EventRecorder, EventType};
+use crate::lifecycle::{self, Hook, HookTarget};
+use crate::probe::action::PodTarget;
+use crate::probe::{ProbeContext, ProbeKind, ProbeReport, Prober};
 use crate::runtime::{
     container_id, container_pod_uid, parse_container_id, ImageRef, PodRuntime, RuntimeFailure,
     RuntimeResult, RuntimeState,
@@ -30,6 +33,9 @@ use crate::status::{
 
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
+/// The longest a postStart hook may run: kubelet sets none, but a hook that never ends would
+/// hold the pod's worker (and its deletion) for good.
+const POST_START_LIMIT: Duration = Duration::from_secs(300);
 
 /// What every pod worker of the node shares.
 pub struct WorkerContext {
@@ -231,6 +237,8 @@ struct Slot {
     create_retry_at: Option<Instant>,
     /// The waiting reason last announced by an event, so a wait is announced once.
     announced: Option<String>,
+    /// The probes of the running instance.
+    prober: Option<Prober>,
 }
 
 impl Slot {
@@ -284,12 +292,17 @@ struct PodWorker {
     /// otherwise flood the pod's events).
     sandbox_failure: Option<String>,
     events: EventQueue,
+    /// Woken by a prober whose report changed.
+    probe_wake: Arc<Notify>,
+    /// The pod's network namespace file, once looked up (probes and hooks connect in it).
+    netns: Option<std::path::PathBuf>,
 }
 
 /// The pod's events, recorded in order by a task of their own so that their API calls overlap
 /// the runtime's work instead of adding to a pod's start time. [`EventQueue::flush`] waits
 /// until those queued so far are recorded: before a status patch, so whoever sees the status
 /// also sees the events that led to it.
+#[derive(Clone)]
 struct EventQueue {
     tx: mpsc::UnboundedSender<Queued>,
 }
@@ -341,6 +354,18 @@ impl EventQueue {
         reason: &str,
         message: &str,
     ) {
+        self.queue(pod, container, kind, reason, message);
+    }
+
+    /// [`EventQueue::record`] outside async code (a prober's event sink).
+    fn queue(
+        &self,
+        pod: &Pod,
+        container: Option<&str>,
+        kind: EventType,
+        reason: &str,
+        message: &str,
+    ) {
         let _ = self.tx.send(Queued::Event {
             pod: Box::new(pod.clone()),
             container: container.map(str::to_owned),
@@ -357,6 +382,74 @@ impl EventQueue {
             let _ = recorded.await;
         }
     }
+}
+
+/// Stopping one container: its preStop hook (counted against the grace period), then the
+/// signal, SIGKILL after what is left of the grace.
+struct StopOrder {
+    runtime: Arc<dyn PodRuntime>,
+    events: EventQueue,
+    /// None: the pod object is gone, no hook runs.
+    pod: Option<Pod>,
+    container: Option<Container>,
+    id: String,
+    signal: i32,
+    grace: Duration,
+    target: PodTarget,
+}
+
+impl StopOrder {
+    async fn run(self) -> RuntimeResult<()> {
+        let mut grace = self.grace;
+        if let (Some(pod), Some(container)) = (&self.pod, &self.container) {
+            let handler = lifecycle::handler(container, Hook::PreStop).filter(|_| !grace.is_zero());
+            if let Some(handler) = handler {
+                let started = Instant::now();
+                let label = hook_pod_label(pod);
+                let target = HookTarget {
+                    runtime: &self.runtime,
+                    container,
+                    container_id: &self.id,
+                    pod: &label,
+                    network: &self.target,
+                };
+                if let Err(message) = lifecycle::run(handler, &target, grace).await {
+                    self.events.queue(
+                        pod,
+                        Some(&container.name),
+                        EventType::Warning,
+                        "FailedPreStopHook",
+                        &message,
+                    );
+                }
+                grace = lifecycle::grace_after_pre_stop(grace, started.elapsed());
+            }
+        }
+        let (id, signal) = (self.id.clone(), self.signal);
+        blocking(&self.runtime, move |rt| {
+            rt.stop_container(&id, signal, grace)
+        })
+        .await
+    }
+}
+
+/// The pod as kubelet names it in hook messages: `name_namespace(uid)`.
+fn hook_pod_label(pod: &Pod) -> String {
+    let (namespace, name) = pod_label(pod);
+    format!(
+        "{name}_{namespace}({})",
+        pod.metadata.uid.as_deref().unwrap_or_default()
+    )
+}
+
+/// The spec of container `name` of `pod` (regular or init).
+fn container_spec(pod: &Pod, name: &str) -> Option<Container> {
+    let spec = pod.spec.as_ref()?;
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .find(|c| c.name == name)
+        .cloned()
 }
 
 fn terminated_from(id: &str, state: &RuntimeState) -> Option<Terminated> {
@@ -400,6 +493,8 @@ impl PodWorker {
             start_time: Timestamp::now(),
             posted: None,
             sandbox_failure: None,
+            probe_wake: Arc::new(Notify::new()),
+            netns: None,
         }
     }
 
@@ -498,6 +593,7 @@ impl PodWorker {
                 return;
             }
             let wake = self.sync(&pod).await;
+            let probed = self.probe_wake.clone();
             tokio::select! {
                 changed = rx.changed() => {
                     if changed.is_err() {
@@ -506,6 +602,7 @@ impl PodWorker {
                     }
                 }
                 () = tokio::time::sleep(wake) => {}
+                () = probed.notified() => {}
             }
         }
     }
@@ -591,9 +688,155 @@ impl PodWorker {
             if let Some(next) = self.run_steps(pod, steps).await {
                 wake = wake.min(next);
             }
+            if let Some(next) = self.sync_probes(pod, &spec.containers).await {
+                wake = wake.min(next);
+            }
         }
         self.post_status(pod).await;
         wake
+    }
+
+    /// Where the pod's network actions go; the namespace is looked up once.
+    async fn target(&mut self) -> PodTarget {
+        if self.netns.is_none() {
+            let uid = self.uid.clone();
+            match blocking(&self.ctx.runtime, move |rt| rt.pod_network_namespace(&uid)).await {
+                Ok(found) => self.netns = found,
+                Err(e) => {
+                    tracing::debug!(pod_uid = %self.uid, error = %e, "no network namespace for probes")
+                }
+            }
+        }
+        PodTarget {
+            netns: self.netns.clone(),
+            pod_ip: self.pod_ips.first().cloned(),
+        }
+    }
+
+    /// Starts the probes of containers that began running, stops those of containers that
+    /// stopped, and kills a container that failed its liveness or startup probe (it is then
+    /// restarted as its restart policy says). Returns when to look again, if soon.
+    async fn sync_probes(&mut self, pod: &Pod, containers: &[Container]) -> Option<Duration> {
+        let mut wake = None;
+        for container in containers {
+            let running = match self
+                .slots
+                .get(&container.name)
+                .and_then(|s| s.view.as_ref())
+            {
+                Some(ContainerView::Running {
+                    container_id,
+                    started_at,
+                }) => Some((container_id.clone(), *started_at)),
+                _ => None,
+            };
+            let Some((id, started_at)) = running else {
+                if let Some(slot) = self.slots.get_mut(&container.name) {
+                    slot.prober = None;
+                }
+                continue;
+            };
+            let current = self
+                .slots
+                .get(&container.name)
+                .and_then(|s| s.prober.as_ref())
+                .map(|p| p.container_id == id);
+            if current != Some(true) && !crate::probe::probes_of(container).is_empty() {
+                let target = self.target().await;
+                let (events, p, name) = (self.events.clone(), pod.clone(), container.name.clone());
+                let sink: crate::probe::EventSink = Arc::new(move |kind, reason, message| {
+                    events.queue(&p, Some(&name), kind, reason, &message);
+                });
+                let prober = Prober::start(ProbeContext {
+                    container: container.clone(),
+                    container_id: id.clone(),
+                    started_at,
+                    target,
+                    runtime: self.ctx.runtime.clone(),
+                    events: sink,
+                    wake: self.probe_wake.clone(),
+                });
+                if let Some(slot) = self.slots.get_mut(&container.name) {
+                    slot.prober = prober;
+                }
+            }
+            let kill = self
+                .slots
+                .get(&container.name)
+                .and_then(|s| s.prober.as_ref())
+                .and_then(|p| p.report().kill);
+            if let Some(kind) = kill {
+                self.kill_unhealthy(pod, container, &id, kind).await;
+                wake = Some(Duration::from_millis(50));
+            }
+        }
+        wake
+    }
+
+    /// Kills a container that failed its liveness or startup probe, as kubelet: the Killing
+    /// event, its preStop hook, then the stop signal with the grace period (the probe's own
+    /// terminationGracePeriodSeconds, else the pod's).
+    async fn kill_unhealthy(
+        &mut self,
+        pod: &Pod,
+        container: &Container,
+        id: &str,
+        kind: ProbeKind,
+    ) {
+        let name = &container.name;
+        let probe = match kind {
+            ProbeKind::Liveness => container.liveness_probe.as_ref(),
+            _ => container.startup_probe.as_ref(),
+        };
+        let what = match kind {
+            ProbeKind::Liveness => "liveness",
+            _ => "startup",
+        };
+        let policy = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref())
+            .unwrap_or("Always");
+        let mut message = format!("Container {name} failed {what} probe");
+        if policy != "Never" {
+            message.push_str(", will be restarted");
+        }
+        self.events
+            .record(pod, Some(name), EventType::Normal, "Killing", &message)
+            .await;
+        let grace = probe
+            .and_then(|p| p.termination_grace_period_seconds)
+            .or_else(|| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0);
+        let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        let signal = self
+            .slots
+            .get(name)
+            .and_then(|s| s.image.as_ref())
+            .and_then(|i| i.stop_signal)
+            .unwrap_or(SIGTERM);
+        let target = self.target().await;
+        if let Some(slot) = self.slots.get_mut(name) {
+            slot.prober = None;
+        }
+        let stop = StopOrder {
+            runtime: self.ctx.runtime.clone(),
+            events: self.events.clone(),
+            pod: Some(pod.clone()),
+            container: Some(container.clone()),
+            id: id.to_string(),
+            signal,
+            grace,
+            target,
+        };
+        if let Err(e) = stop.run().await {
+            tracing::warn!(pod_uid = %self.uid, container = %name, error = %e, "cannot stop an unhealthy container");
+        }
     }
 
     /// Looks at one container and decides what it needs: nothing yet (and when to look again,
@@ -858,6 +1101,10 @@ impl PodWorker {
         let PendingStart { id, container, .. } = start;
         let name = container.name.clone();
         let runtime = self.ctx.runtime.clone();
+        let post_start = match (&started, lifecycle::handler(&container, Hook::PostStart)) {
+            (Ok(()), Some(_)) => Some(self.target().await),
+            _ => None,
+        };
         let events = &self.events;
         let slot = self.slots.entry(name.clone()).or_default();
         match started {
@@ -866,7 +1113,7 @@ impl PodWorker {
                 slot.create_retry_at = None;
                 slot.announced = None;
                 slot.view = Some(ContainerView::Running {
-                    container_id: id,
+                    container_id: id.clone(),
                     started_at: Timestamp::now(),
                 });
                 events
@@ -887,6 +1134,64 @@ impl PodWorker {
                         &format!("Started container {name}"),
                     )
                     .await;
+                if let (Some(network), Some(handler)) =
+                    (post_start, lifecycle::handler(&container, Hook::PostStart))
+                {
+                    // As kubelet: the container is not Running until its postStart hook
+                    // completed; a failed hook kills it (then the restart policy applies).
+                    slot.view = Some(ContainerView::Waiting {
+                        reason: CONTAINER_CREATING.into(),
+                        message: None,
+                    });
+                    let label = hook_pod_label(pod);
+                    let target = HookTarget {
+                        runtime: &runtime,
+                        container: &container,
+                        container_id: &id,
+                        pod: &label,
+                        network: &network,
+                    };
+                    if let Err(message) = lifecycle::run(handler, &target, POST_START_LIMIT).await {
+                        events
+                            .record(
+                                pod,
+                                Some(&name),
+                                EventType::Warning,
+                                "FailedPostStartHook",
+                                &message,
+                            )
+                            .await;
+                        events
+                            .record(
+                                pod,
+                                Some(&name),
+                                EventType::Normal,
+                                "Killing",
+                                "FailedPostStartHook",
+                            )
+                            .await;
+                        let grace = pod
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.termination_grace_period_seconds)
+                            .unwrap_or(30)
+                            .max(0);
+                        let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+                        let signal = slot
+                            .image
+                            .as_ref()
+                            .and_then(|i| i.stop_signal)
+                            .unwrap_or(SIGTERM);
+                        let stopped = id.clone();
+                        if let Err(e) = blocking(&runtime, move |rt| {
+                            rt.stop_container(&stopped, signal, grace)
+                        })
+                        .await
+                        {
+                            tracing::warn!(pod_uid = %self.uid, container = %name, error = %e, "cannot stop a container whose postStart hook failed");
+                        }
+                    }
+                }
                 // Read its real state (start time, or an exit already) at once.
                 Some(Duration::from_millis(50))
             }
@@ -929,20 +1234,37 @@ impl PodWorker {
             host_ip: Some(self.ctx.host_ip.clone()),
             pod_ips: self.pod_ips.clone(),
             start_time: Some(self.start_time),
-            containers: self.records(&spec.containers),
-            init_containers: self.records(spec.init_containers.as_deref().unwrap_or_default()),
+            containers: self.records(&spec.containers, true),
+            init_containers: self
+                .records(spec.init_containers.as_deref().unwrap_or_default(), false),
         }
     }
 
     /// What the worker knows of each of `containers` (none yet for one never tried).
-    fn records(&self, containers: &[Container]) -> Vec<ContainerRecord> {
+    fn records(&self, containers: &[Container], probed: bool) -> Vec<ContainerRecord> {
         containers
             .iter()
             .filter_map(|c| {
                 let slot = self.slots.get(&c.name)?;
                 let state = slot.view.clone()?;
+                let report = match &state {
+                    ContainerView::Running { .. } if !probed => ProbeReport {
+                        started: true,
+                        ready: true,
+                        kill: None,
+                    },
+                    ContainerView::Running { container_id, .. } => slot
+                        .prober
+                        .as_ref()
+                        .filter(|p| &p.container_id == container_id)
+                        .map(Prober::report)
+                        .unwrap_or_else(|| crate::probe::initial_report(c)),
+                    _ => ProbeReport::default(),
+                };
                 Some(ContainerRecord {
                     name: c.name.clone(),
+                    started: report.started,
+                    ready: report.ready,
                     state,
                     last_terminated: slot.last_terminated.clone(),
                     restart_count: i32::try_from(slot.attempt).unwrap_or(i32::MAX),
@@ -1035,6 +1357,16 @@ impl PodWorker {
     /// removal retried a few times; what is still left is the start-up cleanup's job.
     async fn tear_down(&mut self, pod: Option<&Pod>, signal: i32, grace: Duration) {
         let mut stops = Vec::new();
+        let target = match pod {
+            Some(_) => self.target().await,
+            None => PodTarget {
+                netns: None,
+                pod_ip: None,
+            },
+        };
+        for slot in self.slots.values_mut() {
+            slot.prober = None;
+        }
         for (name, slot) in &self.slots {
             let Some(id) = slot.current.clone() else {
                 continue;
@@ -1055,10 +1387,17 @@ impl PodWorker {
                 (SIGTERM, Some(custom)) => custom,
                 (s, _) => s,
             };
-            let runtime = self.ctx.runtime.clone();
-            stops.push(tokio::spawn(async move {
-                blocking(&runtime, move |rt| rt.stop_container(&id, signal, grace)).await
-            }));
+            let stop = StopOrder {
+                runtime: self.ctx.runtime.clone(),
+                events: self.events.clone(),
+                pod: pod.filter(|_| running).cloned(),
+                container: pod.and_then(|p| container_spec(p, name)),
+                id,
+                signal,
+                grace,
+                target: target.clone(),
+            };
+            stops.push(tokio::spawn(stop.run()));
         }
         for stop in stops {
             match stop.await {

@@ -1,0 +1,546 @@
+//! The actions of probes and lifecycle hooks: a command run in the container (the same path as
+//! `kubectl exec`), an HTTP GET or a TCP connect from the node into the pod's network
+//! namespace. Sockets are made in the pod's namespace by one thread of the agent that enters
+//! it, makes the socket and comes back: no process and no thread per probe.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, HTTPGetAction, HTTPHeader};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::runtime::PodRuntime;
+
+/// How much of a command's output or of a response a probe keeps (kubelet's 10 KiB).
+const MAX_OUTPUT: usize = 10 * 1024;
+
+/// What an action reached: success or failure with the output kubelet shows in its event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure(String),
+}
+
+/// Where a container's network actions go: the pod's network namespace and IP.
+#[derive(Clone, Debug)]
+pub struct PodTarget {
+    /// The pod's network namespace file (None: the pod has no sandbox on this node).
+    pub netns: Option<PathBuf>,
+    /// The pod's IP, the default host of httpGet and tcpSocket.
+    pub pod_ip: Option<String>,
+}
+
+/// The port an action names, by number or by the name of one of the container's ports
+/// (kubelet's ResolveContainerPort, with its messages).
+pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, String> {
+    let number = match port {
+        IntOrString::Int(n) => *n,
+        IntOrString::String(name) => container
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .map(|p| p.container_port)
+            .ok_or_else(|| format!("port {name:?} not found"))?,
+    };
+    u16::try_from(number)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("invalid port number: {number}"))
+}
+
+/// The address `host` (default: the pod's IP) and `port` name.
+fn socket_address(host: Option<&str>, port: u16, target: &PodTarget) -> Result<SocketAddr, String> {
+    let host = host
+        .filter(|h| !h.is_empty())
+        .or(target.pod_ip.as_deref())
+        .ok_or_else(|| "the pod has no IP yet".to_string())?;
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| format!("host {host:?} is not an IP address (names are not resolved)"))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// A request for a socket made in a network namespace.
+struct SocketRequest {
+    netns: PathBuf,
+    v6: bool,
+    reply: tokio::sync::oneshot::Sender<Result<TcpSocket, String>>,
+}
+
+/// The thread that makes sockets in pods' network namespaces.
+struct NamespaceSockets {
+    tx: std::sync::mpsc::Sender<SocketRequest>,
+}
+
+static SOCKETS: OnceLock<Result<NamespaceSockets, String>> = OnceLock::new();
+
+impl NamespaceSockets {
+    fn start() -> Result<NamespaceSockets, String> {
+        let home = std::fs::File::open("/proc/thread-self/ns/net")
+            .map_err(|e| format!("cannot open the agent's network namespace: {e}"))?;
+        let (tx, rx) = std::sync::mpsc::channel::<SocketRequest>();
+        std::thread::Builder::new()
+            .name("netns-sockets".into())
+            .spawn(move || {
+                for request in rx {
+                    let made = socket_in(&request.netns, request.v6);
+                    // Back home, so no pod's namespace is kept alive by this thread.
+                    if let Err(e) = rustix::thread::move_into_link_name_space(
+                        home.as_fd(),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    ) {
+                        tracing::warn!(error = %e, "cannot return to the agent's network namespace");
+                    }
+                    let _ = request.reply.send(made);
+                }
+            })
+            .map_err(|e| format!("cannot start the thread that makes sockets in pods: {e}"))?;
+        Ok(NamespaceSockets { tx })
+    }
+}
+
+/// A TCP socket made in network namespace `netns` (by the calling thread, which stays there).
+fn socket_in(netns: &std::path::Path, v6: bool) -> Result<TcpSocket, String> {
+    let file = std::fs::File::open(netns)
+        .map_err(|e| format!("cannot open network namespace {}: {e}", netns.display()))?;
+    rustix::thread::move_into_link_name_space(
+        file.as_fd(),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .map_err(|e| format!("cannot enter network namespace {}: {e}", netns.display()))?;
+    let socket = if v6 {
+        TcpSocket::new_v6()
+    } else {
+        TcpSocket::new_v4()
+    };
+    socket.map_err(|e| format!("cannot make a socket: {e}"))
+}
+
+/// Connects to `addr` from inside the pod's network namespace, within `timeout`; the error
+/// reads like Go's dialer's (`dial tcp 10.0.0.5:80: connect: connection refused`).
+pub async fn connect(
+    target: &PodTarget,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, String> {
+    let netns = target
+        .netns
+        .clone()
+        .ok_or_else(|| "the pod has no network namespace on this node".to_string())?;
+    let sockets = SOCKETS
+        .get_or_init(NamespaceSockets::start)
+        .as_ref()
+        .map_err(Clone::clone)?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    sockets
+        .tx
+        .send(SocketRequest {
+            netns,
+            v6: addr.is_ipv6(),
+            reply,
+        })
+        .map_err(|_| "the thread that makes sockets in pods is gone".to_string())?;
+    let socket = answer
+        .await
+        .map_err(|_| "the thread that makes sockets in pods did not answer".to_string())??;
+    match tokio::time::timeout(timeout, socket.connect(addr)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(format!("dial tcp {addr}: connect: {}", io_text(&e))),
+        Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
+    }
+}
+
+/// An I/O error as Go prints it (`connection refused`), without Rust's `(os error 111)`.
+fn io_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    };
+    text.to_lowercase()
+}
+
+/// tcpSocket: a connection is success.
+pub async fn tcp_check(
+    host: Option<&str>,
+    port: u16,
+    target: &PodTarget,
+    timeout: Duration,
+) -> Result<Outcome, String> {
+    let addr = socket_address(host, port, target)?;
+    Ok(match connect(target, addr, timeout).await {
+        Ok(_) => Outcome::Success,
+        Err(e) => Outcome::Failure(e),
+    })
+}
+
+/// The status code of an HTTP/1.1 response's status line (`HTTP/1.1 200 OK`).
+pub fn parse_status_line(head: &[u8]) -> Option<u16> {
+    let line = head.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end();
+    let mut parts = line.split(' ');
+    let version = parts.next()?;
+    if !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    let code: u16 = parts.next()?.parse().ok()?;
+    (100..1000).contains(&code).then_some(code)
+}
+
+/// The request kubelet's prober sends: its User-Agent and Accept unless the spec's headers
+/// set them, Host from the spec's headers or the address.
+pub fn http_request(path: &str, authority: &str, headers: &[HTTPHeader]) -> Vec<u8> {
+    let path = if path.is_empty() { "/" } else { path };
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    let has = |name: &str| headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
+    let mut text = format!("GET {path} HTTP/1.1\r\n");
+    if !has("host") {
+        text.push_str(&format!("Host: {authority}\r\n"));
+    }
+    if !has("user-agent") {
+        text.push_str("User-Agent: kube-probe/1.35\r\n");
+    }
+    if !has("accept") {
+        text.push_str("Accept: */*\r\n");
+    }
+    for h in headers {
+        // A header with a line break would smuggle a second request: dropped.
+        if h.name.contains(['\r', '\n', ':']) || h.value.contains(['\r', '\n']) {
+            continue;
+        }
+        text.push_str(&format!("{}: {}\r\n", h.name, h.value));
+    }
+    text.push_str("Connection: close\r\n\r\n");
+    text.into_bytes()
+}
+
+/// Sends `request` on `stream` and reads the response's status code.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &[u8],
+) -> std::io::Result<u16> {
+    stream.write_all(request).await?;
+    stream.flush().await?;
+    let mut head = Vec::with_capacity(256);
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.contains(&b'\n') || head.len() >= MAX_OUTPUT {
+            break;
+        }
+    }
+    parse_status_line(&head).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "malformed HTTP response".to_string(),
+        )
+    })
+}
+
+/// httpGet: a status from 200 to 399 is success (redirects are not followed: a 3xx is a
+/// success, as kubelet counts a redirect to another host). HTTPS does not verify the
+/// certificate, as kubelet does not.
+pub async fn http_get(
+    action: &HTTPGetAction,
+    container: &Container,
+    target: &PodTarget,
+    timeout: Duration,
+) -> Result<Outcome, String> {
+    Ok(
+        match http_status(action, container, target, timeout).await? {
+            Ok(code) if (200..400).contains(&code) => Outcome::Success,
+            Ok(code) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
+            Err(e) => Outcome::Failure(e),
+        },
+    )
+}
+
+/// Sends the GET of `action` and reads the response's status code within `timeout`. The outer
+/// error: the action cannot be run (a port name that is not there); the inner one: the
+/// request failed, as Go's client words it.
+pub async fn http_status(
+    action: &HTTPGetAction,
+    container: &Container,
+    target: &PodTarget,
+    timeout: Duration,
+) -> Result<Result<u16, String>, String> {
+    let port = resolve_port(&action.port, container)?;
+    let addr = socket_address(action.host.as_deref(), port, target)?;
+    let https = action
+        .scheme
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+    let scheme = if https { "https" } else { "http" };
+    let path = action.path.as_deref().unwrap_or("/");
+    let url = format!("{scheme}://{addr}{path}");
+    let authority = addr.to_string();
+    let request = http_request(
+        path,
+        &authority,
+        action.http_headers.as_deref().unwrap_or(&[]),
+    );
+    let attempt = async {
+        let stream = connect(target, addr, timeout).await?;
+        let code = if https {
+            let connector = tokio_rustls::TlsConnector::from(insecure_tls()?);
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let tls = connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("tls: {}", io_text(&e)))?;
+            exchange(tls, &request).await
+        } else {
+            exchange(stream, &request).await
+        };
+        code.map_err(|e| io_text(&e))
+    };
+    Ok(match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(code)) => Ok(code),
+        Ok(Err(e)) => Err(format!("Get {url:?}: {e}")),
+        Err(_) => Err(format!(
+            "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        )),
+    })
+}
+
+/// A TLS client that accepts any certificate (kubelet's probes set InsecureSkipVerify).
+fn insecure_tls() -> Result<Arc<rustls::ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("tls: {e}"))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// What a command run in a container did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecEnd {
+    /// It exited with this code; its output (stdout then stderr, at most 10 KiB).
+    Exited { code: i32, output: String },
+    /// It ran past the timeout and was killed.
+    TimedOut,
+}
+
+/// Runs `command` in the running container `id`, killed (by the pid the runtime recorded)
+/// after `timeout`. An error: it could not be run at all.
+pub async fn exec_in(
+    runtime: &Arc<dyn PodRuntime>,
+    id: &str,
+    command: &[String],
+    timeout: Duration,
+) -> Result<ExecEnd, String> {
+    let (rt, id, args) = (runtime.clone(), id.to_string(), command.to_vec());
+    let mut prepared = tokio::task::spawn_blocking(move || rt.prepare_exec(&id, &args, false))
+        .await
+        .map_err(|e| format!("preparing the command failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    let mut cmd = std::mem::replace(&mut prepared.command, std::process::Command::new("true"));
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = tokio::process::Command::from(cmd)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run the command: {e}"))?;
+    let ended = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    let output = match ended {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => return Err(format!("waiting for the command: {e}")),
+        Err(_) => {
+            // The runtime's exec was dropped (and killed); the process in the container
+            // goes by its pid.
+            if let Some(pid) = prepared.pid().and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+            return Ok(ExecEnd::TimedOut);
+        }
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let code = output.status.code().unwrap_or(-1);
+    if code != 0 && skiff_runtime::container::exec::is_start_failure(&stderr) {
+        let code = skiff_runtime::container::exec::start_failure_code(&stderr, code);
+        return Ok(ExecEnd::Exited {
+            code,
+            output: stderr.trim_end().to_string(),
+        });
+    }
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&stderr);
+    if text.len() > MAX_OUTPUT {
+        let mut cut = MAX_OUTPUT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    Ok(ExecEnd::Exited { code, output: text })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ContainerPort;
+
+    fn container_with_ports() -> Container {
+        Container {
+            name: "web".into(),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: 8080,
+                ..ContainerPort::default()
+            }]),
+            ..Container::default()
+        }
+    }
+
+    #[test]
+    fn ports_resolve_by_number_and_by_name() {
+        let c = container_with_ports();
+        assert_eq!(resolve_port(&IntOrString::Int(80), &c), Ok(80));
+        assert_eq!(
+            resolve_port(&IntOrString::String("http".into()), &c),
+            Ok(8080)
+        );
+        assert_eq!(
+            resolve_port(&IntOrString::String("metrics".into()), &c),
+            Err("port \"metrics\" not found".into())
+        );
+        assert_eq!(
+            resolve_port(&IntOrString::Int(70000), &c),
+            Err("invalid port number: 70000".into())
+        );
+        assert_eq!(
+            resolve_port(&IntOrString::Int(0), &c),
+            Err("invalid port number: 0".into())
+        );
+    }
+
+    #[test]
+    fn status_lines_parse() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(
+            parse_status_line(b"HTTP/1.0 404 Not Found\r\nX: y"),
+            Some(404)
+        );
+        assert_eq!(parse_status_line(b"HTTP/1.1 302\r\n"), Some(302));
+        assert_eq!(parse_status_line(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(parse_status_line(b"HTTP/1.1 abc\r\n"), None);
+        assert_eq!(parse_status_line(b""), None);
+    }
+
+    #[test]
+    fn requests_carry_kubelets_headers_unless_overridden() {
+        let text = String::from_utf8(http_request("healthz", "10.0.0.5:80", &[])).expect("ascii");
+        assert!(text.starts_with("GET /healthz HTTP/1.1\r\n"), "{text}");
+        assert!(text.contains("Host: 10.0.0.5:80\r\n"));
+        assert!(text.contains("User-Agent: kube-probe/1.35\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+        let headers = vec![
+            HTTPHeader {
+                name: "Host".into(),
+                value: "example.com".into(),
+            },
+            HTTPHeader {
+                name: "X-Evil".into(),
+                value: "a\r\nGET / HTTP/1.1".into(),
+            },
+        ];
+        let text = String::from_utf8(http_request("/", "10.0.0.5:80", &headers)).expect("ascii");
+        assert!(text.contains("Host: example.com\r\n"));
+        assert!(!text.contains("10.0.0.5"));
+        assert!(!text.contains("X-Evil"));
+    }
+
+    #[test]
+    fn addresses_default_to_the_pod_ip() {
+        let target = PodTarget {
+            netns: None,
+            pod_ip: Some("10.1.0.7".into()),
+        };
+        assert_eq!(
+            socket_address(None, 80, &target),
+            Ok("10.1.0.7:80".parse().expect("address"))
+        );
+        assert_eq!(
+            socket_address(Some("127.0.0.1"), 80, &target),
+            Ok("127.0.0.1:80".parse().expect("address"))
+        );
+        assert!(socket_address(Some("example.com"), 80, &target).is_err());
+    }
+
+    #[test]
+    fn io_errors_read_like_gos() {
+        let e = std::io::Error::from_raw_os_error(111);
+        assert_eq!(io_text(&e), "connection refused");
+    }
+}
