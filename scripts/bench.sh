@@ -58,6 +58,11 @@ step "CLI: skiff get po beside kubectl get po, 100 pods, alternating (p50 of 30)
 cargo build --release -p skiff-e2e --example cli_bench
 SKIFF_BIN="$target/skiff" KUBECTL="$repo/.skiff-tools/bin/kubectl" "$target/examples/cli_bench" 100 30
 
+step "probes: node CPU with 100 pods, each a 1 s exec and a 1 s httpGet probe, and without (root)"
+cargo build --release -p skiff-e2e --example probe_bench
+SKIFF_BIN="$target/skiff" KUBECTL="$repo/.skiff-tools/bin/kubectl" "$target/examples/probe_bench" 100 60 --no-probes
+SKIFF_BIN="$target/skiff" KUBECTL="$repo/.skiff-tools/bin/kubectl" "$target/examples/probe_bench" 100 60
+
 step "idle memory of skiff server"
 data=$(mktemp -d)
 log="$data/server.log"
