@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, HTTPGetAction, HTTPHeader};
+use k8s_openapi::api::core::v1::{Container, GRPCAction, HTTPGetAction, HTTPHeader};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -313,6 +313,40 @@ pub async fn http_status(
         Ok(Err(e)) => Err(format!("Get {url:?}: {e}")),
         Err(_) => Err(format!(
             "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
+        )),
+    })
+}
+
+/// grpc: `grpc.health.v1.Health/Check` of `service` (default: the server as a whole) on the
+/// pod's IP; SERVING is success. Messages as kubelet's.
+pub async fn grpc_check(
+    action: &GRPCAction,
+    target: &PodTarget,
+    timeout: Duration,
+) -> Result<Outcome, String> {
+    let port = u16::try_from(action.port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("invalid port number: {}", action.port))?;
+    let addr = socket_address(None, port, target)?;
+    let service = action.service.clone().unwrap_or_default();
+    let secs = timeout.as_secs();
+    let stream = match connect(target, addr, timeout).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            return Ok(Outcome::Failure(format!(
+                "timeout: failed to connect service \"{addr}\" within {secs}s: {e}"
+            )))
+        }
+    };
+    let authority = addr.to_string();
+    let call = super::grpc::check(stream, &authority, &service);
+    Ok(match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(None)) => Outcome::Success,
+        Ok(Ok(Some(why))) => Outcome::Failure(why),
+        Ok(Err(e)) => Outcome::Failure(format!("rpc error: {e}")),
+        Err(_) => Outcome::Failure(format!(
+            "timeout: health rpc did not complete within {secs}s"
         )),
     })
 }

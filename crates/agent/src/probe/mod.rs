@@ -5,6 +5,7 @@
 //! functions here; the actions are in [`action`].
 
 pub mod action;
+pub mod grpc;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -377,8 +378,8 @@ async fn probe_once(
             Ok(port) => action::tcp_check(tcp.host.as_deref(), port, &ctx.target, timeout).await,
             Err(e) => Err(e),
         }
-    } else if probe.grpc.is_some() {
-        Err("grpc probes are not supported by this node yet".to_string())
+    } else if let Some(grpc) = &probe.grpc {
+        action::grpc_check(grpc, &ctx.target, timeout).await
     } else {
         Err("the probe has no action (exec, httpGet, tcpSocket or grpc)".to_string())
     };
