@@ -22,6 +22,24 @@ fn events(cluster: &Cluster, pod: &str) -> Vec<String> {
     out.lines().map(str::to_owned).collect()
 }
 
+/// How many times an event about pod `pod` starting with `prefix` (`reason: message`) was
+/// recorded: identical events are one Event object with a count, as kubelet's.
+fn event_count(cluster: &Cluster, pod: &str, prefix: &str) -> u32 {
+    let out = cluster.kubectl_ok([
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod}"),
+        "-o",
+        "jsonpath={range .items[*]}{.count} {.reason}: {.message}{\"\\n\"}{end}",
+    ]);
+    out.lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(_, event)| event.starts_with(prefix))
+        .map(|(count, _)| count.parse::<u32>().unwrap_or(1))
+        .sum()
+}
+
 /// The READY column of `kubectl get po <pod>`.
 fn ready_column(cluster: &Cluster, pod: &str) -> String {
     let table = parse_table(&cluster.kubectl_ok(["get", "po", pod]));
@@ -256,12 +274,14 @@ spec:
     // Three failed startup probes: seconds went by in which liveness (threshold 1) would
     // have killed the container had it run.
     wait_until(WAIT, "three failed startup probes of slow", || {
-        events(&cluster, "slow")
-            .iter()
-            .filter(|e| e.starts_with("Unhealthy: Startup probe failed"))
-            .count()
-            >= 3
+        event_count(&cluster, "slow", "Unhealthy: Startup probe failed") >= 3
     });
+    // One Event object counted up, not one per failure.
+    let failures = events(&cluster, "slow")
+        .iter()
+        .filter(|e| e.starts_with("Unhealthy: Startup probe failed"))
+        .count();
+    assert_eq!(failures, 1);
     assert_eq!(
         field(&cluster, "slow", "{.status.containerStatuses[0].started}"),
         "false"
