@@ -247,11 +247,14 @@ pub(crate) fn running_container_of(
     pod: &k8s_openapi::api::core::v1::Pod,
     container: &str,
 ) -> Result<String, String> {
-    let status_of = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|all| all.iter().find(|s| s.name == container));
+    // Init containers too: a sidecar runs beside the others, and kubectl exec -c reaches it.
+    let status_of = pod.status.as_ref().and_then(|s| {
+        s.container_statuses
+            .iter()
+            .flatten()
+            .chain(s.init_container_statuses.iter().flatten())
+            .find(|s| s.name == container)
+    });
     let running = status_of
         .filter(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()))
         .and_then(|s| s.container_id.as_deref());
