@@ -133,7 +133,12 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
     set("PodReadyToStartContainers", view.sandbox_ready, None, None);
     let (initialized, reason, message) = initialized(&spec, &init_statuses, phase);
     set("Initialized", initialized, reason, message);
-    let (ready, reason, message) = containers_ready(&statuses, phase);
+    let sidecars: Vec<&ContainerStatus> = init_specs
+        .iter()
+        .filter(|c| is_restartable_init(c))
+        .filter_map(|c| find(&init_statuses, &c.name))
+        .collect();
+    let (ready, reason, message) = containers_ready(&sidecars, &statuses, phase);
     set("Ready", ready, reason.clone(), message.clone());
     set("ContainersReady", ready, reason, message);
     set("PodScheduled", true, None, None);
@@ -439,14 +444,18 @@ fn initialized(
 
 /// kubelet's ContainersReady (and, without readiness gates, Ready) condition.
 fn containers_ready(
+    sidecars: &[&ContainerStatus],
     statuses: &[ContainerStatus],
     phase: &str,
 ) -> (bool, Option<String>, Option<String>) {
     if phase == "Succeeded" {
         return (false, Some("PodCompleted".into()), None);
     }
-    let unready: Vec<&str> = statuses
+    // Sidecars (restartable init containers) count, first, as in kubelet.
+    let unready: Vec<&str> = sidecars
         .iter()
+        .copied()
+        .chain(statuses)
         .filter(|s| !s.ready)
         .map(|s| s.name.as_str())
         .collect();
@@ -798,6 +807,29 @@ mod tests {
         };
         let s = pod_status(&p, &view(vec![ended, running("b")]), t(6));
         assert!(!s.container_statuses.as_ref().expect("statuses")[0].ready);
+    }
+
+    #[test]
+    fn an_unready_sidecar_keeps_the_pod_unready() {
+        let p = pod(json!({
+            "initContainers": [{"name": "side", "image": "busybox", "restartPolicy": "Always"}],
+            "containers": [{"name": "a", "image": "busybox"}],
+        }));
+        let mut v = view(vec![running("a")]);
+        v.init_containers = vec![ContainerRecord {
+            ready: false,
+            ..running("side")
+        }];
+        let s = pod_status(&p, &v, t(6));
+        let c = condition_map(&s);
+        assert_eq!(c["ContainersReady"].status, "False");
+        assert_eq!(
+            c["ContainersReady"].message.as_deref(),
+            Some("containers with unready status: [side]")
+        );
+        v.init_containers = vec![running("side")];
+        let s = pod_status(&p, &v, t(6));
+        assert_eq!(condition_map(&s)["Ready"].status, "True");
     }
 
     #[test]

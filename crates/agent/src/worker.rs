@@ -666,7 +666,10 @@ impl PodWorker {
                 .get(&container.name)
                 .and_then(|s| s.view.as_ref())
             {
-                Some(ContainerView::Running { .. }) => sidecar,
+                // A sidecar lets the next one start once started (its startup probe passed).
+                Some(ContainerView::Running { .. }) => {
+                    sidecar && self.probe_report(container).started
+                }
                 Some(ContainerView::Terminated(t)) => !sidecar && t.exit_code == 0,
                 _ => false,
             };
@@ -688,12 +691,35 @@ impl PodWorker {
             if let Some(next) = self.run_steps(pod, steps).await {
                 wake = wake.min(next);
             }
-            if let Some(next) = self.sync_probes(pod, &spec.containers).await {
-                wake = wake.min(next);
-            }
+        }
+        // Regular containers and sidecars are probed (the others' probers just stop).
+        let probed: Vec<Container> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+            .chain(&spec.containers)
+            .cloned()
+            .collect();
+        if let Some(next) = self.sync_probes(pod, &probed).await {
+            wake = wake.min(next);
         }
         self.post_status(pod).await;
         wake
+    }
+
+    /// What the probes of running `container` say: its prober's report, or before the prober
+    /// of this instance ran, the initial one (not ready while a readiness probe is declared).
+    fn probe_report(&self, container: &Container) -> ProbeReport {
+        let slot = self.slots.get(&container.name);
+        let running = match slot.and_then(|s| s.view.as_ref()) {
+            Some(ContainerView::Running { container_id, .. }) => container_id,
+            _ => return ProbeReport::default(),
+        };
+        slot.and_then(|s| s.prober.as_ref())
+            .filter(|p| &p.container_id == running)
+            .map(Prober::report)
+            .unwrap_or_else(|| crate::probe::initial_report(container))
     }
 
     /// Where the pod's network actions go; the namespace is looked up once.
@@ -1234,31 +1260,28 @@ impl PodWorker {
             host_ip: Some(self.ctx.host_ip.clone()),
             pod_ips: self.pod_ips.clone(),
             start_time: Some(self.start_time),
-            containers: self.records(&spec.containers, true),
+            containers: self.records(&spec.containers, false),
             init_containers: self
-                .records(spec.init_containers.as_deref().unwrap_or_default(), false),
+                .records(spec.init_containers.as_deref().unwrap_or_default(), true),
         }
     }
 
     /// What the worker knows of each of `containers` (none yet for one never tried).
-    fn records(&self, containers: &[Container], probed: bool) -> Vec<ContainerRecord> {
+    fn records(&self, containers: &[Container], init: bool) -> Vec<ContainerRecord> {
         containers
             .iter()
             .filter_map(|c| {
                 let slot = self.slots.get(&c.name)?;
                 let state = slot.view.clone()?;
+                // Regular containers and sidecars have probes; other init containers cannot.
+                let probed = !init || c.restart_policy.as_deref() == Some("Always");
                 let report = match &state {
                     ContainerView::Running { .. } if !probed => ProbeReport {
                         started: true,
                         ready: true,
                         kill: None,
                     },
-                    ContainerView::Running { container_id, .. } => slot
-                        .prober
-                        .as_ref()
-                        .filter(|p| &p.container_id == container_id)
-                        .map(Prober::report)
-                        .unwrap_or_else(|| crate::probe::initial_report(c)),
+                    ContainerView::Running { .. } => self.probe_report(c),
                     _ => ProbeReport::default(),
                 };
                 Some(ContainerRecord {

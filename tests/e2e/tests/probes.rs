@@ -242,6 +242,31 @@ spec:
       periodSeconds: 1
 "#,
     );
+    // A sidecar whose startup probe has not passed holds the app container back.
+    cluster.create_from(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: sidecar}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: side
+    image: busybox
+    imagePullPolicy: Never
+    restartPolicy: Always
+    command: [sleep, "3600"]
+    startupProbe:
+      exec: {command: [test, -f, /tmp/up]}
+      periodSeconds: 1
+      failureThreshold: 600
+  containers:
+  - name: app
+    image: busybox
+    imagePullPolicy: Never
+    command: [sleep, "3600"]
+"#,
+    );
 
     let restarts = |pod: &str| field(&cluster, pod, "{.status.containerStatuses[0].restartCount}");
     wait_until(WAIT, "hangs ready", || {
@@ -305,7 +330,31 @@ spec:
     );
     assert_eq!(restarts("slow"), "0");
 
-    for pod in ["hangs", "slow"] {
+    wait_until(WAIT, "a failed startup probe of the sidecar", || {
+        event_count(&cluster, "sidecar", "Unhealthy: Startup probe failed") >= 2
+    });
+    assert_eq!(
+        field(
+            &cluster,
+            "sidecar",
+            "{.status.containerStatuses[0].state.waiting.reason}"
+        ),
+        "PodInitializing"
+    );
+    assert_eq!(
+        field(
+            &cluster,
+            "sidecar",
+            "{.status.initContainerStatuses[0].started}"
+        ),
+        "false"
+    );
+    cluster.kubectl_ok(["exec", "sidecar", "-c", "side", "--", "touch", "/tmp/up"]);
+    wait_until(WAIT, "the app container running", || {
+        ready_column(&cluster, "sidecar") == "2/2"
+    });
+
+    for pod in ["hangs", "slow", "sidecar"] {
         cluster.kubectl_ok(["delete", "pod", pod]);
     }
 }
