@@ -66,6 +66,15 @@ fn socket_address(host: Option<&str>, port: u16, target: &PodTarget) -> Result<S
     Ok(SocketAddr::new(ip, port))
 }
 
+/// The pod's network cannot be reached (no sandbox here): the probe errors out, uncounted,
+/// rather than failing (which would kill a healthy container for the node's fault).
+fn has_namespace(target: &PodTarget) -> Result<(), String> {
+    match target.netns {
+        Some(_) => Ok(()),
+        None => Err("the pod has no network namespace on this node".into()),
+    }
+}
+
 /// A request for a socket made in a network namespace.
 struct SocketRequest {
     netns: PathBuf,
@@ -174,6 +183,7 @@ pub async fn tcp_check(
     timeout: Duration,
 ) -> Result<Outcome, String> {
     let addr = socket_address(host, port, target)?;
+    has_namespace(target)?;
     Ok(match connect(target, addr, timeout).await {
         Ok(_) => Outcome::Success,
         Err(e) => Outcome::Failure(e),
@@ -280,6 +290,7 @@ pub async fn http_status(
 ) -> Result<Result<u16, String>, String> {
     let port = resolve_port(&action.port, container)?;
     let addr = socket_address(action.host.as_deref(), port, target)?;
+    has_namespace(target)?;
     let https = action
         .scheme
         .as_deref()
@@ -329,6 +340,7 @@ pub async fn grpc_check(
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("invalid port number: {}", action.port))?;
     let addr = socket_address(None, port, target)?;
+    has_namespace(target)?;
     let service = action.service.clone().unwrap_or_default();
     let secs = timeout.as_secs();
     let stream = match connect(target, addr, timeout).await {
