@@ -1,5 +1,5 @@
 //! Probes and lifecycle hooks as a user meets them, with the real kubectl and busybox: readiness
-//! flipping READY both ways (exec and httpGet on a named port), a liveness probe restarting a
+//! flipping READY both ways (exec, httpGet on a named port, tcpSocket), a liveness probe restarting a
 //! hung container, a startup probe holding the others back, a probe on a port name that does
 //! not exist, postStart, and preStop before SIGTERM within the grace period.
 
@@ -120,6 +120,24 @@ spec:
       periodSeconds: 1
 "#,
     );
+    cluster.create_from(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: tcp}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: Never
+    command: [sleep, "3600"]
+    readinessProbe:
+      tcpSocket: {port: 9999}
+      periodSeconds: 1
+      failureThreshold: 1
+"#,
+    );
 
     // Running, but not ready until the probe passes.
     wait_until(WAIT, "toggled Running", || {
@@ -178,6 +196,23 @@ spec:
         events(&cluster, "web")
     );
 
+    // tcpSocket: refused until something listens on the port.
+    wait_until(WAIT, "a refused tcpSocket probe", || {
+        let ip = field(&cluster, "tcp", "{.status.podIP}");
+        !ip.is_empty()
+            && events(&cluster, "tcp").iter().any(|e| {
+                e == &format!(
+                    "Unhealthy: Readiness probe failed: dial tcp {ip}:9999: connect: connection refused"
+                )
+            })
+    });
+    assert_eq!(ready_column(&cluster, "tcp"), "0/1");
+    // busybox httpd goes to the background and keeps listening after the exec ends.
+    cluster.kubectl_ok(["exec", "tcp", "--", "httpd", "-p", "9999", "-h", "/tmp"]);
+    wait_until(WAIT, "tcp READY 1/1", || {
+        ready_column(&cluster, "tcp") == "1/1"
+    });
+
     // A port name the container does not have: never ready, and the event names it.
     wait_until(WAIT, "the event about the missing port name", || {
         events(&cluster, "misnamed").iter().any(|e| {
@@ -187,7 +222,7 @@ spec:
     assert_eq!(field(&cluster, "misnamed", "{.status.phase}"), "Running");
     assert_eq!(ready_column(&cluster, "misnamed"), "0/1");
 
-    for pod in ["toggled", "web", "misnamed"] {
+    for pod in ["toggled", "web", "misnamed", "tcp"] {
         cluster.kubectl_ok(["delete", "pod", pod]);
     }
 }
