@@ -1,7 +1,8 @@
 //! Probes and lifecycle hooks as a user meets them, with the real kubectl and busybox: readiness
-//! flipping READY both ways (exec, httpGet on a named port, tcpSocket), a liveness probe restarting a
-//! hung container, a startup probe holding the others back, a probe on a port name that does
-//! not exist, postStart, and preStop before SIGTERM within the grace period.
+//! flipping READY both ways (exec, httpGet on a named port, tcpSocket), a liveness probe
+//! restarting a hung container, a startup probe holding the others back (a sidecar's too), a
+//! probe on a port name that does not exist, postStart, and preStop before SIGTERM within the
+//! grace period.
 
 use std::time::{Duration, Instant};
 
