@@ -1165,7 +1165,7 @@ impl PodWorker {
                 {
                     // As kubelet: the container is not Running until its postStart hook
                     // completed; a failed hook kills it (then the restart policy applies).
-                    slot.view = Some(ContainerView::Waiting {
+                    let running = slot.view.replace(ContainerView::Waiting {
                         reason: CONTAINER_CREATING.into(),
                         message: None,
                     });
@@ -1177,7 +1177,11 @@ impl PodWorker {
                         pod: &label,
                         network: &network,
                     };
-                    if let Err(message) = lifecycle::run(handler, &target, POST_START_LIMIT).await {
+                    let hooked = lifecycle::run(handler, &target, POST_START_LIMIT).await;
+                    if hooked.is_ok() {
+                        slot.view = running;
+                    }
+                    if let Err(message) = hooked {
                         events
                             .record(
                                 pod,
@@ -1477,5 +1481,6 @@ impl PodWorker {
         }
         self.slots.clear();
         self.sandbox = None;
+        self.netns = None;
     }
 }
