@@ -1384,12 +1384,23 @@ impl PodWorker {
     /// removal retried a few times; what is still left is the start-up cleanup's job.
     async fn tear_down(&mut self, pod: Option<&Pod>, signal: i32, grace: Duration) {
         let mut stops = Vec::new();
-        let target = match pod {
-            Some(_) => self.target().await,
-            None => PodTarget {
+        // Only an httpGet preStop hook needs the pod's network namespace looked up.
+        let network_hook = pod.is_some_and(|p| {
+            p.spec.iter().any(|spec| {
+                spec.containers
+                    .iter()
+                    .chain(spec.init_containers.iter().flatten())
+                    .filter_map(|c| lifecycle::handler(c, Hook::PreStop))
+                    .any(|h| h.http_get.is_some())
+            })
+        });
+        let target = if network_hook {
+            self.target().await
+        } else {
+            PodTarget {
                 netns: None,
-                pod_ip: None,
-            },
+                pod_ip: self.pod_ips.first().cloned(),
+            }
         };
         for slot in self.slots.values_mut() {
             slot.prober = None;
