@@ -767,8 +767,20 @@ impl PodWorker {
                 .get(&container.name)
                 .and_then(|s| s.prober.as_ref())
                 .map(|p| p.container_id == id);
-            if current != Some(true) && !crate::probe::probes_of(container).is_empty() {
-                let target = self.target().await;
+            let probes = crate::probe::probes_of(container);
+            if current != Some(true) && !probes.is_empty() {
+                // Only network probes need the pod's namespace looked up.
+                let network = probes.iter().any(|(_, p)| {
+                    p.http_get.is_some() || p.tcp_socket.is_some() || p.grpc.is_some()
+                });
+                let target = if network {
+                    self.target().await
+                } else {
+                    PodTarget {
+                        netns: None,
+                        pod_ip: self.pod_ips.first().cloned(),
+                    }
+                };
                 let (events, p, name) = (self.events.clone(), pod.clone(), container.name.clone());
                 let sink: crate::probe::EventSink = Arc::new(move |kind, reason, message| {
                     events.queue(&p, Some(&name), kind, reason, &message);
@@ -1128,7 +1140,11 @@ impl PodWorker {
         let name = container.name.clone();
         let runtime = self.ctx.runtime.clone();
         let post_start = match (&started, lifecycle::handler(&container, Hook::PostStart)) {
-            (Ok(()), Some(_)) => Some(self.target().await),
+            (Ok(()), Some(h)) if h.http_get.is_some() => Some(self.target().await),
+            (Ok(()), Some(_)) => Some(PodTarget {
+                netns: None,
+                pod_ip: self.pod_ips.first().cloned(),
+            }),
             _ => None,
         };
         let events = &self.events;
