@@ -31,6 +31,22 @@ pub struct Flags {
     pub stream: StreamFlags,
     /// How many of [`Flags::args`] came before `--` (cobra's ArgsLenAtDash), if `--` was given.
     pub args_before_dash: Option<usize>,
+    /// `-L`: label keys shown as columns of `get`.
+    pub label_columns: Vec<String>,
+    pub sort_by: Option<String>,
+    /// `get -w`.
+    pub watch: bool,
+    pub output_watch_events: bool,
+    pub overwrite: bool,
+    /// `--dry-run=none|client|server`.
+    pub dry_run: Option<String>,
+    /// `wait --for=...`.
+    pub wait_for: Option<String>,
+    /// `--timeout` as given (`30s`, `1m`).
+    pub timeout: Option<String>,
+    pub server_side: bool,
+    /// `--validate` as given (`strict`, `false`, ...).
+    pub validate: Option<String>,
     /// The verb (`get`, `delete`, ...), when one was given.
     pub verb: Option<String>,
     /// The arguments after the verb that are not flags.
@@ -135,6 +151,11 @@ const VALUE_FLAGS: &[(&str, Option<char>)] = &[
     ("port", None),
     ("labels", None),
     ("dry-run", None),
+    ("label-columns", Some('L')),
+    ("sort-by", None),
+    ("dry-run", None),
+    ("for", None),
+    ("resource-version", None),
 ];
 
 /// Flags that are booleans: (long name, short letter).
@@ -163,6 +184,11 @@ const BOOL_FLAGS: &[(&str, Option<char>)] = &[
     ("command", None),
     ("rm", None),
     ("no-preserve", None),
+    ("watch", Some('w')),
+    ("output-watch-events", None),
+    ("overwrite", None),
+    ("server-side", None),
+    ("current", None),
 ];
 
 impl Flags {
@@ -300,6 +326,17 @@ impl Flags {
             "port" => self.stream.port = Some(value),
             "labels" => self.stream.labels = Some(value),
             "dry-run" => self.stream.dry_run = Some(value),
+            "label-columns" => self.label_columns.extend(
+                value
+                    .split(',')
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            ),
+            "sort-by" => self.sort_by = Some(value),
+            "dry-run" => self.dry_run = Some(value),
+            "for" => self.wait_for = Some(value),
+            "timeout" => self.timeout = Some(value),
+            "validate" => self.validate = Some(value),
             // Accepted for kubectl's sake; this slice has no use for them.
             _ => {}
         }
@@ -329,6 +366,10 @@ impl Flags {
             "command" => self.stream.command = value,
             "rm" => self.stream.rm = value,
             "no-preserve" => self.stream.no_preserve = value,
+            "watch" => self.watch = value,
+            "output-watch-events" => self.output_watch_events = value,
+            "overwrite" => self.overwrite = value,
+            "server-side" => self.server_side = value,
             _ => {}
         }
     }

@@ -7,6 +7,7 @@ use http::Method;
 use serde_json::{json, Value};
 
 use crate::client::{self, ApiClient, ACCEPT_JSON, ACCEPT_TABLE};
+use crate::jsonpath::{self, Template};
 use crate::kinds::{self, Resource};
 use crate::{printer, report, Error, Flags, Result};
 
@@ -15,12 +16,137 @@ pub(crate) struct Request {
     pub targets: Vec<(&'static Resource, Vec<String>)>,
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, PartialEq)]
 enum Output {
     Table { wide: bool },
     Name,
     Json,
     Yaml,
+    JsonPath(Template),
+    CustomColumns(Vec<(String, Template)>),
+}
+
+impl Output {
+    fn parse(output: Option<&str>) -> Result<Output> {
+        Ok(match output {
+            None | Some("") => Output::Table { wide: false },
+            Some("wide") => Output::Table { wide: true },
+            Some("name") => Output::Name,
+            Some("json") => Output::Json,
+            Some("yaml") => Output::Yaml,
+            Some("jsonpath" | "jsonpath-as-json") => {
+                return Err(Error::Message(
+                    "template format specified but no template given".to_owned(),
+                ))
+            }
+            Some(other) if other.starts_with("jsonpath=") => {
+                Output::JsonPath(Template::parse(&other["jsonpath=".len()..])?)
+            }
+            Some("custom-columns") => {
+                return Err(Error::Message(
+                    "custom-columns format specified but no custom columns given".to_owned(),
+                ))
+            }
+            Some(other) if other.starts_with("custom-columns=") => {
+                Output::CustomColumns(custom_columns(&other["custom-columns=".len()..])?)
+            }
+            Some(other) => {
+                return Err(Error::Message(format!(
+                    "unable to match a printer suitable for the output format \"{other}\", \
+                     allowed formats are: custom-columns,custom-columns-file,go-template,\
+                     go-template-file,json,jsonpath,jsonpath-as-json,jsonpath-file,kyaml,name,\
+                     template,templatefile,wide,yaml"
+                )))
+            }
+        })
+    }
+
+    /// Whether the printer reads whole objects (a List), not the server's Table.
+    fn reads_objects(&self) -> bool {
+        !matches!(self, Output::Table { .. })
+    }
+}
+
+/// `NAME:.path,NAME2:.path2`.
+fn custom_columns(spec: &str) -> Result<Vec<(String, Template)>> {
+    let mut columns = Vec::new();
+    for part in spec.split(',') {
+        let Some((header, path)) = part.split_once(':') else {
+            return Err(Error::Message(format!(
+                "unexpected custom-columns spec: {part}, expected <header>:<json-path-expr>"
+            )));
+        };
+        columns.push((header.to_owned(), Template::parse_relaxed(path)?));
+    }
+    Ok(columns)
+}
+
+/// The rows of `-o custom-columns` for `objects`.
+fn render_custom_columns(
+    columns: &[(String, Template)],
+    objects: &[Value],
+    no_headers: bool,
+) -> String {
+    let mut rows = Vec::new();
+    if !no_headers {
+        rows.push(columns.iter().map(|(h, _)| h.clone()).collect());
+    }
+    for object in objects {
+        rows.push(
+            columns
+                .iter()
+                .map(|(_, template)| {
+                    let values = template.values(object);
+                    if values.is_empty() {
+                        "<none>".to_owned()
+                    } else {
+                        values
+                            .iter()
+                            .map(jsonpath::go_value)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    }
+                })
+                .collect(),
+        );
+    }
+    printer::table(&rows)
+}
+
+/// Sorts objects by a relaxed JSONPath as `--sort-by` does (numbers by value, strings in
+/// byte order (kubectl's `pod-10` before `pod-2`), objects without the field first). None when no object has the field.
+pub(crate) fn sort_objects<T: Clone>(
+    items: &mut [T],
+    template: &Template,
+    object: impl Fn(&T) -> &Value,
+) -> bool {
+    let keys: Vec<Option<Value>> = items
+        .iter()
+        .map(|item| template.values(object(item)).into_iter().next())
+        .collect();
+    if !items.is_empty() && keys.iter().all(Option::is_none) {
+        return false;
+    }
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| compare_keys(keys[a].as_ref(), keys[b].as_ref()));
+    let sorted: Vec<T> = order.iter().map(|&i| items[i].clone()).collect();
+    items.clone_from_slice(&sorted);
+    true
+}
+
+fn compare_keys(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, _) => Ordering::Less,
+        (_, None) => Ordering::Greater,
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
+        (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
+        (Some(x), Some(y)) => jsonpath::result_text(x).cmp(&jsonpath::result_text(y)),
+    }
 }
 
 /// kubectl's message for a kind the server does not serve, with the closest known name when
@@ -126,19 +252,13 @@ fn escape(text: &str) -> String {
 }
 
 pub async fn run(flags: &Flags) -> Result<()> {
-    let output = match flags.output.as_deref() {
-        None | Some("") => Output::Table { wide: false },
-        Some("wide") => Output::Table { wide: true },
-        Some("name") => Output::Name,
-        Some("json") => Output::Json,
-        Some("yaml") => Output::Yaml,
-        Some(other) => {
-            return Err(Error::Message(format!(
-                "unable to match a printer suitable for the output format \"{other}\", allowed \
-                 formats are: json,name,wide,yaml (more come with later versions of this CLI)"
-            )))
-        }
-    };
+    let output = Output::parse(flags.output.as_deref())?;
+    let sort_by = flags
+        .sort_by
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(Template::parse_relaxed)
+        .transpose()?;
     let request = parse_targets(&flags.args)?;
     if request.targets.is_empty() {
         return Err(Error::Message(
@@ -151,9 +271,10 @@ pub async fn run(flags: &Flags) -> Result<()> {
     let api = ApiClient::connect(flags).await?;
     let all_namespaces = flags.all_namespaces;
     let namespace = api.namespace().to_owned();
-    let accept = match output {
-        Output::Table { .. } => ACCEPT_TABLE,
-        _ => ACCEPT_JSON,
+    let accept = if output.reads_objects() {
+        ACCEPT_JSON
+    } else {
+        ACCEPT_TABLE
     };
     let mut errors = Vec::new();
     let mut stdout = String::new();
@@ -170,11 +291,16 @@ pub async fn run(flags: &Flags) -> Result<()> {
         };
         let mut answers: Vec<Value> = Vec::new();
         if names.is_empty() {
-            let uri = format!(
+            let mut uri = format!(
                 "{}{}",
                 resource.collection_path(ns),
                 list_query(flags, true)
             );
+            if sort_by.is_some() && !output.reads_objects() {
+                // Rows sort by their objects: kubectl asks for them whole.
+                let sep = if uri.contains('?') { '&' } else { '?' };
+                uri.push_str(&format!("{sep}includeObject=Object"));
+            }
             let mut uri_page = uri.clone();
             loop {
                 let bytes = api
@@ -221,9 +347,15 @@ pub async fn run(flags: &Flags) -> Result<()> {
         }
         match output {
             Output::Table { wide } => {
+                if let Some(sort_by) = &sort_by {
+                    if !sort_table_rows(&mut answers, sort_by) {
+                        continue;
+                    }
+                }
                 let table = TableOptions {
                     wide,
                     all_namespaces,
+                    label_columns: flags.label_columns.clone(),
                     show_labels: flags.show_labels,
                     no_headers: flags.no_headers,
                     kind_prefix: several_kinds.then_some(resource.singular),
@@ -248,19 +380,46 @@ pub async fn run(flags: &Flags) -> Result<()> {
                             object.insert("apiVersion".to_owned(), json!("v1"));
                             object.insert("kind".to_owned(), json!(resource.kind));
                         }
-                        if output == Output::Name {
-                            let name = item["metadata"]["name"].as_str().unwrap_or_default();
-                            stdout.push_str(&format!("{}/{name}\n", resource.singular));
-                            printed_any = true;
-                        } else {
-                            objects.push(item);
-                        }
+                        objects.push(item);
                     }
                 }
             }
         }
     }
-    match output {
+    if let Some(sort_by) = &sort_by {
+        if output.reads_objects() && !sort_objects(&mut objects, sort_by, |o| o) {
+            return Err(Error::Message(format!(
+                "couldn't find any field with path \"{}\" in the list of objects",
+                sort_by.source()
+            )));
+        }
+    }
+    match &output {
+        Output::Name => {
+            for object in &objects {
+                let kind = object["kind"].as_str().unwrap_or_default();
+                let singular = kinds::by_kind("v1", kind).map_or(kind, |r| r.singular);
+                let name = object["metadata"]["name"].as_str().unwrap_or_default();
+                stdout.push_str(&format!("{singular}/{name}\n"));
+                printed_any = true;
+            }
+        }
+        Output::CustomColumns(columns) if !objects.is_empty() => {
+            stdout = render_custom_columns(columns, &objects, flags.no_headers);
+            printed_any = true;
+        }
+        Output::JsonPath(template)
+            if !(objects.is_empty() && !errors.is_empty() && single_item) =>
+        {
+            let value = if single_item && objects.len() == 1 {
+                objects.pop().unwrap_or(Value::Null)
+            } else {
+                json!({"apiVersion": "v1", "items": objects, "kind": "List",
+                       "metadata": {"resourceVersion": ""}})
+            };
+            stdout = template.render(&value)?;
+            printed_any = true;
+        }
         Output::Json | Output::Yaml
             if !(objects.is_empty() && !errors.is_empty() && single_item) =>
         {
@@ -306,9 +465,32 @@ pub(crate) fn finish(mut errors: Vec<Error>) -> Result<()> {
     Err(last)
 }
 
+/// `--sort-by` on Tables: the rows of all pages, sorted by their objects. False when no
+/// object has the field (kubectl then prints no rows).
+fn sort_table_rows(tables: &mut [Value], sort_by: &Template) -> bool {
+    let mut rows: Vec<Value> = Vec::new();
+    for table in tables.iter_mut() {
+        if let Some(Value::Array(page)) = table.get_mut("rows").map(Value::take) {
+            rows.extend(page);
+        }
+    }
+    if !sort_objects(&mut rows, sort_by, |row| &row["object"]) {
+        return false;
+    }
+    if let Some(first) = tables.first_mut() {
+        first["rows"] = Value::Array(rows);
+    }
+    for table in tables.iter_mut().skip(1) {
+        table["rows"] = json!([]);
+    }
+    true
+}
+
 struct TableOptions {
     wide: bool,
     all_namespaces: bool,
+    /// `-L`: one column per label key, after the server's columns.
+    label_columns: Vec<String>,
     show_labels: bool,
     no_headers: bool,
     /// `pod` when several kinds are printed: names come out as `pod/x`.
@@ -339,6 +521,9 @@ fn render_tables(tables: &[Value], options: &TableOptions) -> Option<String> {
                     .to_uppercase(),
             );
         }
+        for key in &options.label_columns {
+            header.push(label_header(key));
+        }
         if options.show_labels {
             header.push("LABELS".to_owned());
         }
@@ -368,6 +553,14 @@ fn render_tables(tables: &[Value], options: &TableOptions) -> Option<String> {
                 }
                 line.push(text);
             }
+            for key in &options.label_columns {
+                line.push(
+                    metadata["labels"][key.as_str()]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
             if options.show_labels {
                 line.push(labels_text(&metadata["labels"]));
             }
@@ -375,6 +568,11 @@ fn render_tables(tables: &[Value], options: &TableOptions) -> Option<String> {
         }
     }
     any.then(|| printer::table(&rows))
+}
+
+/// `-L app.kubernetes.io/name` heads its column `NAME`, as kubectl does.
+fn label_header(key: &str) -> String {
+    key.rsplit('/').next().unwrap_or(key).to_uppercase()
 }
 
 fn cell_text(cell: &Value) -> String {
@@ -385,15 +583,18 @@ fn cell_text(cell: &Value) -> String {
     }
 }
 
-/// `--show-labels`: `k=v,k2=v2` sorted by key, or `<none>`.
+/// `--show-labels`: `k=v,k2=v2` sorted, or `<none>`.
 fn labels_text(labels: &Value) -> String {
     let Some(map) = labels.as_object().filter(|m| !m.is_empty()) else {
         return "<none>".to_owned();
     };
-    map.iter()
+    // labels.Set.String sorts the `k=v` pairs, not the keys: `a.b=x` before `a=y`.
+    let mut pairs: Vec<String> = map
+        .iter()
         .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect();
+    pairs.sort();
+    pairs.join(",")
 }
 
 #[cfg(test)]
@@ -444,13 +645,16 @@ mod tests {
         let options = TableOptions {
             wide: false,
             all_namespaces: true,
+            label_columns: vec!["app".into()],
             show_labels: true,
             no_headers: false,
             kind_prefix: None,
         };
         assert_eq!(
             render_tables(&[table], &options).as_deref(),
-            Some("NAMESPACE   NAME    AGE   LABELS\ndefault     kubia   1s    a=1,b=2\n")
+            Some(
+                "NAMESPACE   NAME    AGE   APP   LABELS\ndefault     kubia   1s          a=1,b=2\n"
+            )
         );
     }
 }

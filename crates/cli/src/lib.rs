@@ -11,6 +11,7 @@ mod create;
 mod delete;
 mod exec;
 mod get;
+mod jsonpath;
 mod kinds;
 mod kubeconfig;
 mod logs;
