@@ -496,6 +496,170 @@ fn reorder(
     Ok(out)
 }
 
+/// The strategic merge patch client-side `kubectl apply` sends (CreateThreeWayMergePatch):
+/// what `modified` (the manifest) adds or changes against `current` (the live object), and
+/// what it drops against `original` (the last applied manifest), as `null`s and `$patch: delete`
+/// entries, with `$setElementOrder` for merged lists. An empty map: nothing to change.
+pub fn three_way(
+    original: &Value,
+    modified: &Value,
+    current: &Value,
+    kind: &str,
+) -> Map<String, Value> {
+    let schema = Schema { kind };
+    let empty = Map::new();
+    three_way_map(
+        original.as_object().unwrap_or(&empty),
+        modified.as_object().unwrap_or(&empty),
+        current.as_object().unwrap_or(&empty),
+        "",
+        &schema,
+    )
+}
+
+fn three_way_map(
+    original: &Map<String, Value>,
+    modified: &Map<String, Value>,
+    current: &Map<String, Value>,
+    path: &str,
+    schema: &Schema,
+) -> Map<String, Value> {
+    let empty_map = Map::new();
+    let mut patch = Map::new();
+    for (key, want) in modified {
+        let child = child_path(path, key);
+        let Some(live) = current.get(key) else {
+            patch.insert(key.clone(), want.clone());
+            continue;
+        };
+        let before = original.get(key);
+        match (want, live) {
+            (Value::Object(want), Value::Object(live)) => {
+                let before = before.and_then(Value::as_object).unwrap_or(&empty_map);
+                let sub = three_way_map(before, want, live, &child, schema);
+                if !sub.is_empty() {
+                    patch.insert(key.clone(), Value::Object(sub));
+                }
+            }
+            (Value::Array(want), Value::Array(live)) => {
+                let before: &[Value] = before.and_then(Value::as_array).map_or(&[], Vec::as_slice);
+                three_way_list(key, before, want, live, &child, schema, &mut patch);
+            }
+            (want, live) if want != live => {
+                patch.insert(key.clone(), want.clone());
+            }
+            _ => {}
+        }
+    }
+    for key in original.keys() {
+        if !modified.contains_key(key) {
+            patch.insert(key.clone(), Value::Null);
+        }
+    }
+    patch
+}
+
+fn three_way_list(
+    key: &str,
+    original: &[Value],
+    modified: &[Value],
+    current: &[Value],
+    path: &str,
+    schema: &Schema,
+    patch: &mut Map<String, Value>,
+) {
+    let keyed = match schema.list_kind(path) {
+        ListKind::Keyed(merge_key)
+            if modified
+                .iter()
+                .chain(original)
+                .all(|item| item.get(merge_key).is_some()) =>
+        {
+            merge_key
+        }
+        ListKind::Set => {
+            let added: Vec<Value> = modified
+                .iter()
+                .filter(|v| !current.contains(v))
+                .cloned()
+                .collect();
+            let dropped: Vec<Value> = original
+                .iter()
+                .filter(|v| !modified.contains(v))
+                .cloned()
+                .collect();
+            if !added.is_empty() || !dropped.is_empty() {
+                patch.insert(
+                    format!("{SET_ELEMENT_ORDER}{key}"),
+                    Value::Array(modified.to_vec()),
+                );
+            }
+            if !added.is_empty() {
+                patch.insert(key.to_owned(), Value::Array(added));
+            }
+            if !dropped.is_empty() {
+                patch.insert(
+                    format!("{DELETE_FROM_PRIMITIVE_LIST}{key}"),
+                    Value::Array(dropped),
+                );
+            }
+            return;
+        }
+        _ => {
+            if modified != current {
+                patch.insert(key.to_owned(), Value::Array(modified.to_vec()));
+            }
+            return;
+        }
+    };
+    let find = |list: &[Value], id: &Value| -> Option<Value> {
+        list.iter()
+            .find(|item| item.get(keyed) == Some(id))
+            .cloned()
+    };
+    let empty = Map::new();
+    let mut items = Vec::new();
+    for want in modified {
+        let id = &want[keyed];
+        match (find(current, id), want.as_object()) {
+            (Some(Value::Object(live)), Some(want_map)) => {
+                let before = find(original, id);
+                let before = before.as_ref().and_then(Value::as_object).unwrap_or(&empty);
+                let mut sub = three_way_map(before, want_map, &live, path, schema);
+                if !sub.is_empty() {
+                    sub.insert(keyed.to_owned(), id.clone());
+                    items.push(Value::Object(sub));
+                }
+            }
+            _ => items.push(want.clone()),
+        }
+    }
+    for before in original {
+        let id = &before[keyed];
+        if find(modified, id).is_none() {
+            let mut delete = Map::new();
+            delete.insert("$patch".to_owned(), Value::String("delete".to_owned()));
+            delete.insert(keyed.to_owned(), id.clone());
+            items.push(Value::Object(delete));
+        }
+    }
+    if items.is_empty() {
+        return;
+    }
+    let order: Vec<Value> = modified
+        .iter()
+        .map(|item| {
+            let mut entry = Map::new();
+            entry.insert(keyed.to_owned(), item[keyed].clone());
+            Value::Object(entry)
+        })
+        .collect();
+    if !order.is_empty() {
+        patch.insert(format!("{SET_ELEMENT_ORDER}{key}"), Value::Array(order));
+    }
+    patch.insert(key.to_owned(), Value::Array(items));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -833,5 +997,34 @@ mod tests {
             .expect_err("empty")
             .0;
         assert_eq!(e, "the strategic merge patch is empty");
+    }
+
+    #[test]
+    fn three_way_patches_are_what_kubectl_apply_sends() {
+        let original = json!({"metadata": {"labels": {"app": "z", "extra": "1"}},
+            "spec": {"containers": [{"name": "main", "image": "b", "env": [{"name": "A", "value": "1"}]}]}});
+        let modified = json!({"metadata": {"labels": {"app": "z"}},
+            "spec": {"containers": [{"name": "main", "image": "b", "env": [{"name": "A", "value": "2"}]}]}});
+        let current = json!({"metadata": {"labels": {"app": "z", "extra": "1"}, "uid": "u"},
+            "spec": {"containers": [{"name": "main", "image": "b", "imagePullPolicy": "Always",
+                                     "env": [{"name": "A", "value": "1"}]}]}});
+        let patch = three_way(&original, &modified, &current, "Pod");
+        assert_eq!(
+            Value::Object(patch).to_string(),
+            r#"{"metadata":{"labels":{"extra":null}},"spec":{"$setElementOrder/containers":[{"name":"main"}],"containers":[{"$setElementOrder/env":[{"name":"A"}],"env":[{"name":"A","value":"2"}],"name":"main"}]}}"#
+        );
+        assert!(three_way(&modified, &modified, &current, "Pod").len() == 1);
+        let same = json!({"spec": {"containers": [{"name": "main", "image": "b"}]}});
+        assert!(three_way(&same, &same, &current, "Pod").is_empty());
+        let dropped = three_way(
+            &original,
+            &json!({"spec": {"containers": []}}),
+            &current,
+            "Pod",
+        );
+        assert_eq!(
+            Value::Object(dropped).to_string(),
+            r#"{"metadata":null,"spec":{"containers":[{"$patch":"delete","name":"main"}]}}"#
+        );
     }
 }

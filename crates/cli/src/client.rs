@@ -190,15 +190,29 @@ impl ApiClient {
         body: Option<Vec<u8>>,
         what: (&str, &str),
     ) -> Result<Vec<u8>> {
+        let body = body.map(|body| ("application/json", body));
+        self.send_request(method, uri, accept, body, what).await
+    }
+
+    async fn send_request(
+        &self,
+        method: Method,
+        uri: &str,
+        accept: &str,
+        body: Option<(&str, Vec<u8>)>,
+        what: (&str, &str),
+    ) -> Result<Vec<u8>> {
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
             .header(http::header::ACCEPT, accept);
-        if body.is_some() {
-            request = request.header(http::header::CONTENT_TYPE, "application/json");
+        if let Some((content_type, _)) = &body {
+            request = request.header(http::header::CONTENT_TYPE, *content_type);
         }
         let request = request
-            .body(kube::client::Body::from(body.unwrap_or_default()))
+            .body(kube::client::Body::from(
+                body.map(|(_, body)| body).unwrap_or_default(),
+            ))
             .map_err(|err| Error::Message(format!("cannot build the request {uri}: {err}")))?;
         let response = self.client.send(request).await.map_err(|source| {
             if is_refused(&source) {
@@ -227,6 +241,19 @@ impl ApiClient {
             return Err(ApiError::from_response(status, &bytes, what.0, what.1).into());
         }
         Ok(bytes)
+    }
+
+    /// Sends one request with a body of `content_type` (a PATCH's), else as [`ApiClient::send`].
+    pub async fn send_typed(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        what: (&str, &str),
+    ) -> Result<Vec<u8>> {
+        self.send_request(method, uri, ACCEPT_JSON, Some((content_type, body)), what)
+            .await
     }
 
     /// Watches `uri` (a collection with `watch=true`) and returns once `done` holds for an

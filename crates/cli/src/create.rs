@@ -3,6 +3,7 @@
 
 use http::Method;
 
+use crate::apply::DryRun;
 use crate::client::{self, ApiClient, ACCEPT_JSON};
 use crate::get::{encode, finish};
 use crate::manifest::{self, Object};
@@ -21,11 +22,12 @@ pub async fn run(flags: &Flags) -> Result<()> {
     if flags.filenames.is_empty() {
         return Err(Error::Message("must specify one of -f and -k".to_owned()));
     }
+    let dry_run = DryRun::parse(flags)?;
     let objects = manifest::read(&flags.filenames, flags.recursive)?;
     let api = ApiClient::connect(flags).await?;
     let mut errors = Vec::new();
     for object in objects {
-        match create(&api, flags, object).await {
+        match create(&api, flags, object, dry_run).await {
             Ok(line) => println!("{line}"),
             Err(err) => errors.push(err),
         }
@@ -56,7 +58,12 @@ pub(crate) fn with_source(err: Error, operation: &str, source: &str) -> Error {
     }
 }
 
-async fn create(api: &ApiClient, flags: &Flags, mut object: Object) -> Result<String> {
+async fn create(
+    api: &ApiClient,
+    flags: &Flags,
+    mut object: Object,
+    dry_run: DryRun,
+) -> Result<String> {
     let resource = object.resource;
     let namespace = target_namespace(api, flags, &object)?;
     if resource.namespaced {
@@ -64,10 +71,10 @@ async fn create(api: &ApiClient, flags: &Flags, mut object: Object) -> Result<St
             metadata.insert("namespace".to_owned(), namespace.clone().into());
         }
     }
-    let query = encode(&[
-        ("fieldManager".to_owned(), "kubectl-create".to_owned()),
-        ("fieldValidation".to_owned(), "Strict".to_owned()),
-    ]);
+    if dry_run == DryRun::Client {
+        return Ok(dry_run.line(flags, resource.singular, object.name(), "created"));
+    }
+    let query = dry_run.query(flags, "kubectl-create");
     let uri = format!("{}{query}", resource.collection_path(Some(&namespace)));
     let body = serde_json::to_vec(&object.value)
         .map_err(|err| Error::Message(format!("cannot encode {}: {err}", object.source)))?;
@@ -85,7 +92,7 @@ async fn create(api: &ApiClient, flags: &Flags, mut object: Object) -> Result<St
     let name = created["metadata"]["name"]
         .as_str()
         .unwrap_or(object.name());
-    Ok(format!("{}/{name} created", resource.singular))
+    Ok(dry_run.line(flags, resource.singular, name, "created"))
 }
 
 /// `kubectl create namespace NAME`.

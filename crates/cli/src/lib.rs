@@ -2,6 +2,7 @@
 //! binary invoked as `kubectl`): kubectl's verbs, flags, output, messages and exit codes, for
 //! the kinds Skiff serves, with no discovery round trip and no OpenAPI download.
 
+mod apply;
 mod args;
 mod attach;
 mod channels;
@@ -42,6 +43,8 @@ pub const VERBS: &[&str] = &[
     "attach",
     "run",
     "cp",
+    "apply",
+    "replace",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -82,6 +85,9 @@ pub enum Error {
     /// A pod of `run -i` ended with a non-zero exit code: kubectl prints how, and exits with it.
     #[error("{message}")]
     PodExited { code: u8, message: String },
+    /// A message kubectl prints as it is, without `error: ` in front.
+    #[error("{0}")]
+    Raw(String),
     /// Errors were already printed (several objects, some failed): exit 1 without more output.
     #[error("errors were printed")]
     AlreadyReported,
@@ -103,6 +109,7 @@ impl Error {
             Error::Connect { .. } | Error::Exited { .. } | Error::PodExited { .. } => {
                 self.to_string()
             }
+            Error::Connect { .. } | Error::Raw(_) => self.to_string(),
             Error::Configuration(message) => format!("Error in configuration: {message}"),
             Error::Usage(message) | Error::Message(message) => format!("error: {message}"),
             other => format!("error: {other}"),
@@ -229,6 +236,8 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("attach") => attach::run(&flags).await,
         Some("run") => run_pod::run(&flags).await,
         Some("cp") => cp::run(&flags).await,
+        Some("apply") => apply::run_apply(&flags).await,
+        Some("replace") => apply::run_replace(&flags).await,
         Some(other) => Err(Error::Usage(format!(
             "unknown command \"{other}\" for \"kubectl\" (this Skiff CLI knows: {})",
             VERBS.join(", ")

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use skiff_e2e::{assert_success, run, stderr, stdout, Cluster};
+use skiff_e2e::{assert_success, run, stderr, stdout, write_file, Cluster};
 
 /// How often a read-only comparison is run again when the outputs differ: an AGE cell can
 /// tick over between the two commands.
@@ -153,4 +153,143 @@ fn get_output_formats_and_sorting_print_what_kubectl_prints() {
     for args in cases {
         same_read(&cluster, args);
     }
+}
+
+fn delete_all_pods(cluster: &Cluster) {
+    let deleted = kubectl(cluster, &["delete", "po", "--all", "-A", "--now"], None);
+    assert_success(&deleted, "kubectl delete po --all -A");
+}
+
+/// Commands that change the cluster, one after the other: the same steps run through kubectl
+/// from the state `setup` makes, then (after `cleanup` and `setup` again) through skiff; each
+/// step must print the same. Steps through the real kubectl (`check` ones) read the state the
+/// previous step left, so they compare effects too.
+struct Step<'a> {
+    args: &'a [&'a str],
+    /// Always run with the real kubectl: a check of what the step before did.
+    check: bool,
+}
+
+fn ours<'a>(args: &'a [&'a str]) -> Step<'a> {
+    Step { args, check: false }
+}
+
+fn check<'a>(args: &'a [&'a str]) -> Step<'a> {
+    Step { args, check: true }
+}
+
+fn same_steps(
+    cluster: &Cluster,
+    setup: &dyn Fn(&Cluster),
+    cleanup: &dyn Fn(&Cluster),
+    steps: &[Step],
+) {
+    let mut outputs: Vec<Vec<Output>> = Vec::new();
+    for with_skiff in [false, true] {
+        setup(cluster);
+        let mut side = Vec::new();
+        for step in steps {
+            side.push(if with_skiff && !step.check {
+                skiff(cluster, step.args, None)
+            } else {
+                kubectl(cluster, step.args, None)
+            });
+        }
+        cleanup(cluster);
+        outputs.push(side);
+    }
+    for (n, step) in steps.iter().enumerate() {
+        assert_same(step.args, &outputs[0][n], &outputs[1][n]);
+    }
+}
+
+#[test]
+fn apply_replace_and_dry_runs_print_what_kubectl_prints() {
+    let cluster = Cluster::start();
+    let dir = cluster.scratch_dir();
+    let v1 = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ap\n  labels:\n    app: x\n    \
+              extra: \"1\"\nspec:\n  containers:\n  - name: main\n    image: busybox:1.36\n    \
+              env:\n    - name: A\n      value: \"1\"\n";
+    let v2 = v1
+        .replace("app: x", "app: z")
+        .replace("    extra: \"1\"\n", "");
+    write_file(dir, "v1.yaml", v1);
+    write_file(dir, "v2.yaml", &v2);
+    write_file(dir, "v3.yaml", &v2.replace("value: \"1\"", "value: \"2\""));
+    write_file(dir, "v4.yaml", &v2.replace("busybox:1.36", "busybox:1.37"));
+    write_file(dir, "a.yaml", &pod_yaml("a", "new"));
+    write_file(
+        dir,
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: applied\n  labels:\n    a: b\n",
+    );
+    const ANNOTATION: &str = "jsonpath={.metadata.annotations}";
+    let steps = [
+        ours(&["apply", "-f", "v1.yaml"]),
+        check(&["get", "po", "ap", "-o", ANNOTATION]),
+        ours(&["apply", "-f", "v1.yaml"]),
+        ours(&["apply", "-f", "v2.yaml", "--dry-run=client"]),
+        ours(&["apply", "-f", "v2.yaml", "--dry-run=server"]),
+        check(&["get", "po", "ap", "-o", "jsonpath={.metadata.labels}"]),
+        ours(&["apply", "-f", "v2.yaml"]),
+        check(&[
+            "get",
+            "po",
+            "ap",
+            "-o",
+            "jsonpath={.metadata.labels} {.metadata.annotations}",
+        ]),
+        ours(&["apply", "-f", "v3.yaml"]),
+        ours(&["apply", "-f", "v4.yaml"]),
+        check(&[
+            "get",
+            "po",
+            "ap",
+            "-o",
+            "jsonpath={.spec.containers[0].image}",
+        ]),
+        ours(&["apply", "-f", "v3.yaml", "-f", "a.yaml", "-f", "v3.yaml"]),
+        check(&["get", "po", "a", "-o", "jsonpath={.metadata.labels}"]),
+        ours(&["apply", "-f", "nope.yaml"]),
+        ours(&["apply"]),
+        ours(&["apply", "-f", "v1.yaml", "--dry-run=bogus"]),
+        ours(&["apply", "-f", "v1.yaml", "-n", "other"]),
+        ours(&["apply", "-f", "a.yaml", "--server-side"]),
+        ours(&["apply", "-f", "ns.yaml"]),
+        ours(&["apply", "-f", "ns.yaml"]),
+        check(&["get", "ns", "applied", "-o", ANNOTATION]),
+        ours(&["replace", "-f", "v1.yaml"]),
+        ours(&["replace", "-f", "v4.yaml", "--dry-run=client"]),
+        ours(&["replace", "-f", "v4.yaml", "--dry-run=server"]),
+        check(&[
+            "get",
+            "po",
+            "ap",
+            "-o",
+            "jsonpath={.spec.containers[0].image}",
+        ]),
+        ours(&["replace", "-f", "v4.yaml"]),
+        check(&[
+            "get",
+            "po",
+            "ap",
+            "-o",
+            "jsonpath={.spec.containers[0].image}",
+        ]),
+        ours(&["replace"]),
+        ours(&["create", "-f", "v1.yaml", "--dry-run=client"]),
+        ours(&["create", "-f", "v1.yaml", "--dry-run=server", "-o", "name"]),
+        ours(&["create", "-f", "ns.yaml", "--dry-run=server"]),
+    ];
+    let plain_pod_a = |cluster: &Cluster| create(cluster, &pod_yaml("a", "old"));
+    let cleanup = |cluster: &Cluster| {
+        delete_all_pods(cluster);
+        let gone = kubectl(
+            cluster,
+            &["delete", "ns", "applied", "--ignore-not-found"],
+            None,
+        );
+        assert_success(&gone, "kubectl delete ns applied");
+    };
+    same_steps(&cluster, &plain_pod_a, &cleanup, &steps);
 }
