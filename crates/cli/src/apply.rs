@@ -114,9 +114,10 @@ fn with_any_source(err: Error, operation: &str, source: &str) -> Error {
     }
 }
 
-/// kubectl apply returns one error as it is, several as an aggregate, whose API errors print
-/// as `Error from server (Reason): message` (an Invalid one too, message and all).
-fn finish_aggregate(mut errors: Vec<Error>) -> Result<()> {
+/// kubectl apply (and label, annotate) returns one error as it is, several as an aggregate,
+/// whose API errors print as `Error from server (Reason): message` (an Invalid one too,
+/// message and all) and whose other errors print without `error: `.
+pub(crate) fn finish_aggregate(mut errors: Vec<Error>) -> Result<()> {
     if errors.len() <= 1 {
         return errors.pop().map_or(Ok(()), Err);
     }
@@ -126,6 +127,7 @@ fn finish_aggregate(mut errors: Vec<Error>) -> Result<()> {
                 "Error from server ({}): {}",
                 api.reason, api.message
             )),
+            Error::Message(message) => report(&message),
             other => report(&other.render()),
         }
     }

@@ -16,6 +16,7 @@ mod jsonpath;
 mod kinds;
 mod kubeconfig;
 mod logs;
+mod label;
 mod manifest;
 mod pods;
 mod portforward;
@@ -45,6 +46,8 @@ pub const VERBS: &[&str] = &[
     "cp",
     "apply",
     "replace",
+    "label",
+    "annotate",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -238,6 +241,8 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("cp") => cp::run(&flags).await,
         Some("apply") => apply::run_apply(&flags).await,
         Some("replace") => apply::run_replace(&flags).await,
+        Some("label") => label::run(&flags, label::Field::Labels).await,
+        Some("annotate") => label::run(&flags, label::Field::Annotations).await,
         Some(other) => Err(Error::Usage(format!(
             "unknown command \"{other}\" for \"kubectl\" (this Skiff CLI knows: {})",
             VERBS.join(", ")

@@ -293,3 +293,88 @@ fn apply_replace_and_dry_runs_print_what_kubectl_prints() {
     };
     same_steps(&cluster, &plain_pod_a, &cleanup, &steps);
 }
+
+#[test]
+fn label_and_annotate_print_what_kubectl_prints() {
+    let cluster = Cluster::start();
+    let steps = [
+        ours(&["label", "po", "a", "env=dev"]),
+        ours(&["label", "po", "a", "env=prod"]),
+        ours(&["label", "po", "a", "env=prod", "--overwrite"]),
+        ours(&["label", "po", "a", "env=prod"]),
+        ours(&["label", "po", "a", "env-"]),
+        ours(&["label", "po", "a", "env-"]),
+        ours(&["label", "po", "a", "foo-", "app-"]),
+        check(&["get", "po", "-o", "jsonpath={.items[*].metadata.labels}"]),
+        ours(&["label", "po", "a", "bad key=1"]),
+        ours(&["label", "po", "a", "x=_bad"]),
+        ours(&["label", "po", "a", "k=v,q=1"]),
+        ours(&["label", "po", "a", "k=v,q"]),
+        ours(&["label", "po", "a"]),
+        ours(&["label", "po"]),
+        ours(&["label", "po", "k=v"]),
+        ours(&["label", "po", "a", "b=c", "nope"]),
+        ours(&["label", "po", "--all", "z=1"]),
+        ours(&["label", "po", "-l", "z=1", "y=2"]),
+        ours(&["label", "po", "--all", "-n", "kube-public", "k=v"]),
+        ours(&["label", "po", "-l", "nope=1", "k=v"]),
+        ours(&["label", "po", "nope", "k=v"]),
+        ours(&["label", "pod/a", "k=v"]),
+        ours(&["label", "po", "a", "k=v", "-o", "name"]),
+        ours(&[
+            "label",
+            "po",
+            "a",
+            "k=v2",
+            "--overwrite",
+            "--dry-run=client",
+        ]),
+        ours(&[
+            "label",
+            "po",
+            "a",
+            "k=v2",
+            "--overwrite",
+            "--dry-run=server",
+        ]),
+        check(&["get", "po", "a", "-o", "jsonpath={.metadata.labels}"]),
+        ours(&["label", "po", "a", "k=v3", "--overwrite"]),
+        ours(&["label", "po", "a", "k=v", "k=w"]),
+        ours(&["label", "po", "nope", "a", "k=w", "--overwrite"]),
+        ours(&["label", "po", "a", "nope", "b", "k=w2", "--overwrite"]),
+        ours(&["label", "po", "a", "b", "k=x"]),
+        check(&["get", "po", "-o", "jsonpath={.items[*].metadata.labels}"]),
+        ours(&["label", "ns", "kube-public", "team=a"]),
+        ours(&["label", "ns", "kube-public", "team-"]),
+        ours(&["label", "foo", "a", "k=v"]),
+        ours(&["annotate", "po", "a", "note=hi"]),
+        ours(&["annotate", "po", "a", "note=ho"]),
+        ours(&["annotate", "po", "a", "note=ho", "other=x"]),
+        ours(&["annotate", "po", "a", "note=ho", "--overwrite"]),
+        ours(&["annotate", "po", "a", "url=http://x/?a=b"]),
+        check(&["get", "po", "a", "-o", "jsonpath={.metadata.annotations}"]),
+        ours(&["annotate", "po", "a", "note-"]),
+        ours(&["annotate", "po", "a", "note-"]),
+        ours(&["annotate", "po", "--all", "all=yes", "-o", "name"]),
+        ours(&["annotate", "po", "a"]),
+        check(&[
+            "get",
+            "po",
+            "-o",
+            "jsonpath={.items[*].metadata.annotations}",
+        ]),
+    ];
+    let cleanup = |cluster: &Cluster| {
+        delete_all_pods(cluster);
+        let unlabeled = kubectl(cluster, &["label", "ns", "kube-public", "team-"], None);
+        assert_success(&unlabeled, "kubectl label ns kube-public team-");
+    };
+    same_steps(&cluster, &two_pods, &cleanup, &steps);
+}
+
+fn two_pods(cluster: &Cluster) {
+    create(
+        cluster,
+        &format!("{}---\n{}", pod_yaml("a", "kubia"), pod_yaml("b", "other")),
+    );
+}
