@@ -11,6 +11,7 @@ mod cp;
 mod create;
 mod delete;
 mod exec;
+mod describe;
 mod get;
 mod jsonpath;
 mod kinds;
@@ -48,6 +49,7 @@ pub const VERBS: &[&str] = &[
     "replace",
     "label",
     "annotate",
+    "describe",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -242,6 +244,7 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("apply") => apply::run_apply(&flags).await,
         Some("replace") => apply::run_replace(&flags).await,
         Some("label") => label::run(&flags, label::Field::Labels).await,
+        Some("describe") => describe::run(&flags).await,
         Some("annotate") => label::run(&flags, label::Field::Annotations).await,
         Some(other) => Err(Error::Usage(format!(
             "unknown command \"{other}\" for \"kubectl\" (this Skiff CLI knows: {})",

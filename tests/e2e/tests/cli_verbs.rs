@@ -6,7 +6,13 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use skiff_e2e::{assert_success, run, stderr, stdout, write_file, Cluster};
+use std::fs;
+use std::time::Duration;
+
+use skiff_e2e::{
+    assert_success, fixture, import_test_images, run, stderr, stdout, wait_until, write_file,
+    Cluster,
+};
 
 /// How often a read-only comparison is run again when the outputs differ: an AGE cell can
 /// tick over between the two commands.
@@ -377,4 +383,39 @@ fn two_pods(cluster: &Cluster) {
         cluster,
         &format!("{}---\n{}", pod_yaml("a", "kubia"), pod_yaml("b", "other")),
     );
+}
+
+#[test]
+fn describe_prints_what_kubectl_prints() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    create(
+        &cluster,
+        &fs::read_to_string(fixture("describe-rich-pod.yaml")).expect("read the rich pod"),
+    );
+    create(
+        &cluster,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: running\n  labels:\n    app: kubia\n\
+         spec:\n  containers:\n  - name: main\n    image: busybox\n    imagePullPolicy: Never\n    \
+         command: [\"sleep\", \"3600\"]\n    env:\n    - name: IP\n      valueFrom:\n        \
+         fieldRef:\n          fieldPath: status.podIP\n",
+    );
+    wait_until(Duration::from_secs(60), "pod running is Running", || {
+        cluster.jsonpath(&["pod", "running"], "{.status.phase}") == "Running"
+    });
+    let cases: &[&[&str]] = &[
+        &["describe", "po", "rich"],
+        &["describe", "pod", "running"],
+        &["describe", "pod/running"],
+        &["describe", "po"],
+        &["describe", "po", "-l", "app=kubia"],
+        &["describe", "po", "nope"],
+        &["describe", "po", "running", "nope"],
+        &["describe"],
+        &["describe", "ns", "default"],
+        &["describe", "ns"],
+        &["describe", "po", "running", "-n", "kube-public"],
+    ];
+    for args in cases {
+        same_read(&cluster, args);
+    }
 }
