@@ -23,6 +23,7 @@ mod pods;
 mod portforward;
 mod printer;
 mod run_pod;
+mod wait;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -50,6 +51,7 @@ pub const VERBS: &[&str] = &[
     "label",
     "annotate",
     "describe",
+    "wait",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -244,6 +246,7 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("apply") => apply::run_apply(&flags).await,
         Some("replace") => apply::run_replace(&flags).await,
         Some("label") => label::run(&flags, label::Field::Labels).await,
+        Some("wait") => wait::run(&flags).await,
         Some("describe") => describe::run(&flags).await,
         Some("annotate") => label::run(&flags, label::Field::Annotations).await,
         Some(other) => Err(Error::Usage(format!(

@@ -4,7 +4,7 @@
 //! same stdout and stderr and exit with the same code.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use std::fs;
 use std::time::Duration;
@@ -417,5 +417,106 @@ fn describe_prints_what_kubectl_prints() {
     ];
     for args in cases {
         same_read(&cluster, args);
+    }
+}
+
+#[test]
+fn wait_prints_what_kubectl_prints() {
+    let cluster = Cluster::start();
+    two_pods(&cluster);
+    let cases: &[&[&str]] = &[
+        &["wait", "--for=condition=PodScheduled=False", "po/a"],
+        &["wait", "--for=condition=Ready", "po/a", "--timeout=1s"],
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "po",
+            "a",
+            "b",
+            "--timeout=0",
+        ],
+        &["wait", "--for=condition=Ready", "po", "a", "--timeout=0"],
+        &["wait", "--for=delete", "po/nope", "--timeout=1s"],
+        &["wait", "--for=delete", "po", "-l", "app=none"],
+        &["wait", "--for=condition=Ready", "po/nope", "--timeout=1s"],
+        &["wait", "po/a"],
+        &["wait", "--for=bogus", "po/a"],
+        &["wait", "--for=jsonpath={.status.phase}=Pending", "po/a"],
+        &["wait", "--for=jsonpath=.status.phase=Pending", "po/a"],
+        &[
+            "wait",
+            "--for=jsonpath={.status.phase}=Running",
+            "po/a",
+            "--timeout=1s",
+        ],
+        &["wait", "--for=jsonpath={.metadata.name}", "po/a"],
+        &["wait", "--for=create", "po/a"],
+        &["wait", "--for=condition=PodScheduled=false", "pod", "--all"],
+        &[
+            "wait",
+            "--for=condition=PodScheduled=false",
+            "pod",
+            "-l",
+            "app=kubia",
+        ],
+        &["wait", "--for=condition=Ready"],
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "po",
+            "-l",
+            "app=none",
+            "--timeout=1s",
+        ],
+        &["wait", "--for=condition=Ready", "--timeout=bogus", "po/a"],
+    ];
+    for args in cases {
+        same_read(&cluster, args);
+    }
+
+    // --for=delete returns once the object is gone: each waits while another command deletes.
+    let args = ["wait", "--for=delete", "po/a", "--timeout=60s"];
+    let mut outputs = Vec::new();
+    for with_skiff in [false, true] {
+        let mut command = if with_skiff {
+            cluster.skiff_kubectl_command()
+        } else {
+            cluster.kubectl_command()
+        };
+        let waiting = command
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wait --for=delete");
+        let waiter = ChildGuard(Some(waiting));
+        let deleted = kubectl(&cluster, &["delete", "po", "a", "--wait=false"], None);
+        assert_success(&deleted, "kubectl delete po a --wait=false");
+        outputs.push(waiter.finish());
+        create(&cluster, &pod_yaml("a", "kubia"));
+    }
+    assert_eq!(stdout(&outputs[0]), "pod/a condition met\n");
+    assert_same(&args, &outputs[0], &outputs[1]);
+}
+
+/// A child killed on drop (a failing test leaves no `wait` behind).
+struct ChildGuard(Option<std::process::Child>);
+
+impl ChildGuard {
+    fn finish(mut self) -> Output {
+        self.0
+            .take()
+            .expect("the child is there until finished")
+            .wait_with_output()
+            .expect("wait for the child")
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
