@@ -47,6 +47,11 @@ pub struct Flags {
     pub server_side: bool,
     /// `--validate` as given (`strict`, `false`, ...).
     pub validate: Option<String>,
+    /// `config set-context --current`.
+    pub current: bool,
+    /// `config view --minify`, `--raw`.
+    pub minify: bool,
+    pub raw: bool,
     /// The verb (`get`, `delete`, ...), when one was given.
     pub verb: Option<String>,
     /// The arguments after the verb that are not flags.
@@ -189,6 +194,9 @@ const BOOL_FLAGS: &[(&str, Option<char>)] = &[
     ("overwrite", None),
     ("server-side", None),
     ("current", None),
+    ("minify", None),
+    ("raw", None),
+    ("flatten", None),
 ];
 
 impl Flags {
@@ -370,6 +378,9 @@ impl Flags {
             "output-watch-events" => self.output_watch_events = value,
             "overwrite" => self.overwrite = value,
             "server-side" => self.server_side = value,
+            "current" => self.current = value,
+            "minify" => self.minify = value,
+            "raw" => self.raw = value,
             _ => {}
         }
     }

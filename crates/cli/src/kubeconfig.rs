@@ -46,6 +46,27 @@ pub fn load(flags: &Flags) -> Result<Kubeconfig> {
     }
 }
 
+/// The kubeconfig files kubectl would read, in merge order (for `config` to read and edit
+/// them as files): the `--kubeconfig` file, the existing files of `$KUBECONFIG`, or the first
+/// existing default. Empty when none exists.
+pub fn files(flags: &Flags) -> Vec<PathBuf> {
+    let candidates = candidates(
+        flags.kubeconfig.as_deref(),
+        std::env::var("KUBECONFIG").ok().as_deref(),
+        std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+        std::env::var_os("SKIFF_DATA_DIR")
+            .map(PathBuf::from)
+            .as_deref(),
+    );
+    match candidates {
+        Candidates::Explicit(path) => vec![path],
+        Candidates::Merged(paths) => paths.into_iter().filter(|p| p.exists()).collect(),
+        Candidates::FirstExisting(paths) => {
+            paths.into_iter().find(|p| p.exists()).into_iter().collect()
+        }
+    }
+}
+
 /// Checks that `--context` names a context of the kubeconfig, with kubectl's message.
 pub fn check_context(kubeconfig: &Kubeconfig, flags: &Flags) -> Result<()> {
     match &flags.context {

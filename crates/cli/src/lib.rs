@@ -8,6 +8,7 @@ mod attach;
 mod channels;
 mod client;
 mod cp;
+mod config;
 mod create;
 mod delete;
 mod exec;
@@ -52,6 +53,7 @@ pub const VERBS: &[&str] = &[
     "annotate",
     "describe",
     "wait",
+    "config",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -246,6 +248,7 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("apply") => apply::run_apply(&flags).await,
         Some("replace") => apply::run_replace(&flags).await,
         Some("label") => label::run(&flags, label::Field::Labels).await,
+        Some("config") => config::run(&flags).await,
         Some("wait") => wait::run(&flags).await,
         Some("describe") => describe::run(&flags).await,
         Some("annotate") => label::run(&flags, label::Field::Annotations).await,

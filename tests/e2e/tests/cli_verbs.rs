@@ -10,8 +10,8 @@ use std::fs;
 use std::time::Duration;
 
 use skiff_e2e::{
-    assert_success, fixture, import_test_images, run, stderr, stdout, wait_until, write_file,
-    Cluster,
+    assert_success, fixture, import_test_images, kubectl_bin, run, skiff_bin, stderr, stdout,
+    wait_until, write_file, Cluster,
 };
 
 /// How often a read-only comparison is run again when the outputs differ: an AGE cell can
@@ -519,4 +519,87 @@ impl Drop for ChildGuard {
             let _ = child.wait();
         }
     }
+}
+
+/// `config` reads and edits kubeconfig files: each side works on its own copies, and the
+/// files must end up the same, as well as the output.
+#[test]
+fn config_prints_and_writes_what_kubectl_does() {
+    let cluster = Cluster::start();
+    let second = "apiVersion: v1\nkind: Config\ncontexts:\n- name: zeta\n  context:\n    \
+                  cluster: skiff\n    user: admin\n    namespace: z\n- name: alpha\n  context:\n    \
+                  cluster: other\n    user: admin\ncurrent-context: zeta\n";
+    let with_flag: &[&[&str]] = &[
+        &["config", "view"],
+        &["config", "view", "--raw"],
+        &["config", "view", "--minify"],
+        &["config", "view", "-o", "jsonpath={.contexts[*].name}"],
+        &["config", "get-contexts"],
+        &["config", "get-contexts", "skiff"],
+        &["config", "get-contexts", "nope"],
+        &["config", "get-contexts", "-o", "name"],
+        &["config", "current-context"],
+        &[
+            "config",
+            "set-context",
+            "--current",
+            "--namespace=kube-public",
+        ],
+        &["config", "get-contexts"],
+        &["config", "use-context", "nope"],
+        &["config", "set-context", "newctx", "--namespace=x"],
+        &["config", "use-context", "newctx"],
+        &["config", "current-context"],
+        &["config", "set-context"],
+        &["config", "view", "--raw"],
+    ];
+    let merged: &[&[&str]] = &[
+        &["config", "view"],
+        &["config", "get-contexts"],
+        &["config", "use-context", "alpha"],
+        &["config", "set-context", "--current", "--namespace=q"],
+        &["config", "current-context"],
+    ];
+    let mut sides = Vec::new();
+    for with_skiff in [false, true] {
+        let dir = cluster
+            .scratch_dir()
+            .join(if with_skiff { "skiff" } else { "kubectl" });
+        fs::create_dir_all(&dir).expect("create a side's directory");
+        fs::copy(cluster.kubeconfig(), dir.join("kc")).expect("copy the kubeconfig");
+        write_file(&dir, "second", second);
+        let command = || {
+            let mut command = if with_skiff {
+                let mut c = Command::new(skiff_bin());
+                c.arg("kubectl");
+                c
+            } else {
+                Command::new(kubectl_bin())
+            };
+            command
+                .current_dir(&dir)
+                .env("HOME", dir.join("home"))
+                .env_remove("KUBECONFIG");
+            command
+        };
+        let mut outputs = Vec::new();
+        for args in with_flag {
+            let mut c = command();
+            c.args(["--kubeconfig", "kc"]).args(*args);
+            outputs.push(run(c, None));
+        }
+        for args in merged {
+            let mut c = command();
+            c.env("KUBECONFIG", "kc:second").args(*args);
+            outputs.push(run(c, None));
+        }
+        let files = ["kc", "second"]
+            .map(|f| fs::read_to_string(dir.join(f)).expect("read a kubeconfig copy"));
+        sides.push((outputs, files));
+    }
+    let all: Vec<&[&str]> = with_flag.iter().chain(merged).copied().collect();
+    for (n, args) in all.iter().enumerate() {
+        assert_same(args, &sides[0].0[n], &sides[1].0[n]);
+    }
+    assert_eq!(sides[0].1, sides[1].1, "the kubeconfig files differ");
 }
