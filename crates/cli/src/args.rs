@@ -52,6 +52,9 @@ pub struct Flags {
     /// `config view --minify`, `--raw`.
     pub minify: bool,
     pub raw: bool,
+    /// `api-resources --namespaced=true|false` (unset: both).
+    pub namespaced: Option<bool>,
+    pub api_group: Option<String>,
     /// The verb (`get`, `delete`, ...), when one was given.
     pub verb: Option<String>,
     /// The arguments after the verb that are not flags.
@@ -161,6 +164,7 @@ const VALUE_FLAGS: &[(&str, Option<char>)] = &[
     ("dry-run", None),
     ("for", None),
     ("resource-version", None),
+    ("api-group", None),
 ];
 
 /// Flags that are booleans: (long name, short letter).
@@ -197,6 +201,7 @@ const BOOL_FLAGS: &[(&str, Option<char>)] = &[
     ("minify", None),
     ("raw", None),
     ("flatten", None),
+    ("namespaced", None),
 ];
 
 impl Flags {
@@ -345,6 +350,7 @@ impl Flags {
             "for" => self.wait_for = Some(value),
             "timeout" => self.timeout = Some(value),
             "validate" => self.validate = Some(value),
+            "api-group" => self.api_group = Some(value),
             // Accepted for kubectl's sake; this slice has no use for them.
             _ => {}
         }
@@ -381,6 +387,7 @@ impl Flags {
             "current" => self.current = value,
             "minify" => self.minify = value,
             "raw" => self.raw = value,
+            "namespaced" => self.namespaced = Some(value),
             _ => {}
         }
     }

@@ -2,6 +2,7 @@
 //! binary invoked as `kubectl`): kubectl's verbs, flags, output, messages and exit codes, for
 //! the kinds Skiff serves, with no discovery round trip and no OpenAPI download.
 
+mod apiresources;
 mod apply;
 mod args;
 mod attach;
@@ -24,6 +25,7 @@ mod pods;
 mod portforward;
 mod printer;
 mod run_pod;
+mod suggest;
 mod wait;
 
 use std::ffi::OsString;
@@ -54,6 +56,7 @@ pub const VERBS: &[&str] = &[
     "describe",
     "wait",
     "config",
+    "api-resources",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -158,6 +161,16 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // kubectl takes an unknown word for a plugin's name, and refuses flags before one.
+    if let (Some(verb), Some(first)) = (flags.verb.as_deref(), args.first()) {
+        if !VERBS.contains(&verb) && !suggest::is_kubectl_command(verb) && first.starts_with('-') {
+            let flag = first.split_once('=').map_or(first.as_str(), |(f, _)| f);
+            report(&format!(
+                "Error: flags cannot be placed before plugin name: {flag}"
+            ));
+            return ExitCode::from(1);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -248,14 +261,16 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("apply") => apply::run_apply(&flags).await,
         Some("replace") => apply::run_replace(&flags).await,
         Some("label") => label::run(&flags, label::Field::Labels).await,
+        Some("api-resources") => apiresources::run(&flags).await,
         Some("config") => config::run(&flags).await,
         Some("wait") => wait::run(&flags).await,
         Some("describe") => describe::run(&flags).await,
         Some("annotate") => label::run(&flags, label::Field::Annotations).await,
-        Some(other) => Err(Error::Usage(format!(
-            "unknown command \"{other}\" for \"kubectl\" (this Skiff CLI knows: {})",
+        Some(other) if suggest::is_kubectl_command(other) => Err(Error::Message(format!(
+            "\"kubectl {other}\" is not in Skiff's kubectl yet (it knows: {})",
             VERBS.join(", ")
         ))),
+        Some(other) => Err(Error::Raw(suggest::unknown_command(other))),
         None => Err(Error::Usage(format!(
             "a verb is needed: kubectl {} ...",
             VERBS.join("|")

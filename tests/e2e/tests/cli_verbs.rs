@@ -603,3 +603,43 @@ fn config_prints_and_writes_what_kubectl_does() {
     }
     assert_eq!(sides[0].1, sides[1].1, "the kubeconfig files differ");
 }
+
+#[test]
+fn api_resources_and_typos_print_what_kubectl_prints() {
+    let cluster = Cluster::start();
+    let cases: &[&[&str]] = &[
+        &["api-resources"],
+        &["api-resources", "-o", "wide"],
+        &["api-resources", "-o", "name"],
+        &["api-resources", "--namespaced=false"],
+        &["api-resources", "--namespaced=true", "-o", "name"],
+        &["api-resources", "--no-headers"],
+        &["api-resources", "--sort-by=name"],
+        &["api-resources", "--sort-by=kind"],
+        &["api-resources", "--api-group=coordination.k8s.io"],
+        &["api-resources", "--api-group="],
+        &["gett", "po"],
+    ];
+    for args in cases {
+        same_read(&cluster, args);
+    }
+    // Without flags before it, a mistyped verb gets cobra's suggestions.
+    for args in [
+        &["gett", "po"][..],
+        &["descrbe", "po"],
+        &["lable", "po", "a", "x=y"],
+        &["ap"],
+        &["e"],
+        &["xyz"],
+    ] {
+        let home = cluster.scratch_dir().join("home");
+        let mut real = Command::new(kubectl_bin());
+        real.args(args).env("HOME", &home).env_remove("KUBECONFIG");
+        let mut ours = Command::new(skiff_bin());
+        ours.arg("kubectl")
+            .args(args)
+            .env("HOME", &home)
+            .env_remove("KUBECONFIG");
+        assert_same(args, &run(real, None), &run(ours, None));
+    }
+}
