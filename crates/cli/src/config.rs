@@ -442,7 +442,7 @@ mod tests {
         assert_eq!(
             printer::yaml(&doc),
             "apiVersion: v1\nclusters:\n- cluster:\n    certificate-authority-data: DATA+OMITTED\n    \
-             server: https://a\n  name: c\ncontexts:\n- context:\n    cluster: c\n  name: a\n\
+             server: https://a\n  name: c\ncontexts:\n- context:\n    cluster: c\n    user: \"\"\n  name: a\n\
              - context:\n    cluster: c\n    user: u\n  name: x\ncurrent-context: x\nkind: Config\n\
              users:\n- name: u\n  user:\n    token: REDACTED\n"
         );
