@@ -8,18 +8,18 @@ mod args;
 mod attach;
 mod channels;
 mod client;
-mod cp;
 mod config;
+mod cp;
 mod create;
 mod delete;
-mod exec;
 mod describe;
+mod exec;
 mod get;
 mod jsonpath;
 mod kinds;
 mod kubeconfig;
-mod logs;
 mod label;
+mod logs;
 mod manifest;
 mod pods;
 mod portforward;
@@ -216,6 +216,14 @@ Verbs:
   create namespace NAME
   delete KIND NAME... | KIND/NAME... | -f FILE | KIND --all | KIND -l SELECTOR
                                       --grace-period N, --now, --force, --wait=false
+  get ... -o jsonpath=TEMPLATE | -o custom-columns=NAME:PATH,... | -L KEY,... | --sort-by=PATH
+  apply -f FILE|DIR|-                 client-side apply: created / configured / unchanged
+  replace -f FILE                     --dry-run=client|server (also on create and apply)
+  label|annotate KIND NAME... k=v k-  --overwrite, -l SELECTOR, --all, -o name
+  describe po|ns [NAME...]            kubectl's layout, with events
+  wait KIND/NAME --for=condition=Ready|delete|create|jsonpath={.path}=VALUE [--timeout=30s]
+  api-resources                       -o wide|name, --namespaced=true|false, --sort-by=name|kind
+  config view|get-contexts|current-context|use-context NAME|set-context --current --namespace=X
   version                             the client's and the server's versions
   cluster-info                        where the control plane answers
   exec POD|pod/NAME [-c C] [-i] [-t] -- COMMAND [ARG...]
@@ -239,6 +247,10 @@ Examples:
   skiff get po -o wide
   skiff kubectl create -f kubia-manual.yaml
   kubectl delete po -l app=kubia        # through a `kubectl` symlink to skiff
+  skiff get po -o jsonpath='{range .items[*]}{.metadata.name}{\"\\t\"}{.status.phase}{\"\\n\"}{end}'
+  skiff apply -f kubia-manual.yaml
+  skiff label po kubia-manual env=prod --overwrite
+  skiff wait --for=condition=Ready pod/kubia-manual --timeout=60s
 ";
 
 async fn dispatch(flags: Flags) -> Result<()> {
@@ -325,7 +337,19 @@ mod tests {
         )));
         assert!(is_kubectl_command(&words("-n x logs -f one")));
         assert!(is_kubectl_command(&words("run x --image=busybox -it --rm")));
-        for verb in ["attach one", "port-forward pod/one 8080", "cp a one:/tmp"] {
+        for verb in [
+            "attach one",
+            "port-forward pod/one 8080",
+            "cp a one:/tmp",
+            "apply -f x.yaml",
+            "replace -f x.yaml",
+            "label po a k=v",
+            "annotate po a k=v",
+            "describe po",
+            "wait --for=delete po/a",
+            "config view",
+            "api-resources",
+        ] {
             assert!(is_kubectl_command(&words(verb)), "{verb}");
         }
         assert!(!is_kubectl_command(&words("server --data-dir /tmp/x")));
