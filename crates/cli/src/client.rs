@@ -258,15 +258,21 @@ impl ApiClient {
 
     /// Watches `uri` (a collection with `watch=true`) and returns once `done` holds for an
     /// event (`Ok(true)`), or when the server ends the stream (`Ok(false)`).
-    pub async fn watch_until(
+    pub async fn watch_until(&self, uri: &str, done: impl FnMut(&Value) -> bool) -> Result<bool> {
+        self.watch_with_accept(uri, ACCEPT_JSON, done).await
+    }
+
+    /// As [`ApiClient::watch_until`], with another Accept header (`get -w` asks for Tables).
+    pub async fn watch_with_accept(
         &self,
         uri: &str,
+        accept: &str,
         mut done: impl FnMut(&Value) -> bool,
     ) -> Result<bool> {
         let request = Request::builder()
             .method(Method::GET)
             .uri(uri)
-            .header(http::header::ACCEPT, ACCEPT_JSON)
+            .header(http::header::ACCEPT, accept)
             .body(kube::client::Body::empty())
             .map_err(|err| Error::Message(format!("cannot build the request {uri}: {err}")))?;
         let response = self

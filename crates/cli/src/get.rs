@@ -252,6 +252,9 @@ fn escape(text: &str) -> String {
 }
 
 pub async fn run(flags: &Flags) -> Result<()> {
+    if flags.watch {
+        return crate::watch::run(flags).await;
+    }
     let output = Output::parse(flags.output.as_deref())?;
     let sort_by = flags
         .sort_by
@@ -486,21 +489,32 @@ fn sort_table_rows(tables: &mut [Value], sort_by: &Template) -> bool {
     true
 }
 
-struct TableOptions {
-    wide: bool,
-    all_namespaces: bool,
+pub(crate) struct TableOptions {
+    pub wide: bool,
+    pub all_namespaces: bool,
     /// `-L`: one column per label key, after the server's columns.
-    label_columns: Vec<String>,
-    show_labels: bool,
-    no_headers: bool,
+    pub label_columns: Vec<String>,
+    pub show_labels: bool,
+    pub no_headers: bool,
     /// `pod` when several kinds are printed: names come out as `pod/x`.
-    kind_prefix: Option<&'static str>,
+    pub kind_prefix: Option<&'static str>,
 }
 
 /// One aligned table from the Tables the server sent (one per page or per name); None when
 /// they have no rows.
 fn render_tables(tables: &[Value], options: &TableOptions) -> Option<String> {
     let columns = tables.first()?["columnDefinitions"].as_array()?.clone();
+    let (rows, any) = table_rows(&columns, tables, options);
+    any.then(|| printer::table(&rows))
+}
+
+/// The header (unless `--no-headers`) and the rows of `tables`, with the columns `columns`
+/// defines; and whether there was any row.
+pub(crate) fn table_rows(
+    columns: &[Value],
+    tables: &[Value],
+    options: &TableOptions,
+) -> (Vec<Vec<String>>, bool) {
     let shown: Vec<usize> = columns
         .iter()
         .enumerate()
@@ -567,7 +581,7 @@ fn render_tables(tables: &[Value], options: &TableOptions) -> Option<String> {
             rows.push(line);
         }
     }
-    any.then(|| printer::table(&rows))
+    (rows, any)
 }
 
 /// `-L app.kubernetes.io/name` heads its column `NAME`, as kubectl does.

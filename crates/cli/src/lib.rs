@@ -27,6 +27,7 @@ mod printer;
 mod run_pod;
 mod suggest;
 mod wait;
+mod watch;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -217,6 +218,7 @@ Verbs:
   delete KIND NAME... | KIND/NAME... | -f FILE | KIND --all | KIND -l SELECTOR
                                       --grace-period N, --now, --force, --wait=false
   get ... -o jsonpath=TEMPLATE | -o custom-columns=NAME:PATH,... | -L KEY,... | --sort-by=PATH
+          | -w [--output-watch-events]
   apply -f FILE|DIR|-                 client-side apply: created / configured / unchanged
   replace -f FILE                     --dry-run=client|server (also on create and apply)
   label|annotate KIND NAME... k=v k-  --overwrite, -l SELECTOR, --all, -o name

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use skiff_e2e::{
     assert_success, fixture, import_test_images, kubectl_bin, run, skiff_bin, stderr, stdout,
-    wait_until, write_file, Cluster,
+    wait_until, write_file, Cluster, LineStream,
 };
 
 /// How often a read-only comparison is run again when the outputs differ: an AGE cell can
@@ -642,4 +642,72 @@ fn api_resources_and_typos_print_what_kubectl_prints() {
             .env_remove("KUBECONFIG");
         assert_same(args, &run(real, None), &run(ours, None));
     }
+}
+
+/// A line of a watched table without its last cell (an AGE that ticks).
+fn without_age(line: &str) -> String {
+    match line.trim_end().rsplit_once(' ') {
+        Some((rest, _)) => rest.to_owned(),
+        None => line.to_owned(),
+    }
+}
+
+#[test]
+fn get_watch_prints_the_rows_kubectl_prints() {
+    let cluster = Cluster::start();
+    two_pods(&cluster);
+    let stream = |with_skiff: bool, args: &[&str]| {
+        let mut command = if with_skiff {
+            cluster.skiff_kubectl_command()
+        } else {
+            cluster.kubectl_command()
+        };
+        command.args(args);
+        LineStream::spawn(command)
+    };
+    let with_events = ["get", "po", "-w", "--output-watch-events", "-L", "x"];
+    let plain = ["get", "po", "-w"];
+    let mut streams: Vec<LineStream> = Vec::new();
+    for with_skiff in [false, true] {
+        streams.push(stream(with_skiff, &with_events));
+        streams.push(stream(with_skiff, &plain));
+    }
+    let timeout = Duration::from_secs(30);
+    for stream in &mut streams {
+        stream.expect_line(timeout, "the initial row of b", |l| {
+            l.starts_with("b ") || l.contains(" b ")
+        });
+    }
+    create(&cluster, &pod_yaml("a-much-longer-pod-name", "long"));
+    let labeled = kubectl(&cluster, &["label", "po", "a", "x=1"], None);
+    assert_success(&labeled, "kubectl label po a x=1");
+    let deleted = kubectl(
+        &cluster,
+        &["delete", "po", "a-much-longer-pod-name", "--wait=false"],
+        None,
+    );
+    assert_success(&deleted, "kubectl delete po a-much-longer-pod-name");
+    let mut counts = Vec::new();
+    for stream in streams.iter_mut().step_by(2) {
+        stream.expect_line(timeout, "the DELETED event", |l| l.starts_with("DELETED"));
+        counts.push(stream.seen().len());
+    }
+    for (n, stream) in streams.iter_mut().enumerate().skip(1).step_by(2) {
+        while stream.seen().len() < counts[n / 2] {
+            assert!(
+                stream.next_line(timeout).is_some(),
+                "the plain watch ended early: {:?}",
+                stream.seen()
+            );
+        }
+    }
+    let lines = |stream: &LineStream| -> Vec<String> {
+        stream.seen().iter().map(|l| without_age(l)).collect()
+    };
+    assert_eq!(
+        lines(&streams[0]),
+        lines(&streams[2]),
+        "get -w --output-watch-events"
+    );
+    assert_eq!(lines(&streams[1]), lines(&streams[3]), "get -w");
 }
