@@ -1,5 +1,5 @@
-//! `kubectl describe`: pods (containers, conditions, volumes, tolerations, events) and
-//! namespaces in kubectl's layout, aligned by a copy of Go's tabwriter as kubectl uses it.
+//! `kubectl describe`: pods (containers, conditions, volumes, tolerations, events), nodes
+//! (in describe_node) and namespaces in kubectl's layout, aligned by a copy of Go's tabwriter as kubectl uses it.
 
 use http::Method;
 use k8s_openapi::jiff::Timestamp;
@@ -74,7 +74,7 @@ fn write_lines(lines: &[Vec<&str>], from: usize, to: usize, widths: &[usize], ou
     }
 }
 
-fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
+pub(crate) fn text<'a>(value: &'a Value, pointer: &str) -> &'a str {
     value.pointer(pointer).and_then(Value::as_str).unwrap_or("")
 }
 
@@ -87,14 +87,14 @@ fn or_none(text: &str) -> &str {
 }
 
 /// Go's RFC1123Z, in UTC: `Sat, 05 Dec 2026 14:03:51 +0000`.
-fn rfc1123z(stamp: &str) -> String {
+pub(crate) fn rfc1123z(stamp: &str) -> String {
     match stamp.parse::<Timestamp>() {
         Ok(time) => time.strftime("%a, %d %b %Y %H:%M:%S +0000").to_string(),
         Err(_) => stamp.to_owned(),
     }
 }
 
-fn since(stamp: &str, now: Timestamp) -> String {
+pub(crate) fn since(stamp: &str, now: Timestamp) -> String {
     match stamp.parse::<Timestamp>() {
         Ok(time) => skiff_api::table::human_duration(now.as_second() - time.as_second()),
         Err(_) => "<unknown>".to_owned(),
@@ -102,7 +102,7 @@ fn since(stamp: &str, now: Timestamp) -> String {
 }
 
 /// `Labels:\tk=v` then `\tk2=v2` lines, keys sorted.
-fn labels_multiline(out: &mut String, title: &str, labels: &Value) {
+pub(crate) fn labels_multiline(out: &mut String, title: &str, labels: &Value) {
     out.push_str(&format!("{title}:\t"));
     let Some(map) = labels.as_object().filter(|m| !m.is_empty()) else {
         out.push_str("<none>\n");
@@ -119,7 +119,7 @@ fn labels_multiline(out: &mut String, title: &str, labels: &Value) {
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 const MAX_ANNOTATION_LEN: usize = 140;
 
-fn annotations_multiline(out: &mut String, title: &str, annotations: &Value) {
+pub(crate) fn annotations_multiline(out: &mut String, title: &str, annotations: &Value) {
     out.push_str(&format!("{title}:\t"));
     let entries: Vec<(&String, &str)> = annotations
         .as_object()
@@ -441,7 +441,7 @@ fn describe_volumes(out: &mut String, volumes: &Value) {
 }
 
 /// The `Events:` section: the events of the object, oldest first.
-fn describe_events(out: &mut String, events: &Value, now: Timestamp) {
+pub(crate) fn describe_events(out: &mut String, events: &Value, now: Timestamp) {
     let mut items = events["items"].as_array().cloned().unwrap_or_default();
     if items.is_empty() {
         out.push_str("Events:\t<none>\n");
@@ -697,6 +697,10 @@ pub async fn run(flags: &Flags) -> Result<()> {
                     describe_pod(&object, events.as_ref(), now)
                 }
                 "namespaces" => describe_namespace(&object),
+                "nodes" => {
+                    let events = events_of(&api, &object, resource).await;
+                    crate::describe_node::describe(&api, &object, events.as_ref(), now).await
+                }
                 other => {
                     return Err(Error::Message(format!(
                         "describe {other} is not in this Skiff CLI yet: use `kubectl get \

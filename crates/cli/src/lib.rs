@@ -13,6 +13,7 @@ mod cp;
 mod create;
 mod delete;
 mod describe;
+mod describe_node;
 mod exec;
 mod get;
 mod jsonpath;
@@ -222,7 +223,7 @@ Verbs:
   apply -f FILE|DIR|-                 client-side apply: created / configured / unchanged
   replace -f FILE                     --dry-run=client|server (also on create and apply)
   label|annotate KIND NAME... k=v k-  --overwrite, -l SELECTOR, --all, -o name
-  describe po|ns [NAME...]            kubectl's layout, with events
+  describe po|no|ns [NAME...]         kubectl's layout, with events
   wait KIND/NAME --for=condition=Ready|delete|create|jsonpath={.path}=VALUE [--timeout=30s]
   api-resources                       -o wide|name, --namespaced=true|false, --sort-by=name|kind
   config view|get-contexts|current-context|use-context NAME|set-context --current --namespace=X

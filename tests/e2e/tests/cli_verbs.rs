@@ -396,7 +396,8 @@ fn describe_prints_what_kubectl_prints() {
         &cluster,
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: running\n  labels:\n    app: kubia\n\
          spec:\n  containers:\n  - name: main\n    image: busybox\n    imagePullPolicy: Never\n    \
-         command: [\"sleep\", \"3600\"]\n    env:\n    - name: IP\n      valueFrom:\n        \
+         command: [\"sleep\", \"3600\"]\n    resources:\n      requests: {cpu: 100m, memory: 64Mi}\n      \
+         limits: {cpu: 250m, memory: 128Mi}\n    env:\n    - name: IP\n      valueFrom:\n        \
          fieldRef:\n          fieldPath: status.podIP\n",
     );
     wait_until(Duration::from_secs(60), "pod running is Running", || {
@@ -413,6 +414,9 @@ fn describe_prints_what_kubectl_prints() {
         &["describe"],
         &["describe", "ns", "default"],
         &["describe", "ns"],
+        &["describe", "node"],
+        &["describe", "no"],
+        &["describe", "nodes", "nope"],
         &["describe", "po", "running", "-n", "kube-public"],
     ];
     for args in cases {
