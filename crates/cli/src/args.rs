@@ -40,6 +40,8 @@ pub struct Flags {
     pub overwrite: bool,
     /// `--dry-run=none|client|server`.
     pub dry_run: Option<String>,
+    /// `--dry-run` without a value (deprecated: kubectl warns, and takes it as client).
+    pub bare_dry_run: bool,
     /// `wait --for=...`.
     pub wait_for: Option<String>,
     /// `--timeout` as given (`30s`, `1m`).
@@ -161,7 +163,6 @@ const VALUE_FLAGS: &[(&str, Option<char>)] = &[
     ("dry-run", None),
     ("label-columns", Some('L')),
     ("sort-by", None),
-    ("dry-run", None),
     ("for", None),
     ("resource-version", None),
     ("api-group", None),
@@ -242,7 +243,12 @@ impl Flags {
                     None => (long.to_owned(), None),
                 };
                 let is_value = VALUE_FLAGS.iter().any(|(long, _)| *long == name);
-                if is_value {
+                if name == "dry-run" && inline.is_none() {
+                    // kubectl's deprecated bare --dry-run: client, with a warning (printed by
+                    // `run`); the next word is no value of it.
+                    flags.set_value("dry-run", "client".to_owned())?;
+                    flags.bare_dry_run = true;
+                } else if is_value {
                     let value = match inline {
                         Some(value) => value,
                         None => iter.next().cloned().ok_or_else(|| {
@@ -338,7 +344,10 @@ impl Flags {
             "env" => self.stream.env.push(value),
             "port" => self.stream.port = Some(value),
             "labels" => self.stream.labels = Some(value),
-            "dry-run" => self.stream.dry_run = Some(value),
+            "dry-run" => {
+                self.stream.dry_run = Some(value.clone());
+                self.dry_run = Some(value);
+            }
             "label-columns" => self.label_columns.extend(
                 value
                     .split(',')
@@ -346,7 +355,6 @@ impl Flags {
                     .map(str::to_owned),
             ),
             "sort-by" => self.sort_by = Some(value),
-            "dry-run" => self.dry_run = Some(value),
             "for" => self.wait_for = Some(value),
             "timeout" => self.timeout = Some(value),
             "validate" => self.validate = Some(value),

@@ -120,10 +120,10 @@ impl Error {
     pub fn render(&self) -> String {
         match self {
             Error::Api(api) => api.render(),
-            Error::Connect { .. } | Error::Exited { .. } | Error::PodExited { .. } => {
-                self.to_string()
-            }
-            Error::Connect { .. } | Error::Raw(_) => self.to_string(),
+            Error::Connect { .. }
+            | Error::Exited { .. }
+            | Error::PodExited { .. }
+            | Error::Raw(_) => self.to_string(),
             Error::Configuration(message) => format!("Error in configuration: {message}"),
             Error::Usage(message) | Error::Message(message) => format!("error: {message}"),
             other => format!("error: {other}"),
@@ -163,6 +163,9 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if flags.bare_dry_run {
+        report("Warning: --dry-run is deprecated and can be replaced with --dry-run=client.");
+    }
     // kubectl takes an unknown word for a plugin's name, and refuses flags before one.
     if let (Some(verb), Some(first)) = (flags.verb.as_deref(), args.first()) {
         if !VERBS.contains(&verb) && !suggest::is_kubectl_command(verb) && first.starts_with('-') {

@@ -494,6 +494,12 @@ fn wait_prints_what_kubectl_prints() {
             .spawn()
             .expect("start wait --for=delete");
         let waiter = ChildGuard(Some(waiting));
+        // Delete only once the waiter has connected (its first look comes right after): a pod
+        // gone before that look is reported by nobody, by kubectl as by us.
+        let pid = waiter.pid();
+        wait_until(Duration::from_secs(30), "the waiter connects", || {
+            has_socket(pid)
+        });
         let deleted = kubectl(&cluster, &["delete", "po", "a", "--wait=false"], None);
         assert_success(&deleted, "kubectl delete po a --wait=false");
         outputs.push(waiter.finish());
@@ -506,7 +512,23 @@ fn wait_prints_what_kubectl_prints() {
 /// A child killed on drop (a failing test leaves no `wait` behind).
 struct ChildGuard(Option<std::process::Child>);
 
+/// Whether process `pid` holds a socket (a connection to the server, here).
+fn has_socket(pid: u32) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries.filter_map(|e| e.ok()).any(|entry| {
+                fs::read_link(entry.path())
+                    .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+            })
+        })
+        .unwrap_or(false)
+}
+
 impl ChildGuard {
+    fn pid(&self) -> u32 {
+        self.0.as_ref().map_or(0, std::process::Child::id)
+    }
+
     fn finish(mut self) -> Output {
         self.0
             .take()
