@@ -682,6 +682,15 @@ fn without_age(line: &str) -> String {
 fn get_watch_prints_the_rows_kubectl_prints() {
     let cluster = Cluster::start();
     two_pods(&cluster);
+    // The scheduler marks both unschedulable first: no event may come between the watchers'
+    // lists.
+    for pod in ["a", "b"] {
+        wait_until(Duration::from_secs(30), "the scheduler saw the pod", || {
+            !cluster
+                .jsonpath(&["pod", pod], "{.status.conditions[*].type}")
+                .is_empty()
+        });
+    }
     let stream = |with_skiff: bool, args: &[&str]| {
         let mut command = if with_skiff {
             cluster.skiff_kubectl_command()
@@ -691,7 +700,7 @@ fn get_watch_prints_the_rows_kubectl_prints() {
         command.args(args);
         LineStream::spawn(command)
     };
-    let with_events = ["get", "po", "-w", "--output-watch-events", "-L", "x"];
+    let with_events = ["get", "po", "-w", "--output-watch-events"];
     let plain = ["get", "po", "-w"];
     let mut streams: Vec<LineStream> = Vec::new();
     for with_skiff in [false, true] {
