@@ -15,6 +15,7 @@ mod delete;
 mod describe;
 mod describe_node;
 mod exec;
+mod explain;
 mod get;
 mod jsonpath;
 mod kinds;
@@ -59,6 +60,7 @@ pub const VERBS: &[&str] = &[
     "wait",
     "config",
     "api-resources",
+    "explain",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -229,6 +231,7 @@ Verbs:
   describe po|no|ns [NAME...]         kubectl's layout, with events
   wait KIND/NAME --for=condition=Ready|delete|create|jsonpath={.path}=VALUE [--timeout=30s]
   api-resources                       -o wide|name, --namespaced=true|false, --sort-by=name|kind
+  explain KIND[.FIELD...]             the server's OpenAPI schema, in kubectl's layout
   config view|get-contexts|current-context|use-context NAME|set-context --current --namespace=X
   version                             the client's and the server's versions
   cluster-info                        where the control plane answers
@@ -279,6 +282,7 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("apply") => apply::run_apply(&flags).await,
         Some("replace") => apply::run_replace(&flags).await,
         Some("label") => label::run(&flags, label::Field::Labels).await,
+        Some("explain") => explain::run(&flags).await,
         Some("api-resources") => apiresources::run(&flags).await,
         Some("config") => config::run(&flags).await,
         Some("wait") => wait::run(&flags).await,

@@ -631,7 +631,7 @@ fn config_prints_and_writes_what_kubectl_does() {
 }
 
 #[test]
-fn api_resources_and_typos_print_what_kubectl_prints() {
+fn api_resources_explain_and_typos_print_what_kubectl_prints() {
     let cluster = Cluster::start();
     let cases: &[&[&str]] = &[
         &["api-resources"],
@@ -645,6 +645,20 @@ fn api_resources_and_typos_print_what_kubectl_prints() {
         &["api-resources", "--api-group=coordination.k8s.io"],
         &["api-resources", "--api-group="],
         &["gett", "po"],
+        &["explain", "pods"],
+        &["explain", "pods.spec.containers"],
+        &["explain", "pod.metadata.labels"],
+        &["explain", "po.spec.containers.ports.containerPort"],
+        &["explain", "pods.spec.containers.resources.limits"],
+        &["explain", "pods.spec.containers.livenessProbe.httpGet.port"],
+        &["explain", "pods.status.startTime"],
+        &["explain", "pods.spec"],
+        &["explain", "po.metadata"],
+        &["explain", "pods.nope"],
+        &["explain", "ns"],
+        &["explain", "nodes.status"],
+        &["explain", "foo"],
+        &["explain"],
     ];
     for args in cases {
         same_read(&cluster, args);
