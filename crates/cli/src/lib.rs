@@ -8,6 +8,7 @@ mod args;
 mod attach;
 mod channels;
 mod client;
+mod completion;
 mod config;
 mod cp;
 mod create;
@@ -61,6 +62,7 @@ pub const VERBS: &[&str] = &[
     "config",
     "api-resources",
     "explain",
+    "completion",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -232,6 +234,7 @@ Verbs:
   wait KIND/NAME --for=condition=Ready|delete|create|jsonpath={.path}=VALUE [--timeout=30s]
   api-resources                       -o wide|name, --namespaced=true|false, --sort-by=name|kind
   explain KIND[.FIELD...]             the server's OpenAPI schema, in kubectl's layout
+  completion bash|zsh|fish            kubectl's scripts (through a `kubectl` symlink to skiff)
   config view|get-contexts|current-context|use-context NAME|set-context --current --namespace=X
   version                             the client's and the server's versions
   cluster-info                        where the control plane answers
@@ -282,6 +285,9 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("apply") => apply::run_apply(&flags).await,
         Some("replace") => apply::run_replace(&flags).await,
         Some("label") => label::run(&flags, label::Field::Labels).await,
+        Some("completion") => completion::script(&flags),
+        Some("__complete") => completion::complete(&flags, true).await,
+        Some("__completeNoDesc") => completion::complete(&flags, false).await,
         Some("explain") => explain::run(&flags).await,
         Some("api-resources") => apiresources::run(&flags).await,
         Some("config") => config::run(&flags).await,

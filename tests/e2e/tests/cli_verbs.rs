@@ -693,6 +693,47 @@ fn without_age(line: &str) -> String {
 }
 
 #[test]
+fn completion_prints_and_completes_what_kubectl_does() {
+    let cluster = Cluster::start();
+    two_pods(&cluster);
+    let cases: &[&[&str]] = &[
+        &["completion", "bash"],
+        &["completion", "zsh"],
+        &["completion", "fish"],
+        &["completion"],
+        &["completion", "nope"],
+        &["__complete", ""],
+        &["__complete", "a"],
+        &["__completeNoDesc", ""],
+        &["__complete", "get", ""],
+        &["__complete", "get", "po", ""],
+        &["__complete", "get", "po", "a", ""],
+        &["__complete", "get", "pods/"],
+        &["__complete", "get", "nope", ""],
+        &["__complete", "describe", ""],
+        &["__complete", "-n", "kube-system", "get", "po", ""],
+        &["__complete", "exec", ""],
+        &["__complete", "logs", "p"],
+        &["__complete", "label", "po", "b"],
+    ];
+    // As the shell runs them: no flag before the verb (kubectl would take a flag there for a
+    // plugin's), the kubeconfig from the environment.
+    for args in cases {
+        let home = cluster.scratch_dir().join("home");
+        let mut real = Command::new(kubectl_bin());
+        real.args(*args)
+            .env("HOME", &home)
+            .env("KUBECONFIG", cluster.kubeconfig());
+        let mut ours = Command::new(skiff_bin());
+        ours.arg("kubectl")
+            .args(*args)
+            .env("HOME", &home)
+            .env("KUBECONFIG", cluster.kubeconfig());
+        assert_same(args, &run(real, None), &run(ours, None));
+    }
+}
+
+#[test]
 fn get_watch_prints_the_rows_kubectl_prints() {
     let cluster = Cluster::start();
     two_pods(&cluster);
