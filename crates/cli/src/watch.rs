@@ -7,9 +7,11 @@ use std::io::Write;
 use http::Method;
 use serde_json::Value;
 
+use crate::client::ACCEPT_JSON;
 use crate::client::{self, ApiClient, ACCEPT_TABLE};
 use crate::get::{encode, parse_targets, table_rows, TableOptions};
-use crate::{Error, Flags, Result};
+use crate::jsonpath::Template;
+use crate::{printer, Error, Flags, Result};
 
 /// Column widths that only grow: kubectl's tabwriter keeps them across the rows it prints.
 #[derive(Default)]
@@ -54,9 +56,14 @@ pub async fn run(flags: &Flags) -> Result<()> {
         None | Some("") => (false, false),
         Some("wide") => (true, false),
         Some("name") => (false, true),
+        Some("json" | "yaml") => return watch_objects(flags, ObjectOutput::parse(flags)?).await,
+        Some(other) if other.starts_with("jsonpath=") => {
+            return watch_objects(flags, ObjectOutput::parse(flags)?).await
+        }
         Some(other) => {
             return Err(Error::Message(format!(
-                "get -w prints tables and names in this Skiff CLI, not \"{other}\""
+                "get -w prints tables, names, json, yaml and jsonpath in this Skiff CLI, not \
+                 \"{other}\""
             )))
         }
     };
@@ -187,6 +194,137 @@ pub async fn run(flags: &Flags) -> Result<()> {
     })
     .await?;
     Ok(())
+}
+
+/// `-w -o json|yaml|jsonpath=`: each object as it is, then as it changes.
+enum ObjectOutput {
+    Json,
+    Yaml,
+    JsonPath(Template),
+}
+
+impl ObjectOutput {
+    fn parse(flags: &Flags) -> Result<ObjectOutput> {
+        Ok(match flags.output.as_deref() {
+            Some("json") => ObjectOutput::Json,
+            Some("yaml") => ObjectOutput::Yaml,
+            Some(other) => ObjectOutput::JsonPath(Template::parse(
+                other.strip_prefix("jsonpath=").unwrap_or(other),
+            )?),
+            None => ObjectOutput::Json,
+        })
+    }
+
+    /// The text of one object; YAML documents after the first start with `---`.
+    fn render(&self, object: &Value, first: bool) -> Result<String> {
+        Ok(match self {
+            ObjectOutput::Json => printer::json(object),
+            ObjectOutput::Yaml if first => printer::yaml(object),
+            ObjectOutput::Yaml => format!("---\n{}", printer::yaml(object)),
+            ObjectOutput::JsonPath(template) => template.render(object)?,
+        })
+    }
+}
+
+async fn watch_objects(flags: &Flags, output: ObjectOutput) -> Result<()> {
+    let request = parse_targets(&flags.args)?;
+    let [(resource, names)] = request.targets.as_slice() else {
+        return Err(Error::Message(format!(
+            "watch is only supported on individual resources and resource collections, but {} \
+             resources were found",
+            request.targets.len()
+        )));
+    };
+    let api = ApiClient::connect(flags).await?;
+    let namespace = api.namespace().to_owned();
+    let ns = (!flags.all_namespaces).then_some(namespace.as_str());
+    let mut query: Vec<(String, String)> = Vec::new();
+    if let Some(selector) = &flags.selector {
+        query.push(("labelSelector".to_owned(), selector.clone()));
+    }
+    let mut field_selector = flags.field_selector.clone();
+    let (items, version) = match names.as_slice() {
+        [name] => {
+            field_selector = Some(match field_selector {
+                Some(other) => format!("metadata.name={name},{other}"),
+                None => format!("metadata.name={name}"),
+            });
+            let uri = resource.object_path(&namespace, name);
+            let bytes = api
+                .send(
+                    Method::GET,
+                    &uri,
+                    ACCEPT_JSON,
+                    None,
+                    ("get", resource.plural),
+                )
+                .await?;
+            let object = client::parse(&bytes, &uri)?;
+            let version = object["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (vec![object], version)
+        }
+        [] => {
+            let mut list_query = query.clone();
+            if let Some(selector) = &field_selector {
+                list_query.push(("fieldSelector".to_owned(), selector.clone()));
+            }
+            let uri = format!("{}{}", resource.collection_path(ns), encode(&list_query));
+            let list = api.get_json(&uri, ACCEPT_JSON).await?;
+            let version = list["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (
+                list["items"].as_array().cloned().unwrap_or_default(),
+                version,
+            )
+        }
+        _ => {
+            return Err(Error::Message(format!(
+                "watch is only supported on individual resources and resource collections, \
+                 but {} resources were found",
+                names.len()
+            )))
+        }
+    };
+    if let Some(selector) = field_selector {
+        query.push(("fieldSelector".to_owned(), selector));
+    }
+    let mut first = true;
+    for mut item in items {
+        if let Some(map) = item.as_object_mut() {
+            map.insert("apiVersion".to_owned(), Value::String("v1".to_owned()));
+            map.insert("kind".to_owned(), Value::String(resource.kind.to_owned()));
+        }
+        emit(&output.render(&item, first)?);
+        first = false;
+    }
+    query.push(("resourceVersion".to_owned(), version));
+    query.push(("watch".to_owned(), "1".to_owned()));
+    let uri = format!("{}{}", resource.collection_path(ns), encode(&query));
+    let mut failure = None;
+    api.watch_until(&uri, |event| {
+        if !matches!(
+            event["type"].as_str(),
+            Some("ADDED" | "MODIFIED" | "DELETED")
+        ) {
+            return false;
+        }
+        match output.render(&event["object"], first) {
+            Ok(text) => emit(&text),
+            Err(err) => {
+                failure = Some(err);
+                return true;
+            }
+        }
+        first = false;
+        false
+    })
+    .await?;
+    failure.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

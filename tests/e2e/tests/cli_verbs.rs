@@ -801,3 +801,37 @@ fn get_watch_prints_the_rows_kubectl_prints() {
     );
     assert_eq!(lines(&streams[1]), lines(&streams[3]), "get -w");
 }
+
+#[test]
+fn get_watch_prints_objects_as_kubectl_prints_them() {
+    let cluster = Cluster::start();
+    two_pods(&cluster);
+    let args = [
+        "get",
+        "po",
+        "a",
+        "-w",
+        "-o",
+        r#"jsonpath={.metadata.name} {.metadata.labels}{"\n"}"#,
+    ];
+    let mut streams = Vec::new();
+    for with_skiff in [false, true] {
+        let mut command = if with_skiff {
+            cluster.skiff_kubectl_command()
+        } else {
+            cluster.kubectl_command()
+        };
+        command.args(args);
+        streams.push(LineStream::spawn(command));
+    }
+    let timeout = Duration::from_secs(30);
+    for stream in &mut streams {
+        stream.expect_line(timeout, "pod a as it is", |l| l.starts_with("a "));
+    }
+    let labeled = kubectl(&cluster, &["label", "po", "a", "seen=yes"], None);
+    assert_success(&labeled, "kubectl label po a seen=yes");
+    for stream in &mut streams {
+        stream.expect_line(timeout, "pod a labeled", |l| l.contains("\"seen\":\"yes\""));
+    }
+    assert_eq!(streams[0].seen(), streams[1].seen());
+}
