@@ -165,6 +165,95 @@ fn write(file: &File) -> Result<()> {
     })
 }
 
+/// The field order of clientcmd's v1 types, which `config view -o json` follows.
+fn field_order(path: &str) -> &'static [&'static str] {
+    match path {
+        "" => &[
+            "kind",
+            "apiVersion",
+            "preferences",
+            "clusters",
+            "users",
+            "contexts",
+            "current-context",
+            "extensions",
+        ],
+        "clusters" | "users" | "contexts" => &["name", "cluster", "user", "context"],
+        "clusters.cluster" => &[
+            "server",
+            "tls-server-name",
+            "insecure-skip-tls-verify",
+            "certificate-authority",
+            "certificate-authority-data",
+            "proxy-url",
+            "disable-compression",
+            "extensions",
+        ],
+        "users.user" => &[
+            "client-certificate",
+            "client-certificate-data",
+            "client-key",
+            "client-key-data",
+            "token",
+            "tokenFile",
+            "as",
+            "as-uid",
+            "as-groups",
+            "as-user-extra",
+            "username",
+            "password",
+            "auth-provider",
+            "exec",
+            "extensions",
+        ],
+        "contexts.context" => &["cluster", "user", "namespace", "extensions"],
+        _ => &[],
+    }
+}
+
+/// Go's json.MarshalIndent (4 spaces) with keys in the Go struct's order (others after,
+/// sorted), as kubectl prints the config.
+fn go_ordered_json(value: &Value, path: &str, depth: usize) -> String {
+    let pad = "    ".repeat(depth + 1);
+    let close = "    ".repeat(depth);
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            let order = field_order(path);
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_by_key(|k| {
+                (
+                    order.iter().position(|o| o == k).unwrap_or(order.len()),
+                    k.to_string(),
+                )
+            });
+            let entries: Vec<String> = keys
+                .into_iter()
+                .map(|key| {
+                    let child = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    format!(
+                        "{pad}{}: {}",
+                        printer::json(&Value::String(key.clone())).trim_end(),
+                        go_ordered_json(&map[key], &child, depth + 1)
+                    )
+                })
+                .collect();
+            format!("{{\n{}\n{close}}}", entries.join(",\n"))
+        }
+        Value::Array(items) if !items.is_empty() => {
+            let entries: Vec<String> = items
+                .iter()
+                .map(|item| format!("{pad}{}", go_ordered_json(item, path, depth + 1)))
+                .collect();
+            format!("[\n{}\n{close}]", entries.join(",\n"))
+        }
+        other => printer::json(other).trim_end().to_owned(),
+    }
+}
+
 pub async fn run(flags: &Flags) -> Result<()> {
     let Some((sub, rest)) = flags.args.split_first() else {
         return Err(Error::Message(
@@ -240,7 +329,7 @@ fn view(flags: &Flags) -> Result<()> {
     tidy(&mut doc);
     let text = match flags.output.as_deref() {
         None | Some("") | Some("yaml") => printer::yaml(&doc),
-        Some("json") => printer::json(&doc),
+        Some("json") => format!("{}\n", go_ordered_json(&doc, "", 0)),
         Some(other) if other.starts_with("jsonpath=") => {
             Template::parse(&other["jsonpath=".len()..])?.render(&doc)?
         }

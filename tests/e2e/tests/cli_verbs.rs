@@ -559,6 +559,7 @@ fn config_prints_and_writes_what_kubectl_does() {
         &["config", "view"],
         &["config", "view", "--raw"],
         &["config", "view", "--minify"],
+        &["config", "view", "-o", "json"],
         &["config", "view", "-o", "jsonpath={.contexts[*].name}"],
         &["config", "get-contexts"],
         &["config", "get-contexts", "skiff"],
