@@ -1,7 +1,8 @@
-//! Shell completion: `completion bash|zsh|fish` prints the scripts kubectl v1.35 prints (cobra's,
-//! copied verbatim into `completion/`, Apache-2.0 like kubectl), and `__complete` answers them
-//! as kubectl does: verbs with their descriptions, resource types, and the names of objects
-//! from the cluster.
+//! Shell completion: `completion bash|zsh|fish` prints Skiff's own small scripts
+//! (`completion/skiff.*`), which ask the command itself at each Tab; `__complete` (and
+//! `__completeNoDesc`) answers in the protocol kubectl's completion uses (one candidate per line,
+//! `name<TAB>description`, then `:<directive>`), so scripts written for kubectl work too: the
+//! verbs Skiff serves, resource types, and the names of objects from the cluster.
 
 use serde_json::Value;
 
@@ -10,11 +11,43 @@ use crate::get::list_query;
 use crate::kinds;
 use crate::{Error, Flags, Result};
 
-const BASH: &str = include_str!("completion/kubectl.bash");
-const ZSH: &str = include_str!("completion/kubectl.zsh");
-const FISH: &str = include_str!("completion/kubectl.fish");
-/// `kubectl __complete ""`: kubectl's commands and their short descriptions.
-const COMMANDS: &str = include_str!("completion/commands.txt");
+const BASH: &str = include_str!("completion/skiff.bash");
+const ZSH: &str = include_str!("completion/skiff.zsh");
+const FISH: &str = include_str!("completion/skiff.fish");
+
+/// The verbs offered at the first word, with what each does (in our words).
+const COMMANDS: &[(&str, &str)] = &[
+    ("annotate", "Add, change or remove annotations of objects"),
+    ("api-resources", "List the kinds the server serves"),
+    (
+        "apply",
+        "Create or update objects from files, keeping what was applied",
+    ),
+    ("attach", "Connect to the stdio of a running container"),
+    ("cluster-info", "Show where the control plane answers"),
+    (
+        "completion",
+        "Print the shell completion script (bash, zsh, fish)",
+    ),
+    ("config", "Read or change kubeconfig files"),
+    ("cp", "Copy files between this machine and a container"),
+    ("create", "Create objects from files or stdin"),
+    (
+        "delete",
+        "Delete objects by name, file, label or all of a kind",
+    ),
+    ("describe", "Show an object in detail, with its events"),
+    ("exec", "Run a command in a container"),
+    ("explain", "Show the documentation of a kind or field"),
+    ("get", "List or show objects"),
+    ("label", "Add, change or remove labels of objects"),
+    ("logs", "Print a container's logs"),
+    ("port-forward", "Forward local ports to a pod"),
+    ("replace", "Replace objects with the content of files"),
+    ("run", "Start a pod from an image"),
+    ("version", "Print the client's and the server's versions"),
+    ("wait", "Wait until objects meet a condition or are gone"),
+];
 
 /// cobra's ShellCompDirectiveNoFileComp and ShellCompDirectiveNoSpace.
 const NO_FILE_COMP: u8 = 4;
@@ -70,13 +103,12 @@ pub async fn complete(flags: &Flags, descriptions: bool) -> Result<()> {
     let mut candidates: Vec<String> = Vec::new();
     match before.split_first() {
         None => {
-            for line in COMMANDS.lines().filter(|l| l.starts_with(partial)) {
-                let line = if descriptions {
-                    line
+            for (verb, what) in COMMANDS.iter().filter(|(v, _)| v.starts_with(partial)) {
+                candidates.push(if descriptions {
+                    format!("{verb}\t{what}")
                 } else {
-                    line.split('\t').next().unwrap_or(line)
-                };
-                candidates.push(line.to_owned());
+                    (*verb).to_owned()
+                });
             }
         }
         Some((verb, args)) if TYPED_VERBS.contains(&verb.as_str()) => match args.first() {
@@ -206,5 +238,19 @@ async fn names(flags: &Flags, resource: &kinds::Resource) -> Vec<String> {
             .filter_map(|item| item["metadata"]["name"].as_str().map(str::to_owned))
             .collect(),
         Err(_) => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_offered_verbs_are_the_verbs_served() {
+        let mut offered: Vec<&str> = COMMANDS.iter().map(|(verb, _)| *verb).collect();
+        let mut served: Vec<&str> = crate::VERBS.to_vec();
+        offered.sort_unstable();
+        served.sort_unstable();
+        assert_eq!(offered, served);
     }
 }

@@ -136,18 +136,21 @@ impl Error {
 }
 
 /// Whether `skiff ARGS` (without the program name) is a kubectl command: its first word that is
-/// not a kubectl flag is one of [`VERBS`] (`skiff -n x get po` as well as `skiff get po`).
+/// not a kubectl flag is one of [`VERBS`] (`skiff -n x get po` as well as `skiff get po`), or the
+/// shell completion's `__complete` / `__completeNoDesc`.
 pub fn is_kubectl_command(args: &[OsString]) -> bool {
     let args: Vec<String> = args
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     match Flags::parse(&args) {
-        Ok(flags) => flags
-            .verb
-            .is_some_and(|verb| VERBS.contains(&verb.as_str())),
-        Err((_, verb)) => verb.is_some_and(|verb| VERBS.contains(&verb.as_str())),
+        Ok(flags) => flags.verb.is_some_and(|verb| served(&verb)),
+        Err((_, verb)) => verb.is_some_and(|verb| served(&verb)),
     }
+}
+
+fn served(verb: &str) -> bool {
+    VERBS.contains(&verb) || verb == "__complete" || verb == "__completeNoDesc"
 }
 
 /// Runs kubectl with `args` (without the program name) and returns its exit code.

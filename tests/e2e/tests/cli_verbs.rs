@@ -694,18 +694,12 @@ fn without_age(line: &str) -> String {
 }
 
 #[test]
-fn completion_prints_and_completes_what_kubectl_does() {
+fn completion_completes_what_kubectl_completes() {
     let cluster = Cluster::start();
     two_pods(&cluster);
     let cases: &[&[&str]] = &[
-        &["completion", "bash"],
-        &["completion", "zsh"],
-        &["completion", "fish"],
         &["completion"],
         &["completion", "nope"],
-        &["__complete", ""],
-        &["__complete", "a"],
-        &["__completeNoDesc", ""],
         &["__complete", "get", ""],
         &["__complete", "get", "po", ""],
         &["__complete", "get", "po", "a", ""],
@@ -835,4 +829,103 @@ fn get_watch_prints_objects_as_kubectl_prints_them() {
         stream.expect_line(timeout, "pod a labeled", |l| l.contains("\"seen\":\"yes\""));
     }
     assert_eq!(streams[0].seen(), streams[1].seen());
+}
+
+/// The verbs offered at the first word are kubectl's names for what Skiff serves; the bash
+/// script, sourced in a real bash, completes verbs, kinds and pod names from the cluster through
+/// `skiff`; the zsh and fish scripts are valid where those shells are installed.
+#[test]
+fn completion_scripts_complete_verbs_kinds_and_pods_in_a_real_shell() {
+    let cluster = Cluster::start();
+    two_pods(&cluster);
+    let home = cluster.scratch_dir().join("home");
+    let complete = |program: &Path, args: &[&str]| -> Vec<String> {
+        let mut command = Command::new(program);
+        if program == skiff_bin() {
+            command.arg("kubectl");
+        }
+        command
+            .args(args)
+            .env("HOME", &home)
+            .env("KUBECONFIG", cluster.kubeconfig());
+        let out = run(command, None);
+        stdout(&out)
+            .lines()
+            .filter(|l| !l.starts_with(':'))
+            .map(|l| l.split('\t').next().unwrap_or(l).to_owned())
+            .collect()
+    };
+    let ours = complete(&skiff_bin(), &["__completeNoDesc", ""]);
+    let theirs = complete(&kubectl_bin(), &["__completeNoDesc", ""]);
+    assert!(ours.contains(&"exec".to_owned()), "{ours:?}");
+    for verb in &ours {
+        assert!(
+            theirs.contains(verb),
+            "{verb} is not one of kubectl's verbs: {theirs:?}"
+        );
+    }
+
+    // A real bash, the script sourced, COMP_WORDS as bash sets them at a Tab.
+    let script = stdout(&run(
+        {
+            let mut c = Command::new(skiff_bin());
+            c.args(["completion", "bash"]);
+            c
+        },
+        None,
+    ));
+    let script_file = cluster.scratch_dir().join("completion.bash");
+    std::fs::write(&script_file, script).expect("write the script");
+    let bash = |words: &[&str]| -> String {
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let program = format!(
+            "source '{}'; COMP_WORDS=({}); COMP_CWORD={}; __skiff_kubectl_complete; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            script_file.display(),
+            quoted.join(" "),
+            words.len() - 1
+        );
+        let mut command = Command::new("bash");
+        command
+            .args(["-c", &program])
+            .env("HOME", &home)
+            .env("KUBECONFIG", cluster.kubeconfig());
+        let out = run(command, None);
+        assert!(out.status.success(), "bash: {}", stderr(&out));
+        stdout(&out)
+    };
+    let skiff = skiff_bin().display().to_string();
+    assert_eq!(bash(&[&skiff, "ex"]).trim(), "exec\nexplain");
+    assert!(bash(&[&skiff, "get", "po"]).lines().any(|l| l == "pods"));
+    assert_eq!(bash(&[&skiff, "get", "po", ""]).trim(), "a\nb");
+    assert_eq!(bash(&[&skiff, "logs", "a"]).trim(), "a");
+
+    for (shell, flag, name) in [("zsh", "-n", "zsh"), ("fish", "--no-execute", "fish")] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {shell}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            continue;
+        }
+        let text = stdout(&run(
+            {
+                let mut c = Command::new(skiff_bin());
+                c.args(["completion", name]);
+                c
+            },
+            None,
+        ));
+        let file = cluster.scratch_dir().join(format!("completion.{name}"));
+        std::fs::write(&file, text).expect("write the script");
+        let out = run(
+            {
+                let mut c = Command::new(shell);
+                c.arg(flag).arg(&file);
+                c
+            },
+            None,
+        );
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+    }
 }
