@@ -457,6 +457,49 @@ fn the_seed_workflow_runs_through_a_kubectl_symlink() {
 
 /// A running pod takes its grace period to go: `delete` waits until it is gone (a watch), as
 /// kubectl does, and prints the same.
+/// The seed's last section through the `kubectl` symlink, on a node: `kubectl exec POD -- CMD`
+/// and `kubectl exec POD -c CONTAINER -- CMD` on the seed's pod (`exec -it` through a terminal
+/// is tested in cli_stream.rs).
+#[test]
+fn the_seeds_exec_runs_through_a_kubectl_symlink() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    let dir = cluster.scratch_dir();
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).expect("create a bin directory");
+    std::os::unix::fs::symlink(skiff_bin(), bin.join("kubectl")).expect("link kubectl to skiff");
+    let typed = |line: &str| {
+        let mut words = line.split_whitespace();
+        assert_eq!(words.next(), Some("kubectl"));
+        let mut command = Command::new(bin.join("kubectl"));
+        command
+            .args(words)
+            .env("HOME", dir.join("home"))
+            .env("KUBECONFIG", cluster.kubeconfig());
+        run(command, None)
+    };
+    let manifest = fixture("kubia-manual.yaml");
+    let created = typed(&format!("kubectl create -f {}", manifest.display()));
+    assert_success(&created, "kubectl create -f kubia-manual.yaml");
+    wait_until(Duration::from_secs(60), "kubia-manual Running", || {
+        cluster.jsonpath(&["pod", "kubia-manual"], "{.status.phase}") == "Running"
+    });
+    for line in [
+        "kubectl exec kubia-manual -- hostname",
+        "kubectl exec kubia-manual -c kubia -- hostname",
+    ] {
+        let out = typed(line);
+        assert_success(&out, line);
+        assert_eq!(stdout(&out), "kubia-manual\n", "{line}");
+    }
+    let failed = typed("kubectl exec kubia-manual -- false");
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    assert_eq!(
+        stderr(&failed),
+        "command terminated with exit code 1\n",
+        "as kubectl says it"
+    );
+}
+
 #[test]
 fn delete_waits_for_a_running_pod_as_kubectl_does() {
     let cluster = Cluster::start_with_agent(import_test_images);
