@@ -106,6 +106,9 @@ pub struct AgentConfig {
     pub pod_network: Option<PodNetworkConfig>,
     /// Remount the cgroup v2 hierarchy with `favordynmods` at start (ADR 010).
     pub favor_dynamic_cgroups: bool,
+    /// Containers that name no seccomp profile get RuntimeDefault (kubelet's
+    /// `seccompDefault`; ADR 013).
+    pub seccomp_default: bool,
 }
 
 /// How the node's pods are networked.
@@ -149,6 +152,7 @@ impl AgentConfig {
             cluster_ca_pem: None,
             pod_network: None,
             favor_dynamic_cgroups: true,
+            seccomp_default: true,
         }
     }
 
@@ -328,6 +332,7 @@ pub fn node_runtime(config: &AgentConfig) -> Result<Arc<dyn runtime::PodRuntime>
         allocatable_millicpu: i64::try_from(facts.cpus).unwrap_or(1) * 1000,
         allocatable_memory: i64::try_from(facts.memory_kib).unwrap_or(0) * 1024,
         pod_pids_limit: config.pod_pids_limit,
+        seccomp_default: config.seccomp_default,
     };
     skiff_runtime::container::check_runtime_supported(config.container_runtime).map_err(|e| {
         Error::Runtime {

@@ -20,7 +20,7 @@ use skiff_runtime::container::cgroup::CgroupLayout;
 use skiff_runtime::container::manager::LogOptions;
 use skiff_runtime::container::{
     build_spec, ContainerManager, ContainerSpecInput, ContainerState, FieldValues, MountSpec,
-    NamespacePaths, PodFiles,
+    NamespacePaths, PodFiles, SeccompOptions,
 };
 use skiff_runtime::container::{CliRuntime, RuntimeKind};
 use skiff_runtime::image::policy::reported_image;
@@ -45,6 +45,8 @@ pub struct NodeFields {
     /// The most processes (threads) one pod may run, on its cgroup (kubelet's
     /// `--pod-max-pids`); None: no limit, kubelet's default.
     pub pod_pids_limit: Option<i64>,
+    /// Containers that name no seccomp profile get RuntimeDefault (kubelet's `seccompDefault`).
+    pub seccomp_default: bool,
 }
 
 /// The node's runtime. The container manager is opened on first use, on a blocking thread.
@@ -166,6 +168,15 @@ impl NodeRuntime {
                         })?;
                     }
                 }
+                // Kubelet's emptyDir is world-writable; with the pod's fsGroup its files
+                // belong to that group, and its directories are setgid so new ones do too.
+                let fs_group = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.security_context.as_ref())
+                    .and_then(|s| s.fs_group);
+                prepare_empty_dir(&dir, fs_group)
+                    .map_err(|e| failure(&format!("preparing emptyDir {}", volume.name))(&e))?;
                 dir
             } else if let Some(host) = &volume.host_path {
                 let path = PathBuf::from(&host.path);
@@ -316,6 +327,49 @@ pub fn stop_signal(config: &serde_json::Value) -> Option<i32> {
         .and_then(|c| c.get("StopSignal"))
         .and_then(|s| s.as_str())?;
     skiff_runtime::container::signal_number(name)
+}
+
+/// An emptyDir's permissions as kubelet sets them: mode 0777, then with an fsGroup every file
+/// and directory in it group-owned by it and group read-write, directories setgid (kubelet's
+/// SetVolumeOwnership, rerun at each container start as kubelet reruns it at each mount).
+fn prepare_empty_dir(dir: &Path, fs_group: Option<i64>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(dir)?;
+    if meta.permissions().mode() & 0o777 != 0o777 {
+        std::fs::set_permissions(
+            dir,
+            std::fs::Permissions::from_mode(meta.permissions().mode() | 0o777),
+        )?;
+    }
+    let Some(gid) = fs_group else {
+        return Ok(());
+    };
+    let gid = u32::try_from(gid).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("fsGroup {gid} is out of range"),
+        )
+    })?;
+    fn own(path: &Path, gid: u32) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        std::os::unix::fs::lchown(path, None, Some(gid))?;
+        let mut mode = meta.permissions().mode() | 0o660;
+        if meta.is_dir() {
+            mode |= 0o2110;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                own(&entry?.path(), gid)?;
+            }
+        }
+        Ok(())
+    }
+    own(dir, gid)
 }
 
 impl PodRuntime for NodeRuntime {
@@ -540,6 +594,10 @@ impl PodRuntime for NodeRuntime {
             },
             cgroup_parent: pod_cgroup(&uid),
             container_id: id.to_string(),
+            seccomp: SeccompOptions {
+                default_to_runtime_default: self.fields.seccomp_default,
+                profile_dir: self.data_dir.join("seccomp"),
+            },
         })
         .map_err(|e| RuntimeFailure(e.to_string()))?;
         let attempt = parse_container_id(&uid, id).map_or(0, |(a, _)| a);

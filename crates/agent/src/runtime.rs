@@ -17,6 +17,17 @@ impl RuntimeFailure {
     pub fn new(message: impl std::fmt::Display) -> RuntimeFailure {
         RuntimeFailure(message.to_string())
     }
+
+    /// The Waiting reason of a container this failure kept from being created: kubelet's
+    /// `CreateContainerConfigError` for a pod configuration it refuses itself (runAsNonRoot),
+    /// else `CreateContainerError`.
+    pub fn create_reason(&self) -> &'static str {
+        if skiff_runtime::container::is_config_error(&self.0) {
+            "CreateContainerConfigError"
+        } else {
+            "CreateContainerError"
+        }
+    }
 }
 
 pub type RuntimeResult<T> = Result<T, RuntimeFailure>;

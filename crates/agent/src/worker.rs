@@ -1263,7 +1263,7 @@ impl PodWorker {
                 let cleanup = id.clone();
                 let _ = blocking(&runtime, move |rt| rt.remove_container(&cleanup)).await;
                 slot.view = Some(ContainerView::Waiting {
-                    reason: "CreateContainerError".into(),
+                    reason: e.create_reason().into(),
                     message: Some(e.to_string()),
                 });
                 let wait = Duration::from_secs(10);

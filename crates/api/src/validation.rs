@@ -1156,6 +1156,121 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
             ));
         }
     }
+    if let Some(sc) = &spec.security_context {
+        let at = format!("{path}.securityContext");
+        errs.extend(validate_seccomp_profile(sc.seccomp_profile.as_ref(), &at));
+        for (field, id) in [
+            ("runAsUser", sc.run_as_user),
+            ("runAsGroup", sc.run_as_group),
+            ("fsGroup", sc.fs_group),
+        ] {
+            errs.extend(validate_id(id, &format!("{at}.{field}")));
+        }
+        for (i, gid) in sc.supplemental_groups.iter().flatten().enumerate() {
+            errs.extend(validate_id(
+                Some(*gid),
+                &index_path(&format!("{at}.supplementalGroups"), i),
+            ));
+        }
+    }
+    errs
+}
+
+const SECCOMP_PROFILE_TYPES: &[&str] = &["Localhost", "RuntimeDefault", "Unconfined"];
+const PROC_MOUNT_TYPES: &[&str] = &["Default", "Unmasked"];
+
+/// A uid or gid: Kubernetes takes 0 to 2147483647.
+fn validate_id(id: Option<i64>, path: &str) -> Vec<FieldError> {
+    match id {
+        Some(id) if !(0..=i64::from(i32::MAX)).contains(&id) => vec![FieldError::invalid(
+            path,
+            id,
+            inclusive_range_error(0, i64::from(i32::MAX)),
+        )],
+        _ => Vec::new(),
+    }
+}
+
+/// A seccompProfile as Kubernetes checks it: a known type, and a localhostProfile exactly when
+/// the type is Localhost.
+fn validate_seccomp_profile(
+    profile: Option<&k8s_openapi::api::core::v1::SeccompProfile>,
+    at: &str,
+) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let Some(profile) = profile else {
+        return errs;
+    };
+    let path = format!("{at}.seccompProfile");
+    if !SECCOMP_PROFILE_TYPES.contains(&profile.type_.as_str()) {
+        errs.push(FieldError::not_supported(
+            format!("{path}.type"),
+            profile.type_.as_str(),
+            SECCOMP_PROFILE_TYPES,
+        ));
+    }
+    let local = profile.localhost_profile.as_deref();
+    if profile.type_ == "Localhost" && local.is_none_or(str::is_empty) {
+        errs.push(FieldError::required(
+            format!("{path}.localhostProfile"),
+            "must be set when seccomp type is Localhost",
+        ));
+    }
+    if let Some(local) = local.filter(|_| profile.type_ != "Localhost") {
+        errs.push(FieldError::invalid(
+            format!("{path}.localhostProfile"),
+            local,
+            "can only be set when seccomp type is Localhost",
+        ));
+    }
+    errs
+}
+
+/// A container's securityContext: its seccompProfile, procMount and ids, and no
+/// allowPrivilegeEscalation=false beside privileged or CAP_SYS_ADMIN (Kubernetes' rule).
+fn validate_container_security(c: &Container, at: &str) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let Some(sc) = &c.security_context else {
+        return errs;
+    };
+    let at = format!("{at}.securityContext");
+    errs.extend(validate_seccomp_profile(sc.seccomp_profile.as_ref(), &at));
+    if let Some(mount) = sc.proc_mount.as_deref() {
+        if !PROC_MOUNT_TYPES.contains(&mount) {
+            errs.push(FieldError::not_supported(
+                format!("{at}.procMount"),
+                mount,
+                PROC_MOUNT_TYPES,
+            ));
+        }
+    }
+    for (field, id) in [
+        ("runAsUser", sc.run_as_user),
+        ("runAsGroup", sc.run_as_group),
+    ] {
+        errs.extend(validate_id(id, &format!("{at}.{field}")));
+    }
+    if sc.allow_privilege_escalation == Some(false) {
+        if sc.privileged == Some(true) {
+            errs.push(FieldError::invalid(
+                at.clone(),
+                "",
+                "cannot set `allowPrivilegeEscalation` to false and `privileged` to true",
+            ));
+        }
+        let adds_sys_admin = sc
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.add.as_ref())
+            .is_some_and(|add| add.iter().any(|a| a == "SYS_ADMIN" || a == "CAP_SYS_ADMIN"));
+        if adds_sys_admin {
+            errs.push(FieldError::invalid(
+                at.clone(),
+                "",
+                "cannot set `allowPrivilegeEscalation` to false and `capabilities.Add` CAP_SYS_ADMIN",
+            ));
+        }
+    }
     errs
 }
 
@@ -1278,6 +1393,7 @@ fn validate_container(
     if let Some(resources) = &c.resources {
         errs.extend(validate_resources(resources, &format!("{at}.resources")));
     }
+    errs.extend(validate_container_security(c, at));
     errs
 }
 
@@ -1876,6 +1992,46 @@ mod tests {
         assert!(errs
             .iter()
             .any(|e| e.message() == "Duplicate value: \"kubia\""));
+    }
+
+    #[test]
+    fn security_context_fields_are_checked_as_kubernetes() {
+        let mut pod = seed_pod();
+        spec(&mut pod).security_context = Some(
+            serde_json::from_value(json!({
+                "seccompProfile": {"type": "Localhost"},
+                "runAsUser": -1,
+            }))
+            .expect("pod security context"),
+        );
+        spec(&mut pod).containers[0].security_context = Some(
+            serde_json::from_value(json!({
+                "seccompProfile": {"type": "Strict", "localhostProfile": "x.json"},
+                "procMount": "Raw",
+                "privileged": true,
+                "allowPrivilegeEscalation": false,
+                "capabilities": {"add": ["NOT_A_CAP"]},
+            }))
+            .expect("container security context"),
+        );
+        let errs: Vec<String> = validate_pod(&pod)
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message()))
+            .collect();
+        for want in [
+            "spec.securityContext.seccompProfile.localhostProfile: Required value: must be set when seccomp type is Localhost",
+            "spec.securityContext.runAsUser: Invalid value: -1: must be between 0 and 2147483647, inclusive",
+            "spec.containers[0].securityContext.seccompProfile.type: Unsupported value: \"Strict\": supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\"",
+            "spec.containers[0].securityContext.seccompProfile.localhostProfile: Invalid value: \"x.json\": can only be set when seccomp type is Localhost",
+            "spec.containers[0].securityContext.procMount: Unsupported value: \"Raw\": supported values: \"Default\", \"Unmasked\"",
+        ] {
+            assert!(errs.iter().any(|e| e == want), "{want} not in {errs:#?}");
+        }
+        assert!(errs.iter().any(|e| e
+            .contains("cannot set `allowPrivilegeEscalation` to false and `privileged` to true")));
+        // Kubernetes does not check capability names: the runtime refuses an unknown one.
+        assert!(!errs.iter().any(|e| e.contains("NOT_A_CAP")), "{errs:#?}");
+        assert_eq!(errs.len(), 6, "{errs:#?}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use skiff_runtime::container::cgroup::CgroupLayout;
 use skiff_runtime::container::manager::LogOptions;
 use skiff_runtime::container::{
     build_spec, CliRuntime, ContainerManager, ContainerSpecInput, ContainerState, ContainerStatus,
-    FieldValues, NamespacePaths, PodFiles, RuntimeKind,
+    FieldValues, NamespacePaths, PodFiles, RuntimeKind, SeccompOptions,
 };
 use skiff_runtime::image::import::import_archive;
 use skiff_runtime::image::rootfs::RootFs;
@@ -101,6 +101,7 @@ impl Fixture {
             },
             cgroup_parent: self.cgroup_parent.clone(),
             container_id: id.to_owned(),
+            seccomp: SeccompOptions::default(),
         })
         .expect("spec");
         self.containers.push((id.to_owned(), Some(rootfs)));
@@ -475,6 +476,7 @@ fn a_command_missing_from_the_image_fails_to_start_with_the_runtime_message() {
         fields: FieldValues::default(),
         cgroup_parent: fixture.cgroup_parent.clone(),
         container_id: "missing".into(),
+        seccomp: SeccompOptions::default(),
     })
     .expect("spec");
     fixture.containers.push(("missing".into(), Some(rootfs)));
@@ -594,6 +596,7 @@ fn a_container_joins_the_sandbox_namespaces_and_has_its_own_pid_namespace() {
         fields: FieldValues::default(),
         cgroup_parent: fixture.cgroup_parent.clone(),
         container_id: "join".into(),
+        seccomp: SeccompOptions::default(),
     })
     .expect("spec");
     fixture.containers.push(("join".into(), Some(rootfs)));
@@ -664,6 +667,7 @@ fn latency_of_a_short_container() {
             fields: FieldValues::default(),
             cgroup_parent: fixture.cgroup_parent.clone(),
             container_id: id.clone(),
+            seccomp: SeccompOptions::default(),
         })
         .expect("spec");
         fixture.containers.push((id.clone(), Some(rootfs)));
@@ -718,6 +722,7 @@ fn a_memory_limit_too_low_to_start_is_a_start_error() {
         fields: FieldValues::default(),
         cgroup_parent: fixture.cgroup_parent.clone(),
         container_id: "tiny".into(),
+        seccomp: SeccompOptions::default(),
     })
     .expect("spec");
     fixture.containers.push(("tiny".into(), Some(rootfs)));
@@ -808,6 +813,7 @@ fn a_container_joins_a_shared_pid_namespace() {
         fields: FieldValues::default(),
         cgroup_parent: fixture.cgroup_parent.clone(),
         container_id: "sharedpid".into(),
+        seccomp: SeccompOptions::default(),
     })
     .expect("spec");
     fixture.containers.push(("sharedpid".into(), Some(rootfs)));

@@ -86,6 +86,10 @@ pub struct NodeOptions {
     /// and exits cost a little more. A kernel-wide setting, as kubelet's sysctls are.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     cgroup_favordynmods: bool,
+    /// Give containers that name no seccompProfile the RuntimeDefault profile (kubelet's
+    /// seccompDefault); false leaves them Unconfined.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    seccomp_default: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -111,6 +115,7 @@ impl NodeOptions {
         config.node_ip = self.node_ip;
         config.streaming_port = self.streaming_port;
         config.favor_dynamic_cgroups = self.cgroup_favordynmods;
+        config.seccomp_default = self.seccomp_default;
         if let (Some(conf_dir), Some(bin_dir)) = (&self.cni_conf_dir, &self.cni_bin_dir) {
             anyhow::ensure!(
                 conf_dir.is_dir(),

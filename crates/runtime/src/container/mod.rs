@@ -25,6 +25,7 @@ pub mod monitor;
 pub mod nsexec;
 pub mod resources;
 pub mod runtime;
+pub mod seccomp;
 pub mod spec;
 pub mod user;
 
@@ -33,7 +34,11 @@ use std::time::SystemTime;
 
 pub use manager::ContainerManager;
 pub use runtime::{check_runtime_supported, signal_number, CliRuntime, OciRuntime, RuntimeKind};
-pub use spec::{build_spec, ContainerSpecInput, FieldValues, MountSpec, NamespacePaths, PodFiles};
+pub use seccomp::SeccompOptions;
+pub use spec::{
+    build_spec, is_config_error, ContainerSpecInput, FieldValues, MountSpec, NamespacePaths,
+    PodFiles,
+};
 
 /// Errors of the container subsystem; each carries what failed and the underlying cause.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,10 @@ pub enum ContainerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A pod configuration kubelet refuses before the runtime is asked (runAsNonRoot), in
+    /// kubelet's words.
+    #[error("{0}")]
+    Config(String),
     #[error("invalid container spec: {0}")]
     Spec(String),
     #[error("{runtime} {operation} {id}: {message}")]

@@ -12,6 +12,7 @@ use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
 use super::expand::expand;
+use super::seccomp::{seccomp_filter, SeccompOptions};
 use super::user::{self, ResolvedUser};
 use super::{ContainerError, Result};
 
@@ -75,6 +76,8 @@ pub struct ContainerSpecInput<'a> {
     /// `/skiff/pod<uid>`.
     pub cgroup_parent: String,
     pub container_id: String,
+    /// The node's seccomp settings (its default and its Localhost profiles).
+    pub seccomp: SeccompOptions,
 }
 
 /// The PATH containerd gives a container whose image sets none.
@@ -197,8 +200,29 @@ pub fn build_spec(input: &ContainerSpecInput) -> Result<Spec> {
         .unwrap_or_else(|| "/".to_owned());
 
     let user = process_user(input, &image)?;
-    let capabilities = capabilities(container);
     let security = container.security_context.as_ref();
+    let privileged = security.and_then(|s| s.privileged).unwrap_or(false);
+    let capabilities = if privileged {
+        ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect()
+    } else {
+        capabilities(container)?
+    };
+    // privileged lifts the seccomp filter, the masked and read-only paths and the read-only
+    // /sys, and gives the host's devices (as containerd); procMount Unmasked lifts the paths.
+    let seccomp = if privileged {
+        None
+    } else {
+        seccomp_filter(input.pod, container, &capabilities, &input.seccomp)?
+    };
+    let unmasked = privileged
+        || security
+            .and_then(|s| s.proc_mount.as_deref())
+            .is_some_and(|m| m == "Unmasked");
+    let (masked_paths, readonly_paths): (&[&str], &[&str]) = if unmasked {
+        (&[], &[])
+    } else {
+        (MASKED_PATHS, READONLY_PATHS)
+    };
     let no_new_privileges = security
         .and_then(|s| s.allow_privilege_escalation)
         .map(|allow| !allow)
@@ -208,7 +232,14 @@ pub fn build_spec(input: &ContainerSpecInput) -> Result<Spec> {
         .unwrap_or(false);
 
     let nofile = nofile_limit();
-    let resources = super::resources::container_resources(input)?;
+    let mut resources = super::resources::container_resources(input)?;
+    let devices = if privileged {
+        // Every device of the host, in the container's device cgroup too.
+        resources["devices"] = json!([{"allow": true, "access": "rwm"}]);
+        host_devices()
+    } else {
+        Vec::new()
+    };
     let oom_score_adj = super::resources::oom_score_adj(input);
 
     let rootfs = input.rootfs.to_str().ok_or_else(|| {
@@ -287,16 +318,21 @@ pub fn build_spec(input: &ContainerSpecInput) -> Result<Spec> {
             "noNewPrivileges": no_new_privileges,
             "oomScoreAdj": oom_score_adj,
         },
-        "mounts": mounts(input)?,
+        "mounts": mounts(input, privileged)?,
         "linux": {
             "namespaces": namespaces,
             "cgroupsPath": cgroups_path,
             "resources": resources,
             "sysctl": sysctl,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
+            "maskedPaths": masked_paths,
+            "readonlyPaths": readonly_paths,
+            "devices": devices,
         },
     });
+    let mut spec = spec;
+    if let Some(filter) = seccomp {
+        spec["linux"]["seccomp"] = filter;
+    }
     serde_json::from_value(spec).map_err(|e| ContainerError::Spec(format!("OCI spec: {e}")))
 }
 
@@ -520,6 +556,13 @@ fn process_user(input: &ContainerSpecInput, image: &ImageProcess) -> Result<Reso
     let run_as_group = security
         .and_then(|s| s.run_as_group)
         .or_else(|| pod_security.and_then(|s| s.run_as_group));
+    let run_as_non_root = security
+        .and_then(|s| s.run_as_non_root)
+        .or_else(|| pod_security.and_then(|s| s.run_as_non_root))
+        .unwrap_or(false);
+    if run_as_non_root {
+        verify_run_as_non_root(input, run_as_user, image.user.as_deref())?;
+    }
 
     let mut resolved = match run_as_user {
         // A uid from the pod: its primary group comes from /etc/passwd when listed there.
@@ -549,33 +592,103 @@ fn process_user(input: &ContainerSpecInput, image: &ImageProcess) -> Result<Reso
     Ok(resolved)
 }
 
+/// Kubelet's messages for a container that breaks its runAsNonRoot: they are configuration
+/// errors (`CreateContainerConfigError`), found before the runtime is asked.
+pub const RUN_AS_NON_ROOT_MESSAGES: &[&str] = &[
+    "container has runAsNonRoot and image will run as root",
+    "container has runAsNonRoot and image has non-numeric user",
+    "container's runAsUser breaks non-root policy",
+];
+
+/// Whether `message` is one of kubelet's configuration errors (the Waiting reason
+/// `CreateContainerConfigError` rather than `CreateContainerError`).
+pub fn is_config_error(message: &str) -> bool {
+    RUN_AS_NON_ROOT_MESSAGES
+        .iter()
+        .any(|m| message.starts_with(m))
+}
+
+/// Kubelet's runAsNonRoot check: the effective runAsUser must not be 0; without one, the
+/// image's user must be numeric and not 0 (an image with no user runs as root).
+fn verify_run_as_non_root(
+    input: &ContainerSpecInput,
+    run_as_user: Option<i64>,
+    image_user: Option<&str>,
+) -> Result<()> {
+    let meta = &input.pod.metadata;
+    let pod = format!(
+        "{}_{}({})",
+        meta.name.as_deref().unwrap_or_default(),
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.uid.as_deref().unwrap_or_default()
+    );
+    let container = &input.container.name;
+    let fail = |what: String| Err(ContainerError::Config(what));
+    if let Some(uid) = run_as_user {
+        if uid == 0 {
+            return fail(format!(
+                "{} (pod: {pod:?}, container: {container})",
+                RUN_AS_NON_ROOT_MESSAGES[2]
+            ));
+        }
+        return Ok(());
+    }
+    let user = image_user.unwrap_or_default();
+    let user_part = user.split_once(':').map_or(user, |(u, _)| u);
+    if user_part.is_empty() {
+        return fail(format!(
+            "{} (pod: {pod:?}, container: {container})",
+            RUN_AS_NON_ROOT_MESSAGES[0]
+        ));
+    }
+    match user_part.parse::<u32>() {
+        Ok(0) => fail(format!(
+            "{} (pod: {pod:?}, container: {container})",
+            RUN_AS_NON_ROOT_MESSAGES[0]
+        )),
+        Ok(_) => Ok(()),
+        Err(_) => fail(format!(
+            "{} ({user_part}), cannot verify user is non-root (pod: {pod:?}, container: {container})",
+            RUN_AS_NON_ROOT_MESSAGES[1]
+        )),
+    }
+}
+
 fn to_id(value: i64, what: &str) -> Result<u32> {
     u32::try_from(value).map_err(|_| ContainerError::Spec(format!("{what} {value} out of range")))
 }
 
-/// containerd's default capabilities with the securityContext's add and drop applied.
-fn capabilities(container: &Container) -> Vec<String> {
+/// containerd's default capabilities with the securityContext's add and drop applied; a name
+/// the kernel does not have is an error, as the OCI runtime's `unknown capability`.
+fn capabilities(container: &Container) -> Result<Vec<String>> {
     let mut caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
     let Some(config) = container
         .security_context
         .as_ref()
         .and_then(|s| s.capabilities.as_ref())
     else {
-        return caps;
+        return Ok(caps);
     };
-    let normalise = |name: &str| {
+    let normalise = |name: &str| -> Result<String> {
         let upper = name.to_ascii_uppercase();
-        if upper.starts_with("CAP_") {
+        let cap = if upper.starts_with("CAP_") {
             upper
         } else {
             format!("CAP_{upper}")
+        };
+        if capability_number(&cap).is_none() {
+            return Err(ContainerError::Spec(format!(
+                "unknown capability {cap:?} in the securityContext of container {:?}",
+                container.name
+            )));
         }
+        Ok(cap)
     };
     for add in config.add.iter().flatten() {
         if add.eq_ignore_ascii_case("ALL") {
             caps = ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
         } else {
-            let cap = normalise(add);
+            let cap = normalise(add)?;
             if !caps.contains(&cap) {
                 caps.push(cap);
             }
@@ -585,11 +698,63 @@ fn capabilities(container: &Container) -> Vec<String> {
         if drop.eq_ignore_ascii_case("ALL") {
             caps.clear();
         } else {
-            let cap = normalise(drop);
+            let cap = normalise(drop)?;
             caps.retain(|c| *c != cap);
         }
     }
-    caps
+    Ok(caps)
+}
+
+/// The host's device nodes, as a privileged container gets them (containerd walks /dev the
+/// same way, leaving out the pseudo-terminal, shm, mqueue and console entries the container
+/// has its own of).
+fn host_devices() -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    fn walk(dir: &Path, out: &mut Vec<Value>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                let name = entry.file_name();
+                if !matches!(
+                    name.to_str(),
+                    Some("pts" | "shm" | "mqueue" | "fd" | ".lxc" | ".lxd-mounts" | ".udev")
+                ) {
+                    walk(&path, out);
+                }
+                continue;
+            }
+            let type_ = if kind.is_char_device() {
+                "c"
+            } else if kind.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            if path == Path::new("/dev/console") || path == Path::new("/dev/ptmx") {
+                continue;
+            }
+            let rdev = meta.rdev();
+            out.push(json!({
+                "path": path,
+                "type": type_,
+                "major": rustix::fs::major(rdev),
+                "minor": rustix::fs::minor(rdev),
+                "fileMode": meta.mode() & 0o7777,
+                "uid": meta.uid(),
+                "gid": meta.gid(),
+            }));
+        }
+    }
+    let mut devices = Vec::new();
+    walk(Path::new("/dev"), &mut devices);
+    devices
 }
 
 /// The nofile limit: containerd's, capped at this process's hard limit.
@@ -611,13 +776,14 @@ fn bind(destination: &Path, source: &Path, read_only: bool) -> Value {
 
 /// The standard mounts of containerd's CRI plugin, then the pod's files, the termination log
 /// and the volumes; a volume at a standard destination replaces the standard mount.
-fn mounts(input: &ContainerSpecInput) -> Result<Vec<Value>> {
+fn mounts(input: &ContainerSpecInput, privileged: bool) -> Result<Vec<Value>> {
     let volume_at = |dest: &str| {
         input
             .mounts
             .iter()
             .any(|m| m.destination == Path::new(dest))
     };
+    let sys = if privileged { "rw" } else { "ro" };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc",
                "options": ["nosuid", "noexec", "nodev"]}),
@@ -628,9 +794,9 @@ fn mounts(input: &ContainerSpecInput) -> Result<Vec<Value>> {
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
                "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
-               "options": ["nosuid", "noexec", "nodev", "ro"]}),
+               "options": ["nosuid", "noexec", "nodev", sys]}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-               "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+               "options": ["nosuid", "noexec", "nodev", "relatime", sys]}),
     ];
     if !volume_at("/dev/shm") {
         mounts.push(match &input.pod_files.shm {
@@ -749,6 +915,7 @@ mod tests {
             },
             cgroup_parent: "/skiff/poduid-1".into(),
             container_id: "cid".into(),
+            seccomp: SeccompOptions::default(),
         };
         edit(&mut input);
         let spec = build_spec(&input).expect("spec");
@@ -823,6 +990,7 @@ mod tests {
             fields: FieldValues::default(),
             cgroup_parent: String::new(),
             container_id: "x".into(),
+            seccomp: SeccompOptions::default(),
         })
         .expect_err("no command");
         assert!(
@@ -984,6 +1152,7 @@ mod tests {
             fields: FieldValues::default(),
             cgroup_parent: String::new(),
             container_id: "x".into(),
+            seccomp: SeccompOptions::default(),
         });
         assert!(bad.is_err());
     }
@@ -1120,5 +1289,148 @@ mod tests {
         );
         assert_eq!(guaranteed["process"]["oomScoreAdj"], -997);
         assert_eq!(guaranteed["linux"]["resources"]["cpu"]["shares"], 1024);
+    }
+
+    #[test]
+    fn privileged_lifts_exactly_the_confinement() {
+        let plain = build_with(
+            &pod(json!({"name": "c", "command": ["x"]})),
+            json!({}),
+            |input| input.seccomp.default_to_runtime_default = true,
+        );
+        assert!(plain["linux"].get("seccomp").is_some());
+        let spec = build_with(
+            &pod(json!({"name": "c", "command": ["x"], "securityContext": {"privileged": true}})),
+            json!({}),
+            |input| input.seccomp.default_to_runtime_default = true,
+        );
+        assert!(spec["linux"].get("seccomp").is_none(), "no seccomp");
+        assert!(spec["linux"]
+            .get("maskedPaths")
+            .is_none_or(|p| p.as_array().is_some_and(Vec::is_empty)));
+        assert!(spec["linux"]
+            .get("readonlyPaths")
+            .is_none_or(|p| p.as_array().is_some_and(Vec::is_empty)));
+        let caps = strings(&spec["process"]["capabilities"]["bounding"]);
+        assert_eq!(caps.len(), ALL_CAPABILITIES.len());
+        let mounts = spec["mounts"].as_array().expect("mounts");
+        let sys = mounts
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .expect("/sys");
+        assert!(strings(&sys["options"]).contains(&"rw".to_owned()));
+        let devices = spec["linux"]["devices"].as_array().expect("devices");
+        assert!(devices.iter().any(|d| d["path"] == "/dev/null"));
+        assert_eq!(
+            spec["linux"]["resources"]["devices"][0]["allow"], true,
+            "the device cgroup allows all"
+        );
+        // The user, the namespaces and no_new_privs stay.
+        assert_eq!(
+            spec["process"]["user"]["uid"],
+            plain["process"]["user"]["uid"]
+        );
+        assert_eq!(spec["linux"]["namespaces"], plain["linux"]["namespaces"]);
+    }
+
+    #[test]
+    fn proc_mount_unmasked_lifts_the_paths_only() {
+        let spec = build(
+            json!({"name": "c", "command": ["x"], "securityContext": {"procMount": "Unmasked"}}),
+            json!({}),
+        );
+        assert!(spec["linux"]
+            .get("maskedPaths")
+            .is_none_or(|p| p.as_array().is_some_and(Vec::is_empty)));
+        let caps = strings(&spec["process"]["capabilities"]["bounding"]);
+        assert_eq!(caps.len(), DEFAULT_CAPABILITIES.len());
+        let default = build(
+            json!({"name": "c", "command": ["x"], "securityContext": {"procMount": "Default"}}),
+            json!({}),
+        );
+        assert!(strings(&default["linux"]["readonlyPaths"]).contains(&"/proc/sys".to_owned()));
+    }
+
+    #[test]
+    fn an_unknown_capability_is_a_clear_error() {
+        let p = pod(json!({"name": "c", "command": ["x"], "securityContext": {
+            "capabilities": {"add": ["NET_ADMIN", "SYS_MAGIC"]}}}));
+        let error = build_spec(&ContainerSpecInput {
+            pod: &p,
+            container: &p.spec.as_ref().expect("spec").containers[0],
+            image_config: &json!({}),
+            rootfs: Path::new("/nonexistent"),
+            namespaces: NamespacePaths::default(),
+            pod_files: PodFiles::default(),
+            mounts: vec![],
+            termination_log: None,
+            fields: FieldValues::default(),
+            cgroup_parent: String::new(),
+            container_id: "x".into(),
+            seccomp: SeccompOptions::default(),
+        })
+        .expect_err("unknown capability");
+        assert!(
+            error
+                .to_string()
+                .contains("unknown capability \"CAP_SYS_MAGIC\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn run_as_non_root_refuses_root_with_kubelets_messages() {
+        let message = |container: Value, image: Value| -> Option<String> {
+            let p = pod(container);
+            let rootfs = tempfile::tempdir().expect("rootfs");
+            build_spec(&ContainerSpecInput {
+                pod: &p,
+                container: &p.spec.as_ref().expect("spec").containers[0],
+                image_config: &image,
+                rootfs: rootfs.path(),
+                namespaces: NamespacePaths::default(),
+                pod_files: PodFiles::default(),
+                mounts: vec![],
+                termination_log: None,
+                fields: FieldValues::default(),
+                cgroup_parent: String::new(),
+                container_id: "x".into(),
+                seccomp: SeccompOptions::default(),
+            })
+            .err()
+            .map(|e| e.to_string())
+        };
+        let non_root = json!({"runAsNonRoot": true});
+        let c = |sc: Value| json!({"name": "c", "command": ["x"], "securityContext": sc});
+        let root = message(c(non_root.clone()), json!({})).expect("root image refused");
+        assert_eq!(
+            root,
+            "container has runAsNonRoot and image will run as root (pod: \"web_prod(uid-1)\", container: c)"
+        );
+        assert!(is_config_error(&root));
+        let named = message(c(non_root.clone()), json!({"config": {"User": "www"}}))
+            .expect("named user refused");
+        assert!(
+            named.starts_with("container has runAsNonRoot and image has non-numeric user (www), cannot verify user is non-root"),
+            "{named}"
+        );
+        assert!(message(
+            c(non_root.clone()),
+            json!({"config": {"User": "1000:1000"}})
+        )
+        .is_none());
+        assert!(message(
+            c(json!({"runAsNonRoot": true, "runAsUser": 1000})),
+            json!({})
+        )
+        .is_none());
+        let zero = message(c(json!({"runAsNonRoot": true, "runAsUser": 0})), json!({}))
+            .expect("uid 0 refused");
+        assert!(
+            zero.starts_with("container's runAsUser breaks non-root policy"),
+            "{zero}"
+        );
+        assert!(message(c(json!({"runAsNonRoot": false})), json!({})).is_none());
+        assert!(!is_config_error("invalid container spec: x"));
     }
 }
