@@ -203,7 +203,7 @@ pub fn build_spec(input: &ContainerSpecInput) -> Result<Spec> {
     let security = container.security_context.as_ref();
     let privileged = security.and_then(|s| s.privileged).unwrap_or(false);
     let capabilities = if privileged {
-        ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect()
+        current_capabilities()
     } else {
         capabilities(container)?
     };
@@ -686,7 +686,7 @@ fn capabilities(container: &Container) -> Result<Vec<String>> {
     };
     for add in config.add.iter().flatten() {
         if add.eq_ignore_ascii_case("ALL") {
-            caps = ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+            caps = current_capabilities();
         } else {
             let cap = normalise(add)?;
             if !caps.contains(&cap) {
@@ -703,6 +703,27 @@ fn capabilities(container: &Container) -> Result<Vec<String>> {
         }
     }
     Ok(caps)
+}
+
+/// Every capability this process may hold (its bounding set), as containerd gives a privileged
+/// container the ones it has: asking the runtime for one outside it fails ("unable to apply
+/// caps") on hosts, or in containers, that withhold some.
+fn current_capabilities() -> Vec<String> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, c)| c.to_string())
+        .collect()
 }
 
 /// The host's device nodes, as a privileged container gets them (containerd walks /dev the
@@ -1312,7 +1333,8 @@ mod tests {
             .get("readonlyPaths")
             .is_none_or(|p| p.as_array().is_some_and(Vec::is_empty)));
         let caps = strings(&spec["process"]["capabilities"]["bounding"]);
-        assert_eq!(caps.len(), ALL_CAPABILITIES.len());
+        assert_eq!(caps.len(), current_capabilities().len());
+        assert!(caps.len() > DEFAULT_CAPABILITIES.len());
         let mounts = spec["mounts"].as_array().expect("mounts");
         let sys = mounts
             .iter()
