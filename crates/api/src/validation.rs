@@ -1156,6 +1156,13 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
             ));
         }
     }
+    if spec.share_process_namespace == Some(true) && spec.host_pid == Some(true) {
+        errs.push(FieldError::invalid(
+            format!("{path}.shareProcessNamespace"),
+            true,
+            "ShareProcessNamespace and HostPID cannot both be enabled",
+        ));
+    }
     if let Some(sc) = &spec.security_context {
         let at = format!("{path}.securityContext");
         errs.extend(validate_seccomp_profile(sc.seccomp_profile.as_ref(), &at));
@@ -2032,6 +2039,20 @@ mod tests {
         // Kubernetes does not check capability names: the runtime refuses an unknown one.
         assert!(!errs.iter().any(|e| e.contains("NOT_A_CAP")), "{errs:#?}");
         assert_eq!(errs.len(), 6, "{errs:#?}");
+    }
+
+    #[test]
+    fn host_pid_and_a_shared_process_namespace_exclude_each_other() {
+        let mut pod = seed_pod();
+        spec(&mut pod).host_pid = Some(true);
+        assert!(validate_pod(&pod).is_empty());
+        spec(&mut pod).share_process_namespace = Some(true);
+        let errs = validate_pod(&pod);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            format!("{}: {}", errs[0].path, errs[0].message()),
+            "spec.shareProcessNamespace: Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! host's processes and runs under the RuntimeDefault seccomp profile (which refuses a user
 //! namespace an Unconfined pod may make); `allowPrivilegeEscalation: false` sets no_new_privs;
 //! runAsUser, readOnlyRootFilesystem and fsGroup hold; `privileged: true` lifts exactly the
-//! confinement; and bad security settings leave the container Waiting with Kubernetes' reason
+//! confinement; hostPID and hostIPC give the host's namespaces; and bad security settings leave the container Waiting with Kubernetes' reason
 //! and a message a user can act on.
 //!
 //! Each container reports what it sees on its stdout, read back with `kubectl logs`.
@@ -33,6 +33,8 @@ report uid $(id -u)
 report groups "$(id -G)"
 if touch /written 2>/dev/null; then report rootfs rw; else report rootfs ro; fi
 report devices $(ls /dev | wc -l)
+report pidns $(readlink /proc/self/ns/pid)
+report ipcns $(readlink /proc/self/ns/ipc)
 if [ -d /data ]; then
   touch /data/file
   report data "$(stat -c '%g %a' /data)"
@@ -132,6 +134,11 @@ fn default_pods_are_confined_and_privileged_lifts_exactly_that() {
         }),
     ));
     cluster.create_from(&report_pod(
+        "host",
+        none.clone(),
+        serde_json::json!({"hostPID": true, "hostIPC": true}),
+    ));
+    cluster.create_from(&report_pod(
         "localhost",
         serde_json::json!({"securityContext": {
             "seccompProfile": {"type": "Localhost", "localhostProfile": "no-mkdir.json"}}}),
@@ -199,6 +206,21 @@ fn default_pods_are_confined_and_privileged_lifts_exactly_that() {
         "fsGroup owns the emptyDir, setgid"
     );
     assert_eq!(restricted["datafile"], "2000", "new files take the fsGroup");
+
+    // hostPID and hostIPC: the host's namespaces (this test's own), and its processes.
+    let own = |kind: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .expect("own namespace")
+            .display()
+            .to_string()
+    };
+    let host = report_of(&cluster, "host");
+    assert_eq!(host["pidns"], own("pid"), "{host:?}");
+    assert_eq!(host["ipcns"], own("ipc"));
+    let processes: u32 = host["processes"].parse().expect("a count");
+    assert!(processes > 4, "only {processes} processes with hostPID");
+    assert_ne!(default["pidns"], own("pid"));
+    assert_ne!(default["ipcns"], own("ipc"));
 
     let localhost = report_of(&cluster, "localhost");
     assert_eq!(localhost["mkdir"], "denied", "{localhost:?}");

@@ -247,12 +247,19 @@ pub fn build_spec(input: &ContainerSpecInput) -> Result<Spec> {
     })?;
 
     let mut namespaces = vec![json!({"type": "mount"}), json!({"type": "cgroup"})];
+    // hostPID and hostIPC: no namespace of that kind, so the container stays in the host's.
+    let pod_spec = input.pod.spec.as_ref();
+    let host_pid = pod_spec.and_then(|s| s.host_pid).unwrap_or(false);
+    let host_ipc = pod_spec.and_then(|s| s.host_ipc).unwrap_or(false);
     for (kind, path) in [
         ("pid", &input.namespaces.pid),
         ("network", &input.namespaces.net),
         ("ipc", &input.namespaces.ipc),
         ("uts", &input.namespaces.uts),
     ] {
+        if (kind == "pid" && host_pid) || (kind == "ipc" && host_ipc) {
+            continue;
+        }
         namespaces.push(match path {
             Some(path) => json!({"type": kind, "path": path}),
             None => json!({"type": kind}),
@@ -819,7 +826,16 @@ fn mounts(input: &ContainerSpecInput, privileged: bool) -> Result<Vec<Value>> {
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                "options": ["nosuid", "noexec", "nodev", "relatime", sys]}),
     ];
-    if !volume_at("/dev/shm") {
+    let host_ipc = input
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_ipc)
+        .unwrap_or(false);
+    if host_ipc && !volume_at("/dev/shm") {
+        // The host's IPC namespace and its POSIX shared memory, as containerd gives it.
+        mounts.push(bind(Path::new("/dev/shm"), Path::new("/dev/shm"), false));
+    } else if !volume_at("/dev/shm") {
         mounts.push(match &input.pod_files.shm {
             Some(shm) => bind(Path::new("/dev/shm"), shm, false),
             None => json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
@@ -1454,5 +1470,32 @@ mod tests {
         );
         assert!(message(c(json!({"runAsNonRoot": false})), json!({})).is_none());
         assert!(!is_config_error("invalid container spec: x"));
+    }
+
+    #[test]
+    fn host_pid_and_host_ipc_leave_out_those_namespaces() {
+        let mut p = pod(json!({"name": "c", "command": ["x"]}));
+        let spec = p.spec.as_mut().expect("spec");
+        spec.host_pid = Some(true);
+        spec.host_ipc = Some(true);
+        let spec = build_with(&p, json!({}), |_| {});
+        let ns = spec["linux"]["namespaces"].as_array().expect("namespaces");
+        let kinds: Vec<&str> = ns
+            .iter()
+            .map(|n| n["type"].as_str().expect("type"))
+            .collect();
+        assert!(
+            !kinds.contains(&"pid") && !kinds.contains(&"ipc"),
+            "{kinds:?}"
+        );
+        assert!(kinds.contains(&"network") && kinds.contains(&"uts"));
+        let shm = spec["mounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .expect("/dev/shm")
+            .clone();
+        assert_eq!(shm["source"], "/dev/shm", "the host's shared memory");
     }
 }
