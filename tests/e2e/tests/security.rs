@@ -343,3 +343,49 @@ fn seccomp_default_false_leaves_pods_without_a_profile_unconfined() {
     assert_eq!(asked["seccomp"], "2", "{asked:?}");
     assert_eq!(asked["userns"], "denied");
 }
+
+#[test]
+fn kubectl_exec_runs_under_the_containers_seccomp_profile() {
+    let cluster = Cluster::start_with_agent(|dir| {
+        import_test_images(dir);
+        write_localhost_profile(dir);
+    });
+    let sleeper =
+        serde_json::json!({"command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]});
+    let with_profile = |profile: serde_json::Value| {
+        let mut c = sleeper.clone();
+        c["securityContext"] = serde_json::json!({"seccompProfile": profile});
+        c
+    };
+    let none = serde_json::json!({});
+    cluster.create_from(&report_pod("default", sleeper.clone(), none.clone()));
+    cluster.create_from(&report_pod(
+        "unconfined",
+        with_profile(serde_json::json!({"type": "Unconfined"})),
+        none.clone(),
+    ));
+    cluster.create_from(&report_pod(
+        "localhost",
+        with_profile(serde_json::json!({"type": "Localhost", "localhostProfile": "no-mkdir.json"})),
+        none.clone(),
+    ));
+    for pod in ["default", "unconfined", "localhost"] {
+        wait_until(WAIT, &format!("{pod} Running"), || {
+            cluster.jsonpath(&["pod", pod], "{.status.phase}") == "Running"
+        });
+    }
+    let exec = |pod: &str, script: &str| {
+        let out = cluster.kubectl(["exec", pod, "--", "sh", "-c", script]);
+        skiff_e2e::stdout(&out).trim().to_owned()
+    };
+    let userns = "if unshare -U true 2>/dev/null; then echo ok; else echo denied; fi";
+    assert_eq!(exec("default", userns), "denied");
+    assert_eq!(exec("unconfined", userns), "ok");
+    let mkdir = "if mkdir /tmp/made 2>/dev/null; then echo ok; else echo denied; fi";
+    assert_eq!(exec("localhost", mkdir), "denied");
+    assert_eq!(exec("default", mkdir), "ok");
+    assert_eq!(
+        exec("default", "awk '/^Seccomp:/ {print $2}' /proc/self/status"),
+        "2"
+    );
+}

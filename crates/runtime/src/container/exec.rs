@@ -16,7 +16,12 @@ use serde_json::Value;
 use super::manager::ContainerManager;
 use super::{io_error, ContainerError, Result};
 
-/// The process of an exec: the container's process with `args` and a terminal or not.
+/// Where the process file of an exec carries the container's seccomp profile (not an OCI
+/// process field: `skiff internal exec` compiles and installs it).
+pub const SECCOMP_KEY: &str = "skiffSeccomp";
+
+/// The process of an exec: the container's process with `args` and a terminal or not, and the
+/// container's seccomp profile.
 pub fn exec_process(config: &Value, args: &[String], tty: bool) -> Value {
     let mut process = config
         .get("process")
@@ -24,6 +29,9 @@ pub fn exec_process(config: &Value, args: &[String], tty: bool) -> Value {
         .unwrap_or_else(|| serde_json::json!({"cwd": "/", "user": {"uid": 0, "gid": 0}}));
     process["args"] = serde_json::json!(args);
     process["terminal"] = serde_json::json!(tty);
+    if let Some(profile) = config.get("linux").and_then(|l| l.get("seccomp")) {
+        process[SECCOMP_KEY] = profile.clone();
+    }
     if let Some(object) = process.as_object_mut() {
         // The container's console size means nothing to this process; kubectl sends its own.
         object.remove("consoleSize");

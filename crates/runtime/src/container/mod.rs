@@ -26,7 +26,9 @@ pub mod nsexec;
 pub mod resources;
 pub mod runtime;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod spec;
+mod syscalls_x86_64;
 pub mod user;
 
 use std::path::PathBuf;

@@ -290,9 +290,22 @@ fn enter(
         std::fs::write("/proc/self/oom_score_adj", score.to_string())
             .map_err(|e| format!("setting the OOM score: {e}"))?;
     }
+    // The container's seccomp filter (ADR 014), as runc orders it: without no_new_privs it
+    // needs CAP_SYS_ADMIN, so before the identity drops it; with it, after.
+    let filter = match process.get(super::exec::SECCOMP_KEY) {
+        Some(profile) if !profile.is_null() => Some(super::seccomp_bpf::compile(profile)?),
+        _ => None,
+    };
+    let no_new_privs = process["noNewPrivileges"].as_bool() == Some(true);
+    if let Some(filter) = filter.as_deref().filter(|_| !no_new_privs) {
+        super::seccomp_bpf::install(filter)?;
+    }
     set_identity(&process["user"], &process["capabilities"])?;
-    if process["noNewPrivileges"].as_bool() == Some(true) {
+    if no_new_privs {
         rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;
+        if let Some(filter) = filter.as_deref() {
+            super::seccomp_bpf::install(filter)?;
+        }
     }
     let cwd = process["cwd"].as_str().unwrap_or("/");
     std::env::set_current_dir(cwd)
