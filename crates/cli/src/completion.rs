@@ -37,6 +37,7 @@ const COMMANDS: &[(&str, &str)] = &[
         "Delete objects by name, file, label or all of a kind",
     ),
     ("describe", "Show an object in detail, with its events"),
+    ("edit", "Change an object in your editor"),
     ("exec", "Run a command in a container"),
     ("explain", "Show the documentation of a kind or field"),
     ("get", "List or show objects"),

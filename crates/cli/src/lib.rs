@@ -15,6 +15,7 @@ mod create;
 mod delete;
 mod describe;
 mod describe_node;
+mod edit;
 mod exec;
 mod explain;
 mod get;
@@ -63,6 +64,7 @@ pub const VERBS: &[&str] = &[
     "api-resources",
     "explain",
     "completion",
+    "edit",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -237,7 +239,9 @@ Verbs:
   wait KIND/NAME --for=condition=Ready|delete|create|jsonpath={.path}=VALUE [--timeout=30s]
   api-resources                       -o wide|name, --namespaced=true|false, --sort-by=name|kind
   explain KIND[.FIELD...]             the server's OpenAPI schema, in kubectl's layout
-  completion bash|zsh|fish            kubectl's scripts (through a `kubectl` symlink to skiff)
+  completion bash|zsh|fish            a script that completes verbs, kinds and names
+  edit KIND NAME | KIND/NAME          in $KUBE_EDITOR or $EDITOR (else vi), -o json; reopened
+                                      with the server's reasons when it refuses the change
   config view|get-contexts|current-context|use-context NAME|set-context --current --namespace=X
   version                             the client's and the server's versions
   cluster-info                        where the control plane answers
@@ -297,6 +301,7 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("wait") => wait::run(&flags).await,
         Some("describe") => describe::run(&flags).await,
         Some("annotate") => label::run(&flags, label::Field::Annotations).await,
+        Some("edit") => edit::run(&flags).await,
         Some(other) if suggest::is_kubectl_command(other) => Err(Error::Message(format!(
             "\"kubectl {other}\" is not in Skiff's kubectl yet (it knows: {})",
             VERBS.join(", ")

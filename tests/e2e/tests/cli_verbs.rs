@@ -929,3 +929,83 @@ fn completion_scripts_complete_verbs_kinds_and_pods_in_a_real_shell() {
         assert!(out.status.success(), "{shell}: {}", stderr(&out));
     }
 }
+
+/// `edit` with an editor that is a script: a change is sent (`pod/x edited`), saving it
+/// unchanged or empty cancels, and a change the server refuses opens the file again with the
+/// reasons on top; saving that unchanged gives up with a copy kept — as kubectl does.
+#[test]
+fn edit_prints_what_kubectl_prints() {
+    let cluster = Cluster::start();
+    create(
+        &cluster,
+        &format!("{}---\n{}", pod_yaml("a", "kubia"), pod_yaml("b", "kubia")),
+    );
+    let dir = cluster.scratch_dir();
+    let editor = |name: &str, script: &str| -> String {
+        let path = write_file(dir, name, &format!("#!/bin/sh\n{script}\n"));
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("make the editor executable");
+        path.display().to_string()
+    };
+    let relabel = editor("relabel.sh", "sed -i 's/app: kubia/app: edited/' \"$1\"");
+    let nothing = editor("nothing.sh", "true");
+    let empty = editor("empty.sh", ": > \"$1\"");
+    let immutable = editor(
+        "immutable.sh",
+        "sed -i 's/restartPolicy: Always/restartPolicy: Never/' \"$1\"; \
+         grep -c '^#' \"$1\" > \"$1.comments\"",
+    );
+    let with_editor = |mut command: Command, editor: &str| {
+        command.env("KUBE_EDITOR", editor);
+        run(command, None)
+    };
+    let both = |editor: &str, ours_args: &[&str], real_args: &[&str]| {
+        let ours = with_editor(
+            with_args(cluster.skiff_kubectl_command(), ours_args, dir),
+            editor,
+        );
+        let real = with_editor(with_args(cluster.kubectl_command(), real_args, dir), editor);
+        (ours, real)
+    };
+
+    let (ours, real) = both(&relabel, &["edit", "pod", "a"], &["edit", "pod/b"]);
+    assert_eq!(stdout(&ours), stdout(&real).replace("pod/b", "pod/a"));
+    assert_eq!(stdout(&ours), "pod/a edited\n");
+    assert_eq!(
+        (ours.status.code(), stderr(&ours)),
+        (Some(0), String::new())
+    );
+    for pod in ["a", "b"] {
+        assert_eq!(
+            cluster.jsonpath(&["pod", pod], "{.metadata.labels.app}"),
+            "edited"
+        );
+    }
+
+    let (ours, real) = both(&nothing, &["edit", "po", "a"], &["edit", "po", "a"]);
+    assert_same(&["edit", "po", "a"], &real, &ours);
+    // An empty file cancels (kubectl 1.35 says so in its header, then reports the empty object
+    // as invalid; ours keeps the header's word).
+    let emptied = with_editor(
+        with_args(cluster.skiff_kubectl_command(), &["edit", "po", "a"], dir),
+        &empty,
+    );
+    assert_eq!(emptied.status.code(), Some(0));
+    assert_eq!(stderr(&emptied), "Edit cancelled, saved file was empty.\n");
+
+    let (ours, real) = both(&immutable, &["edit", "pod/a"], &["edit", "pod/b"]);
+    assert_eq!(ours.status.code(), real.status.code(), "{}", stderr(&ours));
+    assert_eq!(ours.status.code(), Some(1));
+    for out in [&ours, &real] {
+        assert!(
+            stderr(out).contains("A copy of your changes has been stored to")
+                && stderr(out).contains("Edit cancelled, no valid changes were saved."),
+            "{}",
+            stderr(out)
+        );
+    }
+    assert_eq!(
+        cluster.jsonpath(&["pod", "a"], "{.spec.restartPolicy}"),
+        "Always"
+    );
+}
