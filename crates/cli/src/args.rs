@@ -57,6 +57,9 @@ pub struct Flags {
     /// `api-resources --namespaced=true|false` (unset: both).
     pub namespaced: Option<bool>,
     pub api_group: Option<String>,
+    /// `patch -p PATCH` and `--type json|merge|strategic`.
+    pub patch: Option<String>,
+    pub patch_type: Option<String>,
     /// The verb (`get`, `delete`, ...), when one was given.
     pub verb: Option<String>,
     /// The arguments after the verb that are not flags.
@@ -125,6 +128,7 @@ const VERB_SHORTHANDS: &[(&str, char, &str)] = &[
     ("run", 'q', "quiet"),
     ("run", 'l', "labels"),
     ("cp", 'c', "container"),
+    ("patch", 'p', "patch"),
 ];
 
 /// Flags that take a value: (long name, short letter).
@@ -166,6 +170,8 @@ const VALUE_FLAGS: &[(&str, Option<char>)] = &[
     ("for", None),
     ("resource-version", None),
     ("api-group", None),
+    ("patch", None),
+    ("type", None),
 ];
 
 /// Flags that are booleans: (long name, short letter).
@@ -359,6 +365,8 @@ impl Flags {
             "timeout" => self.timeout = Some(value),
             "validate" => self.validate = Some(value),
             "api-group" => self.api_group = Some(value),
+            "patch" => self.patch = Some(value),
+            "type" => self.patch_type = Some(value),
             // Accepted for kubectl's sake; this slice has no use for them.
             _ => {}
         }

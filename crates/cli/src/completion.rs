@@ -43,6 +43,7 @@ const COMMANDS: &[(&str, &str)] = &[
     ("get", "List or show objects"),
     ("label", "Add, change or remove labels of objects"),
     ("logs", "Print a container's logs"),
+    ("patch", "Change fields of an object with a patch"),
     ("port-forward", "Forward local ports to a pod"),
     ("replace", "Replace objects with the content of files"),
     ("run", "Start a pod from an image"),

@@ -25,6 +25,7 @@ mod kubeconfig;
 mod label;
 mod logs;
 mod manifest;
+mod patch;
 mod pods;
 mod portforward;
 mod printer;
@@ -65,6 +66,7 @@ pub const VERBS: &[&str] = &[
     "explain",
     "completion",
     "edit",
+    "patch",
 ];
 
 /// What can go wrong in a command; each renders as kubectl renders it.
@@ -240,6 +242,7 @@ Verbs:
   api-resources                       -o wide|name, --namespaced=true|false, --sort-by=name|kind
   explain KIND[.FIELD...]             the server's OpenAPI schema, in kubectl's layout
   completion bash|zsh|fish            a script that completes verbs, kinds and names
+  patch KIND NAME -p PATCH            --type strategic|merge|json, -o name|json|yaml
   edit KIND NAME | KIND/NAME          in $KUBE_EDITOR or $EDITOR (else vi), -o json; reopened
                                       with the server's reasons when it refuses the change
   config view|get-contexts|current-context|use-context NAME|set-context --current --namespace=X
@@ -302,6 +305,7 @@ async fn dispatch(flags: Flags) -> Result<()> {
         Some("describe") => describe::run(&flags).await,
         Some("annotate") => label::run(&flags, label::Field::Annotations).await,
         Some("edit") => edit::run(&flags).await,
+        Some("patch") => patch::run(&flags).await,
         Some(other) if suggest::is_kubectl_command(other) => Err(Error::Message(format!(
             "\"kubectl {other}\" is not in Skiff's kubectl yet (it knows: {})",
             VERBS.join(", ")

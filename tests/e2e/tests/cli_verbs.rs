@@ -1009,3 +1009,68 @@ fn edit_prints_what_kubectl_prints() {
         "Always"
     );
 }
+
+/// `patch` with each patch type, no change, and the usual mistakes, as kubectl prints them.
+#[test]
+fn patch_prints_what_kubectl_prints() {
+    let cluster = Cluster::start();
+    create(
+        &cluster,
+        &format!("{}---\n{}", pod_yaml("a", "kubia"), pod_yaml("b", "kubia")),
+    );
+    // Each change is made on `a` by skiff and on `b` by kubectl; the outputs name the pod.
+    let changes: &[&[&str]] = &[
+        &["-p", r#"{"metadata":{"labels":{"tier":"web"}}}"#],
+        &["-p", r#"{"metadata":{"labels":{"tier":"web"}}}"#],
+        &[
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"annotations":{"note":"x"}}}"#,
+        ],
+        &[
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"replace","path":"/metadata/labels/app","value":"kept"}]"#,
+        ],
+        &["-p", "metadata:\n  labels:\n    yaml: \"yes\"\n"],
+        &[
+            "-p",
+            r#"{"metadata":{"labels":{"tier":"db"}}}"#,
+            "-o",
+            "name",
+        ],
+    ];
+    for change in changes {
+        let mut ours_args = vec!["patch", "pod", "a"];
+        ours_args.extend_from_slice(change);
+        let mut real_args = vec!["patch", "pod", "b"];
+        real_args.extend_from_slice(change);
+        let ours = skiff(&cluster, &ours_args, None);
+        let real = kubectl(&cluster, &real_args, None);
+        assert_eq!(
+            (stdout(&ours), stderr(&ours), ours.status.code()),
+            (
+                stdout(&real).replace("pod/b", "pod/a"),
+                stderr(&real),
+                real.status.code()
+            ),
+            "{change:?}"
+        );
+    }
+    assert_eq!(
+        cluster.jsonpath(&["pod", "a"], "{.metadata.labels}"),
+        cluster.jsonpath(&["pod", "b"], "{.metadata.labels}")
+    );
+    for args in [
+        &["patch", "pod", "a"][..],
+        &["patch", "pod", "nope", "-p", "{}"],
+        &["patch", "pod", "a", "--type", "nope", "-p", "{}"],
+    ] {
+        let ours = skiff(&cluster, args, None);
+        let real = kubectl(&cluster, args, None);
+        assert_same(args, &real, &ours);
+        assert_eq!(ours.status.code(), Some(1), "{args:?}");
+    }
+}
