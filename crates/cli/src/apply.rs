@@ -89,17 +89,21 @@ pub async fn run_apply(flags: &Flags) -> Result<()> {
     let objects = manifest::read(&flags.filenames, flags.recursive)?;
     let api = ApiClient::connect(flags).await?;
     let mut errors = Vec::new();
+    let bar = crate::progress::objects(objects.len(), "applying");
     for object in objects {
+        bar.set_message(format!("{}/{}", object.resource.singular, object.name()));
         let result = if flags.server_side {
             server_side(&api, flags, object, dry_run).await
         } else {
             apply(&api, flags, object, dry_run).await
         };
         match result {
-            Ok(line) => println!("{line}"),
+            Ok(line) => bar.suspend(|| println!("{line}")),
             Err(err) => errors.push(err),
         }
+        bar.inc(1);
     }
+    bar.finish_and_clear();
     finish_aggregate(errors)
 }
 

@@ -189,7 +189,13 @@ pub async fn run(flags: &Flags) -> Result<()> {
     }
     if flags.wait {
         for (target, uid) in &deleted {
-            if let Err(err) = wait_gone(&api, target, uid.as_deref()).await {
+            let spinner = crate::progress::waiting(format!(
+                "waiting for {}/{} to go",
+                target.resource.singular, target.name
+            ));
+            let gone = wait_gone(&api, target, uid.as_deref()).await;
+            spinner.finish_and_clear();
+            if let Err(err) = gone {
                 errors.push(err);
             }
         }

@@ -29,6 +29,7 @@ mod patch;
 mod pods;
 mod portforward;
 mod printer;
+mod progress;
 mod run_pod;
 mod suggest;
 mod wait;

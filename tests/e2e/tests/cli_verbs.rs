@@ -1074,3 +1074,42 @@ fn patch_prints_what_kubectl_prints() {
         assert_eq!(ours.status.code(), Some(1), "{args:?}");
     }
 }
+
+/// `apply -f` of many objects shows a progress bar on a terminal, and only there: with stderr
+/// captured (a script's, these tests') it prints exactly what kubectl prints.
+#[test]
+fn apply_of_many_objects_shows_progress_on_a_terminal_only() {
+    let cluster = Cluster::start();
+    let many: Vec<String> = (0..12)
+        .map(|i| pod_yaml(&format!("p{i}"), "many"))
+        .collect();
+    let file = write_file(cluster.scratch_dir(), "many.yaml", &many.join("---\n"));
+    let file = file.display().to_string();
+    // util-linux `script` gives the command a pseudo-terminal and records what it showed.
+    let mut command = Command::new("script");
+    command
+        .args(["-qec"])
+        .arg(format!(
+            "'{}' kubectl apply -f '{file}'",
+            skiff_bin().display()
+        ))
+        .arg("/dev/null")
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("TERM", "xterm");
+    let shown = run(command, None);
+    assert_success(&shown, "script -c 'skiff kubectl apply -f many.yaml'");
+    let screen = stdout(&shown);
+    assert!(screen.contains("applying"), "{screen}");
+    assert!(screen.contains("pod/p11 created"), "{screen}");
+
+    // Captured: no bar, the same lines as kubectl.
+    let again = &["apply", "-f", file.as_str()];
+    let ours = skiff(&cluster, again, None);
+    assert_eq!(stderr(&ours), "");
+    assert_eq!(stdout(&ours).lines().count(), 12);
+    assert!(
+        stdout(&ours).lines().all(|l| l.ends_with(" unchanged")),
+        "{}",
+        stdout(&ours)
+    );
+}
