@@ -225,6 +225,7 @@ async fn apply(
                 ("post", resource.plural),
             )
             .await
+            .map_err(|err| crate::manifest::point_at_field(err, &object))
             .map_err(|err| with_any_source(err, "creating", &object.source))?;
         }
         return Ok(dry_run.line(flags, resource.singular, &name, "created"));
@@ -347,6 +348,7 @@ pub async fn run_replace(flags: &Flags) -> Result<()> {
                     ("put", resource.plural),
                 )
                 .await
+                .map_err(|err| crate::manifest::point_at_field(err, &object))
                 .map_err(|err| with_source(err, "replacing", &object.source))?;
             }
             Ok::<_, Error>(dry_run.line(flags, resource.singular, &name, "replaced"))

@@ -42,6 +42,8 @@ pub struct ApiError {
     pub name: String,
     /// `(field, message)` of each of `details.causes`.
     pub causes: Vec<(String, String)>,
+    /// A line of ours after kubectl's message (where a field is written), if any.
+    pub hint: Option<String>,
 }
 
 impl ApiError {
@@ -73,6 +75,7 @@ impl ApiError {
                     kind: text(&status["details"]["kind"]),
                     name: text(&status["details"]["name"]),
                     causes,
+                    hint: None,
                 }
             }
             None => {
@@ -99,6 +102,7 @@ impl ApiError {
                     kind: String::new(),
                     name: String::new(),
                     causes: Vec::new(),
+                    hint: None,
                 }
             }
         }
@@ -108,8 +112,16 @@ impl ApiError {
         self.code == 404 && self.reason == "NotFound"
     }
 
-    /// kubectl's message for this error (cmdutil.CheckErr / StandardErrorMessage).
+    /// kubectl's message for this error (cmdutil.CheckErr / StandardErrorMessage), then our
+    /// hint if there is one.
     pub fn render(&self) -> String {
+        match &self.hint {
+            Some(hint) => format!("{}\n{hint}", self.render_kubectl()),
+            None => self.render_kubectl(),
+        }
+    }
+
+    fn render_kubectl(&self) -> String {
         if self.reason == "Invalid" {
             let mut head = "The request is invalid".to_owned();
             if !self.kind.is_empty() || !self.name.is_empty() {

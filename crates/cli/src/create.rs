@@ -88,6 +88,7 @@ async fn create(
         )
         .await
         .and_then(|bytes| client::parse(&bytes, &uri))
+        .map_err(|err| manifest::point_at_field(err, &object))
         .map_err(|err| with_source(err, "creating", &object.source))?;
     let name = created["metadata"]["name"]
         .as_str()

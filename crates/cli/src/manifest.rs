@@ -1,7 +1,8 @@
 //! Reading `-f` sources as kubectl reads them: files, directories (`-R` to descend), `-` for
 //! stdin; multi-document YAML and JSON; `kind: List` expanded into its items.
 
-use std::io::Read;
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 
 use serde_json::Value;
@@ -16,6 +17,9 @@ pub struct Object {
     pub source: String,
     pub value: Value,
     pub resource: &'static Resource,
+    /// The line of the source each field path was written on (YAML; empty for JSON and for
+    /// the items of a List).
+    pub lines: BTreeMap<String, u32>,
 }
 
 impl Object {
@@ -89,17 +93,18 @@ fn read_file(path: &Path, objects: &mut Vec<Object>) -> Result<()> {
 
 /// The documents of a YAML stream: split at lines that start with `---` (followed by nothing
 /// but blanks or a comment), as kubectl's YAML reader splits them.
-fn documents(text: &str) -> Vec<String> {
-    let mut docs = vec![String::new()];
-    for line in text.split_inclusive('\n') {
+/// Each with the number of lines of the source before it.
+fn documents(text: &str) -> Vec<(u32, String)> {
+    let mut docs = vec![(0, String::new())];
+    for (index, line) in text.split_inclusive('\n').enumerate() {
         if let Some(rest) = line.strip_prefix("---") {
             let rest = rest.trim();
             if rest.is_empty() || rest.starts_with('#') {
-                docs.push(String::new());
+                docs.push((u32::try_from(index + 1).unwrap_or(u32::MAX), String::new()));
                 continue;
             }
         }
-        if let Some(doc) = docs.last_mut() {
+        if let Some((_, doc)) = docs.last_mut() {
             doc.push_str(line);
         }
     }
@@ -109,22 +114,67 @@ fn documents(text: &str) -> Vec<String> {
 fn parse_source(source: &str, text: &str, objects: &mut Vec<Object>) -> Result<()> {
     let trimmed = text.trim_start();
     let docs = if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        vec![(text.to_owned(), Format::Json)]
+        vec![(0, text.to_owned(), Format::Json)]
     } else {
         documents(text)
             .into_iter()
-            .map(|d| (d, Format::Yaml))
+            .map(|(before, d)| (before, d, Format::Yaml))
             .collect()
     };
-    for (doc, format) in docs {
+    for (before, doc, format) in docs {
         let parsed = decode::parse(doc.as_bytes(), format).map_err(|err| {
             Error::Message(format!(
                 "error parsing {source}: error converting YAML to JSON: {err}"
             ))
         })?;
+        let count = objects.len();
         add_object(source, parsed.value, objects)?;
+        // One object from this document (not a List's items): its fields' lines.
+        if objects.len() == count + 1 {
+            if let Some(object) = objects.last_mut() {
+                object.lines = parsed
+                    .lines
+                    .into_iter()
+                    .map(|(path, line)| (path, line + before))
+                    .collect();
+            }
+        }
     }
     Ok(())
+}
+
+/// On a terminal, a field error from the server about `object` gets a line pointing at where
+/// the field is written (`  --> pod.yaml:12 (spec.containers[0].image)`): the longest field
+/// path of the object that the error names. Scripts (stderr not a terminal) see kubectl's
+/// output unchanged.
+pub fn point_at_field(err: Error, object: &Object) -> Error {
+    if !std::io::stderr().is_terminal() {
+        return err;
+    }
+    with_field_line(err, object)
+}
+
+fn with_field_line(err: Error, object: &Object) -> Error {
+    let Error::Api(mut api) = err else {
+        return err;
+    };
+    let named = |path: &str| {
+        api.causes.iter().any(|(field, _)| field == path)
+            || api.message.match_indices(path).any(|(at, _)| {
+                // The whole path, not the start of a longer one.
+                !api.message[at + path.len()..]
+                    .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '[' || c == '.')
+            })
+    };
+    let found = object
+        .lines
+        .iter()
+        .filter(|(path, _)| named(path))
+        .max_by_key(|(path, _)| path.len());
+    if let Some((path, line)) = found {
+        api.hint = Some(format!("  --> {}:{line} ({path})", object.source));
+    }
+    Error::Api(api)
 }
 
 fn add_object(source: &str, value: Value, objects: &mut Vec<Object>) -> Result<()> {
@@ -157,6 +207,7 @@ fn add_object(source: &str, value: Value, objects: &mut Vec<Object>) -> Result<(
     };
     objects.push(Object {
         source: source.to_owned(),
+        lines: BTreeMap::new(),
         value,
         resource,
     });
@@ -170,7 +221,53 @@ mod tests {
     #[test]
     fn yaml_streams_split_at_document_markers() {
         let text = "a: 1\n--- # two\nb: 2\n---\n\n---\nc: ---x\n";
-        assert_eq!(documents(text), ["a: 1\n", "b: 2\n", "\n", "c: ---x\n"]);
+        assert_eq!(
+            documents(text),
+            [
+                (0, "a: 1\n".to_owned()),
+                (2, "b: 2\n".to_owned()),
+                (4, "\n".to_owned()),
+                (6, "c: ---x\n".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_field_error_points_at_the_line_of_the_longest_field_it_names() {
+        let mut objects = Vec::new();
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\napiVersion: v1\n\
+                    kind: Pod\nmetadata:\n  name: b\nspec:\n  containers:\n  - name: c\n    \
+                    image: x\n    ports:\n    - containerPort: 99999\n";
+        parse_source("two.yaml", text, &mut objects).expect("the stream parses");
+        let error = |message: &str, cause: bool| {
+            Error::Api(Box::new(crate::client::ApiError {
+                code: 422,
+                reason: "Invalid".to_owned(),
+                message: message.to_owned(),
+                kind: "Pod".to_owned(),
+                name: "b".to_owned(),
+                causes: if cause {
+                    vec![(
+                        "spec.containers[0].ports[0].containerPort".to_owned(),
+                        "Invalid value: 99999".to_owned(),
+                    )]
+                } else {
+                    Vec::new()
+                },
+                hint: None,
+            }))
+        };
+        let pointed = with_field_line(error("The Pod \"b\" is invalid", true), &objects[1]);
+        assert!(
+            pointed
+                .render()
+                .ends_with("\n  --> two.yaml:14 (spec.containers[0].ports[0].containerPort)"),
+            "{}",
+            pointed.render()
+        );
+        // A path that is only the start of a longer word is not named.
+        let other = with_field_line(error("spec.containersX: nope", false), &objects[1]);
+        assert!(!other.render().contains("-->"), "{}", other.render());
     }
 
     #[test]

@@ -1113,3 +1113,38 @@ fn apply_of_many_objects_shows_progress_on_a_terminal_only() {
         stdout(&ours)
     );
 }
+
+/// On a terminal, a field error from the server points at the file and line where the field
+/// is written; with stderr captured the output is kubectl's alone.
+#[test]
+fn a_field_error_points_at_the_file_and_line_on_a_terminal() {
+    let cluster = Cluster::start();
+    let bad = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: main\n    \
+               image: busybox\n    ports:\n    - containerPort: 99999\n";
+    let file = write_file(cluster.scratch_dir(), "bad.yaml", bad);
+    let file = file.display().to_string();
+    let mut command = Command::new("script");
+    command
+        .args(["-qec"])
+        .arg(format!(
+            "'{}' kubectl create -f '{file}'",
+            skiff_bin().display()
+        ))
+        .arg("/dev/null")
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("TERM", "xterm");
+    let shown = run(command, None);
+    let screen = stdout(&shown);
+    assert!(
+        screen.contains(&format!(
+            "  --> {file}:10 (spec.containers[0].ports[0].containerPort)"
+        )),
+        "{screen}"
+    );
+    let args = &["create", "-f", file.as_str()];
+    assert_same(
+        args,
+        &kubectl(&cluster, args, None),
+        &skiff(&cluster, args, None),
+    );
+}
