@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Brings up a Skiff cluster on this machine: builds skiff (release), installs it and kubectl
-# to /usr/local/bin, imports the test images (busybox, luksa/kubia) into the node's image store,
+# Brings up a Skiff cluster on this machine: builds skiff (release), installs it to
+# /usr/local/bin with a `kubectl` link to it when no kubectl is installed, imports the test images (busybox, luksa/kubia) into the node's image store,
 # starts `skiff server` in the background and waits until it serves.
 #
 # Run as root on Debian 12; it installs what is missing. Environment overrides:
 #   SKIFF_DATA_DIR (default /var/lib/skiff), SKIFF_PORT (default 6443),
 #   SKIFF_LOG_FILE (default /var/log/skiff.log), SKIFF_READY_TIMEOUT seconds (default 60),
-#   SKIFF_KUBECTL=skiff (link skiff as kubectl instead of installing the real kubectl).
+#   SKIFF_KUBECTL=real (install the real kubectl v1.35 instead of linking skiff as kubectl).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -76,25 +76,26 @@ step "Building skiff (release)"
 cargo build --release -p skiff
 install -m 0755 "${CARGO_TARGET_DIR:-$repo/target}/release/skiff" /usr/local/bin/skiff
 
-# Skiff's own kubectl (the skiff binary run as `kubectl`) stands in when the real one cannot be
-# installed, or when SKIFF_KUBECTL=skiff asks for it; an installed kubectl is never replaced.
+# Skiff carries its own kubectl (the skiff binary run as `kubectl`, as k3s does): linked when no
+# kubectl is installed, unless SKIFF_KUBECTL=real asks for the real one. An installed kubectl is
+# never replaced.
 link_skiff_kubectl() {
     if command -v kubectl >/dev/null 2>&1; then
         echo "kubectl is already installed ($(command -v kubectl)); not linking skiff as kubectl"
     else
         ln -s /usr/local/bin/skiff /usr/local/bin/kubectl
-        echo "Linked /usr/local/bin/kubectl to skiff (its built-in kubectl: get, create, delete, version)"
+        echo "Linked /usr/local/bin/kubectl to skiff (its built-in kubectl; 'skiff kubectl ...' works too)"
     fi
 }
-if [[ "${SKIFF_KUBECTL:-}" == skiff ]]; then
-    step "Linking skiff as kubectl"
-    link_skiff_kubectl
-else
+if [[ "${SKIFF_KUBECTL:-}" == real ]]; then
     step "Installing kubectl"
     if ! "$repo/scripts/install-kubectl.sh" --system; then
         echo "up.sh: the real kubectl could not be installed; using skiff's built-in kubectl" >&2
         link_skiff_kubectl
     fi
+else
+    step "Linking skiff as kubectl"
+    link_skiff_kubectl
 fi
 
 # The seed's pod runs `luksa/kubia` with imagePullPolicy Never: the node must already have it.
