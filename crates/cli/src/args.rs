@@ -174,6 +174,20 @@ const VALUE_FLAGS: &[(&str, Option<char>)] = &[
     ("type", None),
 ];
 
+/// The known long flag closest to a mistyped one (`--show-lables` → `show-labels`), if one is
+/// close enough to be meant.
+pub fn closest_flag(typed: &str) -> Option<&'static str> {
+    VALUE_FLAGS
+        .iter()
+        .chain(BOOL_FLAGS)
+        .map(|(long, _)| *long)
+        .filter(|long| long.len() > 1)
+        .map(|long| (strsim::damerau_levenshtein(typed, long), long))
+        .filter(|(distance, long)| *distance <= 2 && *distance < long.len() / 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, long)| long)
+}
+
 /// Flags that are booleans: (long name, short letter).
 const BOOL_FLAGS: &[(&str, Option<char>)] = &[
     ("all-namespaces", Some('A')),
@@ -468,6 +482,9 @@ mod tests {
         let args = vec!["get".to_owned(), "--bogus".to_owned()];
         let (err, verb) = Flags::parse(&args).expect_err("--bogus is unknown");
         assert_eq!(err.to_string(), "unknown flag: --bogus");
+        assert_eq!(closest_flag("show-lables"), Some("show-labels"));
+        assert_eq!(closest_flag("namespce"), Some("namespace"));
+        assert_eq!(closest_flag("bogus"), None);
         assert_eq!(verb.as_deref(), Some("get"));
         let args = vec!["get".to_owned(), "-z".to_owned()];
         let (err, _) = Flags::parse(&args).expect_err("-z is unknown");

@@ -171,6 +171,18 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
             if let Some(verb) = verb {
                 text.push_str(&format!("\nSee 'kubectl {verb} --help' for usage."));
             }
+            // On a terminal, a mistyped flag gets the one probably meant (scripts see kubectl's
+            // words alone).
+            if let Some(typed) = text
+                .strip_prefix("error: unknown flag: --")
+                .and_then(|rest| rest.lines().next())
+            {
+                if let Some(meant) = args::closest_flag(typed) {
+                    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                        text.push_str(&format!("\nDid you mean --{meant}?"));
+                    }
+                }
+            }
             report(&text);
             return ExitCode::from(1);
         }

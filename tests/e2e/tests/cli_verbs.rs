@@ -1148,3 +1148,26 @@ fn a_field_error_points_at_the_file_and_line_on_a_terminal() {
         &skiff(&cluster, args, None),
     );
 }
+
+/// A mistyped flag gets the flag probably meant on a terminal; captured, kubectl's words alone.
+#[test]
+fn a_mistyped_flag_gets_a_suggestion_on_a_terminal() {
+    let cluster = Cluster::start();
+    let mut command = Command::new("script");
+    command
+        .args(["-qec"])
+        .arg(format!(
+            "'{}' kubectl get po --show-lables",
+            skiff_bin().display()
+        ))
+        .arg("/dev/null")
+        .env("KUBECONFIG", cluster.kubeconfig());
+    let screen = stdout(&run(command, None));
+    assert!(screen.contains("Did you mean --show-labels?"), "{screen}");
+    let args = &["get", "po", "--show-lables"];
+    assert_same(
+        args,
+        &kubectl(&cluster, args, None),
+        &skiff(&cluster, args, None),
+    );
+}
