@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tempfile::TempDir;
 
+pub mod golden;
 pub mod multinode;
 pub mod pod_network;
 pub use multinode::{AgentHost, MultiNode};

@@ -3,77 +3,14 @@
 //! cluster, must print the same stdout and stderr and exit with the same code.
 
 use std::fs;
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use skiff_e2e::golden::{assert_same, kubectl, pod_yaml, same_read, skiff};
 use skiff_e2e::{
     assert_success, fixture, import_test_images, run, skiff_bin, stderr, stdout, wait_until,
     write_file, Cluster,
 };
-
-/// How often a read-only comparison is run again when the outputs differ: an AGE cell can
-/// tick over between the two commands.
-const READ_ATTEMPTS: usize = 5;
-
-fn pod_yaml(name: &str, app: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels:\n    app: {app}\n\
-         spec:\n  containers:\n  - name: main\n    image: busybox:1.36\n"
-    )
-}
-
-fn with_args(mut command: Command, args: &[&str], dir: &Path) -> Command {
-    command.args(args).current_dir(dir);
-    command
-}
-
-fn kubectl(cluster: &Cluster, args: &[&str], input: Option<&str>) -> Output {
-    let command = with_args(cluster.kubectl_command(), args, cluster.scratch_dir());
-    run(command, input)
-}
-
-fn skiff(cluster: &Cluster, args: &[&str], input: Option<&str>) -> Output {
-    let command = with_args(cluster.skiff_kubectl_command(), args, cluster.scratch_dir());
-    run(command, input)
-}
-
-fn same(real: &Output, ours: &Output) -> bool {
-    real.stdout == ours.stdout
-        && real.stderr == ours.stderr
-        && real.status.code() == ours.status.code()
-}
-
-fn assert_same(args: &[&str], real: &Output, ours: &Output) {
-    assert!(
-        same(real, ours),
-        "`kubectl {}` differs\n--- kubectl (exit {:?}) stdout ---\n{}--- stderr ---\n{}\
-         --- skiff (exit {:?}) stdout ---\n{}--- stderr ---\n{}",
-        args.join(" "),
-        real.status.code(),
-        stdout(real),
-        stderr(real),
-        ours.status.code(),
-        stdout(ours),
-        stderr(ours),
-    );
-}
-
-/// A command that changes nothing: both must print the same (again, if an age ticked over).
-fn same_read(cluster: &Cluster, args: &[&str]) {
-    let mut last = None;
-    for _ in 0..READ_ATTEMPTS {
-        let real = kubectl(cluster, args, None);
-        let ours = skiff(cluster, args, None);
-        if same(&real, &ours) {
-            return;
-        }
-        last = Some((real, ours));
-    }
-    if let Some((real, ours)) = last {
-        assert_same(args, &real, &ours);
-    }
-}
 
 /// A command that changes the cluster: each side runs on the state `setup` makes, and
 /// `cleanup` undoes whatever is left.

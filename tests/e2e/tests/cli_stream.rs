@@ -7,47 +7,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use skiff_e2e::golden::{describe, kubectl, same, skiff};
 use skiff_e2e::{fixture, import_test_images, run, skiff_bin, stderr, stdout, wait_until, Cluster};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A container that sleeps until it is told to stop.
 const SLEEP: &str = "trap 'exit 0' TERM; sleep 3600 & wait";
-
-fn with_args(mut command: Command, args: &[&str], dir: &Path) -> Command {
-    command.args(args).current_dir(dir);
-    command
-}
-
-fn kubectl(cluster: &Cluster, args: &[&str], input: Option<&str>) -> Output {
-    let command = with_args(cluster.kubectl_command(), args, cluster.scratch_dir());
-    run(command, input)
-}
-
-fn skiff(cluster: &Cluster, args: &[&str], input: Option<&str>) -> Output {
-    let command = with_args(cluster.skiff_kubectl_command(), args, cluster.scratch_dir());
-    run(command, input)
-}
-
-fn same(real: &Output, ours: &Output) -> bool {
-    real.stdout == ours.stdout
-        && real.stderr == ours.stderr
-        && real.status.code() == ours.status.code()
-}
-
-fn describe(args: &[&str], real: &Output, ours: &Output) -> String {
-    format!(
-        "`kubectl {}` differs\n--- kubectl (exit {:?}) stdout ---\n{}--- stderr ---\n{}\
-         --- skiff (exit {:?}) stdout ---\n{}--- stderr ---\n{}",
-        args.join(" "),
-        real.status.code(),
-        stdout(real),
-        stderr(real),
-        ours.status.code(),
-        stdout(ours),
-        stderr(ours),
-    )
-}
 
 /// Runs `args` (with `input` on stdin) through both and collects a difference, if any.
 fn compare(cluster: &Cluster, args: &[&str], input: Option<&str>, failures: &mut Vec<String>) {

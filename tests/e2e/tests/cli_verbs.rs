@@ -9,73 +9,13 @@ use std::process::{Command, Output, Stdio};
 use std::fs;
 use std::time::Duration;
 
+use skiff_e2e::golden::{
+    assert_same, kubectl, on_a_terminal, pod_yaml, same_read, skiff, with_args,
+};
 use skiff_e2e::{
     assert_success, fixture, import_test_images, kubectl_bin, run, skiff_bin, stderr, stdout,
     wait_until, write_file, Cluster, LineStream,
 };
-
-/// How often a read-only comparison is run again when the outputs differ: an AGE cell can
-/// tick over between the two commands.
-const READ_ATTEMPTS: usize = 5;
-
-fn pod_yaml(name: &str, app: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels:\n    app: {app}\n\
-         spec:\n  containers:\n  - name: main\n    image: busybox:1.36\n"
-    )
-}
-
-fn with_args(mut command: Command, args: &[&str], dir: &Path) -> Command {
-    command.args(args).current_dir(dir);
-    command
-}
-
-fn kubectl(cluster: &Cluster, args: &[&str], input: Option<&str>) -> Output {
-    let command = with_args(cluster.kubectl_command(), args, cluster.scratch_dir());
-    run(command, input)
-}
-
-fn skiff(cluster: &Cluster, args: &[&str], input: Option<&str>) -> Output {
-    let command = with_args(cluster.skiff_kubectl_command(), args, cluster.scratch_dir());
-    run(command, input)
-}
-
-fn same(real: &Output, ours: &Output) -> bool {
-    real.stdout == ours.stdout
-        && real.stderr == ours.stderr
-        && real.status.code() == ours.status.code()
-}
-
-fn assert_same(args: &[&str], real: &Output, ours: &Output) {
-    assert!(
-        same(real, ours),
-        "`kubectl {}` differs\n--- kubectl (exit {:?}) stdout ---\n{}--- stderr ---\n{}\
-         --- skiff (exit {:?}) stdout ---\n{}--- stderr ---\n{}",
-        args.join(" "),
-        real.status.code(),
-        stdout(real),
-        stderr(real),
-        ours.status.code(),
-        stdout(ours),
-        stderr(ours),
-    );
-}
-
-/// A command that changes nothing: both must print the same (again, if an age ticked over).
-fn same_read(cluster: &Cluster, args: &[&str]) {
-    let mut last = None;
-    for _ in 0..READ_ATTEMPTS {
-        let real = kubectl(cluster, args, None);
-        let ours = skiff(cluster, args, None);
-        if same(&real, &ours) {
-            return;
-        }
-        last = Some((real, ours));
-    }
-    if let Some((real, ours)) = last {
-        assert_same(args, &real, &ours);
-    }
-}
 
 fn create(cluster: &Cluster, manifest: &str) {
     let created = kubectl(cluster, &["create", "-f", "-"], Some(manifest));
@@ -1085,20 +1025,8 @@ fn apply_of_many_objects_shows_progress_on_a_terminal_only() {
         .collect();
     let file = write_file(cluster.scratch_dir(), "many.yaml", &many.join("---\n"));
     let file = file.display().to_string();
-    // util-linux `script` gives the command a pseudo-terminal and records what it showed.
-    let mut command = Command::new("script");
-    command
-        .args(["-qec"])
-        .arg(format!(
-            "'{}' kubectl apply -f '{file}'",
-            skiff_bin().display()
-        ))
-        .arg("/dev/null")
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .env("TERM", "xterm");
-    let shown = run(command, None);
-    assert_success(&shown, "script -c 'skiff kubectl apply -f many.yaml'");
-    let screen = stdout(&shown);
+    // On a pseudo-terminal: the bar, then kubectl's lines.
+    let screen = on_a_terminal(&cluster, &["apply", "-f", &file]);
     assert!(screen.contains("applying"), "{screen}");
     assert!(screen.contains("pod/p11 created"), "{screen}");
 
@@ -1123,18 +1051,7 @@ fn a_field_error_points_at_the_file_and_line_on_a_terminal() {
                image: busybox\n    ports:\n    - containerPort: 99999\n";
     let file = write_file(cluster.scratch_dir(), "bad.yaml", bad);
     let file = file.display().to_string();
-    let mut command = Command::new("script");
-    command
-        .args(["-qec"])
-        .arg(format!(
-            "'{}' kubectl create -f '{file}'",
-            skiff_bin().display()
-        ))
-        .arg("/dev/null")
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .env("TERM", "xterm");
-    let shown = run(command, None);
-    let screen = stdout(&shown);
+    let screen = on_a_terminal(&cluster, &["create", "-f", &file]);
     assert!(
         screen.contains(&format!(
             "  --> {file}:10 (spec.containers[0].ports[0].containerPort)"
@@ -1153,16 +1070,7 @@ fn a_field_error_points_at_the_file_and_line_on_a_terminal() {
 #[test]
 fn a_mistyped_flag_gets_a_suggestion_on_a_terminal() {
     let cluster = Cluster::start();
-    let mut command = Command::new("script");
-    command
-        .args(["-qec"])
-        .arg(format!(
-            "'{}' kubectl get po --show-lables",
-            skiff_bin().display()
-        ))
-        .arg("/dev/null")
-        .env("KUBECONFIG", cluster.kubeconfig());
-    let screen = stdout(&run(command, None));
+    let screen = on_a_terminal(&cluster, &["get", "po", "--show-lables"]);
     assert!(screen.contains("Did you mean --show-labels?"), "{screen}");
     let args = &["get", "po", "--show-lables"];
     assert_same(
