@@ -315,9 +315,15 @@ impl Flags {
         Ok(())
     }
 
-    /// The long name of shorthand `letter` for the verb seen so far.
+    /// The long name of shorthand `letter` for the verb seen so far (for the shell
+    /// completion's `__complete VERB ...`, the verb completed).
     fn shorthand(&self, letter: char) -> Option<String> {
-        let verb = self.verb.as_deref().unwrap_or_default();
+        let verb = match self.verb.as_deref() {
+            Some("__complete" | "__completeNoDesc") => {
+                self.args.first().map(String::as_str).unwrap_or_default()
+            }
+            verb => verb.unwrap_or_default(),
+        };
         VERB_SHORTHANDS
             .iter()
             .find(|(v, l, _)| *v == verb && *l == letter)

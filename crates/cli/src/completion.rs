@@ -103,7 +103,22 @@ pub async fn complete(flags: &Flags, descriptions: bool) -> Result<()> {
         None => ("", &[][..]),
     };
     let mut candidates: Vec<String> = Vec::new();
+    // `VERB POD -c PARTIAL`: the word being typed is the container flag's value (the shell
+    // passes it last, so the flag took it), and the words are the verb and the pod.
+    let container_of = match (words.as_slice(), flags.stream.container.as_deref()) {
+        ([verb, pod], Some(typed)) if POD_VERBS.contains(&verb.as_str()) => Some((pod, typed)),
+        _ => None,
+    };
+    if let Some((pod, typed)) = container_of {
+        let pod = pod.strip_prefix("pod/").unwrap_or(pod);
+        for name in containers(flags, pod).await {
+            if name.starts_with(typed) {
+                candidates.push(name);
+            }
+        }
+    }
     match before.split_first() {
+        _ if container_of.is_some() => {}
         None => {
             for (verb, what) in COMMANDS.iter().filter(|(v, _)| v.starts_with(partial)) {
                 candidates.push(if descriptions {
@@ -217,6 +232,30 @@ async fn resource_types(flags: &Flags) -> Vec<String> {
                 format!("{name}.{group}")
             }
         })
+        .collect()
+}
+
+/// The names of pod `pod`'s containers (init containers after them), as kubectl offers them.
+async fn containers(flags: &Flags, pod: &str) -> Vec<String> {
+    let Ok(api) = ApiClient::connect(flags).await else {
+        return Vec::new();
+    };
+    let Some(pods) = kinds::by_name("pods") else {
+        return Vec::new();
+    };
+    let uri = pods.object_path(api.namespace(), pod);
+    let Ok(object) = api.get_json(&uri, ACCEPT_JSON).await else {
+        return Vec::new();
+    };
+    ["containers", "initContainers"]
+        .iter()
+        .flat_map(|list| {
+            object["spec"][*list]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
         .collect()
 }
 

@@ -650,6 +650,9 @@ fn completion_completes_what_kubectl_completes() {
         &["__complete", "exec", ""],
         &["__complete", "logs", "p"],
         &["__complete", "label", "po", "b"],
+        &["__complete", "exec", "a", "-c", ""],
+        &["__complete", "exec", "a", "--container", "m"],
+        &["__complete", "exec", "a", "-c", "main", ""],
     ];
     // As the shell runs them: no flag before the verb (kubectl would take a flag there for a
     // plugin's), the kubeconfig from the environment.
