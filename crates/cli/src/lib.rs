@@ -19,6 +19,7 @@ mod edit;
 mod exec;
 mod explain;
 mod get;
+mod help;
 mod jsonpath;
 mod kinds;
 mod kubeconfig;
@@ -290,7 +291,10 @@ Examples:
 
 async fn dispatch(flags: Flags) -> Result<()> {
     if flags.help {
-        print!("{HELP}");
+        match flags.verb.as_deref().and_then(help::verb_help) {
+            Some(text) => print!("{text}"),
+            None => print!("{HELP}"),
+        }
         return Ok(());
     }
     match flags.verb.as_deref() {
