@@ -1,12 +1,11 @@
 //! `kubectl describe`: pods (containers, conditions, volumes, tolerations, events), nodes
 //! (in describe_node) and namespaces in kubectl's layout, aligned by a copy of Go's tabwriter as kubectl uses it.
 
-use http::Method;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
-use crate::client::{self, ApiClient, ACCEPT_JSON};
-use crate::get::{encode, list_query, parse_targets};
+use crate::client::{ApiClient, ACCEPT_JSON};
+use crate::get::{encode, fetch_named_or_listed, parse_targets};
 use crate::kinds::Resource;
 use crate::{Error, Flags, Result};
 
@@ -659,37 +658,18 @@ pub async fn run(flags: &Flags) -> Result<()> {
     let mut errors = Vec::new();
     let mut printed: Vec<String> = Vec::new();
     for (resource, names) in &request.targets {
-        let mut objects = Vec::new();
-        if names.is_empty() {
-            let ns = (!flags.all_namespaces).then_some(namespace.as_str());
-            let uri = format!(
-                "{}{}",
-                resource.collection_path(ns),
-                list_query(flags, false)
-            );
-            match api.get_json(&uri, ACCEPT_JSON).await {
-                Ok(list) => objects.extend(list["items"].as_array().cloned().unwrap_or_default()),
-                Err(err) => errors.push(err),
-            }
-        } else {
-            for name in names {
-                let uri = resource.object_path(&namespace, name);
-                match api
-                    .send(
-                        Method::GET,
-                        &uri,
-                        ACCEPT_JSON,
-                        None,
-                        ("get", resource.plural),
-                    )
-                    .await
-                    .and_then(|bytes| client::parse(&bytes, &uri))
-                {
-                    Ok(object) => objects.push(object),
-                    Err(err) => errors.push(err),
-                }
-            }
-        }
+        let ns = (!flags.all_namespaces).then_some(namespace.as_str());
+        let objects = fetch_named_or_listed(
+            &api,
+            flags,
+            resource,
+            names,
+            &namespace,
+            ns,
+            false,
+            &mut errors,
+        )
+        .await;
         for object in objects {
             let text = match resource.plural {
                 "pods" => {

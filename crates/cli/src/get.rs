@@ -207,6 +207,53 @@ pub(crate) fn parse_targets(args: &[String]) -> Result<Request> {
     Ok(Request { targets })
 }
 
+/// The objects `names` of `resource` in `namespace`, or, with no names, those the flags'
+/// selectors list in `list_namespace` (None: every namespace); each failure is added to
+/// `errors` and the others still fetched.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn fetch_named_or_listed(
+    api: &ApiClient,
+    flags: &Flags,
+    resource: &Resource,
+    names: &[String],
+    namespace: &str,
+    list_namespace: Option<&str>,
+    page_limit: bool,
+    errors: &mut Vec<Error>,
+) -> Vec<Value> {
+    let mut objects = Vec::new();
+    if names.is_empty() {
+        let uri = format!(
+            "{}{}",
+            resource.collection_path(list_namespace),
+            list_query(flags, page_limit)
+        );
+        match api.get_json(&uri, ACCEPT_JSON).await {
+            Ok(list) => objects.extend(list["items"].as_array().cloned().unwrap_or_default()),
+            Err(err) => errors.push(err),
+        }
+        return objects;
+    }
+    for name in names {
+        let uri = resource.object_path(namespace, name);
+        match api
+            .send(
+                Method::GET,
+                &uri,
+                ACCEPT_JSON,
+                None,
+                ("get", resource.plural),
+            )
+            .await
+            .and_then(|bytes| client::parse(&bytes, &uri))
+        {
+            Ok(object) => objects.push(object),
+            Err(err) => errors.push(err),
+        }
+    }
+    objects
+}
+
 /// The query string of a list: selectors and kubectl's page size.
 pub(crate) fn list_query(flags: &Flags, limit: bool) -> String {
     let mut query = form_query(flags);

@@ -6,8 +6,8 @@ use http::Method;
 use serde_json::{json, Map, Value};
 
 use crate::apply::{finish_aggregate, DryRun};
-use crate::client::{self, ApiClient, ACCEPT_JSON};
-use crate::get::{encode, list_query, parse_targets};
+use crate::client::{self, ApiClient};
+use crate::get::{encode, fetch_named_or_listed, parse_targets};
 use crate::kinds::Resource;
 use crate::{printer, Error, Flags, Result};
 
@@ -131,36 +131,17 @@ pub async fn run(flags: &Flags, field: Field) -> Result<()> {
     let namespace = api.namespace().to_owned();
     let mut errors = Vec::new();
     for (resource, names) in &request.targets {
-        let mut found: Vec<Value> = Vec::new();
-        if names.is_empty() {
-            let uri = format!(
-                "{}{}",
-                resource.collection_path(Some(&namespace)),
-                list_query(flags, true)
-            );
-            match api.get_json(&uri, ACCEPT_JSON).await {
-                Ok(list) => found.extend(list["items"].as_array().cloned().unwrap_or_default()),
-                Err(err) => errors.push(err),
-            }
-        } else {
-            for name in names {
-                let uri = resource.object_path(&namespace, name);
-                match api
-                    .send(
-                        Method::GET,
-                        &uri,
-                        ACCEPT_JSON,
-                        None,
-                        ("get", resource.plural),
-                    )
-                    .await
-                    .and_then(|bytes| client::parse(&bytes, &uri))
-                {
-                    Ok(object) => found.push(object),
-                    Err(err) => errors.push(err),
-                }
-            }
-        }
+        let found = fetch_named_or_listed(
+            &api,
+            flags,
+            resource,
+            names,
+            &namespace,
+            Some(&namespace),
+            true,
+            &mut errors,
+        )
+        .await;
         for object in found {
             match update(
                 &api, flags, field, &changes, resource, &namespace, object, dry_run,
