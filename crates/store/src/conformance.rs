@@ -796,6 +796,9 @@ pub async fn watch_while_writing(store: Arc<dyn Store>) {
     const WRITES: usize = 300;
     const WATCHERS: usize = 8;
     let p = prefix(&*store, "watch-while-writing");
+    // Revisions up to here are not under `p` (a fresh store starts at revision 1 with no
+    // event): a watch may start no earlier, or its first event is rightly past `after + 1`.
+    let start = store.current_revision();
     let end = format!("{p}end");
     // The last write waits until every watch has started, so that each has something to see.
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
@@ -823,8 +826,9 @@ pub async fn watch_while_writing(store: Arc<dyn Store>) {
     let mut watchers = Vec::new();
     for w in 0..WATCHERS {
         // Start some watches a little in the past, some exactly at the current revision.
-        let after =
-            (store.current_revision() - (w as Revision % 3)).max(store.compacted_revision());
+        let after = (store.current_revision() - (w as Revision % 3))
+            .max(store.compacted_revision())
+            .max(start);
         let stream = ok(store.watch(&p, after).await, "watch while writing");
         let end = end.clone();
         watchers.push(tokio::spawn(async move {
