@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod patch;
 pub mod selector;
 pub mod strict;
+pub mod sysctl;
 pub mod table;
 pub mod validation;
 

@@ -1179,6 +1179,50 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &str) -> Vec<FieldError> {
                 &index_path(&format!("{at}.supplementalGroups"), i),
             ));
         }
+        errs.extend(validate_sysctls(spec, &format!("{at}.sysctls")));
+    }
+    errs
+}
+
+/// spec.securityContext.sysctls as the API server checks a new pod's: names well-formed and
+/// unique, and none of the network (IPC) namespace when the pod shares the host's.
+fn validate_sysctls(spec: &PodSpec, path: &str) -> Vec<FieldError> {
+    use crate::sysctl::{self, SysctlNamespace};
+    let mut errs = Vec::new();
+    let sysctls = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.sysctls.as_ref());
+    let mut seen = BTreeSet::new();
+    for (i, s) in sysctls.into_iter().flatten().enumerate() {
+        let at = format!("{}.name", index_path(path, i));
+        if s.name.is_empty() {
+            errs.push(FieldError::required(&at, ""));
+        } else if !sysctl::is_valid_name(&s.name) {
+            errs.push(FieldError::invalid(
+                &at,
+                s.name.as_str(),
+                format!(
+                    "must have at most {} characters and match regex {}",
+                    sysctl::MAX_NAME_LENGTH,
+                    sysctl::NAME_PATTERN
+                ),
+            ));
+        } else if !seen.insert(s.name.as_str()) {
+            errs.push(FieldError::duplicate(&at, s.name.as_str()));
+        }
+        let shared = match sysctl::namespace_of(&sysctl::dotted(&s.name)) {
+            Some(SysctlNamespace::Net) if spec.host_network == Some(true) => Some("hostNetwork"),
+            Some(SysctlNamespace::Ipc) if spec.host_ipc == Some(true) => Some("hostIPC"),
+            _ => None,
+        };
+        if let Some(field) = shared {
+            errs.push(FieldError::invalid(
+                &at,
+                s.name.as_str(),
+                format!("may not be specified when '{field}' is true"),
+            ));
+        }
     }
     errs
 }
@@ -2039,6 +2083,36 @@ mod tests {
         // Kubernetes does not check capability names: the runtime refuses an unknown one.
         assert!(!errs.iter().any(|e| e.contains("NOT_A_CAP")), "{errs:#?}");
         assert_eq!(errs.len(), 6, "{errs:#?}");
+    }
+
+    #[test]
+    fn sysctls_are_checked_as_kubernetes() {
+        let mut pod = seed_pod();
+        spec(&mut pod).host_network = Some(true);
+        spec(&mut pod).security_context = Some(
+            serde_json::from_value(json!({"sysctls": [
+                {"name": "kernel.shm_rmid_forced", "value": "1"},
+                {"name": "", "value": "1"},
+                {"name": "Net.Bad", "value": "1"},
+                {"name": "kernel.shm_rmid_forced", "value": "0"},
+                {"name": "net/ipv4/tcp_syncookies", "value": "1"},
+            ]}))
+            .expect("pod security context"),
+        );
+        let errs: Vec<String> = validate_pod(&pod)
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message()))
+            .collect();
+        let at = "spec.securityContext.sysctls";
+        for want in [
+            format!("{at}[1].name: Required value"),
+            format!("{at}[2].name: Invalid value: \"Net.Bad\": must have at most 253 characters and match regex ^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$"),
+            format!("{at}[3].name: Duplicate value: \"kernel.shm_rmid_forced\""),
+            format!("{at}[4].name: Invalid value: \"net/ipv4/tcp_syncookies\": may not be specified when 'hostNetwork' is true"),
+        ] {
+            assert!(errs.iter().any(|e| *e == want), "{want} not in {errs:#?}");
+        }
+        assert_eq!(errs.len(), 4, "{errs:#?}");
     }
 
     #[test]

@@ -266,6 +266,7 @@ pub fn build_spec(input: &ContainerSpecInput) -> Result<Spec> {
         });
     }
 
+    // Dotted names: runc turns every dot into a slash under /proc/sys.
     let sysctl: BTreeMap<String, String> = input
         .pod
         .spec
@@ -274,7 +275,7 @@ pub fn build_spec(input: &ContainerSpecInput) -> Result<Spec> {
         .and_then(|s| s.sysctls.as_ref())
         .map(|list| {
             list.iter()
-                .map(|s| (s.name.clone(), s.value.clone()))
+                .map(|s| (skiff_api::sysctl::dotted(&s.name), s.value.clone()))
                 .collect()
         })
         .unwrap_or_default();
