@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::{client_for_server, client_from_kubeconfig, join, Joined};
+pub use skiff_api::sysctl::SysctlAllowlist;
 
 /// What can go wrong in the agent.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +110,9 @@ pub struct AgentConfig {
     /// Containers that name no seccomp profile get RuntimeDefault (kubelet's
     /// `seccompDefault`; ADR 013).
     pub seccomp_default: bool,
+    /// The sysctls pods may set: kubelet's safe ones and `--allowed-unsafe-sysctls`; a pod
+    /// with another is rejected (`SysctlForbidden`).
+    pub sysctls: skiff_api::sysctl::SysctlAllowlist,
 }
 
 /// How the node's pods are networked.
@@ -153,6 +157,7 @@ impl AgentConfig {
             pod_network: None,
             favor_dynamic_cgroups: true,
             seccomp_default: true,
+            sysctls: skiff_api::sysctl::SysctlAllowlist::default(),
         }
     }
 
@@ -244,12 +249,13 @@ impl Agent {
                         .await;
                     }
                     let host_ip = self.config.facts().internal_ip.to_string();
-                    let ctx = worker::WorkerContext::new(
+                    let mut ctx = worker::WorkerContext::new(
                         self.client.clone(),
                         self.config.node_name.clone(),
                         host_ip,
                         runtime.clone(),
                     );
+                    ctx.sysctls = self.config.sysctls.clone();
                     worker::run(Arc::new(ctx)).await;
                     tracing::error!(node = %self.config.node_name, "the watch of the node's pods ended");
                 }

@@ -71,6 +71,9 @@ pub struct PodView {
     pub pod_ips: Vec<String>,
     /// When the agent first accepted the pod.
     pub start_time: Option<Timestamp>,
+    /// The node failed the pod (reason, message): rejected at admission (`SysctlForbidden`)
+    /// or past its activeDeadlineSeconds (`DeadlineExceeded`).
+    pub failed: Option<(String, String)>,
     pub containers: Vec<ContainerRecord>,
     pub init_containers: Vec<ContainerRecord>,
 }
@@ -101,7 +104,22 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
     let old_phase = previous.phase.as_deref().unwrap_or_default();
     if matches!(old_phase, "Succeeded" | "Failed") {
         phase = old_phase;
+    } else if view.failed.is_some() {
+        phase = "Failed";
     }
+    let rejected = view.failed.is_some()
+        && !view.sandbox_ready
+        && view.containers.is_empty()
+        && view.init_containers.is_empty();
+    let (pod_reason, pod_message) = match &view.failed {
+        Some((reason, message)) if old_phase != "Succeeded" => {
+            (Some(reason.clone()), Some(message.clone()))
+        }
+        _ => (
+            previous.reason.clone().filter(|_| phase == old_phase),
+            previous.message.clone().filter(|_| phase == old_phase),
+        ),
+    };
 
     let mut conditions: Vec<PodCondition> = previous
         .conditions
@@ -167,10 +185,11 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
         qos_class: previous
             .qos_class
             .or_else(|| Some(skiff_api::defaults::qos_class(&spec).into())),
-        container_statuses: Some(statuses),
-        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
-        reason: previous.reason.filter(|_| phase == old_phase),
-        message: previous.message.filter(|_| phase == old_phase),
+        // A pod rejected at admission never had a container: kubelet reports none.
+        container_statuses: (!rejected).then_some(statuses),
+        init_container_statuses: (!init_statuses.is_empty() && !rejected).then_some(init_statuses),
+        reason: pod_reason,
+        message: pod_message,
         ..PodStatus::default()
     }
 }
@@ -724,9 +743,31 @@ mod tests {
             host_ip: Some("10.0.0.5".into()),
             pod_ips: vec![],
             start_time: Some(t(1)),
+            failed: None,
             containers,
             init_containers: vec![],
         }
+    }
+
+    #[test]
+    fn a_pod_the_node_failed_is_failed_with_its_reason_for_good() {
+        let mut p = two();
+        let failed = PodView {
+            failed: Some(("DeadlineExceeded".into(), "too long".into())),
+            ..view(vec![running("a"), running("b")])
+        };
+        let s = pod_status(&p, &failed, t(5));
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(s.reason.as_deref(), Some("DeadlineExceeded"));
+        assert_eq!(s.message.as_deref(), Some("too long"));
+        // A succeeded pod stays succeeded.
+        p.status = Some(PodStatus {
+            phase: Some("Succeeded".into()),
+            ..PodStatus::default()
+        });
+        let s = pod_status(&p, &failed, t(5));
+        assert_eq!(s.phase.as_deref(), Some("Succeeded"));
+        assert_eq!(s.reason, None);
     }
 
     fn phase_of(p: &Pod, v: &PodView) -> String {

@@ -36,6 +36,11 @@ const SIGTERM: i32 = 15;
 /// The longest a postStart hook may run: kubelet sets none, but a hook that never ends would
 /// hold the pod's worker (and its deletion) for good.
 const POST_START_LIMIT: Duration = Duration::from_secs(300);
+/// kubelet's reason and message for a pod past its activeDeadlineSeconds.
+const DEADLINE_REASON: &str = "DeadlineExceeded";
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
+/// kubelet's reason for a pod its sysctl admission refused.
+const SYSCTL_FORBIDDEN: &str = "SysctlForbidden";
 
 /// What every pod worker of the node shares.
 pub struct WorkerContext {
@@ -47,6 +52,8 @@ pub struct WorkerContext {
     pub events: EventRecorder,
     /// How often a pod's containers are looked at for exits.
     pub poll: Duration,
+    /// The sysctls this node admits (kubelet's sysctl admission).
+    pub sysctls: skiff_api::sysctl::SysctlAllowlist,
 }
 
 impl WorkerContext {
@@ -64,6 +71,7 @@ impl WorkerContext {
             host_ip: host_ip.into(),
             runtime,
             poll: Duration::from_secs(1),
+            sysctls: skiff_api::sysctl::SysctlAllowlist::default(),
         }
     }
 }
@@ -296,6 +304,9 @@ struct PodWorker {
     probe_wake: Arc<Notify>,
     /// The pod's network namespace file, once looked up (probes and hooks connect in it).
     netns: Option<std::path::PathBuf>,
+    /// Set when the node failed the pod (reason, message): rejected at admission, or past its
+    /// activeDeadlineSeconds. Its containers are stopped and none starts again.
+    failed: Option<(String, String)>,
 }
 
 /// The pod's events, recorded in order by a task of their own so that their API calls overlap
@@ -495,6 +506,7 @@ impl PodWorker {
             sandbox_failure: None,
             probe_wake: Arc::new(Notify::new()),
             netns: None,
+            failed: None,
         }
     }
 
@@ -611,6 +623,34 @@ impl PodWorker {
     async fn sync(&mut self, pod: &Pod) -> Duration {
         let (namespace, name) = pod_label(pod);
         let mut wake = self.ctx.poll;
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        let terminal = matches!(phase, Some("Succeeded" | "Failed"));
+        // kubelet's admission, before anything is made for the pod: a sysctl the node does
+        // not allow rejects it.
+        if self.failed.is_none() && self.sandbox.is_none() && !terminal {
+            if let Err(message) = self.ctx.sysctls.admit(pod) {
+                tracing::info!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, reason = SYSCTL_FORBIDDEN, %message, "pod rejected");
+                self.events
+                    .record(pod, None, EventType::Warning, SYSCTL_FORBIDDEN, &message)
+                    .await;
+                self.failed = Some((
+                    SYSCTL_FORBIDDEN.into(),
+                    format!("Pod was rejected: {message}"),
+                ));
+            }
+        }
+        if self.failed.is_none() && !terminal {
+            if let Some(left) = self.deadline_left(pod) {
+                if left.is_zero() {
+                    self.fail(pod, DEADLINE_REASON, DEADLINE_MESSAGE).await;
+                } else {
+                    wake = wake.min(left);
+                }
+            }
+        }
+        if self.failed.is_some() {
+            return self.sync_failed(pod).await;
+        }
         if self.sandbox.is_none() {
             let p = pod.clone();
             match blocking(&self.ctx.runtime, move |rt| rt.create_sandbox(&p)).await {
@@ -639,10 +679,6 @@ impl PodWorker {
                 }
             }
         }
-        let terminal = matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        );
         let spec = pod.spec.clone().unwrap_or_default();
         let pod_policy = spec.restart_policy.as_deref().unwrap_or("Always");
         // Init containers one at a time, each to completion (a sidecar, restartPolicy Always,
@@ -706,6 +742,66 @@ impl PodWorker {
         }
         self.post_status(pod).await;
         wake
+    }
+
+    /// How long until the pod has been active (since its status.startTime) for its
+    /// activeDeadlineSeconds; zero once it has; None without a deadline.
+    fn deadline_left(&self, pod: &Pod) -> Option<Duration> {
+        let seconds = pod.spec.as_ref()?.active_deadline_seconds?;
+        let started = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map_or(self.start_time, |t| t.0);
+        let deadline = started
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(seconds.max(0)))
+            .ok()?;
+        let left = Timestamp::now().duration_until(deadline);
+        Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+    }
+
+    /// Fails the pod as kubelet does one past its deadline: the event, then its containers
+    /// stopped within the pod's grace period (preStop hooks run); the status says why.
+    async fn fail(&mut self, pod: &Pod, reason: &str, message: &str) {
+        let (namespace, name) = pod_label(pod);
+        tracing::info!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, reason, "failing the pod");
+        self.events
+            .record(pod, None, EventType::Normal, reason, message)
+            .await;
+        self.failed = Some((reason.into(), message.into()));
+        let grace = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0);
+        let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        self.stop_containers(Some(pod), SIGTERM, grace).await;
+    }
+
+    /// A pass over a pod the node failed: its containers' last states, no start, no probe.
+    async fn sync_failed(&mut self, pod: &Pod) -> Duration {
+        let runtime = self.ctx.runtime.clone();
+        for (name, slot) in self.slots.iter_mut() {
+            slot.prober = None;
+            let Some(id) = slot.current.clone() else {
+                continue;
+            };
+            let query = id.clone();
+            match blocking(&runtime, move |rt| rt.container_state(&query)).await {
+                Ok(Some(state)) => {
+                    if let Some(ended) = terminated_from(&id, &state) {
+                        slot.view = Some(ContainerView::Terminated(ended));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(pod_uid = %self.uid, container = %name, error = %e, "cannot read the container's state")
+                }
+            }
+        }
+        self.post_status(pod).await;
+        self.ctx.poll.max(Duration::from_secs(5))
     }
 
     /// What the probes of running `container` say: its prober's report, or before the prober
@@ -1280,6 +1376,7 @@ impl PodWorker {
             host_ip: Some(self.ctx.host_ip.clone()),
             pod_ips: self.pod_ips.clone(),
             start_time: Some(self.start_time),
+            failed: self.failed.clone(),
             containers: self.records(&spec.containers, false),
             init_containers: self
                 .records(spec.init_containers.as_deref().unwrap_or_default(), true),
@@ -1399,6 +1496,14 @@ impl PodWorker {
     /// of SIGTERM), then removes the containers and the sandbox. Errors are collected and the
     /// removal retried a few times; what is still left is the start-up cleanup's job.
     async fn tear_down(&mut self, pod: Option<&Pod>, signal: i32, grace: Duration) {
+        self.stop_containers(pod, signal, grace).await;
+        self.remove_all().await;
+    }
+
+    /// Stops every container that has an instance (`signal`, SIGKILL after `grace`; the
+    /// image's StopSignal instead of SIGTERM; preStop hooks of running ones first), and ends
+    /// their probes.
+    async fn stop_containers(&mut self, pod: Option<&Pod>, signal: i32, grace: Duration) {
         let mut stops = Vec::new();
         // Only an httpGet preStop hook needs the pod's network namespace looked up.
         let network_hook = pod.is_some_and(|p| {
@@ -1464,6 +1569,11 @@ impl PodWorker {
                 }
             }
         }
+    }
+
+    /// Removes every container instance and the sandbox, retrying a few times; what is still
+    /// left is the start-up cleanup's job.
+    async fn remove_all(&mut self) {
         let mut ids: Vec<String> = self
             .slots
             .values()

@@ -90,6 +90,11 @@ pub struct NodeOptions {
     /// seccompDefault); false leaves them Unconfined.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     seccomp_default: bool,
+    /// Unsafe sysctls (or patterns ending in *, e.g. 'kernel.msg*,net.core.somaxconn') pods
+    /// may set beside the safe ones (kubelet's --allowed-unsafe-sysctls); each must be
+    /// namespaced (kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*, net.*).
+    #[arg(long, value_delimiter = ',')]
+    allowed_unsafe_sysctls: Vec<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -116,6 +121,14 @@ impl NodeOptions {
         config.streaming_port = self.streaming_port;
         config.favor_dynamic_cgroups = self.cgroup_favordynmods;
         config.seccomp_default = self.seccomp_default;
+        let unsafe_sysctls: Vec<String> = self
+            .allowed_unsafe_sysctls
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        config.sysctls = skiff_agent::SysctlAllowlist::new(&unsafe_sysctls)
+            .map_err(|e| anyhow::anyhow!("invalid --allowed-unsafe-sysctls: {e}"))?;
         if let (Some(conf_dir), Some(bin_dir)) = (&self.cni_conf_dir, &self.cni_bin_dir) {
             anyhow::ensure!(
                 conf_dir.is_dir(),

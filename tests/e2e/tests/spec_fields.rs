@@ -1,0 +1,262 @@
+//! The pod spec fields that change what a pod sees or how long it lives on its node, run for
+//! real by `skiff server`'s node agent and driven by the real kubectl: activeDeadlineSeconds,
+//! sysctls (safe, unsafe, forbidden), hostNetwork, and the files and process settings kubelet
+//! derives from the spec (hostAliases, dnsPolicy/dnsConfig, hostname/subdomain,
+//! terminationMessagePolicy, workingDir, tty).
+//!
+//! Containers report what they see on their stdout, read back with `kubectl logs`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use skiff_e2e::{import_test_images, wait_until, Cluster};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A pod `name` of one busybox container running `script` with `sh -c`, with `container` and
+/// `pod` merged into its container's and its spec's fields.
+fn pod(name: &str, script: &str, container: serde_json::Value, spec: serde_json::Value) -> String {
+    let mut c = serde_json::json!({
+        "name": "main", "image": "busybox", "imagePullPolicy": "Never",
+        "command": ["sh", "-c", script],
+    });
+    for (k, v) in container.as_object().expect("an object").clone() {
+        c[k] = v;
+    }
+    let mut s = serde_json::json!({"restartPolicy": "Never", "containers": [c]});
+    for (k, v) in spec.as_object().expect("an object").clone() {
+        s[k] = v;
+    }
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": s,
+    })
+    .to_string()
+}
+
+fn none() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+/// Waits until pod `name` reaches `phase`, panicking with its status if it reaches the other
+/// terminal one.
+fn wait_phase(cluster: &Cluster, name: &str, phase: &str) {
+    wait_until(WAIT, &format!("{name} {phase}"), || {
+        let now = cluster.jsonpath(&["pod", name], "{.status.phase}");
+        if now != phase && matches!(now.as_str(), "Succeeded" | "Failed") {
+            let status = cluster.jsonpath(&["pod", name], "{.status}");
+            let logs = skiff_e2e::stdout(&cluster.kubectl(["logs", name]));
+            panic!("{name} is {now}, not {phase}: {status}\n{logs}");
+        }
+        now == phase
+    });
+}
+
+/// The `key=value` lines of pod `name`'s log once it Succeeded (and printed `done`).
+fn report_of(cluster: &Cluster, name: &str) -> BTreeMap<String, String> {
+    wait_phase(cluster, name, "Succeeded");
+    let logs = cluster.kubectl_ok(["logs", name]);
+    assert!(logs.lines().any(|l| l == "done"), "{name}: {logs}");
+    logs.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// The reasons of the events about pod `name`.
+fn event_reasons(cluster: &Cluster, name: &str) -> Vec<String> {
+    cluster
+        .kubectl_ok([
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "jsonpath={range .items[*]}{.reason}{\"\\n\"}{end}",
+        ])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn host_sysctl(name: &str) -> String {
+    let path = format!("/proc/sys/{}", name.replace('.', "/"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn active_deadline_fails_the_pod_and_stops_its_containers() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    cluster.create_from(&pod(
+        "deadline",
+        "echo started; exec sleep 3600",
+        none(),
+        serde_json::json!({"activeDeadlineSeconds": 2, "terminationGracePeriodSeconds": 1}),
+    ));
+    wait_phase(&cluster, "deadline", "Failed");
+    let status = |path: &str| cluster.jsonpath(&["pod", "deadline"], path);
+    assert_eq!(status("{.status.reason}"), "DeadlineExceeded");
+    assert_eq!(
+        status("{.status.message}"),
+        "Pod was active on the node longer than the specified deadline"
+    );
+    // The container was stopped (SIGTERM ignored by a PID 1 sleep, then SIGKILL).
+    wait_until(WAIT, "the container is terminated", || {
+        !status("{.status.containerStatuses[0].state.terminated.exitCode}").is_empty()
+    });
+    assert_eq!(
+        status("{.status.containerStatuses[0].state.terminated.exitCode}"),
+        "137"
+    );
+    assert!(
+        event_reasons(&cluster, "deadline").contains(&"DeadlineExceeded".to_string()),
+        "{:?}",
+        event_reasons(&cluster, "deadline")
+    );
+    // kubectl shows the container's reason over the pod's, as for any failed pod.
+    let shown = cluster.kubectl_ok(["get", "pod", "deadline", "--no-headers"]);
+    assert!(shown.contains("Error"), "{shown}");
+    // It stays failed: the container is not started again.
+    assert_eq!(status("{.status.containerStatuses[0].restartCount}"), "0");
+
+    // Validation: positive, and on a pod only ever lowered.
+    let zero = cluster.kubectl_stdin(
+        ["create", "-f", "-"],
+        &pod(
+            "zero",
+            "true",
+            none(),
+            serde_json::json!({"activeDeadlineSeconds": 0}),
+        ),
+    );
+    assert!(!zero.status.success());
+    assert!(
+        skiff_e2e::stderr(&zero)
+            .contains("spec.activeDeadlineSeconds: Invalid value: 0: must be between 1 and 2147483647, inclusive"),
+        "{}",
+        skiff_e2e::stderr(&zero)
+    );
+    cluster.create_from(&pod(
+        "long",
+        "exec sleep 3600",
+        none(),
+        serde_json::json!({"activeDeadlineSeconds": 3600, "terminationGracePeriodSeconds": 1}),
+    ));
+    let patch = |value: i64| {
+        cluster.kubectl([
+            "patch",
+            "pod",
+            "long",
+            "-p",
+            &format!("{{\"spec\":{{\"activeDeadlineSeconds\":{value}}}}}"),
+        ])
+    };
+    let raised = patch(7200);
+    assert!(!raised.status.success());
+    assert!(
+        skiff_e2e::stderr(&raised).contains("must be less than or equal to previous value"),
+        "{}",
+        skiff_e2e::stderr(&raised)
+    );
+    // Lowered on the running pod: the new deadline holds.
+    wait_phase(&cluster, "long", "Running");
+    skiff_e2e::assert_success(&patch(1), "lowering activeDeadlineSeconds");
+    wait_phase(&cluster, "long", "Failed");
+    assert_eq!(
+        cluster.jsonpath(&["pod", "long"], "{.status.reason}"),
+        "DeadlineExceeded"
+    );
+}
+
+#[test]
+fn sysctls_apply_in_the_pods_namespaces_and_unsafe_ones_need_the_node_flag() {
+    let cluster = Cluster::start_with_agent_args(
+        &["--allowed-unsafe-sysctls", "kernel.msgmax"],
+        import_test_images,
+    );
+    let port_range = host_sysctl("net.ipv4.ip_local_port_range");
+    let rmid = host_sysctl("kernel.shm_rmid_forced");
+    let msgmax = host_sysctl("kernel.msgmax");
+    let want_range = if port_range == "20000 30000" {
+        "20001 30001"
+    } else {
+        "20000 30000"
+    };
+    let want_rmid = if rmid == "1" { "0" } else { "1" };
+    let want_msgmax = if msgmax == "16384" { "16385" } else { "16384" };
+    let script = r#"echo "range=$(cat /proc/sys/net/ipv4/ip_local_port_range | tr -s '\t ' '  ')"
+echo "rmid=$(cat /proc/sys/kernel/shm_rmid_forced)"
+echo "msgmax=$(cat /proc/sys/kernel/msgmax)"
+echo done"#;
+    cluster.create_from(&pod(
+        "safe",
+        script,
+        none(),
+        serde_json::json!({"securityContext": {"sysctls": [
+            {"name": "net.ipv4.ip_local_port_range", "value": want_range},
+            {"name": "kernel/shm_rmid_forced", "value": want_rmid},
+            {"name": "kernel.msgmax", "value": want_msgmax},
+        ]}}),
+    ));
+    cluster.create_from(&pod(
+        "unsafe",
+        "echo never",
+        none(),
+        serde_json::json!({"securityContext": {"sysctls": [
+            {"name": "kernel.shm_rmid_forced", "value": "1"},
+            {"name": "net.core.somaxconn", "value": "1024"},
+        ]}}),
+    ));
+
+    let seen = report_of(&cluster, "safe");
+    assert_eq!(seen["range"], want_range, "{seen:?}");
+    assert_eq!(seen["rmid"], want_rmid, "{seen:?}");
+    assert_eq!(
+        seen["msgmax"], want_msgmax,
+        "allowed by the node flag: {seen:?}"
+    );
+    // The host's own values did not move.
+    assert_eq!(host_sysctl("net.ipv4.ip_local_port_range"), port_range);
+    assert_eq!(host_sysctl("kernel.shm_rmid_forced"), rmid);
+    assert_eq!(host_sysctl("kernel.msgmax"), msgmax);
+
+    wait_phase(&cluster, "unsafe", "Failed");
+    assert_eq!(
+        cluster.jsonpath(&["pod", "unsafe"], "{.status.reason}"),
+        "SysctlForbidden"
+    );
+    assert_eq!(
+        cluster.jsonpath(&["pod", "unsafe"], "{.status.message}"),
+        r#"Pod was rejected: forbidden sysctl: "net.core.somaxconn" not allowlisted"#
+    );
+    assert!(event_reasons(&cluster, "unsafe").contains(&"SysctlForbidden".to_string()));
+    let shown = cluster.kubectl_ok(["get", "pod", "unsafe", "--no-headers"]);
+    assert!(shown.contains("SysctlForbidden"), "{shown}");
+
+    // The API server's checks: names, duplicates, and no net.* beside hostNetwork.
+    let refused = cluster.kubectl_stdin(
+        ["create", "-f", "-"],
+        &pod(
+            "bad",
+            "true",
+            none(),
+            serde_json::json!({"hostNetwork": true, "securityContext": {"sysctls": [
+                {"name": "net.ipv4.tcp_syncookies", "value": "1"},
+                {"name": "net.ipv4.tcp_syncookies", "value": "0"},
+                {"name": "Kernel.X", "value": "1"},
+            ]}}),
+        ),
+    );
+    assert!(!refused.status.success());
+    let stderr = skiff_e2e::stderr(&refused);
+    for want in [
+        r#"spec.securityContext.sysctls[0].name: Invalid value: "net.ipv4.tcp_syncookies": may not be specified when 'hostNetwork' is true"#,
+        r#"spec.securityContext.sysctls[1].name: Duplicate value: "net.ipv4.tcp_syncookies""#,
+        r#"spec.securityContext.sysctls[2].name: Invalid value: "Kernel.X": must have at most 253 characters"#,
+    ] {
+        assert!(stderr.contains(want), "{want} not in {stderr}");
+    }
+}
