@@ -411,7 +411,24 @@ impl PodRuntime for NodeRuntime {
             SandboxSpec::for_pod(pod, &self.dns).map_err(|e| RuntimeFailure(e.to_string()))?;
         let mut sandbox = Sandbox::create(&self.sandboxes_root(), &self.skiff_binary, &spec)
             .map_err(|e| RuntimeFailure(e.to_string()))?;
-        if let Some(network) = &self.network {
+        if spec.host_network {
+            // The node's network: no interface, address or hostPort of the pod's own; its IP
+            // is the node's (status.podIP = hostIP, as kubelet reports it).
+            let host_ip = self.fields.host_ip.parse::<IpAddr>().map_err(|e| {
+                RuntimeFailure(format!("the node's address {:?}: {e}", self.fields.host_ip))
+            });
+            let recorded = host_ip.and_then(|ip| {
+                sandbox
+                    .set_pod_ips(&[ip])
+                    .map_err(|e| RuntimeFailure(e.to_string()))
+            });
+            if let Err(error) = recorded {
+                if let Err(e) = self.remove_sandbox(&sandbox.id) {
+                    tracing::warn!(pod_namespace = %spec.namespace, pod_name = %spec.name, pod_uid = %spec.uid, sandbox = %sandbox.id, error = %e, "removing a sandbox that failed");
+                }
+                return Err(error);
+            }
+        } else if let Some(network) = &self.network {
             let request = skiff_net::PodNetworkRequest {
                 sandbox_id: &sandbox.id,
                 netns: &sandbox.net_ns,
@@ -444,19 +461,18 @@ impl PodRuntime for NodeRuntime {
 
     fn remove_sandbox(&self, id: &str) -> RuntimeResult<()> {
         let root = self.sandboxes_root();
-        let uid = Sandbox::open(&root, id)
-            .ok()
-            .flatten()
-            .map(|s| s.spec.uid)
-            .filter(|u| !u.is_empty());
+        let record = Sandbox::open(&root, id).ok().flatten();
+        // A hostNetwork sandbox had nothing of the pod network: none of it is touched.
+        let network = self
+            .network
+            .as_ref()
+            .filter(|_| !record.as_ref().is_some_and(|s| s.spec.host_network));
+        let uid = record.map(|s| s.spec.uid).filter(|u| !u.is_empty());
         let mut errors = Vec::new();
         // CNI plugins remove what they made inside the namespace: they run while it exists.
         // If they fail, the sandbox goes anyway; their cache entry keeps the DEL for the next
         // removal or the collection at start.
-        let torn_down = self
-            .network
-            .as_ref()
-            .filter(|n| n.tears_down_before_sandbox());
+        let torn_down = network.filter(|n| n.tears_down_before_sandbox());
         if let Some(network) = torn_down {
             if let Err(e) = network.tear_down(id) {
                 errors.push(format!("removing the pod's network: {e}"));
@@ -466,10 +482,7 @@ impl PodRuntime for NodeRuntime {
         // With the sandbox's namespace gone, the kernel removes its veth pair (in a batch, off
         // this path); the address, hostPorts and record are ours to release. If the sandbox
         // could not be removed whole, the veth is deleted here.
-        let released = self
-            .network
-            .as_ref()
-            .filter(|n| !n.tears_down_before_sandbox());
+        let released = network.filter(|n| !n.tears_down_before_sandbox());
         if let Some(network) = released {
             let released = if removed.is_ok() {
                 network.release(id)

@@ -260,3 +260,161 @@ echo done"#;
         assert!(stderr.contains(want), "{want} not in {stderr}");
     }
 }
+
+/// A free TCP port on the node (held by nobody once returned).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[test]
+fn host_network_pods_use_the_nodes_network_and_leave_it_alone() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    let network = cluster.network().expect("the cluster's pod network");
+    let port = free_port();
+    let serve = format!(
+        "mkdir -p /www && echo hostnet > /www/index.html && exec httpd -f -p {port} -h /www"
+    );
+    cluster.create_from(&pod(
+        "hostnet",
+        &serve,
+        serde_json::json!({
+            "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 1},
+        }),
+        serde_json::json!({
+            "hostNetwork": true,
+            "hostAliases": [{"ip": "10.9.8.7", "hostnames": ["alias.one", "alias.two"]}],
+            "terminationGracePeriodSeconds": 1,
+        }),
+    ));
+    // The same resolver configuration a pod gets with dnsPolicy Default.
+    cluster.create_from(&pod(
+        "default-dns",
+        "exec sleep 3600",
+        none(),
+        serde_json::json!({"dnsPolicy": "Default", "terminationGracePeriodSeconds": 1}),
+    ));
+    wait_until(
+        WAIT,
+        "hostnet Ready (its probe reaches the node's network)",
+        || {
+            cluster.jsonpath(
+                &["pod", "hostnet"],
+                "{.status.conditions[?(@.type==\"Ready\")].status}",
+            ) == "True"
+        },
+    );
+    wait_phase(&cluster, "default-dns", "Running");
+
+    // Its address is the node's.
+    let host_ip = cluster.jsonpath(&["pod", "hostnet"], "{.status.hostIP}");
+    assert!(!host_ip.is_empty());
+    assert_eq!(
+        cluster.jsonpath(&["pod", "hostnet"], "{.status.podIP}"),
+        host_ip
+    );
+    assert_eq!(
+        cluster.jsonpath(&["pod", "hostnet"], "{.status.podIPs[*].ip}"),
+        host_ip
+    );
+    // Its network namespace is this test's own (the node's), and so is its UTS namespace.
+    let exec = |args: &[&str]| {
+        let mut all = vec!["exec", "hostnet", "--"];
+        all.extend_from_slice(args);
+        cluster.kubectl_ok(all)
+    };
+    let own = |kind: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .expect("own namespace")
+            .display()
+            .to_string()
+    };
+    assert_eq!(exec(&["readlink", "/proc/self/ns/net"]).trim(), own("net"));
+    assert_eq!(exec(&["readlink", "/proc/self/ns/uts"]).trim(), own("uts"));
+    let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert_eq!(exec(&["hostname"]).trim(), node_hostname.trim());
+    assert_eq!(exec(&["cat", "/etc/hostname"]).trim(), node_hostname.trim());
+    // What it serves answers on the node's loopback.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::io::Write::write_all(&mut stream, b"GET / HTTP/1.0\r\n\r\n").expect("request");
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut reply).expect("reply");
+    assert!(reply.ends_with("hostnet\n"), "{reply}");
+    // kubelet's hosts file for the host network: the node's, then the aliases.
+    let node_hosts = std::fs::read_to_string("/etc/hosts").expect("/etc/hosts");
+    assert_eq!(
+        exec(&["cat", "/etc/hosts"]),
+        format!(
+            "# Kubernetes-managed hosts file (host network).\n{node_hosts}\n# Entries added by HostAliases.\n10.9.8.7\talias.one\talias.two\n"
+        )
+    );
+    // ClusterFirst falls back to Default on the host network, without the missing-DNS warning.
+    assert_eq!(
+        exec(&["cat", "/etc/resolv.conf"]),
+        cluster.kubectl_ok(["exec", "default-dns", "--", "cat", "/etc/resolv.conf"])
+    );
+    let warned = cluster.kubectl_ok([
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=hostnet,reason=MissingClusterDNS",
+        "-o",
+        "name",
+    ]);
+    assert!(warned.trim().is_empty(), "{warned}");
+    // No veth of its own on the cluster's bridge: only default-dns has one.
+    assert_eq!(network.veths().len(), 1, "{:?}", network.veths());
+
+    // Deleting it leaves the node's network as it was: its links, the bridge, the table.
+    let links = || {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "link", "show"])
+            .output()
+            .expect("ip link");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| !n.starts_with("sk") || *n == network.bridge)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let before = links();
+    cluster.kubectl_ok(["delete", "pod", "hostnet", "--wait=true"]);
+    let after = links();
+    assert!(
+        before.is_subset(&after),
+        "links gone: {:?}",
+        before.difference(&after)
+    );
+    assert!(after.contains(&network.bridge));
+    let table = std::process::Command::new("nft")
+        .args(["list", "table", "ip", &network.table])
+        .output()
+        .expect("nft");
+    assert!(table.status.success(), "the node's table is gone");
+    assert_eq!(network.veths().len(), 1, "{:?}", network.veths());
+    // The lo of this (the node's) namespace is still up.
+    let lo = std::fs::read_to_string("/sys/class/net/lo/operstate").expect("lo");
+    assert_ne!(lo.trim(), "down");
+
+    // net.* sysctls are refused beside hostNetwork by the API server.
+    let refused = cluster.kubectl_stdin(
+        ["create", "-f", "-"],
+        &pod(
+            "hostnet-sysctl",
+            "true",
+            none(),
+            serde_json::json!({"hostNetwork": true, "securityContext": {"sysctls": [
+                {"name": "net.ipv4.ip_local_port_range", "value": "20000 30000"},
+            ]}}),
+        ),
+    );
+    assert!(!refused.status.success());
+    assert!(
+        skiff_e2e::stderr(&refused).contains("may not be specified when 'hostNetwork' is true"),
+        "{}",
+        skiff_e2e::stderr(&refused)
+    );
+}

@@ -39,13 +39,30 @@ pub fn hosts_file(
             None => out.push_str(&format!("{ip}\t{hostname}\n")),
         }
     }
+    push_aliases(&mut out, aliases);
+    out
+}
+
+/// Kubelet's header of a hostNetwork pod's hosts file.
+pub const MANAGED_HOSTS_HEADER_HOST_NETWORK: &str =
+    "# Kubernetes-managed hosts file (host network).\n";
+
+/// `/etc/hosts` as kubelet writes it for a hostNetwork pod: its header, the node's own hosts
+/// file as it is, then the pod's hostAliases.
+pub fn host_network_hosts_file(node_hosts: &str, aliases: &[HostAlias]) -> String {
+    let mut out = String::from(MANAGED_HOSTS_HEADER_HOST_NETWORK);
+    out.push_str(node_hosts);
+    push_aliases(&mut out, aliases);
+    out
+}
+
+fn push_aliases(out: &mut String, aliases: &[HostAlias]) {
     if !aliases.is_empty() {
         out.push_str("\n# Entries added by HostAliases.\n");
         for alias in aliases {
             out.push_str(&format!("{}\t{}\n", alias.ip, alias.hostnames.join("\t")));
         }
     }
-    out
 }
 
 /// The most a hostname may have in Kubernetes (a DNS label).
@@ -280,6 +297,23 @@ mod tests {
         let text = hosts_file("nginx", None, &[], &[]);
         assert!(text.ends_with("fe00::2\tip6-allrouters\n"));
         assert_eq!(hostname_file("nginx"), "nginx\n");
+    }
+
+    #[test]
+    fn host_network_hosts_file_is_the_nodes_with_the_aliases() {
+        let node = "127.0.0.1\tlocalhost\n10.0.0.5\tnode-a\n";
+        assert_eq!(
+            host_network_hosts_file(node, &[]),
+            "# Kubernetes-managed hosts file (host network).\n127.0.0.1\tlocalhost\n10.0.0.5\tnode-a\n"
+        );
+        let aliases = [HostAlias {
+            ip: "10.1.2.3".into(),
+            hostnames: vec!["foo".into(), "bar".into()],
+        }];
+        assert_eq!(
+            host_network_hosts_file(node, &aliases),
+            "# Kubernetes-managed hosts file (host network).\n127.0.0.1\tlocalhost\n10.0.0.5\tnode-a\n\n# Entries added by HostAliases.\n10.1.2.3\tfoo\tbar\n"
+        );
     }
 
     #[test]

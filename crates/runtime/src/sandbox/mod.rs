@@ -84,6 +84,11 @@ pub struct SandboxSpec {
     pub domain: Option<String>,
     /// spec.shareProcessNamespace: a PID namespace held by a pause process.
     pub share_process_namespace: bool,
+    /// spec.hostNetwork: the node's network and UTS namespaces (held by the same kind of
+    /// files, so everything that joins a pod's namespace works unchanged), the node's hosts
+    /// file, no address of its own.
+    #[serde(default)]
+    pub host_network: bool,
     /// spec.hostAliases, in order.
     pub host_aliases: Vec<HostAlias>,
     /// spec.dnsPolicy, spec.dnsConfig and the node's DNS settings.
@@ -147,21 +152,30 @@ fn usable_resolv_conf(candidates: &[&Path]) -> PathBuf {
 impl SandboxSpec {
     /// What `pod` asks of its sandbox, as kubelet reads it: hostname and domain
     /// ([`files::pod_hostname`]), shareProcessNamespace, hostAliases, dnsPolicy (default
-    /// ClusterFirst) and dnsConfig. hostNetwork pods are not supported yet (they get their own
-    /// network namespace like any other).
+    /// ClusterFirst) and dnsConfig. A hostNetwork pod has the node's host name (its UTS
+    /// namespace is the node's, as containerd gives it) and its DNS policy ClusterFirst
+    /// falls back to Default (ClusterFirstWithHostNet does not), as kubelet's getPodDNSType.
     pub fn for_pod(pod: &k8s_openapi::api::core::v1::Pod, node: &NodeDns) -> Result<SandboxSpec> {
         let meta = &pod.metadata;
         let spec = pod.spec.as_ref();
         let name = meta.name.clone().unwrap_or_default();
         let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
-        let (hostname, domain) = files::pod_hostname(
-            &name,
-            spec.and_then(|s| s.hostname.as_deref()),
-            spec.and_then(|s| s.subdomain.as_deref()),
-            &namespace,
-            &node.cluster_domain,
-        );
+        let host_network = spec.and_then(|s| s.host_network).unwrap_or(false);
+        let (hostname, domain) = if host_network {
+            let uname = rustix::system::uname();
+            let node_hostname = uname.nodename().to_string_lossy().into_owned();
+            (node_hostname, None)
+        } else {
+            files::pod_hostname(
+                &name,
+                spec.and_then(|s| s.hostname.as_deref()),
+                spec.and_then(|s| s.subdomain.as_deref()),
+                &namespace,
+                &node.cluster_domain,
+            )
+        };
         let policy = match spec.and_then(|s| s.dns_policy.as_deref()) {
+            None | Some("") | Some("ClusterFirst") if host_network => DnsPolicy::Default,
             None | Some("") | Some("ClusterFirst") => DnsPolicy::ClusterFirst,
             Some("ClusterFirstWithHostNet") => DnsPolicy::ClusterFirstWithHostNet,
             Some("Default") => DnsPolicy::Default,
@@ -182,6 +196,7 @@ impl SandboxSpec {
             share_process_namespace: spec
                 .and_then(|s| s.share_process_namespace)
                 .unwrap_or(false),
+            host_network,
             host_aliases: spec
                 .and_then(|s| s.host_aliases.as_ref())
                 .into_iter()
@@ -307,6 +322,8 @@ pub struct Sandbox {
     pub warnings: Vec<String>,
 }
 
+/// The node's hosts file, the base of a hostNetwork pod's (kubelet's etcHostsPath).
+const NODE_HOSTS_FILE: &str = "/etc/hosts";
 /// Default size of a pod's `/dev/shm`, as Docker and containerd.
 pub const DEFAULT_SHM_SIZE: u64 = 64 << 20;
 const RECORD: &str = "sandbox.json";
@@ -407,6 +424,10 @@ impl Sandbox {
     /// Rewritten in place, so containers that already bind-mount it see the change.
     pub fn set_pod_ips(&mut self, ips: &[IpAddr]) -> Result<()> {
         self.pod_ips = ips.to_vec();
+        if self.spec.host_network {
+            // The node's hosts file names the node already; kubelet adds no pod line.
+            return write_record(self);
+        }
         let text = files::hosts_file(
             &self.spec.hostname,
             self.spec.domain.as_deref(),
@@ -648,12 +669,23 @@ fn build(dir: &Path, id: &str, skiff_binary: &Path, spec: &SandboxSpec) -> Resul
     };
     let (resolver, warnings) = files::pod_dns(&spec.dns, &spec.namespace, host_resolv.as_deref());
     sandbox.warnings.extend(warnings);
-    let hosts = files::hosts_file(
-        &spec.hostname,
-        spec.domain.as_deref(),
-        &[],
-        &spec.host_aliases,
-    );
+    let hosts = if spec.host_network {
+        let node_hosts = std::fs::read_to_string(NODE_HOSTS_FILE).map_err(|e| {
+            io_error(
+                "reading the node's hosts file",
+                Path::new(NODE_HOSTS_FILE),
+                e,
+            )
+        })?;
+        files::host_network_hosts_file(&node_hosts, &spec.host_aliases)
+    } else {
+        files::hosts_file(
+            &spec.hostname,
+            spec.domain.as_deref(),
+            &[],
+            &spec.host_aliases,
+        )
+    };
     for (path, text) in [
         (&sandbox.hosts, hosts),
         (&sandbox.hostname_file, files::hostname_file(&spec.hostname)),
@@ -690,6 +722,7 @@ fn build(dir: &Path, id: &str, skiff_binary: &Path, spec: &SandboxSpec) -> Resul
         uts: &sandbox.uts_ns,
         ipc: &sandbox.ipc_ns,
         hostname: &spec.hostname,
+        host_network: spec.host_network,
         pid: pause,
     })?;
     if let Some(pause) = started {

@@ -1,7 +1,8 @@
 //! Creating a sandbox's namespaces: a short-lived OS thread of our own unshares the network, UTS
 //! and IPC namespaces (and, for a shared PID namespace, the PID namespace of its children), sets
 //! the hostname, brings `lo` up, bind-mounts its `/proc/thread-self/ns/*` onto the sandbox's
-//! files and exits; the bind mounts keep the namespaces alive.
+//! files and exits; the bind mounts keep the namespaces alive. For a hostNetwork pod it binds
+//! the process's own (the node's) network and UTS namespaces instead of new ones.
 //!
 //! Why a thread rather than a forked child: Linux lets a single thread of a multi-threaded process
 //! unshare these namespaces (none implies CLONE_VM, CLONE_SIGHAND or CLONE_THREAD), a fresh
@@ -25,6 +26,8 @@ pub(super) struct NamespaceRequest<'a> {
     pub uts: &'a Path,
     pub ipc: &'a Path,
     pub hostname: &'a str,
+    /// The node's network and UTS namespaces are bound instead of new ones (hostNetwork).
+    pub host_network: bool,
     /// With a shared PID namespace: where to bind it, and how to start its PID 1.
     pub pid: Option<PauseRequest<'a>>,
 }
@@ -63,7 +66,14 @@ pub(super) fn create(request: &NamespaceRequest<'_>) -> Result<Option<StartedPau
 /// bind-mounted and the pause process it started.
 #[allow(unsafe_code)]
 fn set_up_on_this_thread(request: &NamespaceRequest<'_>) -> Result<Option<StartedPause>> {
-    let mut flags = UnshareFlags::NEWNET | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
+    let mut flags = UnshareFlags::NEWIPC;
+    if request.host_network {
+        // The process's own (its main thread's, which never leaves them): the node's.
+        bind(Path::new("/proc/self/ns/net"), request.net)?;
+        bind(Path::new("/proc/self/ns/uts"), request.uts)?;
+    } else {
+        flags |= UnshareFlags::NEWNET | UnshareFlags::NEWUTS;
+    }
     if request.pid.is_some() {
         flags |= UnshareFlags::NEWPID;
     }
@@ -74,19 +84,19 @@ fn set_up_on_this_thread(request: &NamespaceRequest<'_>) -> Result<Option<Starte
         operation: "unsharing the network, UTS and IPC namespaces",
         source: e.into(),
     })?;
-    rustix::system::sethostname(request.hostname.as_bytes()).map_err(|e| SandboxError::Sys {
-        operation: "setting the pod's hostname",
-        source: e.into(),
-    })?;
-    loopback_up()?;
     let own = |kind: &str| PathBuf::from(format!("/proc/thread-self/ns/{kind}"));
-    for (kind, target) in [
-        ("net", request.net),
-        ("uts", request.uts),
-        ("ipc", request.ipc),
-    ] {
-        bind(&own(kind), target)?;
+    if !request.host_network {
+        rustix::system::sethostname(request.hostname.as_bytes()).map_err(|e| {
+            SandboxError::Sys {
+                operation: "setting the pod's hostname",
+                source: e.into(),
+            }
+        })?;
+        loopback_up()?;
+        bind(&own("net"), request.net)?;
+        bind(&own("uts"), request.uts)?;
     }
+    bind(&own("ipc"), request.ipc)?;
     let Some(pause) = &request.pid else {
         return Ok(None);
     };
