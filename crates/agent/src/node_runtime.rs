@@ -630,6 +630,30 @@ impl PodRuntime for NodeRuntime {
             .map_err(|e| RuntimeFailure(e.to_string()))
     }
 
+    fn log_tail(
+        &self,
+        id: &str,
+        max_lines: usize,
+        max_bytes: usize,
+    ) -> RuntimeResult<Option<String>> {
+        let Some(uid) = crate::runtime::container_pod_uid(id) else {
+            return Ok(None);
+        };
+        let Some((attempt, name)) = parse_container_id(uid, id) else {
+            return Ok(None);
+        };
+        let path = self
+            .pod_dir(uid)
+            .join("logs")
+            .join(name)
+            .join(format!("{attempt}.log"));
+        match skiff_runtime::container::log::tail(&path, max_lines, max_bytes) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(failure(&format!("reading {}", path.display()))(&e)),
+        }
+    }
+
     fn container_state(&self, id: &str) -> RuntimeResult<Option<RuntimeState>> {
         let status = self
             .containers()?

@@ -112,6 +112,17 @@ pub trait PodRuntime: Send + Sync + 'static {
     fn stop_container(&self, id: &str, signal: i32, grace: Duration) -> RuntimeResult<()>;
     /// Removes everything of the container; idempotent.
     fn remove_container(&self, id: &str) -> RuntimeResult<()>;
+    /// The last lines of container `id`'s output (at most `max_lines` lines, `max_bytes`
+    /// bytes): a terminationMessagePolicy of FallbackToLogsOnError. None: no log.
+    fn log_tail(
+        &self,
+        id: &str,
+        max_lines: usize,
+        max_bytes: usize,
+    ) -> RuntimeResult<Option<String>> {
+        let _ = (id, max_lines, max_bytes);
+        Ok(None)
+    }
     fn list_containers(&self) -> RuntimeResult<Vec<String>>;
     /// Removes what is left on the node of pods whose uid is not in `live` beyond their
     /// sandboxes and containers (a step that failed halfway, an agent killed mid-removal):

@@ -484,6 +484,51 @@ fn terminated_from(id: &str, state: &RuntimeState) -> Option<Terminated> {
     }
 }
 
+/// The message already worked out for instance `id` of the slot's container (its last look
+/// saw it ended), so its log is read once, not at every look.
+fn known_message(slot: &Slot, id: &str) -> Option<Option<String>> {
+    let seen = match &slot.view {
+        Some(ContainerView::Terminated(t)) if t.container_id == id => Some(t),
+        _ => slot
+            .last_terminated
+            .as_ref()
+            .filter(|t| t.container_id == id),
+    };
+    seen.map(|t| t.message.clone())
+}
+
+/// kubelet's limits on a termination message taken from the log.
+const FALLBACK_LOG_LINES: usize = 80;
+const FALLBACK_LOG_BYTES: usize = 2048;
+
+/// The termination message of `ended` as kubelet reports it: what the container wrote to its
+/// terminationMessagePath, or, with terminationMessagePolicy FallbackToLogsOnError, when it
+/// failed (and did start) without writing one, the end of its log.
+async fn fallback_message(
+    runtime: &Arc<dyn PodRuntime>,
+    container: &Container,
+    ended: &Terminated,
+) -> Option<String> {
+    let written = ended.message.clone().filter(|m| !m.is_empty());
+    let fallback = container.termination_message_policy.as_deref() == Some("FallbackToLogsOnError")
+        && ended.exit_code != 0
+        && ended.reason != "StartError";
+    if written.is_some() || !fallback {
+        return written;
+    }
+    let id = ended.container_id.clone();
+    match blocking(runtime, move |rt| {
+        rt.log_tail(&id, FALLBACK_LOG_LINES, FALLBACK_LOG_BYTES)
+    })
+    .await
+    {
+        Ok(text) => text.filter(|t| !t.is_empty()),
+        Err(e) => Some(format!(
+            "Error on reading termination message from logs: {e}"
+        )),
+    }
+}
+
 fn pod_label(pod: &Pod) -> (String, String) {
     (
         pod.metadata.namespace.clone().unwrap_or_default(),
@@ -790,7 +835,17 @@ impl PodWorker {
             let query = id.clone();
             match blocking(&runtime, move |rt| rt.container_state(&query)).await {
                 Ok(Some(state)) => {
-                    if let Some(ended) = terminated_from(&id, &state) {
+                    if let Some(mut ended) = terminated_from(&id, &state) {
+                        ended.message = match known_message(slot, &id) {
+                            Some(known) => known,
+                            None => {
+                                let spec = container_spec(pod, name);
+                                match spec {
+                                    Some(c) => fallback_message(&runtime, &c, &ended).await,
+                                    None => ended.message.clone(),
+                                }
+                            }
+                        };
                         slot.view = Some(ContainerView::Terminated(ended));
                     }
                 }
@@ -1003,8 +1058,12 @@ impl PodWorker {
                     return Step::Wait(None);
                 }
                 Ok(Some(state)) => {
-                    let Some(ended) = terminated_from(&id, &state) else {
+                    let Some(mut ended) = terminated_from(&id, &state) else {
                         return Step::Wait(None);
+                    };
+                    ended.message = match known_message(slot, &id) {
+                        Some(known) => known,
+                        None => fallback_message(&runtime, container, &ended).await,
                     };
                     if terminal || !should_restart(Some(restart_policy), ended.exit_code) {
                         slot.view = Some(ContainerView::Terminated(ended));

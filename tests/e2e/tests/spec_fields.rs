@@ -418,3 +418,155 @@ fn host_network_pods_use_the_nodes_network_and_leave_it_alone() {
         skiff_e2e::stderr(&refused)
     );
 }
+
+#[test]
+fn hosts_resolv_conf_and_hostname_are_kubelets() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    cluster.create_from(&pod(
+        "named",
+        "exec sleep 3600",
+        none(),
+        serde_json::json!({
+            "hostname": "web-0",
+            "subdomain": "web",
+            "hostAliases": [
+                {"ip": "127.0.0.1", "hostnames": ["foo.local", "bar.local"]},
+                {"ip": "10.1.2.3", "hostnames": ["foo.remote"]},
+            ],
+            "dnsPolicy": "None",
+            "dnsConfig": {
+                "nameservers": ["1.2.3.4"],
+                "searches": ["ns1.svc.cluster-domain.example", "my.dns.search.suffix"],
+                "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}],
+            },
+            "terminationGracePeriodSeconds": 1,
+        }),
+    ));
+    cluster.create_from(&pod(
+        "default-dns",
+        "exec sleep 3600",
+        none(),
+        serde_json::json!({
+            "dnsPolicy": "Default",
+            "dnsConfig": {"nameservers": ["9.9.9.9"], "searches": ["extra.example"]},
+            "terminationGracePeriodSeconds": 1,
+        }),
+    ));
+    wait_phase(&cluster, "named", "Running");
+    wait_phase(&cluster, "default-dns", "Running");
+    let exec = |name: &str, args: &[&str]| {
+        let mut all = vec!["exec", name, "--"];
+        all.extend_from_slice(args);
+        cluster.kubectl_ok(all)
+    };
+    let ip = cluster.jsonpath(&["pod", "named"], "{.status.podIP}");
+    assert!(!ip.is_empty());
+    assert_eq!(
+        exec("named", &["cat", "/etc/hosts"]),
+        format!(
+            "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{ip}\tweb-0.web.default.svc.cluster.local\tweb-0\n\n# Entries added by HostAliases.\n127.0.0.1\tfoo.local\tbar.local\n10.1.2.3\tfoo.remote\n"
+        )
+    );
+    assert_eq!(
+        exec("named", &["cat", "/etc/resolv.conf"]),
+        "search ns1.svc.cluster-domain.example my.dns.search.suffix\nnameserver 1.2.3.4\noptions ndots:2 edns0\n"
+    );
+    assert_eq!(exec("named", &["hostname"]), "web-0\n");
+    assert_eq!(exec("named", &["cat", "/etc/hostname"]), "web-0\n");
+
+    // Default: the node's resolver configuration, with dnsConfig appended.
+    let resolv = exec("default-dns", &["cat", "/etc/resolv.conf"]);
+    let nameservers: Vec<&str> = resolv
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver "))
+        .collect();
+    assert_eq!(nameservers.last(), Some(&"9.9.9.9"), "{resolv}");
+    let search = resolv
+        .lines()
+        .find_map(|l| l.strip_prefix("search "))
+        .unwrap_or_else(|| panic!("no search line in {resolv}"));
+    assert!(search.ends_with("extra.example"), "{resolv}");
+    assert_eq!(exec("default-dns", &["hostname"]), "default-dns\n");
+}
+
+#[test]
+fn termination_messages_working_dir_and_tty_as_kubelet() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    let fallback = serde_json::json!({"terminationMessagePolicy": "FallbackToLogsOnError"});
+    cluster.create_from(&pod(
+        "fallback",
+        "for i in $(seq 1 100); do echo line $i; done; exit 3",
+        fallback.clone(),
+        none(),
+    ));
+    cluster.create_from(&pod(
+        "fallback-bytes",
+        "for i in $(seq 1 50); do printf '%099d\\n' $i; done; exit 1",
+        fallback.clone(),
+        none(),
+    ));
+    cluster.create_from(&pod(
+        "written",
+        "echo logged; printf 'custom message' > /tmp/my-message; exit 1",
+        serde_json::json!({
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "terminationMessagePath": "/tmp/my-message",
+        }),
+        none(),
+    ));
+    cluster.create_from(&pod(
+        "succeeded",
+        "echo logged; exit 0",
+        fallback.clone(),
+        none(),
+    ));
+    cluster.create_from(&pod("file-policy", "echo logged; exit 1", none(), none()));
+    cluster.create_from(&pod(
+        "workdir",
+        "echo pwd=$(pwd); echo done",
+        serde_json::json!({"workingDir": "/does/not/exist"}),
+        none(),
+    ));
+    cluster.create_from(&pod(
+        "tty",
+        "if test -t 0; then echo stdin=tty; else echo stdin=none; fi; if test -t 1; then echo stdout=tty; else echo stdout=none; fi; echo done",
+        serde_json::json!({"stdin": true, "stdinOnce": true, "tty": true}),
+        none(),
+    ));
+    cluster.create_from(&pod(
+        "notty",
+        "if test -t 0; then echo stdin=tty; else echo stdin=none; fi; echo done",
+        none(),
+        none(),
+    ));
+
+    let message = |name: &str| {
+        cluster.jsonpath(
+            &["pod", name],
+            "{.status.containerStatuses[0].state.terminated.message}",
+        )
+    };
+    for name in ["fallback", "fallback-bytes", "written", "file-policy"] {
+        wait_phase(&cluster, name, "Failed");
+    }
+    // The last 80 lines of the log, each with its newline.
+    let want: String = (21..=100).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(message("fallback"), want);
+    // At most 2048 bytes: the end of the log.
+    let all: String = (1..=50).map(|i| format!("{i:099}\n")).collect();
+    assert_eq!(message("fallback-bytes"), all[all.len() - 2048..]);
+    // What the container wrote, at its own terminationMessagePath, wins over the log.
+    assert_eq!(message("written"), "custom message");
+    // The default policy (File) does not look at the log.
+    assert_eq!(message("file-policy"), "");
+    wait_phase(&cluster, "succeeded", "Succeeded");
+    assert_eq!(message("succeeded"), "", "no fallback on success");
+
+    let workdir = report_of(&cluster, "workdir");
+    assert_eq!(workdir["pwd"], "/does/not/exist", "{workdir:?}");
+    let tty = report_of(&cluster, "tty");
+    assert_eq!(tty["stdin"], "tty", "{tty:?}");
+    assert_eq!(tty["stdout"], "tty", "{tty:?}");
+    let notty = report_of(&cluster, "notty");
+    assert_eq!(notty["stdin"], "none", "{notty:?}");
+}

@@ -144,7 +144,8 @@ impl CriLogWriter {
 
 /// The last `max_lines` lines (at most `max_bytes` bytes) of the container's output in a CRI
 /// log, as kubelet gives a terminationMessagePolicy of FallbackToLogsOnError (80 lines, 2 KiB):
-/// the messages only, partial lines joined.
+/// the messages as `kubectl logs` prints them (a complete line with its newline, partial lines
+/// joined).
 pub fn tail(path: &Path, max_lines: usize, max_bytes: usize) -> std::io::Result<String> {
     let text = std::fs::read(path)?;
     let mut lines: Vec<Vec<u8>> = Vec::new();
@@ -153,17 +154,21 @@ pub fn tail(path: &Path, max_lines: usize, max_bytes: usize) -> std::io::Result<
         let mut fields = entry.splitn(4, |b| *b == b' ');
         let (_time, _stream, tag) = (fields.next(), fields.next(), fields.next());
         let message = fields.next().unwrap_or_default();
-        if joining {
-            if let Some(last) = lines.last_mut() {
-                last.extend_from_slice(message);
-            }
-        } else {
-            lines.push(message.to_vec());
+        if !joining {
+            lines.push(Vec::new());
+        }
+        if let Some(last) = lines.last_mut() {
+            last.extend_from_slice(message);
         }
         joining = tag == Some(b"P".as_slice());
+        if !joining {
+            if let Some(last) = lines.last_mut() {
+                last.push(b'\n');
+            }
+        }
     }
     let start = lines.len().saturating_sub(max_lines);
-    let mut out = lines[start..].join(&b'\n');
+    let mut out = lines[start..].concat();
     if out.len() > max_bytes {
         out.drain(..out.len() - max_bytes);
     }
@@ -273,8 +278,8 @@ mod tests {
         log.write(LogStream::Stderr, b"\n").expect("write");
         log.finish().expect("finish");
         let text = tail(&path, 2, 100_000).expect("tail");
-        assert_eq!(text, format!("line 99\n{}", "y".repeat(MAX_LINE + 2)));
-        assert_eq!(tail(&path, 80, 10).expect("tail"), "yyyyyyyyyy");
+        assert_eq!(text, format!("line 99\n{}\n", "y".repeat(MAX_LINE + 2)));
+        assert_eq!(tail(&path, 80, 10).expect("tail"), "yyyyyyyyy\n");
     }
 
     #[test]
