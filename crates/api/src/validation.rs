@@ -2110,7 +2110,7 @@ mod tests {
             format!("{at}[3].name: Duplicate value: \"kernel.shm_rmid_forced\""),
             format!("{at}[4].name: Invalid value: \"net/ipv4/tcp_syncookies\": may not be specified when 'hostNetwork' is true"),
         ] {
-            assert!(errs.iter().any(|e| *e == want), "{want} not in {errs:#?}");
+            assert!(errs.contains(&want), "{want} not in {errs:#?}");
         }
         assert_eq!(errs.len(), 4, "{errs:#?}");
     }
