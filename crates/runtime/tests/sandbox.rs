@@ -497,3 +497,59 @@ fn verify_finds_a_broken_sandbox_and_gc_removes_what_is_not_kept() {
     assert_nothing_left(root.path(), &gone);
     kept.verify().unwrap();
 }
+
+#[test]
+fn a_host_network_sandbox_holds_the_nodes_network_and_uts_namespaces_and_leaves_them() {
+    let root = TestRoot::new();
+    let resolv = host_resolv(&root);
+    let name = format!("hostnet-{}", std::process::id());
+    let mut spec = spec(&name, &resolv);
+    spec.host_network = true;
+    let node_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    spec.hostname = node_hostname.trim().to_string();
+    let mut sandbox = Sandbox::create(root.path(), Path::new("/nonexistent"), &spec).unwrap();
+    let own = |kind: &str| ns_id(Path::new(&format!("/proc/self/ns/{kind}")));
+    assert_eq!(ns_id(&sandbox.net_ns), own("net"));
+    assert_eq!(ns_id(&sandbox.uts_ns), own("uts"));
+    assert_ne!(
+        ns_id(&sandbox.ipc_ns),
+        own("ipc"),
+        "its IPC namespace is its own"
+    );
+    sandbox.verify().unwrap();
+    // kubelet's hosts file for the host network: the node's, then the aliases; the pod's IP
+    // (the node's) adds no line.
+    sandbox
+        .set_pod_ips(&["192.0.2.10".parse().unwrap()])
+        .unwrap();
+    let node_hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&sandbox.hosts).unwrap(),
+        format!(
+            "# Kubernetes-managed hosts file (host network).\n{node_hosts}\n# Entries added by HostAliases.\n10.1.2.3\tfoo.remote\tbar.remote\n"
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(&sandbox.hostname_file).unwrap(),
+        format!("{}\n", node_hostname.trim())
+    );
+    let host_links = run(Command::new("ip").args(["-o", "link", "show"]));
+    Sandbox::remove(root.path(), &sandbox.id).unwrap();
+    assert_nothing_left(root.path(), &sandbox);
+    // The node's namespaces and links are untouched.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        node_hostname
+    );
+    let links = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .filter(|n| *n == "lo" || !n.starts_with("sk") && !n.starts_with("veth"))
+            .map(str::to_string)
+            .collect()
+    };
+    let after = run(Command::new("ip").args(["-o", "link", "show"]));
+    for link in links(&host_links) {
+        assert!(links(&after).contains(&link), "{link} is gone");
+    }
+}
