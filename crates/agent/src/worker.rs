@@ -696,6 +696,11 @@ impl PodWorker {
         if self.failed.is_some() {
             return self.sync_failed(pod).await;
         }
+        if terminal && self.sandbox.is_none() {
+            // It ended before this worker (the agent restarted; rejected, or its sandbox gone):
+            // nothing is made for a finished pod again, and its status stays as it is.
+            return self.ctx.poll.max(Duration::from_secs(5));
+        }
         if self.sandbox.is_none() {
             let p = pod.clone();
             match blocking(&self.ctx.runtime, move |rt| rt.create_sandbox(&p)).await {

@@ -173,7 +173,7 @@ fn active_deadline_fails_the_pod_and_stops_its_containers() {
 
 #[test]
 fn sysctls_apply_in_the_pods_namespaces_and_unsafe_ones_need_the_node_flag() {
-    let cluster = Cluster::start_with_agent_args(
+    let mut cluster = Cluster::start_with_agent_args(
         &["--allowed-unsafe-sysctls", "kernel.msgmax"],
         import_test_images,
     );
@@ -235,6 +235,39 @@ echo done"#;
     assert!(event_reasons(&cluster, "unsafe").contains(&"SysctlForbidden".to_string()));
     let shown = cluster.kubectl_ok(["get", "pod", "unsafe", "--no-headers"]);
     assert!(shown.contains("SysctlForbidden"), "{shown}");
+
+    // After an agent restart the rejected pod stays as it was: nothing is made for it.
+    cluster.restart();
+    cluster.create_from(&pod(
+        "after",
+        "exec sleep 3600",
+        none(),
+        serde_json::json!({"terminationGracePeriodSeconds": 1}),
+    ));
+    wait_phase(&cluster, "after", "Running");
+    let after_uid = cluster.jsonpath(&["pod", "after"], "{.metadata.uid}");
+    let unsafe_uid = cluster.jsonpath(&["pod", "unsafe"], "{.metadata.uid}");
+    let sandboxes = std::fs::read_dir(cluster.data_dir().join("sandboxes"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path().join("sandbox.json")).ok())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    assert!(sandboxes.iter().any(|s| s.contains(&after_uid)));
+    assert!(
+        !sandboxes.iter().any(|s| s.contains(&unsafe_uid)),
+        "a sandbox for the rejected pod"
+    );
+    assert_eq!(
+        cluster.jsonpath(&["pod", "unsafe"], "{.status.phase} {.status.reason}"),
+        "Failed SysctlForbidden"
+    );
+    assert_eq!(
+        cluster.jsonpath(&["pod", "unsafe"], "{.status.containerStatuses}"),
+        ""
+    );
 
     // The API server's checks: names, duplicates, and no net.* beside hostNetwork.
     let refused = cluster.kubectl_stdin(
