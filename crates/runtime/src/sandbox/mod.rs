@@ -1136,6 +1136,37 @@ mod tests {
     }
 
     #[test]
+    fn host_network_spec_has_the_nodes_hostname_and_falls_back_to_default_dns() {
+        let pod = |policy: Option<&str>| -> k8s_openapi::api::core::v1::Pod {
+            let mut spec = serde_json::json!({
+                "hostNetwork": true, "hostname": "ignored", "subdomain": "svc1",
+                "containers": [{"name": "c", "image": "busybox"}]
+            });
+            if let Some(policy) = policy {
+                spec["dnsPolicy"] = policy.into();
+            }
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web-0", "namespace": "team", "uid": "u1"},
+                "spec": spec,
+            }))
+            .unwrap()
+        };
+        let node = NodeDns::default();
+        let spec = SandboxSpec::for_pod(&pod(None), &node).unwrap();
+        assert!(spec.host_network);
+        let uname = rustix::system::uname();
+        assert_eq!(spec.hostname, uname.nodename().to_string_lossy());
+        assert_eq!(spec.domain, None);
+        assert_eq!(spec.dns.policy, DnsPolicy::Default);
+        let spec = SandboxSpec::for_pod(&pod(Some("ClusterFirst")), &node).unwrap();
+        assert_eq!(spec.dns.policy, DnsPolicy::Default);
+        let spec = SandboxSpec::for_pod(&pod(Some("ClusterFirstWithHostNet")), &node).unwrap();
+        assert_eq!(spec.dns.policy, DnsPolicy::ClusterFirstWithHostNet);
+        let spec = SandboxSpec::for_pod(&pod(Some("None")), &node).unwrap();
+        assert_eq!(spec.dns.policy, DnsPolicy::None);
+    }
+
+    #[test]
     fn resolv_conf_with_only_loopback_servers_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let stub = dir.path().join("stub");
