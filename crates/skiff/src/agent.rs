@@ -187,6 +187,10 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         let name = args
             .node_name
             .unwrap_or_else(skiff_agent::default_node_name);
+        // The node's flags are checked before the join: a bad one is reported at once.
+        let mut config = skiff_agent::AgentConfig::new(name.clone(), &args.data_dir);
+        config.max_pods = args.max_pods;
+        args.node.apply(&mut config)?;
         let joined = skiff_agent::join(&skiff_agent::client::JoinOptions {
             server: &args.server,
             token: &args.token,
@@ -197,9 +201,6 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         })
         .await
         .context("cannot join the cluster")?;
-        let mut config = skiff_agent::AgentConfig::new(name, &args.data_dir);
-        config.max_pods = args.max_pods;
-        args.node.apply(&mut config)?;
         // The CA the join trusted (--ca-file, or fetched and checked against the token): it
         // also signed the API server's client certificate for the node's streaming server.
         config.cluster_ca_pem = joined.ca_pem;

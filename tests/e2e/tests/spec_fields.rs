@@ -603,3 +603,42 @@ fn termination_messages_working_dir_and_tty_as_kubelet() {
     let notty = report_of(&cluster, "notty");
     assert_eq!(notty["stdin"], "none", "{notty:?}");
 }
+
+#[test]
+fn allowed_unsafe_sysctls_must_be_namespaced_or_the_node_does_not_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (flag, reason) in [
+        (
+            "kernel.msg*,vm.swappiness",
+            r#"invalid --allowed-unsafe-sysctls: the sysctl "vm.swappiness" is not known to be namespaced"#,
+        ),
+        (
+            "kernel.*",
+            r#"the sysctls "kernel.*" are not known to be namespaced"#,
+        ),
+        ("Net.Core", "must have at most 253 characters"),
+    ] {
+        for verb in [
+            vec![
+                "server",
+                "--https-listen-port",
+                "0",
+                "--streaming-port",
+                "0",
+            ],
+            vec!["agent", "--server", "https://127.0.0.1:1", "--token", "x"],
+        ] {
+            let output = std::process::Command::new(skiff_e2e::skiff_bin())
+                .args(&verb)
+                .arg("--data-dir")
+                .arg(dir.path())
+                .args(["--allowed-unsafe-sysctls", flag])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("run skiff");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(!output.status.success(), "{verb:?} {flag} was accepted");
+            assert!(stderr.contains(reason), "{verb:?} {flag}: {stderr}");
+        }
+    }
+}
