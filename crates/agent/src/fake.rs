@@ -139,6 +139,19 @@ impl PodRuntime for FakeRuntime {
         Ok(())
     }
 
+    fn stop_sandbox(&self, id: &str) -> RuntimeResult<()> {
+        self.with(|s| {
+            s.calls.push(format!("stop-sandbox {id}"));
+            s.sandboxes.remove(id);
+        });
+        Ok(())
+    }
+
+    fn remove_pod_files(&self, uid: &str) -> RuntimeResult<()> {
+        self.with(|s| s.calls.push(format!("remove-pod-files {uid}")));
+        Ok(())
+    }
+
     fn list_sandboxes(&self) -> RuntimeResult<Vec<RuntimeSandbox>> {
         Ok(self.with(|s| {
             s.sandboxes

@@ -461,13 +461,35 @@ impl PodRuntime for NodeRuntime {
 
     fn remove_sandbox(&self, id: &str) -> RuntimeResult<()> {
         let root = self.sandboxes_root();
+        let uid = Sandbox::open(&root, id)
+            .ok()
+            .flatten()
+            .map(|s| s.spec.uid)
+            .filter(|u| !u.is_empty());
+        let mut errors = Vec::new();
+        if let Err(e) = self.stop_sandbox(id) {
+            errors.push(e.0);
+        }
+        if let Some(uid) = uid {
+            if let Err(e) = self.remove_pod_files(&uid) {
+                errors.push(e.0);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeFailure(errors.join("; ")))
+        }
+    }
+
+    fn stop_sandbox(&self, id: &str) -> RuntimeResult<()> {
+        let root = self.sandboxes_root();
         let record = Sandbox::open(&root, id).ok().flatten();
         // A hostNetwork sandbox had nothing of the pod network: none of it is touched.
         let network = self
             .network
             .as_ref()
             .filter(|_| !record.as_ref().is_some_and(|s| s.spec.host_network));
-        let uid = record.map(|s| s.spec.uid).filter(|u| !u.is_empty());
         let mut errors = Vec::new();
         // CNI plugins remove what they made inside the namespace: they run while it exists.
         // If they fail, the sandbox goes anyway; their cache entry keeps the DEL for the next
@@ -496,19 +518,26 @@ impl PodRuntime for NodeRuntime {
         if let Err(e) = removed {
             errors.push(e.to_string());
         }
-        // The pod's cgroup (the parent of its containers'), volumes and logs go with it.
-        if let Some(uid) = uid {
-            let cgroup = CgroupLayout::detect().and_then(|l| l.remove(&pod_cgroup(&uid)));
-            if let Err(e) = cgroup {
-                errors.push(format!("removing the pod's cgroup: {e}"));
-            }
-            let dir = self.pod_dir(&uid);
-            errors.extend(unmount_volumes(&dir));
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => errors.push(format!("removing {}: {e}", dir.display())),
-            }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(RuntimeFailure(errors.join("; ")))
+        }
+    }
+
+    fn remove_pod_files(&self, uid: &str) -> RuntimeResult<()> {
+        let mut errors = Vec::new();
+        // The pod's cgroup (the parent of its containers'), volumes and logs.
+        let cgroup = CgroupLayout::detect().and_then(|l| l.remove(&pod_cgroup(uid)));
+        if let Err(e) = cgroup {
+            errors.push(format!("removing the pod's cgroup: {e}"));
+        }
+        let dir = self.pod_dir(uid);
+        errors.extend(unmount_volumes(&dir));
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => errors.push(format!("removing {}: {e}", dir.display())),
         }
         if errors.is_empty() {
             Ok(())

@@ -86,8 +86,14 @@ pub trait PodRuntime: Send + Sync + 'static {
     fn pull_image(&self, image: &str) -> RuntimeResult<ImageRef>;
     /// Creates the pod's sandbox (namespaces, /dev/shm, hosts files).
     fn create_sandbox(&self, pod: &Pod) -> RuntimeResult<CreatedSandbox>;
-    /// Tears a sandbox down; idempotent.
+    /// Tears a sandbox down with the pod's files (logs, volumes, cgroup); idempotent.
     fn remove_sandbox(&self, id: &str) -> RuntimeResult<()>;
+    /// Stops a finished pod's sandbox: its namespaces, network and address go, its files
+    /// (logs, volumes) stay until the pod is removed; idempotent.
+    fn stop_sandbox(&self, id: &str) -> RuntimeResult<()>;
+    /// Removes what a pod has on the node besides its sandbox and containers: logs, volumes,
+    /// its cgroup; idempotent.
+    fn remove_pod_files(&self, uid: &str) -> RuntimeResult<()>;
     fn list_sandboxes(&self) -> RuntimeResult<Vec<RuntimeSandbox>>;
     /// Whether a sandbox found at start still holds what containers join (after a reboot its
     /// mounts are gone); an error says what is broken.

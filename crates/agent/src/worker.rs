@@ -791,7 +791,41 @@ impl PodWorker {
             wake = wake.min(next);
         }
         self.post_status(pod).await;
+        if terminal {
+            self.stop_sandbox_when_done(pod).await;
+        }
         wake
+    }
+
+    /// A finished pod keeps nothing running: once none of its containers runs, its sandbox
+    /// (namespaces, network, address) is stopped, as kubelet stops a finished pod's sandbox.
+    /// Its logs and status (its IPs included) stay until the pod is deleted.
+    async fn stop_sandbox_when_done(&mut self, pod: &Pod) {
+        // Running, or made and not yet started.
+        let running = self.slots.values().any(|s| match &s.view {
+            Some(ContainerView::Running { .. }) => true,
+            Some(ContainerView::Waiting { reason, .. }) => {
+                s.current.is_some() && reason == CONTAINER_CREATING
+            }
+            _ => false,
+        });
+        let Some(id) = self.sandbox.clone().filter(|_| !running) else {
+            return;
+        };
+        let (namespace, name) = pod_label(pod);
+        let stop = id.clone();
+        match blocking(&self.ctx.runtime, move |rt| rt.stop_sandbox(&stop)).await {
+            Ok(()) => {
+                tracing::debug!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, sandbox = %id, "stopped the sandbox of a finished pod");
+                self.sandbox = None;
+                self.netns = None;
+                // PodReadyToStartContainers turns False, as kubelet reports it.
+                self.post_status(pod).await;
+            }
+            Err(e) => {
+                tracing::warn!(pod_namespace = %namespace, pod_name = %name, pod_uid = %self.uid, sandbox = %id, error = %e, "cannot stop the sandbox of a finished pod yet");
+            }
+        }
     }
 
     /// How long until the pod has been active (since its status.startTime) for its
@@ -1645,7 +1679,7 @@ impl PodWorker {
             .collect();
         let mut sandbox = self.sandbox.clone();
         for attempt in 0..5 {
-            let (todo, sb) = (ids.clone(), sandbox.clone());
+            let (todo, sb, uid) = (ids.clone(), sandbox.clone(), self.uid.clone());
             let left = blocking(&self.ctx.runtime, move |rt| {
                 let mut left = Vec::new();
                 let mut errors = Vec::new();
@@ -1661,6 +1695,9 @@ impl PodWorker {
                         errors.push(format!("sandbox {sb}: {e}"));
                         sandbox_left = Some(sb);
                     }
+                } else if let Err(e) = rt.remove_pod_files(&uid) {
+                    // A finished pod's sandbox was stopped already; its files remain.
+                    errors.push(format!("pod files: {e}"));
                 }
                 Ok((left, sandbox_left, errors))
             })

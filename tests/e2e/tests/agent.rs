@@ -579,3 +579,59 @@ fn a_crashing_container_backs_off_with_growing_delays() {
     let last = status("{.status.containerStatuses[0].lastState.terminated.exitCode}");
     assert_eq!(last, "1");
 }
+
+/// The sandbox ids (directories) under the node's sandboxes root.
+fn sandboxes(cluster: &Cluster) -> Vec<String> {
+    std::fs::read_dir(cluster.data_dir().join("sandboxes"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// As kubelet does, a finished pod's sandbox is stopped: its namespaces and its veth go and its
+/// address is free, while its logs and status (its IP included) stay until it is deleted;
+/// deleting it then removes its files.
+#[test]
+fn a_finished_pods_sandbox_is_stopped_and_its_logs_stay() {
+    let cluster = Cluster::start_with_agent(import_test_images);
+    cluster.create_from(&busybox_pod("stays", "Always", 1, "exec sleep 3600"));
+    cluster.create_from(&busybox_pod("done", "Never", 30, "echo finished"));
+    let phase = |name: &str| cluster.jsonpath(&["pod", name], "{.status.phase}");
+    wait_until(
+        Duration::from_secs(60),
+        "done Succeeded, stays Running",
+        || phase("done") == "Succeeded" && phase("stays") == "Running",
+    );
+    let network = cluster.network().expect("the test's own pod network");
+    wait_until(WAIT, "only the running pod's sandbox and veth left", || {
+        sandboxes(&cluster).len() == 1 && network.veths().len() == 1
+    });
+    assert_eq!(cluster.kubectl_ok(["logs", "done"]), "finished\n");
+    assert!(
+        !cluster
+            .jsonpath(&["pod", "done"], "{.status.podIP}")
+            .is_empty(),
+        "a finished pod keeps its IP in its status"
+    );
+    assert_eq!(
+        cluster.jsonpath(
+            &["pod", "done"],
+            "{.status.conditions[?(@.type==\"PodReadyToStartContainers\")].status}"
+        ),
+        "False"
+    );
+    assert_eq!(phase("done"), "Succeeded", "stopping changed nothing else");
+    let pod_dir = cluster
+        .data_dir()
+        .join("pods")
+        .join(cluster.jsonpath(&["pod", "done"], "{.metadata.uid}"));
+    assert!(pod_dir.exists(), "the finished pod's files stay");
+    cluster.kubectl_ok(["delete", "pod", "done"]);
+    wait_until(WAIT, "the deleted pod's files removed", || {
+        !pod_dir.exists()
+    });
+    assert_eq!(sandboxes(&cluster).len(), 1, "the running pod is untouched");
+}
