@@ -2,7 +2,7 @@
 //! and how a write to the main resource or to `/status` treats spec and status.
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::defaults;
@@ -324,6 +324,164 @@ impl ApiKind for Lease {
     }
 }
 
+/// The largest total size of a Secret's data values, as Kubernetes (`MaxSecretSize`).
+pub const MAX_SECRET_SIZE: usize = 1024 * 1024;
+/// The type of a Secret that holds a `~/.docker/config.json` (`auths` inside).
+pub const SECRET_TYPE_DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
+/// The key of such a Secret's content.
+pub const DOCKER_CONFIG_JSON_KEY: &str = ".dockerconfigjson";
+/// The type of a Secret that holds a legacy `~/.dockercfg` (the `auths` map itself).
+pub const SECRET_TYPE_DOCKERCFG: &str = "kubernetes.io/dockercfg";
+/// The key of such a Secret's content.
+pub const DOCKERCFG_KEY: &str = ".dockercfg";
+
+impl ApiKind for Secret {
+    /// `stringData` is write-only: merged into `data` (its values win) and never stored, as the
+    /// Kubernetes API server converts it; an empty type is `Opaque`.
+    fn set_defaults(&mut self) {
+        if let Some(strings) = self.string_data.take() {
+            let data = self.data.get_or_insert_with(Default::default);
+            for (key, value) in strings {
+                data.insert(key, k8s_openapi::ByteString(value.into_bytes()));
+            }
+        }
+        if self.type_.as_deref().unwrap_or_default().is_empty() {
+            self.type_ = Some("Opaque".to_string());
+        }
+    }
+
+    fn validate_create(&self) -> Vec<FieldError> {
+        let mut errs = validation::validate_object_meta(&self.metadata, true, Self::NAME_IS_LABEL);
+        errs.extend(secret_fields(self));
+        errs
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<FieldError> {
+        let mut errs = validation::validate_object_meta_update(&self.metadata, &old.metadata);
+        errs.extend(self.validate_create());
+        if self.type_ != old.type_ {
+            errs.push(FieldError::invalid(
+                "type",
+                self.type_.clone().unwrap_or_default(),
+                "field is immutable",
+            ));
+        }
+        if old.immutable == Some(true) {
+            if self.immutable != Some(true) {
+                errs.push(FieldError::forbidden(
+                    "immutable",
+                    "field is immutable when `immutable` is set",
+                ));
+            }
+            if self.data != old.data {
+                errs.push(FieldError::forbidden(
+                    "data",
+                    "field is immutable when `immutable` is set",
+                ));
+            }
+        }
+        errs
+    }
+}
+
+/// Whether `key` may name an entry of a Secret's (or ConfigMap's) data, as Kubernetes'
+/// `IsConfigMapKey`; the messages of what is wrong.
+pub fn config_key_errors(key: &str) -> Vec<String> {
+    let mut msgs = Vec::new();
+    if key.len() > 253 {
+        msgs.push("must be no more than 253 characters".to_string());
+    }
+    if key.is_empty() {
+        msgs.push("a valid config key must not be empty".to_string());
+    } else if let Some(bad) = key
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        msgs.push(format!(
+            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' \
+             (e.g. 'key.name', or 'KEY_NAME', or 'key-name'), not {bad:?}"
+        ));
+    }
+    if key == "." {
+        msgs.push("must not be '.'".to_string());
+    } else if key == ".." {
+        msgs.push("must not be '..'".to_string());
+    } else if key.starts_with("..") {
+        msgs.push("must not start with '..'".to_string());
+    }
+    msgs
+}
+
+/// A Secret's data as Kubernetes checks it: keys, total size, and the keys its type requires.
+fn secret_fields(secret: &Secret) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let empty = Default::default();
+    let data = secret.data.as_ref().unwrap_or(&empty);
+    let mut total = 0usize;
+    for (key, value) in data {
+        let path = validation::key_path("data", key);
+        errs.extend(
+            config_key_errors(key)
+                .into_iter()
+                .map(|m| FieldError::invalid(&path, key.as_str(), m)),
+        );
+        total += value.0.len();
+    }
+    if total > MAX_SECRET_SIZE {
+        errs.push(FieldError::too_long("data", MAX_SECRET_SIZE));
+    }
+    let required_json = |key: &str, errs: &mut Vec<FieldError>| {
+        let path = validation::key_path("data", key);
+        match data.get(key) {
+            None => errs.push(FieldError::required(&path, "")),
+            Some(value) => {
+                if let Err(e) = serde_json::from_slice::<serde_json::Value>(&value.0) {
+                    errs.push(FieldError::invalid(
+                        &path,
+                        "<secret contents redacted>",
+                        format!("not valid JSON: {e}"),
+                    ));
+                }
+            }
+        }
+    };
+    let has = |key: &str| data.contains_key(key);
+    match secret.type_.as_deref().unwrap_or_default() {
+        SECRET_TYPE_DOCKER_CONFIG_JSON => required_json(DOCKER_CONFIG_JSON_KEY, &mut errs),
+        SECRET_TYPE_DOCKERCFG => required_json(DOCKERCFG_KEY, &mut errs),
+        "kubernetes.io/service-account-token" => {
+            let annotated = secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubernetes.io/service-account.name"))
+                .is_some_and(|n| !n.is_empty());
+            if !annotated {
+                errs.push(FieldError::required(
+                    "metadata.annotations[kubernetes.io/service-account.name]",
+                    "",
+                ));
+            }
+        }
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            errs.push(FieldError::required("data.username", ""));
+            errs.push(FieldError::required("data.password", ""));
+        }
+        "kubernetes.io/ssh-auth" if data.get("ssh-privatekey").is_none_or(|v| v.0.is_empty()) => {
+            errs.push(FieldError::required("data.ssh-privatekey", ""));
+        }
+        "kubernetes.io/tls" => {
+            for key in ["tls.crt", "tls.key"] {
+                if !has(key) {
+                    errs.push(FieldError::required(validation::key_path("data", key), ""));
+                }
+            }
+        }
+        _ => {}
+    }
+    errs
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a test fails loudly on a missing value
 mod tests {
@@ -447,5 +605,102 @@ mod tests {
         let errs = node.validate_create();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].reason(), "FieldValueNotSupported");
+    }
+
+    fn secret(value: serde_json::Value) -> Secret {
+        let mut s: Secret = serde_json::from_value(value).unwrap();
+        s.set_defaults();
+        s
+    }
+
+    #[test]
+    fn secret_string_data_merges_into_data_and_is_not_kept() {
+        let s = secret(json!({
+            "metadata": {"name": "s", "namespace": "default"},
+            "data": {"a": "b2xk", "b": "Yg=="},
+            "stringData": {"a": "new", "c": "see"}
+        }));
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["data"], json!({"a": "bmV3", "b": "Yg==", "c": "c2Vl"}));
+        assert!(v.get("stringData").is_none());
+        assert_eq!(v["type"], "Opaque");
+        assert_eq!(s.validate_create(), vec![]);
+    }
+
+    #[test]
+    fn secret_keys_size_and_typed_contents_are_checked() {
+        let s = secret(json!({
+            "metadata": {"name": "s", "namespace": "default"},
+            "stringData": {"bad/key": "x", "..x": "y", "ok.key-1_": "z"}
+        }));
+        let paths: Vec<String> = s.validate_create().into_iter().map(|e| e.path).collect();
+        assert_eq!(paths, vec!["data[..x]", "data[bad/key]"]);
+
+        let s = secret(json!({
+            "metadata": {"name": "s", "namespace": "default"},
+            "type": "kubernetes.io/dockerconfigjson",
+            "stringData": {"other": "{}"}
+        }));
+        let errs = s.validate_create();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "data[.dockerconfigjson]");
+        assert_eq!(errs[0].reason(), "FieldValueRequired");
+
+        let s = secret(json!({
+            "metadata": {"name": "s", "namespace": "default"},
+            "type": "kubernetes.io/dockercfg",
+            "stringData": {".dockercfg": "{not json"}
+        }));
+        let errs = s.validate_create();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].path, "data[.dockercfg]");
+        assert!(
+            errs[0].message().contains("not valid JSON"),
+            "{}",
+            errs[0].message()
+        );
+        assert!(!errs[0].message().contains("{not json"));
+
+        let big = "x".repeat(MAX_SECRET_SIZE / 2 + 1);
+        let s = secret(json!({
+            "metadata": {"name": "s", "namespace": "default"},
+            "stringData": {"a": big.clone(), "b": big}
+        }));
+        let errs = s.validate_create();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            (errs[0].path.as_str(), errs[0].reason()),
+            ("data", "FieldValueTooLong")
+        );
+    }
+
+    #[test]
+    fn secret_type_and_immutable_data_cannot_change() {
+        let old = secret(json!({
+            "metadata": {"name": "s", "namespace": "default"},
+            "immutable": true,
+            "stringData": {"a": "1"}
+        }));
+        let mut new = old.clone();
+        new.type_ = Some("kubernetes.io/basic-auth".into());
+        new.data = Some(
+            [(
+                "username".to_string(),
+                k8s_openapi::ByteString(b"u".to_vec()),
+            )]
+            .into(),
+        );
+        new.immutable = Some(false);
+        let paths: Vec<String> = new
+            .validate_update(&old)
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(paths, vec!["type", "immutable", "data"]);
+        let mut mutable = old.clone();
+        mutable.immutable = None;
+        let mut changed = mutable.clone();
+        changed.data = None;
+        assert_eq!(changed.validate_update(&mutable), vec![]);
     }
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ListMeta, Patch, Status};
 use k8s_openapi::schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
@@ -87,6 +87,15 @@ const CORE_KINDS: &[ServedKind] = &[
         plural: "events",
         namespaced: true,
         schema: "io.k8s.api.core.v1.Event",
+        status: false,
+    },
+    ServedKind {
+        group: "",
+        version: "v1",
+        kind: "Secret",
+        plural: "secrets",
+        namespaced: true,
+        schema: "io.k8s.api.core.v1.Secret",
         status: false,
     },
 ];
@@ -273,6 +282,7 @@ fn build_schemas() -> Map<String, Value> {
     let _ = generator.subschema_for::<Namespace>();
     let _ = generator.subschema_for::<Node>();
     let _ = generator.subschema_for::<Event>();
+    let _ = generator.subschema_for::<Secret>();
     let _ = generator.subschema_for::<Lease>();
     let _ = generator.subschema_for::<DeleteOptions>();
     let _ = generator.subschema_for::<Status>();
@@ -836,7 +846,7 @@ mod tests {
             (
                 "api/v1",
                 ("", "v1"),
-                vec!["Pod", "Namespace", "Node", "Event"],
+                vec!["Pod", "Namespace", "Node", "Event", "Secret"],
             ),
             (
                 "apis/coordination.k8s.io/v1",

@@ -168,7 +168,10 @@ impl Schema<'_> {
     /// `path` is the dotted field path from the root, list indices left out
     /// (`spec.containers.env`).
     fn list_kind(&self, path: &str) -> ListKind {
-        let known = matches!(self.kind, "Pod" | "Namespace" | "Node" | "Event" | "Lease");
+        let known = matches!(
+            self.kind,
+            "Pod" | "Namespace" | "Node" | "Event" | "Lease" | "Secret"
+        );
         if !known {
             return ListKind::Atomic;
         }

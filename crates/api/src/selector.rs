@@ -505,6 +505,7 @@ fn kind_fields(plural: &str) -> &'static [&'static str] {
             "type",
         ],
         "namespaces" => &["status.phase"],
+        "secrets" => &["type"],
         "nodes" => &["spec.unschedulable"],
         _ => &[],
     }

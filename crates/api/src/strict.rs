@@ -93,6 +93,7 @@ fn schema_name(kind: &str) -> Option<&'static str> {
         "Namespace" => "io.k8s.api.core.v1.Namespace",
         "Node" => "io.k8s.api.core.v1.Node",
         "Event" => "io.k8s.api.core.v1.Event",
+        "Secret" => "io.k8s.api.core.v1.Secret",
         "Lease" => "io.k8s.api.coordination.v1.Lease",
         "DeleteOptions" => "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
         _ => return None,

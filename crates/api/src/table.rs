@@ -190,6 +190,19 @@ const LEASE_COLUMNS: &[Column] = &[
     AGE,
 ];
 
+const SECRET_COLUMNS: &[Column] = &[
+    NAME,
+    ("Type", "string", "", "The type of the secret's data.", 0),
+    (
+        "Data",
+        "string",
+        "",
+        "How many entries the secret holds.",
+        0,
+    ),
+    AGE,
+];
+
 const DEFAULT_COLUMNS: &[Column] = &[NAME, AGE];
 
 fn columns(plural: &str) -> &'static [Column] {
@@ -199,6 +212,7 @@ fn columns(plural: &str) -> &'static [Column] {
         "nodes" => NODE_COLUMNS,
         "events" => EVENT_COLUMNS,
         "leases" => LEASE_COLUMNS,
+        "secrets" => SECRET_COLUMNS,
         _ => DEFAULT_COLUMNS,
     }
 }
@@ -233,6 +247,15 @@ pub fn row_cells(
         "leases" => vec![
             json!(name(object)),
             json!(text(object, "/spec/holderIdentity")),
+            json!(age(object, now)),
+        ],
+        "secrets" => vec![
+            json!(name(object)),
+            json!(text(object, "/type")),
+            json!(object
+                .get("data")
+                .and_then(Value::as_object)
+                .map_or(0, |d| d.len())),
             json!(age(object, now)),
         ],
         _ => vec![json!(name(object)), json!(age(object, now))],
@@ -724,6 +747,7 @@ mod tests {
             "nodes",
             "events",
             "leases",
+            "secrets",
             "configmaps",
         ] {
             let columns = column_definitions(plural);
@@ -963,5 +987,21 @@ mod tests {
             strings(&row_cells("configmaps", &lease, now())),
             ["node1", "10s"]
         );
+    }
+
+    #[test]
+    fn secret_rows_count_entries_and_never_show_values() {
+        let secret = json!({"metadata": {"name": "reg", "creationTimestamp": "2025-01-01T11:59:00Z"}, "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "e30="}});
+        assert_eq!(
+            strings(&row_cells("secrets", &secret, now())),
+            ["reg", "kubernetes.io/dockerconfigjson", "1", "60s"]
+        );
+        let names: Vec<String> = column_definitions("secrets")
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| text(c, "/name").to_string())
+            .collect();
+        assert_eq!(names, ["Name", "Type", "Data", "Age"]);
     }
 }

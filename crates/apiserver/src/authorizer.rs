@@ -3,6 +3,8 @@
 //! reads what its agent needs and writes only its own Node, its own Lease, the status and the
 //! deletion of pods bound to it, and events.
 
+use k8s_openapi::api::core::v1::Pod;
+
 use crate::auth::{User, UserKind};
 use crate::error::ApiError;
 
@@ -30,6 +32,9 @@ pub enum Decision {
     /// Allowed if the pod named in the request is bound to this node (or does not exist, so the
     /// request fails on its own): the handler looks the pod up.
     AllowIfPodBoundTo(String),
+    /// Allowed if a pod bound to this node uses the secret named in the request (Kubernetes'
+    /// node authorizer graph, as a look at the namespace's pods): the handler lists them.
+    AllowIfSecretUsedOn(String),
     /// Forbidden; the reason ends Kubernetes' message (may be empty).
     Deny(String),
 }
@@ -70,6 +75,11 @@ fn authorize_node(node: &str, a: &Attributes<'_>) -> Decision {
         // The agent confirms the deletion of a pod it stopped.
         ("", "pods", None) if a.verb == "delete" => Decision::AllowIfPodBoundTo(node.to_string()),
         ("", "namespaces", None) if read => Decision::Allow,
+        // Only one secret at a time, and only one its pods use: a list or watch would show
+        // every secret of the namespace.
+        ("", "secrets", None) if a.verb == "get" && a.name.is_some() && a.namespace.is_some() => {
+            Decision::AllowIfSecretUsedOn(node.to_string())
+        }
         ("", "events", None) if matches!(a.verb, "create" | "patch") => Decision::Allow,
         ("coordination.k8s.io", "leases", None) if a.namespace == Some(LEASE_NAMESPACE) => {
             if read || (WRITES.contains(&a.verb) && own) {
@@ -82,6 +92,47 @@ fn authorize_node(node: &str, a: &Attributes<'_>) -> Decision {
         }
         _ => Decision::Deny(String::new()),
     }
+}
+
+/// Whether `pod` refers to the secret `name` of its namespace: as an image pull secret, a
+/// volume (plain or projected), or the source of environment variables.
+pub fn pod_uses_secret(pod: &Pod, name: &str) -> bool {
+    let Some(spec) = &pod.spec else {
+        return false;
+    };
+    let pull = spec
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .any(|r| r.name == name);
+    let volumes = spec.volumes.iter().flatten().any(|v| {
+        v.secret
+            .as_ref()
+            .is_some_and(|s| s.secret_name.as_deref() == Some(name))
+            || v.projected.as_ref().is_some_and(|p| {
+                p.sources
+                    .iter()
+                    .flatten()
+                    .any(|s| s.secret.as_ref().is_some_and(|s| s.name == name))
+            })
+    });
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    let env = containers.clone().any(|c| {
+        c.env.iter().flatten().any(|e| {
+            e.value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.as_ref())
+                .is_some_and(|r| r.name == name)
+        }) || c
+            .env_from
+            .iter()
+            .flatten()
+            .any(|e| e.secret_ref.as_ref().is_some_and(|r| r.name == name))
+    });
+    pull || volumes || env
 }
 
 /// Kubernetes' 403 for a denied resource request, e.g. `nodes "b" is forbidden: User
@@ -235,6 +286,52 @@ mod tests {
                 "{at:?} should be denied"
             );
         }
+    }
+
+    #[test]
+    fn a_node_reads_a_secret_only_one_by_one_and_only_if_its_pods_use_it() {
+        let a = node("a");
+        assert_eq!(
+            authorize(
+                &a,
+                &attrs("get", "secrets", None, Some("default"), Some("s"))
+            ),
+            Decision::AllowIfSecretUsedOn("a".into())
+        );
+        for at in [
+            attrs("list", "secrets", None, Some("default"), None),
+            attrs("watch", "secrets", None, None, None),
+            attrs("create", "secrets", None, Some("default"), Some("s")),
+            attrs("update", "secrets", None, Some("default"), Some("s")),
+            attrs("delete", "secrets", None, Some("default"), Some("s")),
+        ] {
+            assert!(
+                matches!(authorize(&a, &at), Decision::Deny(_)),
+                "{at:?} should be denied"
+            );
+        }
+    }
+
+    #[test]
+    fn pods_use_secrets_for_pulls_volumes_and_env() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "imagePullSecrets": [{"name": "pull"}],
+                "volumes": [
+                    {"name": "v", "secret": {"secretName": "vol"}},
+                    {"name": "p", "projected": {"sources": [{"secret": {"name": "proj"}}]}}
+                ],
+                "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "from"}}]}],
+                "containers": [{"name": "c", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "key", "key": "k"}}}]}]
+            }
+        }))
+        .expect("a pod");
+        for used in ["pull", "vol", "proj", "from", "key"] {
+            assert!(pod_uses_secret(&pod, used), "{used}");
+        }
+        assert!(!pod_uses_secret(&pod, "other"));
+        assert!(!pod_uses_secret(&Pod::default(), "pull"));
     }
 
     #[test]

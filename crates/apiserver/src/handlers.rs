@@ -11,7 +11,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Secret};
 use serde_json::{json, Value};
 use skiff_api::kinds::ApiKind;
 use skiff_api::patch::PatchType;
@@ -590,6 +590,7 @@ async fn resource(
         "Namespace" => serve::<Namespace>(state, target, query, accept, &parts, body).await,
         "Node" => serve::<Node>(state, target, query, accept, &parts, body).await,
         "Event" => serve::<Event>(state, target, query, accept, &parts, body).await,
+        "Secret" => serve::<Secret>(state, target, query, accept, &parts, body).await,
         "Lease" => serve::<Lease>(state, target, query, accept, &parts, body).await,
         _ => Err(ApiError::no_route()),
     }?;
@@ -668,6 +669,32 @@ async fn authorize(
                     user,
                     &attrs,
                     &format!("pod {name:?} is not bound to node {node:?}"),
+                ))
+            }
+        }
+        Decision::AllowIfSecretUsedOn(node) => {
+            let namespace = target.namespace.unwrap_or_default();
+            let name = target.name.unwrap_or_default();
+            let options = crate::registry::ListOptions {
+                field_selector: FieldSelector::parse(&format!("spec.nodeName={node}"), "pods")
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+                ..Default::default()
+            };
+            let pods = state
+                .registry
+                .list(&resources::PODS, Some(namespace), &options)
+                .await?;
+            let used = pods.items.iter().any(|body| {
+                serde_json::from_slice::<Pod>(body)
+                    .is_ok_and(|pod| authorizer::pod_uses_secret(&pod, name))
+            });
+            if used {
+                Ok(())
+            } else {
+                Err(authorizer::forbidden(
+                    user,
+                    &attrs,
+                    &format!("no relationship found between node '{node}' and this object"),
                 ))
             }
         }

@@ -1,12 +1,12 @@
 //! Namespace lifecycle: the built-in namespaces exist from the start, and a namespace being
-//! deleted is emptied (pods deleted gracefully) and then removed.
+//! deleted is emptied (pods deleted gracefully; events, secrets, leases) and then removed.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, Secret};
 use serde_json::Value;
 use skiff_api::kinds::ApiKind;
 use skiff_store::EventType;
@@ -86,6 +86,7 @@ async fn finalize(registry: &Registry, namespace: &str) -> Result<bool> {
             "Pod" => delete_all::<Pod>(registry, info, namespace).await?,
             "Event" => delete_all::<Event>(registry, info, namespace).await?,
             "Lease" => delete_all::<Lease>(registry, info, namespace).await?,
+            "Secret" => delete_all::<Secret>(registry, info, namespace).await?,
             other => {
                 return Err(ApiError::internal(format!(
                     "namespace deletion does not know how to delete {other}"

@@ -112,6 +112,20 @@ pub static EVENTS: ResourceInfo = ResourceInfo {
     subresources: &[],
 };
 
+pub static SECRETS: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    plural: "secrets",
+    singular: "secret",
+    kind: "Secret",
+    list_kind: "SecretList",
+    namespaced: true,
+    short_names: &[],
+    categories: &[],
+    create_on_update: false,
+    subresources: &[],
+};
+
 pub static LEASES: ResourceInfo = ResourceInfo {
     group: "coordination.k8s.io",
     version: "v1",
@@ -127,7 +141,7 @@ pub static LEASES: ResourceInfo = ResourceInfo {
 };
 
 /// Every served resource, core group first.
-pub static ALL: &[&ResourceInfo] = &[&PODS, &NAMESPACES, &NODES, &EVENTS, &LEASES];
+pub static ALL: &[&ResourceInfo] = &[&PODS, &NAMESPACES, &NODES, &EVENTS, &SECRETS, &LEASES];
 
 /// The namespaced resources, deleted when their namespace is.
 pub fn namespaced() -> impl Iterator<Item = &'static ResourceInfo> {

@@ -310,3 +310,53 @@ async fn a_node_writes_only_its_own_objects() {
     // The admin stays all-powerful.
     server.delete("/api/v1/nodes/b").await.expect(200);
 }
+
+#[tokio::test]
+async fn a_node_reads_only_the_secrets_of_its_pods() {
+    let server = TestServer::start().await;
+    let join = join_token(&server).credential;
+    bootstrap(&server, &join, "a", PASSWORD_A).await.expect(200);
+    let a = node_bearer_token("a", PASSWORD_A);
+    let secrets = "/api/v1/namespaces/default/secrets";
+    for name in ["pull", "other", "elsewhere"] {
+        server
+            .post(
+                secrets,
+                &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+                        "stringData": {"k": "v"}}),
+            )
+            .await
+            .expect(201);
+    }
+    let pod = |name: &str, secret: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+               "spec": {"imagePullSecrets": [{"name": secret}],
+                        "containers": [{"name": "c", "image": "busybox"}]}})
+    };
+    server.create_pod("default", &pod("on-a", "pull")).await;
+    server
+        .create_pod("default", &pod("on-b", "elsewhere"))
+        .await;
+    server.bind("default", "on-a", "a").await.expect(201);
+    server.bind("default", "on-b", "b").await.expect(201);
+
+    let got = as_user(&server, &a, "GET", &format!("{secrets}/pull"), None)
+        .await
+        .expect(200);
+    assert_eq!(got["data"]["k"], "dg==");
+    for name in ["other", "elsewhere", "missing"] {
+        let status = as_user(&server, &a, "GET", &format!("{secrets}/{name}"), None)
+            .await
+            .expect_status(403, "Forbidden");
+        assert_eq!(
+            status["message"],
+            format!("secrets \"{name}\" is forbidden: User \"system:node:a\" cannot get resource \"secrets\" in API group \"\" in the namespace \"default\": no relationship found between node 'a' and this object")
+        );
+    }
+    as_user(&server, &a, "GET", secrets, None)
+        .await
+        .expect_status(403, "Forbidden");
+    as_user(&server, &a, "GET", "/api/v1/secrets?watch=true", None)
+        .await
+        .expect_status(403, "Forbidden");
+}
