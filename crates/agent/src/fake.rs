@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::jiff::Timestamp;
+use skiff_runtime::image::pull::Credentials;
 
 use crate::runtime::{
     CreatedSandbox, ImageRef, PodRuntime, RuntimeFailure, RuntimeResult, RuntimeSandbox,
@@ -29,6 +30,8 @@ pub struct FakeState {
     pub images: BTreeSet<String>,
     /// Images a pull can fetch.
     pub pullable: BTreeSet<String>,
+    /// Images a pull can fetch only with these credentials.
+    pub private: BTreeMap<String, Credentials>,
     pub sandboxes: BTreeMap<String, Option<String>>,
     pub containers: BTreeMap<String, FakeContainer>,
     /// Every call, in order (`start <id>`, `stop <id> <signal> <grace>`, ...).
@@ -99,9 +102,23 @@ impl PodRuntime for FakeRuntime {
         Ok(self.with(|s| s.images.contains(image).then(|| image_ref(image))))
     }
 
-    fn pull_image(&self, image: &str) -> RuntimeResult<ImageRef> {
-        self.record(format!("pull {image}"));
+    fn pull_image(&self, image: &str, credentials: &[Credentials]) -> RuntimeResult<ImageRef> {
+        let users: Vec<&str> = credentials.iter().map(|c| c.username.as_str()).collect();
+        if users.is_empty() {
+            self.record(format!("pull {image}"));
+        } else {
+            self.record(format!("pull {image} as {}", users.join(",")));
+        }
         self.with(|s| {
+            if let Some(needed) = s.private.get(image) {
+                if credentials.contains(needed) {
+                    s.images.insert(image.to_string());
+                    return Ok(image_ref(image));
+                }
+                return Err(RuntimeFailure(format!(
+                    "pulling {image}: the registry requires authentication"
+                )));
+            }
             if s.pullable.contains(image) {
                 s.images.insert(image.to_string());
                 Ok(image_ref(image))

@@ -10,6 +10,7 @@ pub mod node_routes;
 pub mod node_runtime;
 pub mod pod_network;
 pub mod probe;
+pub mod pull_secrets;
 pub mod runtime;
 pub mod status;
 pub mod streaming;

@@ -24,7 +24,7 @@ use skiff_runtime::container::{
 };
 use skiff_runtime::container::{CliRuntime, RuntimeKind};
 use skiff_runtime::image::policy::reported_image;
-use skiff_runtime::image::pull::{pull, PullOptions};
+use skiff_runtime::image::pull::{pull, Credentials, PullOptions};
 use skiff_runtime::image::reference::Reference;
 use skiff_runtime::image::rootfs::RootFs;
 use skiff_runtime::image::store::ImageStore;
@@ -390,14 +390,37 @@ impl PodRuntime for NodeRuntime {
         }))
     }
 
-    fn pull_image(&self, image: &str) -> RuntimeResult<ImageRef> {
+    fn pull_image(&self, image: &str, credentials: &[Credentials]) -> RuntimeResult<ImageRef> {
         let reference =
             Reference::parse(image).map_err(|e| failure(&format!("image {image:?}"))(&e))?;
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| failure("pulling needs the async runtime")(&e))?;
-        let record = handle
-            .block_on(pull(&self.images, &reference, &PullOptions::default()))
-            .map_err(|e| RuntimeFailure(e.to_string()))?;
+        // Kubelet tries each matching credential and reports the last failure.
+        let attempts: Vec<Option<Credentials>> = if credentials.is_empty() {
+            vec![None]
+        } else {
+            credentials.iter().cloned().map(Some).collect()
+        };
+        let mut last = None;
+        let mut record = None;
+        for credentials in attempts {
+            let options = PullOptions {
+                credentials,
+                ..PullOptions::default()
+            };
+            match handle.block_on(pull(&self.images, &reference, &options)) {
+                Ok(r) => {
+                    record = Some(r);
+                    break;
+                }
+                Err(e) => last = Some(RuntimeFailure(e.to_string())),
+            }
+        }
+        let record = match (record, last) {
+            (Some(r), _) => r,
+            (None, Some(e)) => return Err(e),
+            (None, None) => return Err(RuntimeFailure(format!("nothing pulled {image:?}"))),
+        };
         let (image, image_id) = reported_image(&record, &reference);
         Ok(ImageRef {
             image,

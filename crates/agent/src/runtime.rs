@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::jiff::Timestamp;
+pub use skiff_runtime::image::pull::Credentials;
 
 /// A runtime operation failed; the message is the runtime's own, shown in the pod's status
 /// and events.
@@ -82,8 +83,10 @@ pub enum RuntimeState {
 pub trait PodRuntime: Send + Sync + 'static {
     /// The image if it is on the node.
     fn find_image(&self, image: &str) -> RuntimeResult<Option<ImageRef>>;
-    /// Pulls the image (with the node's credentials).
-    fn pull_image(&self, image: &str) -> RuntimeResult<ImageRef>;
+    /// Pulls the image with each of `credentials` in turn until one works (a pod's pull
+    /// secrets matching the registry, most specific first); with none, with the node's own
+    /// (its docker config) or anonymously.
+    fn pull_image(&self, image: &str, credentials: &[Credentials]) -> RuntimeResult<ImageRef>;
     /// Creates the pod's sandbox (namespaces, /dev/shm, hosts files).
     fn create_sandbox(&self, pod: &Pod) -> RuntimeResult<CreatedSandbox>;
     /// Tears a sandbox down with the pod's files (logs, volumes, cgroup); idempotent.

@@ -16,6 +16,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 use skiff_runtime::image::policy::{self, PullDecision};
+use skiff_runtime::image::reference::Reference;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::events::{EventRecorder, EventType};
@@ -1232,9 +1233,25 @@ impl PodWorker {
                         &format!("Pulling image {image:?}"),
                     )
                     .await;
+                let secrets = crate::pull_secrets::fetch(&self.ctx.client, pod).await;
+                if let Some(message) = secrets.missing_message() {
+                    events
+                        .record(
+                            pod,
+                            None,
+                            EventType::Warning,
+                            "FailedToRetrieveImagePullSecret",
+                            &message,
+                        )
+                        .await;
+                }
+                let credentials = match Reference::parse(&image) {
+                    Ok(reference) => secrets.keyring.lookup(&reference),
+                    Err(_) => Vec::new(),
+                };
                 let started = Instant::now();
                 let wanted = image.clone();
-                match blocking(&runtime, move |rt| rt.pull_image(&wanted)).await {
+                match blocking(&runtime, move |rt| rt.pull_image(&wanted, &credentials)).await {
                     Ok(pulled) => {
                         slot.pull_failures = 0;
                         slot.pull_retry_at = None;

@@ -641,3 +641,83 @@ async fn a_sandbox_that_cannot_be_created_is_reported_once_and_retried() {
         .count();
     assert_eq!(failures, 1, "announced once");
 }
+
+#[tokio::test]
+async fn pull_secrets_give_their_registry_credentials_and_missing_ones_are_warned_about() {
+    use k8s_openapi::api::core::v1::Secret;
+    use skiff_agent::runtime::Credentials;
+
+    let fake = fake_with_images();
+    let wanted = Credentials {
+        username: "u".into(),
+        password: "p".into(),
+    };
+    fake.with(|s| {
+        s.private
+            .insert("127.0.0.1:5999/private:1".into(), wanted.clone())
+    });
+    let r = start(fake, "secrets").await;
+    let config = json!({"auths": {
+        "other.example.com": {"username": "x", "password": "y"},
+        "http://127.0.0.1:5999/v2/": {"username": "u", "password": "p"},
+    }});
+    let secrets: Api<Secret> = Api::namespaced(r.server.client.clone(), "default");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "reg"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config.to_string()},
+    }))
+    .expect("secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret created");
+    let pod = |name: &str, pull_secrets: serde_json::Value| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"imagePullSecrets": pull_secrets,
+                     "containers": [{"name": "a", "image": "127.0.0.1:5999/private:1"}]},
+        })
+    };
+    r.create(pod("anonymous", json!([]))).await;
+    r.wait_pod("anonymous", "ErrImagePull", |p| {
+        matches!(
+            waiting_reason(p, "a").as_deref(),
+            Some("ErrImagePull" | "ImagePullBackOff")
+        )
+    })
+    .await;
+
+    r.create(pod(
+        "with-secret",
+        json!([{"name": "gone"}, {"name": "reg"}]),
+    ))
+    .await;
+    let running = r
+        .wait_pod("with-secret", "running with the secret", |p| {
+            is_running(p, "a")
+        })
+        .await;
+    let calls = r.fake.with(|s| s.calls.clone());
+    assert!(
+        calls
+            .iter()
+            .any(|c| c == "pull 127.0.0.1:5999/private:1 as u"),
+        "{calls:?}"
+    );
+    let events: Api<Event> = Api::namespaced(r.server.client.clone(), "default");
+    let warned = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.uid == running.metadata.uid)
+        .find(|e| e.reason.as_deref() == Some("FailedToRetrieveImagePullSecret"))
+        .expect("a FailedToRetrieveImagePullSecret event");
+    assert_eq!(warned.type_.as_deref(), Some("Warning"));
+    assert_eq!(
+        warned.message.as_deref(),
+        Some("Unable to retrieve some image pull secrets (gone); attempting to pull the image may not succeed.")
+    );
+}

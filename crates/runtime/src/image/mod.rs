@@ -17,6 +17,7 @@
 
 pub mod digest;
 pub mod import;
+pub mod keyring;
 pub mod layer;
 pub mod pipe;
 pub mod policy;

@@ -24,21 +24,32 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::Client;
 
 use super::digest::Digest;
-use super::reference::{Reference, DEFAULT_REGISTRY};
+use super::keyring::Keyring;
+use super::reference::Reference;
 use super::store::{ImageRecord, ImageStore, LayerRecord};
 use super::{ImageError, Result};
 
 /// Registry credentials.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
 }
 
+/// The password stays out of logs and messages.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
 /// How to pull.
 #[derive(Clone, Debug)]
 pub struct PullOptions {
-    /// Credentials given explicitly (flags, later a pod's imagePullSecrets); otherwise
+    /// Credentials given explicitly (flags, a pod's imagePullSecrets); otherwise
     /// `~/.docker/config.json` (or `$DOCKER_CONFIG/config.json`) is read for the registry.
     pub credentials: Option<Credentials>,
     /// Registries reached over plain HTTP (`localhost`, `127.0.0.1` and `[::1]`, any port, always are).
@@ -100,15 +111,29 @@ fn forget_pull(key: &str, generation: u64) {
     }
 }
 
+/// Which pulls may share one download: the same reference with the same credentials. A pull
+/// with other (or no) credentials must not succeed on the strength of someone else's.
+fn in_flight_key(reference: &Reference, credentials: Option<&Credentials>) -> String {
+    use std::hash::{Hash, Hasher};
+    match credentials {
+        None => reference.to_string(),
+        Some(c) => {
+            let mut h = std::hash::DefaultHasher::new();
+            c.hash(&mut h);
+            format!("{reference} as {:?} {:016x}", c.username, h.finish())
+        }
+    }
+}
+
 /// Pulls `reference` into the store and returns the image record. Concurrent pulls of the same
-/// reference in this process share one download.
+/// reference with the same credentials in this process share one download.
 pub async fn pull(
     store: &ImageStore,
     reference: &Reference,
     options: &PullOptions,
 ) -> Result<ImageRecord> {
     static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let key = reference.to_string();
+    let key = in_flight_key(reference, options.credentials.as_ref());
     let shared = {
         let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
         match in_flight.get(&key) {
@@ -212,7 +237,7 @@ impl Session {
         let credentials = options
             .credentials
             .clone()
-            .or_else(|| docker_config_credentials(&reference.registry));
+            .or_else(|| docker_config_credentials(reference));
         let credentials_user = credentials.as_ref().map(|c| c.username.clone());
         let auth = match credentials {
             Some(c) => RegistryAuth::Basic(c.username, c.password),
@@ -251,7 +276,8 @@ impl Session {
             ),
             None => format!(
                 "{doing}: the registry {registry} requires authentication: give credentials \
-                 (`skiff image pull --username`) or log in with `docker login {registry}`"
+                 (a pod's imagePullSecrets, `skiff image pull --username`) or log in with \
+                 `docker login {registry}`"
             ),
         };
         let not_found = || {
@@ -355,22 +381,31 @@ fn host_of(registry: &str) -> &str {
     }
 }
 
-/// Credentials for `registry` from `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
-fn docker_config_credentials(registry: &str) -> Option<Credentials> {
+/// Credentials for `reference` from `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+fn docker_config_credentials(reference: &Reference) -> Option<Credentials> {
     let dir = match std::env::var_os("DOCKER_CONFIG") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => PathBuf::from(std::env::var_os("HOME")?).join(".docker"),
     };
-    credentials_from_docker_config(&dir, registry)
+    docker_config_keyring(&dir)?
+        .lookup(reference)
+        .into_iter()
+        .next()
 }
 
-/// Credentials for `registry` from the `auths` of the docker config in `dir` (`auth` is base64
-/// of `user:password`, or `username`/`password`). Credential helpers are not run.
+/// Credentials for `registry` (any repository) from the `auths` of the docker config in `dir`
+/// (`auth` is base64 of `user:password`, or `username`/`password`), matched as
+/// [`Keyring::lookup`] does. Credential helpers are not run.
 pub fn credentials_from_docker_config(dir: &Path, registry: &str) -> Option<Credentials> {
-    use base64::Engine as _;
+    docker_config_keyring(dir)?
+        .lookup_registry(registry, "")
+        .into_iter()
+        .next()
+}
 
+fn docker_config_keyring(dir: &Path) -> Option<Keyring> {
     let path = dir.join("config.json");
-    let text = match std::fs::read_to_string(&path) {
+    let text = match std::fs::read(&path) {
         Ok(text) => text,
         Err(e) => {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -379,56 +414,14 @@ pub fn credentials_from_docker_config(dir: &Path, registry: &str) -> Option<Cred
             return None;
         }
     };
-    let config: serde_json::Value = match serde_json::from_str(&text) {
-        Ok(config) => config,
+    let mut keyring = Keyring::new();
+    match keyring.add_config_json(&text) {
+        Ok(_) => Some(keyring),
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "the docker config is not JSON");
-            return None;
+            tracing::warn!(path = %path.display(), error = %e, "the docker config cannot be used");
+            None
         }
-    };
-    let auths = config.get("auths")?.as_object()?;
-    // Docker keys Docker Hub by its legacy v1 URL; other registries by host[:port], sometimes
-    // with a scheme or a path.
-    let wanted: &[&str] = if registry == DEFAULT_REGISTRY {
-        &["index.docker.io", "docker.io", "registry-1.docker.io"]
-    } else {
-        &[registry]
-    };
-    let entry = auths.iter().find_map(|(key, entry)| {
-        let host = key
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or(key);
-        wanted.contains(&host).then_some(entry)
-    })?;
-    if let Some(auth) = entry
-        .get("auth")
-        .and_then(|a| a.as_str())
-        .filter(|a| !a.is_empty())
-    {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(auth.trim())
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok());
-        return match decoded.as_deref().and_then(|d| d.split_once(':')) {
-            Some((username, password)) => Some(Credentials {
-                username: username.to_string(),
-                password: password.to_string(),
-            }),
-            None => {
-                tracing::warn!(path = %path.display(), registry, "the docker config's auth is not base64 of user:password");
-                None
-            }
-        };
     }
-    let username = entry.get("username")?.as_str()?;
-    let password = entry.get("password")?.as_str()?;
-    Some(Credentials {
-        username: username.to_string(),
-        password: password.to_string(),
-    })
 }
 
 #[derive(serde::Deserialize)]
@@ -1092,6 +1085,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.json"), json).unwrap();
         dir
+    }
+
+    #[test]
+    fn pulls_share_a_download_only_with_the_same_credentials() {
+        let reference = Reference::parse("127.0.0.1:5000/app:1").unwrap();
+        let alice = Credentials {
+            username: "alice".into(),
+            password: "a".into(),
+        };
+        let wrong = Credentials {
+            password: "b".into(),
+            ..alice.clone()
+        };
+        assert_eq!(in_flight_key(&reference, None), reference.to_string());
+        assert_eq!(
+            in_flight_key(&reference, Some(&alice)),
+            in_flight_key(&reference, Some(&alice.clone()))
+        );
+        assert_ne!(
+            in_flight_key(&reference, Some(&alice)),
+            in_flight_key(&reference, Some(&wrong))
+        );
+        assert_ne!(
+            in_flight_key(&reference, Some(&alice)),
+            in_flight_key(&reference, None)
+        );
+        assert!(!format!("{alice:?}").contains("\"a\""));
     }
 
     #[test]
