@@ -1178,6 +1178,20 @@ impl PodWorker {
                 return Step::Wait(Some(Duration::from_secs(5)));
             }
         };
+        // Fetched whether or not a pull follows, as kubelet does on every sync: a pod naming a
+        // secret that is not there hears of it even when its image is already on the node.
+        let secrets = crate::pull_secrets::fetch(&self.ctx.client, pod).await;
+        if let Some(message) = secrets.missing_message() {
+            events
+                .record(
+                    pod,
+                    None,
+                    EventType::Warning,
+                    "FailedToRetrieveImagePullSecret",
+                    &message,
+                )
+                .await;
+        }
         let pull_policy = container.image_pull_policy.clone().unwrap_or_default();
         let image_ref = match (
             policy::decide(&pull_policy, &image, present.is_some()),
@@ -1233,18 +1247,6 @@ impl PodWorker {
                         &format!("Pulling image {image:?}"),
                     )
                     .await;
-                let secrets = crate::pull_secrets::fetch(&self.ctx.client, pod).await;
-                if let Some(message) = secrets.missing_message() {
-                    events
-                        .record(
-                            pod,
-                            None,
-                            EventType::Warning,
-                            "FailedToRetrieveImagePullSecret",
-                            &message,
-                        )
-                        .await;
-                }
                 let credentials = match Reference::parse(&image) {
                     Ok(reference) => secrets.keyring.lookup(&reference),
                     Err(_) => Vec::new(),

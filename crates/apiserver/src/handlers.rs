@@ -1088,10 +1088,10 @@ fn decode_write<K: ApiKind>(
     let validation = query.field_validation()?;
     let media = media_type(content_type);
     if media == "application/vnd.kubernetes.protobuf" {
-        if info.kind != "Namespace" {
+        if !matches!(info.kind, "Namespace" | "Secret") {
             return Err(ApiError::unsupported_media_type(&media));
         }
-        let value = protobuf::decode_namespace(body)
+        let value = protobuf::decode(body, info.kind)
             .map_err(|e| ApiError::bad_request(format!("cannot decode the protobuf body: {e}")))?;
         let bytes = serde_json::to_vec(&value).map_err(|e| ApiError::internal(e.to_string()))?;
         return registry.decode(info, &bytes, BodyFormat::Decoded, validation);

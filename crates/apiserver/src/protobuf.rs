@@ -1,5 +1,6 @@
-//! Just enough of the Kubernetes protobuf encoding to read a Namespace body:
-//! `kubectl create namespace NAME` sends one and does not fall back to JSON.
+//! Just enough of the Kubernetes protobuf encoding to read the bodies kubectl sends only that
+//! way, with no fallback to JSON: a Namespace (`kubectl create namespace NAME`) and a Secret
+//! (`kubectl create secret generic|docker-registry|tls NAME`).
 
 use serde_json::{json, Map, Value};
 
@@ -12,7 +13,7 @@ struct Reader<'a> {
 }
 
 enum Field<'a> {
-    Varint,
+    Varint(u64),
     Bytes(&'a [u8]),
     Fixed,
 }
@@ -42,10 +43,7 @@ impl<'a> Reader<'a> {
         let key = self.varint()?;
         let number = key >> 3;
         let field = match key & 7 {
-            0 => {
-                self.varint()?;
-                Field::Varint
-            }
+            0 => Field::Varint(self.varint()?),
             1 => {
                 self.pos += 8;
                 Field::Fixed
@@ -79,13 +77,19 @@ fn string(bytes: &[u8]) -> Result<String, String> {
 }
 
 fn map_entry(bytes: &[u8]) -> Result<(String, String), String> {
+    let (k, v) = map_entry_bytes(bytes)?;
+    Ok((k, string(&v)?))
+}
+
+/// A `map<string, bytes>` entry: the key and the raw value.
+fn map_entry_bytes(bytes: &[u8]) -> Result<(String, Vec<u8>), String> {
     let mut r = Reader::new(bytes);
-    let (mut k, mut v) = (String::new(), String::new());
+    let (mut k, mut v) = (String::new(), Vec::new());
     while let Some((n, f)) = r.next()? {
         if let Field::Bytes(b) = f {
             match n {
                 1 => k = string(b)?,
-                2 => v = string(b)?,
+                2 => v = b.to_vec(),
                 _ => {}
             }
         }
@@ -130,9 +134,10 @@ fn object_meta(bytes: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(meta))
 }
 
-/// Decodes a protobuf Namespace body into its JSON form (metadata name, generateName, labels and
-/// annotations; spec and status are left to defaulting).
-pub fn decode_namespace(body: &[u8]) -> Result<Value, String> {
+/// Decodes a protobuf body of kind `expected` (`Namespace` or `Secret`) into its JSON form.
+/// A Namespace keeps its metadata (name, generateName, labels, annotations; spec and status are
+/// left to defaulting); a Secret also its data (base64 in JSON), stringData, type and immutable.
+pub fn decode(body: &[u8], expected: &str) -> Result<Value, String> {
     let rest = body
         .strip_prefix(MAGIC)
         .ok_or("the protobuf body does not start with the Kubernetes magic bytes")?;
@@ -153,20 +158,47 @@ pub fn decode_namespace(body: &[u8]) -> Result<Value, String> {
             _ => {}
         }
     }
-    if kind != "Namespace" {
+    if !matches!(kind.as_str(), "Namespace" | "Secret") {
         return Err(format!(
-            "protobuf bodies are accepted only for Namespace, not {kind:?}; send JSON or YAML"
+            "protobuf bodies are accepted only for Namespace and Secret, not {kind:?}; send JSON or YAML"
+        ));
+    }
+    if kind != expected {
+        return Err(format!(
+            "the protobuf body holds a {kind}, not a {expected}"
         ));
     }
     let raw = raw.ok_or("the protobuf body holds no object")?;
+    let mut object = json!({"apiVersion": "v1", "kind": kind, "metadata": {}});
+    let (mut data, mut string_data) = (Map::new(), Map::new());
     let mut r = Reader::new(raw);
-    let mut metadata = json!({});
     while let Some((n, f)) = r.next()? {
-        if let (1, Field::Bytes(b)) = (n, f) {
-            metadata = object_meta(b)?;
+        match (kind.as_str(), n, f) {
+            (_, 1, Field::Bytes(b)) => object["metadata"] = object_meta(b)?,
+            ("Secret", 2, Field::Bytes(b)) => {
+                use base64::Engine as _;
+                let (k, v) = map_entry_bytes(b)?;
+                data.insert(
+                    k,
+                    json!(base64::engine::general_purpose::STANDARD.encode(v)),
+                );
+            }
+            ("Secret", 3, Field::Bytes(b)) => object["type"] = json!(string(b)?),
+            ("Secret", 4, Field::Bytes(b)) => {
+                let (k, v) = map_entry(b)?;
+                string_data.insert(k, json!(v));
+            }
+            ("Secret", 5, Field::Varint(v)) => object["immutable"] = json!(v != 0),
+            _ => {}
         }
     }
-    Ok(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}))
+    if !data.is_empty() {
+        object["data"] = Value::Object(data);
+    }
+    if !string_data.is_empty() {
+        object["stringData"] = Value::Object(string_data);
+    }
+    Ok(object)
 }
 
 #[cfg(test)]
@@ -193,14 +225,38 @@ mod tests {
             field(4, b""),
         ]
         .concat();
-        let v = decode_namespace(&body).expect("decodes");
+        let v = decode(&body, "Namespace").expect("decodes");
         assert_eq!(v["metadata"]["name"], "custom2");
         assert_eq!(v["metadata"]["labels"]["team"], "a");
+        assert!(decode(&body, "Secret").is_err());
+    }
+
+    #[test]
+    fn decodes_what_kubectl_create_secret_sends() {
+        let type_meta = [field(1, b"v1"), field(2, b"Secret")].concat();
+        let meta = [field(1, b"reg"), field(3, b"default")].concat();
+        let entry = [field(1, b".dockerconfigjson"), field(2, b"{\"auths\":{}}")].concat();
+        let string_entry = [field(1, b"note"), field(2, b"hi")].concat();
+        let secret = [
+            field(1, &meta),
+            field(2, &entry),
+            field(3, b"kubernetes.io/dockerconfigjson"),
+            field(4, &string_entry),
+            vec![5 << 3, 1],
+        ]
+        .concat();
+        let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &secret)].concat();
+        let v = decode(&body, "Secret").expect("decodes");
+        assert_eq!(v["metadata"]["name"], "reg");
+        assert_eq!(v["type"], "kubernetes.io/dockerconfigjson");
+        assert_eq!(v["data"][".dockerconfigjson"], "eyJhdXRocyI6e319");
+        assert_eq!(v["stringData"]["note"], "hi");
+        assert_eq!(v["immutable"], true);
     }
 
     #[test]
     fn refuses_garbage() {
-        assert!(decode_namespace(b"nope").is_err());
-        assert!(decode_namespace(b"k8s\0\x0a\xff").is_err());
+        assert!(decode(b"nope", "Namespace").is_err());
+        assert!(decode(b"k8s\0\x0a\xff", "Namespace").is_err());
     }
 }
