@@ -23,7 +23,7 @@ const VERBS: &[(&str, &str, &str, &str, &str)] = &[
      "--grace-period N, --now, --force, --wait=false, --ignore-not-found, -n NS",
      "kubectl delete po kubia-manual\n  kubectl delete po --all\n  kubectl delete po -l app=kubia\n  kubectl delete namespace custom-namespace"),
     ("describe", "Show an object in detail, with its events.",
-     "kubectl describe po|no|ns [NAME...]",
+     "kubectl describe po|no|ns|secret [NAME...]",
      "-l SELECTOR, -n NS, -A",
      "kubectl describe po kubia-manual\n  kubectl describe node"),
     ("edit", "Change an object in your editor ($KUBE_EDITOR, $EDITOR, else vi).",

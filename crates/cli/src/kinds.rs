@@ -43,6 +43,13 @@ pub const RESOURCES: &[Resource] = &[
         short: &["ev"],
         namespaced: true,
     },
+    Resource {
+        plural: "secrets",
+        singular: "secret",
+        kind: "Secret",
+        short: &[],
+        namespaced: true,
+    },
 ];
 
 /// The resource a user typed (`po`, `pod`, `pods`, `Pod`, `pods.v1.`, `all` = pods here).
@@ -111,6 +118,8 @@ mod tests {
         assert_eq!(by_name("ns").map(|r| r.plural), Some("namespaces"));
         assert_eq!(by_name("no").map(|r| r.plural), Some("nodes"));
         assert_eq!(by_name("ev").map(|r| r.plural), Some("events"));
+        assert_eq!(by_name("secret").map(|r| r.plural), Some("secrets"));
+        assert_eq!(by_kind("v1", "Secret").map(|r| r.plural), Some("secrets"));
         assert_eq!(by_name("services"), None);
         assert_eq!(closest("pdos"), Some("pods"));
         assert_eq!(closest("namespcae"), Some("namespace"));

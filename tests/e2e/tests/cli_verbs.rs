@@ -1090,3 +1090,69 @@ fn a_mistyped_flag_gets_a_suggestion_on_a_terminal() {
         &skiff(&cluster, args, None),
     );
 }
+
+const SECRET_YAML: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app\n  labels:\n    \
+                           team: a\nstringData:\n  user: alice\n  password: s3cret-value\n";
+
+fn secrets(cluster: &Cluster) {
+    create(cluster, SECRET_YAML);
+    let made = kubectl(
+        cluster,
+        &[
+            "create",
+            "secret",
+            "docker-registry",
+            "reg",
+            "--docker-server=registry.example.com:5000",
+            "--docker-username=u",
+            "--docker-password=p",
+        ],
+        None,
+    );
+    assert_success(&made, "kubectl create secret docker-registry");
+}
+
+#[test]
+fn secrets_print_what_kubectl_prints() {
+    let cluster = Cluster::start();
+    secrets(&cluster);
+    let cases: &[&[&str]] = &[
+        &["get", "secrets"],
+        &["get", "secret", "reg"],
+        &["get", "secret/app", "-o", "name"],
+        &["get", "secrets", "--show-labels"],
+        &["get", "secret", "app", "-o", "jsonpath={.data.user}"],
+        &["get", "secret", "nope"],
+        &["describe", "secret", "app"],
+        &["describe", "secrets"],
+        &["describe", "secret", "nope"],
+    ];
+    for args in cases {
+        same_read(&cluster, args);
+    }
+    let described = stdout(&skiff(&cluster, &["describe", "secret", "app"], None));
+    assert!(!described.contains("alice") && !described.contains("s3cret"));
+
+    let steps = [
+        ours(&["delete", "secret", "app"]),
+        ours(&["delete", "secret", "reg", "nope"]),
+        check(&["get", "secrets", "-o", "name"]),
+    ];
+    let cleanup = |cluster: &Cluster| {
+        let deleted = kubectl(cluster, &["delete", "secrets", "--all"], None);
+        assert_success(&deleted, "kubectl delete secrets --all");
+    };
+    cleanup(&cluster);
+    same_steps(&cluster, &secrets, &cleanup, &steps);
+
+    // create -f of a Secret: the same answer, and the object kubectl's would be.
+    let real = kubectl(&cluster, &["create", "-f", "-"], Some(SECRET_YAML));
+    let by_kubectl = cluster.jsonpath(&["secret", "app"], "{.type} {.data}");
+    cleanup(&cluster);
+    let ours = skiff(&cluster, &["create", "-f", "-"], Some(SECRET_YAML));
+    assert_same(&["create", "-f", "-"], &real, &ours);
+    assert_eq!(
+        cluster.jsonpath(&["secret", "app"], "{.type} {.data}"),
+        by_kubectl
+    );
+}

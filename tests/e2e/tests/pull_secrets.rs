@@ -186,6 +186,8 @@ fn pods_pull_from_a_private_registry_with_their_pull_secrets() {
     registry.push(&images.path().join("busybox.tar"), "private/busybox:1");
     let image = format!("{}/private/busybox:1", registry.addr);
     let cluster = Cluster::start_with_agent(|_| {});
+    let resources = cluster.kubectl_ok(["api-resources", "--namespaced=true", "-o", "name"]);
+    assert!(resources.lines().any(|l| l == "secrets"), "{resources}");
 
     // No secret: the registry refuses, and the pod says why.
     cluster.create_from(&pod("anonymous", &image, &[], "IfNotPresent"));
