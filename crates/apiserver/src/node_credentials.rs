@@ -11,8 +11,8 @@ use crate::error::{ApiError, Result};
 
 /// The bootstrap endpoint: `POST` with the join token and `{"nodeName", "password"}`.
 pub const BOOTSTRAP_PATH: &str = "/skiff/v1/node-credentials";
-/// Where the hashes live: Secret-shaped objects in kube-system, as k3s'
-/// `<node>.node-password.k3s` Secrets (Secrets are not served yet; the shape is ready for it).
+/// Where the hashes live: Secrets in kube-system, as k3s' `<node>.node-password.k3s` Secrets
+/// (immutable; `kubectl delete secret` of one frees its node's name, as deleting the Node does).
 const KEY_PREFIX: &str = "/registry/secrets/kube-system/";
 const NAME_SUFFIX: &str = ".node-password.skiff";
 /// A password shorter than this is refused: it would be guessable.

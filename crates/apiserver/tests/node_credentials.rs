@@ -356,6 +356,22 @@ async fn a_node_reads_only_the_secrets_of_its_pods() {
     as_user(&server, &a, "GET", secrets, None)
         .await
         .expect_status(403, "Forbidden");
+    // The node's own credential record is a Secret the admin sees (never the node).
+    let record = server
+        .get("/api/v1/namespaces/kube-system/secrets/a.node-password.skiff")
+        .await
+        .expect(200);
+    assert_eq!(record["type"], "skiff.io/node-password");
+    assert_eq!(record["immutable"], true);
+    as_user(
+        &server,
+        &a,
+        "GET",
+        "/api/v1/namespaces/kube-system/secrets/a.node-password.skiff",
+        None,
+    )
+    .await
+    .expect_status(403, "Forbidden");
     as_user(&server, &a, "GET", "/api/v1/secrets?watch=true", None)
         .await
         .expect_status(403, "Forbidden");
