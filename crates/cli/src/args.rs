@@ -60,10 +60,23 @@ pub struct Flags {
     /// `patch -p PATCH` and `--type json|merge|strategic`.
     pub patch: Option<String>,
     pub patch_type: Option<String>,
+    /// `create secret docker-registry|generic` flags.
+    pub secret: SecretFlags,
     /// The verb (`get`, `delete`, ...), when one was given.
     pub verb: Option<String>,
     /// The arguments after the verb that are not flags.
     pub args: Vec<String>,
+}
+
+/// The flags of `create secret`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SecretFlags {
+    pub docker_server: Option<String>,
+    pub docker_username: Option<String>,
+    pub docker_password: Option<String>,
+    pub docker_email: Option<String>,
+    /// `--from-literal=key=value`, repeatable.
+    pub from_literal: Vec<String>,
 }
 
 /// The flags of the streaming verbs.
@@ -172,6 +185,12 @@ const VALUE_FLAGS: &[(&str, Option<char>)] = &[
     ("api-group", None),
     ("patch", None),
     ("type", None),
+    // create secret's.
+    ("docker-server", None),
+    ("docker-username", None),
+    ("docker-password", None),
+    ("docker-email", None),
+    ("from-literal", None),
 ];
 
 /// The known long flag closest to a mistyped one (`--show-lables` → `show-labels`), if one is
@@ -387,6 +406,11 @@ impl Flags {
             "api-group" => self.api_group = Some(value),
             "patch" => self.patch = Some(value),
             "type" => self.patch_type = Some(value),
+            "docker-server" => self.secret.docker_server = Some(value),
+            "docker-username" => self.secret.docker_username = Some(value),
+            "docker-password" => self.secret.docker_password = Some(value),
+            "docker-email" => self.secret.docker_email = Some(value),
+            "from-literal" => self.secret.from_literal.push(value),
             // Accepted for kubectl's sake; this slice has no use for them.
             _ => {}
         }

@@ -14,6 +14,9 @@ pub async fn run(flags: &Flags) -> Result<()> {
         if what == "namespace" || what == "ns" {
             return create_namespace(flags, names).await;
         }
+        if what == "secret" {
+            return create_secret(flags, names).await;
+        }
         return Err(Error::Message(format!(
             "Unexpected args: [{}]\nSee 'kubectl create -h' for help and examples",
             flags.args.join(" ")
@@ -122,4 +125,212 @@ async fn create_namespace(flags: &Flags, names: &[String]) -> Result<()> {
     .await?;
     println!("namespace/{name} created");
     Ok(())
+}
+
+/// Docker Hub's key in docker configs, kubectl's default `--docker-server`.
+const DOCKER_HUB_SERVER: &str = "https://index.docker.io/v1/";
+
+/// base64 of `bytes`, as JSON carries Secret data (k8s-openapi's ByteString encodes it).
+fn base64_of(bytes: &[u8]) -> String {
+    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec()))
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The `.dockerconfigjson` kubectl writes for one registry login, byte for byte: Go's field
+/// order (username, password, email if given, auth).
+pub(crate) fn docker_config_json(
+    server: &str,
+    username: &str,
+    password: &str,
+    email: Option<&str>,
+) -> String {
+    let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+    let email = email
+        .filter(|e| !e.is_empty())
+        .map(|e| format!("\"email\":{},", quote(e)))
+        .unwrap_or_default();
+    let auth = base64_of(format!("{username}:{password}").as_bytes());
+    format!(
+        "{{\"auths\":{{{}:{{\"username\":{},\"password\":{},{email}\"auth\":{}}}}}}}",
+        quote(server),
+        quote(username),
+        quote(password),
+        quote(&auth)
+    )
+}
+
+/// The Secret `kubectl create secret docker-registry|generic NAME ...` makes.
+fn secret_from_flags(flags: &Flags, names: &[String]) -> Result<(String, serde_json::Value)> {
+    let usage = |sub: &str| format!("See 'kubectl create secret {sub} -h' for help and examples");
+    let (sub, rest) = match names.split_first() {
+        Some((sub, rest)) if sub == "docker-registry" || sub == "generic" => (sub.as_str(), rest),
+        Some((other, _)) => {
+            return Err(Error::Message(format!(
+                "unknown secret type {other:?}: use docker-registry or generic \
+                 (tls is not in this Skiff CLI yet)\nSee 'kubectl create secret -h' for help \
+                 and examples"
+            )))
+        }
+        None => {
+            return Err(Error::Message(
+                "create secret needs a type: docker-registry or generic\nSee 'kubectl create \
+                 secret -h' for help and examples"
+                    .to_owned(),
+            ))
+        }
+    };
+    let [name] = rest else {
+        return Err(Error::Message(format!(
+            "exactly one NAME is required, got {}\n{}",
+            rest.len(),
+            usage(sub)
+        )));
+    };
+    let mut data = serde_json::Map::new();
+    let secret_type = if sub == "docker-registry" {
+        let s = &flags.secret;
+        let server = s.docker_server.as_deref().unwrap_or(DOCKER_HUB_SERVER);
+        let (Some(username), Some(password)) = (
+            s.docker_username.as_deref().filter(|u| !u.is_empty()),
+            s.docker_password.as_deref().filter(|p| !p.is_empty()),
+        ) else {
+            return Err(Error::Message(
+                "either --from-file or the combination of --docker-username, --docker-password \
+                 and --docker-server is required"
+                    .to_owned(),
+            ));
+        };
+        let config = docker_config_json(server, username, password, s.docker_email.as_deref());
+        data.insert(
+            ".dockerconfigjson".to_owned(),
+            base64_of(config.as_bytes()).into(),
+        );
+        "kubernetes.io/dockerconfigjson".to_owned()
+    } else {
+        for literal in &flags.secret.from_literal {
+            let Some((key, value)) = literal.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+                return Err(Error::Message(format!(
+                    "invalid literal source {literal}, expected key=value"
+                )));
+            };
+            if data.contains_key(key) {
+                return Err(Error::Message(format!(
+                    "cannot add key {key}, another key by that name already exists in Data \
+                     for Secret \"{name}\""
+                )));
+            }
+            data.insert(key.to_owned(), base64_of(value.as_bytes()).into());
+        }
+        flags
+            .patch_type
+            .clone()
+            .unwrap_or_else(|| "Opaque".to_owned())
+    };
+    let secret = serde_json::json!({
+        "kind": "Secret", "apiVersion": "v1",
+        "metadata": {"name": name},
+        "data": data,
+        "type": secret_type,
+    });
+    Ok((name.clone(), secret))
+}
+
+/// `kubectl create secret docker-registry NAME --docker-server=S --docker-username=U
+/// --docker-password=P [--docker-email=E]` and `kubectl create secret generic NAME
+/// [--from-literal=key=value]... [--type=T]`.
+async fn create_secret(flags: &Flags, names: &[String]) -> Result<()> {
+    let (name, secret) = secret_from_flags(flags, names)?;
+    let dry_run = DryRun::parse(flags)?;
+    if dry_run == DryRun::Client {
+        println!("{}", dry_run.line(flags, "secret", &name, "created"));
+        return Ok(());
+    }
+    let api = ApiClient::connect(flags).await?;
+    let namespace = api.namespace().to_owned();
+    let query = dry_run.query(flags, "kubectl-create");
+    let uri = format!("/api/v1/namespaces/{namespace}/secrets{query}");
+    let body = serde_json::to_vec(&secret)
+        .map_err(|err| Error::Message(format!("cannot encode the secret: {err}")))?;
+    api.send(
+        Method::POST,
+        &uri,
+        ACCEPT_JSON,
+        Some(body),
+        ("post", "secrets"),
+    )
+    .await?;
+    println!("{}", dry_run.line(flags, "secret", &name, "created"));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[&str]) -> Flags {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Flags::parse(&args).unwrap_or_else(|(e, _)| panic!("{e}"))
+    }
+
+    #[test]
+    fn docker_registry_secrets_hold_what_kubectl_writes() {
+        let f = flags(&[
+            "create",
+            "secret",
+            "docker-registry",
+            "reg",
+            "--docker-server=127.0.0.1:5000",
+            "--docker-username=u",
+            "--docker-password",
+            "p\"w",
+        ]);
+        let (name, secret) = secret_from_flags(&f, &f.args[1..]).expect("a secret");
+        assert_eq!(name, "reg");
+        assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
+        assert_eq!(
+            docker_config_json("127.0.0.1:5000", "u", "p\"w", None),
+            r#"{"auths":{"127.0.0.1:5000":{"username":"u","password":"p\"w","auth":"dTpwInc="}}}"#
+        );
+        assert_eq!(
+            secret["data"][".dockerconfigjson"],
+            base64_of(docker_config_json("127.0.0.1:5000", "u", "p\"w", None).as_bytes())
+        );
+        let no_password = flags(&[
+            "create",
+            "secret",
+            "docker-registry",
+            "reg",
+            "--docker-username=u",
+        ]);
+        assert!(secret_from_flags(&no_password, &no_password.args[1..]).is_err());
+    }
+
+    #[test]
+    fn generic_secrets_from_literals() {
+        let f = flags(&[
+            "create",
+            "secret",
+            "generic",
+            "app",
+            "--from-literal=user=alice",
+            "--from-literal=pw=a=b",
+        ]);
+        let (_, secret) = secret_from_flags(&f, &f.args[1..]).expect("a secret");
+        assert_eq!(secret["type"], "Opaque");
+        assert_eq!(secret["data"]["user"], "YWxpY2U=");
+        assert_eq!(secret["data"]["pw"], "YT1i");
+        let twice = flags(&[
+            "create",
+            "secret",
+            "generic",
+            "app",
+            "--from-literal=a=1",
+            "--from-literal=a=2",
+        ]);
+        assert!(secret_from_flags(&twice, &twice.args[1..]).is_err());
+        let nameless = flags(&["create", "secret", "generic"]);
+        assert!(secret_from_flags(&nameless, &nameless.args[1..]).is_err());
+    }
 }

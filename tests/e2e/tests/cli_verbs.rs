@@ -1145,6 +1145,44 @@ fn secrets_print_what_kubectl_prints() {
     cleanup(&cluster);
     same_steps(&cluster, &secrets, &cleanup, &steps);
 
+    // create secret docker-registry|generic: the same answers and the same objects.
+    let made = [
+        vec![
+            "create",
+            "secret",
+            "docker-registry",
+            "made",
+            "--docker-server=127.0.0.1:5000",
+            "--docker-username=u",
+            "--docker-password=p",
+            "--docker-email=u@example.com",
+        ],
+        vec![
+            "create",
+            "secret",
+            "generic",
+            "made",
+            "--from-literal=a=1",
+            "--from-literal=b=two=2",
+        ],
+        vec!["create", "secret", "docker-registry", "made"],
+        vec!["create", "secret", "generic"],
+    ];
+    for args in &made {
+        let real = kubectl(&cluster, args, None);
+        let by_kubectl = cluster.jsonpath(&["secret", "made"], "{.type} {.data}");
+        cleanup(&cluster);
+        let ours = skiff(&cluster, args, None);
+        let by_us = cluster.jsonpath(&["secret", "made"], "{.type} {.data}");
+        cleanup(&cluster);
+        if real.status.success() {
+            assert_same(args, &real, &ours);
+        } else {
+            assert!(!ours.status.success(), "{args:?} should fail");
+        }
+        assert_eq!(by_us, by_kubectl, "{args:?}");
+    }
+
     // create -f of a Secret: the same answer, and the object kubectl's would be.
     let real = kubectl(&cluster, &["create", "-f", "-"], Some(SECRET_YAML));
     let by_kubectl = cluster.jsonpath(&["secret", "app"], "{.type} {.data}");
