@@ -1178,20 +1178,7 @@ impl PodWorker {
                 return Step::Wait(Some(Duration::from_secs(5)));
             }
         };
-        // Fetched whether or not a pull follows, as kubelet does on every sync: a pod naming a
-        // secret that is not there hears of it even when its image is already on the node.
-        let secrets = crate::pull_secrets::fetch(&self.ctx.client, pod).await;
-        if let Some(message) = secrets.missing_message() {
-            events
-                .record(
-                    pod,
-                    None,
-                    EventType::Warning,
-                    "FailedToRetrieveImagePullSecret",
-                    &message,
-                )
-                .await;
-        }
+        let client = &self.ctx.client;
         let pull_policy = container.image_pull_policy.clone().unwrap_or_default();
         let image_ref = match (
             policy::decide(&pull_policy, &image, present.is_some()),
@@ -1216,6 +1203,9 @@ impl PodWorker {
                 return Step::Wait(None);
             }
             (PullDecision::UseLocal, Some(found)) => {
+                // As kubelet, which reads them on every sync: a pod naming a secret that is not
+                // there hears of it even when its image is already on the node.
+                fetch_pull_secrets(client, events, pod).await;
                 events
                     .record(
                         pod,
@@ -1247,6 +1237,7 @@ impl PodWorker {
                         &format!("Pulling image {image:?}"),
                     )
                     .await;
+                let secrets = fetch_pull_secrets(client, events, pod).await;
                 let credentials = match Reference::parse(&image) {
                     Ok(reference) => secrets.keyring.lookup(&reference),
                     Err(_) => Vec::new(),
@@ -1740,4 +1731,24 @@ impl PodWorker {
         self.sandbox = None;
         self.netns = None;
     }
+}
+/// The pod's pull secrets, with kubelet's warning about those that cannot be retrieved.
+async fn fetch_pull_secrets(
+    client: &kube::Client,
+    events: &EventQueue,
+    pod: &Pod,
+) -> crate::pull_secrets::PullSecrets {
+    let secrets = crate::pull_secrets::fetch(client, pod).await;
+    if let Some(message) = secrets.missing_message() {
+        events
+            .record(
+                pod,
+                None,
+                EventType::Warning,
+                "FailedToRetrieveImagePullSecret",
+                &message,
+            )
+            .await;
+    }
+    secrets
 }
