@@ -190,6 +190,13 @@ impl Authenticator {
             cache.remove(node);
         }
     }
+
+    /// Forgets every cached node credential (some were deleted, which ones is not known).
+    pub fn forget_nodes(&self) {
+        if let Ok(mut cache) = self.node_hashes.lock() {
+            cache.clear();
+        }
+    }
 }
 
 fn load_or_create_secret(path: &Path) -> Result<String, AuthError> {

@@ -585,6 +585,11 @@ async fn resource(
     } else {
         None
     };
+    // Some(name) for one secret of kube-system deleted, Some(None) for a collection.
+    let credentials_deleted = (target.info.kind == "Secret"
+        && parts.method == Method::DELETE
+        && target.namespace == Some(crate::node_credentials::NAMESPACE))
+    .then_some(target.name);
     let resp = match target.info.kind {
         "Pod" => serve::<Pod>(state, target, query, accept, &parts, body).await,
         "Namespace" => serve::<Namespace>(state, target, query, accept, &parts, body).await,
@@ -596,6 +601,15 @@ async fn resource(
     }?;
     if let Some(before) = nodes_before {
         release_deleted_nodes(state, before).await;
+    }
+    // A node's credentials are a Secret in kube-system: deleting it frees the name at once
+    // here, as deleting the Node does, rather than when this server's cache expires.
+    if let Some(deleted) = credentials_deleted {
+        match deleted.and_then(crate::node_credentials::node_of_record) {
+            Some(node) => state.auth.forget_node(node),
+            None if deleted.is_none() => state.auth.forget_nodes(),
+            None => {}
+        }
     }
     Ok(resp)
 }

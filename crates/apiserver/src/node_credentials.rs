@@ -14,7 +14,14 @@ pub const BOOTSTRAP_PATH: &str = "/skiff/v1/node-credentials";
 /// Where the hashes live: Secrets in kube-system, as k3s' `<node>.node-password.k3s` Secrets
 /// (immutable; `kubectl delete secret` of one frees its node's name, as deleting the Node does).
 const KEY_PREFIX: &str = "/registry/secrets/kube-system/";
+/// The namespace of those Secrets.
+pub const NAMESPACE: &str = "kube-system";
 const NAME_SUFFIX: &str = ".node-password.skiff";
+
+/// The node whose credentials the Secret `name` (in kube-system) holds, if it is such a record.
+pub fn node_of_record(name: &str) -> Option<&str> {
+    name.strip_suffix(NAME_SUFFIX).filter(|n| !n.is_empty())
+}
 /// A password shorter than this is refused: it would be guessable.
 const MIN_PASSWORD_LEN: usize = 16;
 

@@ -156,6 +156,18 @@ async fn a_claimed_name_is_refused_until_its_node_is_deleted() {
     as_user(&server, &token_b, "GET", "/api/v1/nodes", None)
         .await
         .expect(200);
+
+    // The record is a Secret: deleting it frees the name too, at once.
+    server
+        .delete("/api/v1/namespaces/kube-system/secrets/n1.node-password.skiff")
+        .await
+        .expect(200);
+    as_user(&server, &token_b, "GET", "/api/v1/nodes", None)
+        .await
+        .expect_status(401, "Unauthorized");
+    bootstrap(&server, &join, "n1", PASSWORD_A)
+        .await
+        .expect(200);
 }
 
 #[tokio::test]

@@ -1126,6 +1126,8 @@ fn secrets_print_what_kubectl_prints() {
         &["describe", "secret", "app"],
         &["describe", "secrets"],
         &["describe", "secret", "nope"],
+        &["explain", "secret.type"],
+        &["get", "secrets", "--field-selector", "type=Opaque"],
     ];
     for args in cases {
         same_read(&cluster, args);
