@@ -1228,6 +1228,11 @@ impl PodWorker {
                     }
                     return Step::Wait(Some(at - now));
                 }
+                let secrets = fetch_pull_secrets(client, events, pod).await;
+                let credentials = match Reference::parse(&image) {
+                    Ok(reference) => secrets.keyring.lookup(&reference),
+                    Err(_) => Vec::new(),
+                };
                 events
                     .record(
                         pod,
@@ -1237,11 +1242,6 @@ impl PodWorker {
                         &format!("Pulling image {image:?}"),
                     )
                     .await;
-                let secrets = fetch_pull_secrets(client, events, pod).await;
-                let credentials = match Reference::parse(&image) {
-                    Ok(reference) => secrets.keyring.lookup(&reference),
-                    Err(_) => Vec::new(),
-                };
                 let started = Instant::now();
                 let wanted = image.clone();
                 match blocking(&runtime, move |rt| rt.pull_image(&wanted, &credentials)).await {
@@ -1732,6 +1732,7 @@ impl PodWorker {
         self.netns = None;
     }
 }
+
 /// The pod's pull secrets, with kubelet's warning about those that cannot be retrieved.
 async fn fetch_pull_secrets(
     client: &kube::Client,
