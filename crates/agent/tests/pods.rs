@@ -720,4 +720,29 @@ async fn pull_secrets_give_their_registry_credentials_and_missing_ones_are_warne
         warned.message.as_deref(),
         Some("Unable to retrieve some image pull secrets (gone); attempting to pull the image may not succeed.")
     );
+
+    // While a failed pull backs off, the secrets are not fetched (nor warned about) again on
+    // every look at the pod: once ImagePullBackOff shows, there was still one warning.
+    r.create(json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "backing-off"},
+        "spec": {"imagePullSecrets": [{"name": "gone"}],
+                 "containers": [{"name": "a", "image": "nowhere:2"}]},
+    }))
+    .await;
+    let backing_off = r
+        .wait_pod("backing-off", "ImagePullBackOff", |p| {
+            waiting_reason(p, "a").as_deref() == Some("ImagePullBackOff")
+        })
+        .await;
+    let warnings: Vec<i32> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.uid == backing_off.metadata.uid)
+        .filter(|e| e.reason.as_deref() == Some("FailedToRetrieveImagePullSecret"))
+        .map(|e| e.count.unwrap_or(1))
+        .collect();
+    assert_eq!(warnings, [1]);
 }
