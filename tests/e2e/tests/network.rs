@@ -19,11 +19,26 @@ const SLEEP: &str = "trap 'exit 0' TERM; sleep 3600 & wait";
 fn assert_nothing_left(cluster: &Cluster) {
     let network = cluster.network().expect("the cluster has a pod network");
     let net = cluster.data_dir().join("net");
-    wait_until(WAIT, "the pods' networking to be gone", || {
-        network.veths().is_empty()
-            && entries(&net.join("ipam")).is_empty()
-            && entries(&net.join("sandboxes")).is_empty()
-    });
+    let left = || {
+        (
+            network.veths(),
+            entries(&net.join("ipam")),
+            entries(&net.join("sandboxes")),
+        )
+    };
+    let gone = |(veths, ipam, sandboxes): &(Vec<String>, Vec<String>, Vec<String>)| {
+        veths.is_empty() && ipam.is_empty() && sandboxes.is_empty()
+    };
+    let started = std::time::Instant::now();
+    let mut last = left();
+    while !gone(&last) {
+        assert!(
+            started.elapsed() < WAIT,
+            "the pods' networking still there after {WAIT:?}: (veths, ipam, sandboxes) {last:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        last = left();
+    }
     let map = Command::new("nft")
         .args(["list", "map", "ip", &network.table, "hostports"])
         .output()
