@@ -849,6 +849,17 @@ impl PodRuntime for NodeRuntime {
             .map_err(|e| RuntimeFailure(e.to_string()))
     }
 
+    fn spawn_exec(
+        &self,
+        id: &str,
+        args: &[String],
+        stdio: [std::os::fd::BorrowedFd<'_>; 3],
+    ) -> RuntimeResult<std::os::unix::net::UnixStream> {
+        self.containers()?
+            .spawn_exec(id, args, false, stdio)
+            .map_err(|e| RuntimeFailure(e.to_string()))
+    }
+
     fn attach(&self, id: &str) -> RuntimeResult<Option<std::os::unix::net::UnixStream>> {
         use skiff_runtime::container::attach;
         let dir = self.containers()?.container_dir(id);

@@ -169,6 +169,22 @@ pub trait PodRuntime: Send + Sync + 'static {
             "this runtime cannot run commands in container {id}"
         )))
     }
+    /// Starts `args` in the running container `id` with `stdio` (stdin, stdout, stderr) as its
+    /// standard descriptors, without waiting for it; returns the control socket on which the
+    /// runtime reports its start and exit (`skiff_runtime::container::exec::ExecReport`);
+    /// closing that socket early kills the command. Exec probes and hooks use this. A runtime
+    /// that cannot exec says so.
+    fn spawn_exec(
+        &self,
+        id: &str,
+        args: &[String],
+        stdio: [std::os::fd::BorrowedFd<'_>; 3],
+    ) -> RuntimeResult<std::os::unix::net::UnixStream> {
+        let _ = (args, stdio);
+        Err(RuntimeFailure(format!(
+            "this runtime cannot run commands in container {id}"
+        )))
+    }
     /// Connects to the attach socket of the running container `id` (`kubectl attach`); None
     /// when the container has neither stdin nor a terminal (its monitor serves no socket).
     fn attach(&self, id: &str) -> RuntimeResult<Option<std::os::unix::net::UnixStream>> {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use skiff_runtime::container::attach;
 use skiff_runtime::container::cgroup::CgroupLayout;
+use skiff_runtime::container::exec::{ExecEnd, ExecReport};
 use skiff_runtime::container::manager::LogOptions;
 use skiff_runtime::container::{
     build_spec, CliRuntime, ContainerManager, ContainerSpecInput, ContainerState, ContainerStatus,
@@ -359,14 +360,15 @@ fn monitors_are_forked_by_one_launcher_that_is_replaced_when_it_dies() {
     let mut fixture = Fixture::new("launcher");
     let first = fixture.start("one", "sleep 1000", serde_json::json!({}));
     let second = fixture.start("two", "sleep 1000", serde_json::json!({}));
-    // Both monitors are children of the same launcher, itself the test's child.
-    let launcher: u32 = stat_fields(first.monitor_pid)[1].parse().expect("ppid");
-    assert_eq!(stat_fields(second.monitor_pid)[1], launcher.to_string());
-    assert_eq!(
-        stat_fields(launcher)[1],
-        std::process::id().to_string(),
-        "the launcher is the manager's child"
-    );
+    // One launcher, the test's child, forked both monitors; they are not its children (it
+    // forks them through a process that exits at once, so it reaps only its commands).
+    let launcher = fixture.manager.launcher_pid().expect("a launcher");
+    assert_eq!(stat_fields(launcher)[1], std::process::id().to_string());
+    for monitor in [first.monitor_pid, second.monitor_pid] {
+        assert_ne!(stat_fields(monitor)[1], launcher.to_string());
+        // The monitor's session is its own.
+        assert_eq!(stat_fields(monitor)[3], monitor.to_string());
+    }
     let comm = |pid: u32| {
         std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .expect("comm")
@@ -388,7 +390,7 @@ fn monitors_are_forked_by_one_launcher_that_is_replaced_when_it_dies() {
         matches!(third.state, ContainerState::Running { .. }),
         "{third:?}"
     );
-    let replacement: u32 = stat_fields(third.monitor_pid)[1].parse().expect("ppid");
+    let replacement = fixture.manager.launcher_pid().expect("a launcher");
     assert_ne!(replacement, launcher);
     assert!(
         !Path::new(&format!("/proc/{launcher}")).exists(),
@@ -403,6 +405,162 @@ fn monitors_are_forked_by_one_launcher_that_is_replaced_when_it_dies() {
         "the launcher ends with its manager"
     );
     assert!(process_exists(third.monitor_pid));
+}
+
+/// Runs `args` in container `id` through the launcher; returns what the control socket said
+/// and the command's output (stdout and stderr into one pipe).
+fn spawn_exec(fixture: &Fixture, id: &str, args: &[&str]) -> (ExecReport, String) {
+    use std::io::Read;
+    use std::os::fd::AsFd;
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let (output, output_write) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+    let null = std::fs::File::open("/dev/null").expect("/dev/null");
+    let mut control = fixture
+        .manager
+        .spawn_exec(
+            id,
+            &args,
+            false,
+            [null.as_fd(), output_write.as_fd(), output_write.as_fd()],
+        )
+        .expect("spawn_exec");
+    drop((null, output_write));
+    let mut text = String::new();
+    std::fs::File::from(output)
+        .read_to_string(&mut text)
+        .expect("output");
+    let mut report = String::new();
+    control.read_to_string(&mut report).expect("control");
+    (ExecReport::parse(&report), text)
+}
+
+/// The child processes of process `launcher` (the monitors' intermediate exits at once).
+fn children_of(launcher: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split(' ').nth(1)?.parse::<u32>().ok()
+                })
+                .is_some_and(|ppid| ppid == launcher)
+        })
+        .collect()
+}
+
+#[test]
+fn the_launcher_runs_commands_in_a_container_and_reaps_them() {
+    let mut fixture = Fixture::new("spawn-exec");
+    let status = fixture.start(
+        "app",
+        "echo init > /tmp/who; sleep 1000",
+        serde_json::json!({}),
+    );
+    let ContainerState::Running { pid: init, .. } = status.state else {
+        panic!("not running: {status:?}");
+    };
+    // The command joins the container: its root, its PID namespace (pid 1 is the init), its
+    // cgroup; its output and exit code come back.
+    let (report, text) = spawn_exec(
+        &fixture,
+        "app",
+        &[
+            "sh",
+            "-c",
+            "cat /proc/1/cmdline | tr '\\0' ' '; echo; \
+             [ \"$(cat /proc/self/cgroup)\" = \"$(cat /proc/1/cgroup)\" ] && echo same-cgroups; \
+             echo oops >&2; exit 3",
+        ],
+    );
+    assert_eq!(report.end, ExecEnd::Exited(3), "{text}");
+    let pid = report.pid.expect("a pid line");
+    assert_ne!(pid, init as i32);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "sleep 1000 ", "{text}");
+    assert_eq!(lines[1], "same-cgroups", "{text}");
+    assert_eq!(lines[2], "oops", "{text}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the command was reaped"
+    );
+
+    // Start failures: runc's words and Kubernetes' codes.
+    let (report, _) = spawn_exec(&fixture, "app", &["no-such-command"]);
+    assert_eq!(
+        report.end,
+        ExecEnd::NotStarted {
+            code: 127,
+            message: "exec failed: unable to start container process: exec: \"no-such-command\": executable file not found in $PATH".into()
+        }
+    );
+    let (report, _) = spawn_exec(&fixture, "app", &["/etc"]);
+    assert!(
+        matches!(report.end, ExecEnd::NotStarted { code: 126, .. }),
+        "{report:?}"
+    );
+    let null = std::fs::File::open("/dev/null").expect("/dev/null");
+    let error = fixture
+        .manager
+        .spawn_exec(
+            "absent",
+            &["true".into()],
+            false,
+            [std::os::fd::AsFd::as_fd(&null); 3],
+        )
+        .expect_err("no such container");
+    assert!(error.to_string().contains("absent"), "{error}");
+
+    // Closing the control socket early kills the command's whole process group, and the
+    // launcher reaps it: nothing is left.
+    let (output, output_write) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+    let null = std::fs::File::open("/dev/null").expect("/dev/null");
+    let control = {
+        use std::os::fd::AsFd;
+        fixture
+            .manager
+            .spawn_exec(
+                "app",
+                &["sh".into(), "-c".into(), "sleep 977 & sleep 978".into()],
+                false,
+                [null.as_fd(), output_write.as_fd(), output_write.as_fd()],
+            )
+            .expect("spawn_exec")
+    };
+    drop((null, output_write));
+    let sleeping = || {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    c.starts_with("sleep\0") && (c.contains("977") || c.contains("978"))
+                })
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sleeping() < 2 {
+        assert!(Instant::now() < deadline, "the two sleeps never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(control);
+    let launcher = fixture.manager.launcher_pid().expect("a launcher");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sleeping() > 0 || !children_of(launcher).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "still there: {} sleeps, launcher children {:?}",
+            sleeping(),
+            children_of(launcher)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(output);
 }
 
 #[test]

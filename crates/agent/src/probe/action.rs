@@ -437,59 +437,77 @@ pub enum ExecEnd {
     TimedOut,
 }
 
-/// Runs `command` in the running container `id`, killed (by the pid the runtime recorded)
-/// after `timeout`. An error: it could not be run at all.
+/// Runs `command` in the running container `id` (through the runtime's launcher: no process
+/// of the agent's per command), its stdout and stderr into one pipe (kubelet's combined
+/// output), stdin from /dev/null; killed, with its process group, after `timeout`. An error:
+/// it could not be run at all.
 pub async fn exec_in(
     runtime: &Arc<dyn PodRuntime>,
     id: &str,
     command: &[String],
     timeout: Duration,
 ) -> Result<ExecEnd, String> {
-    let (rt, id, args) = (runtime.clone(), id.to_string(), command.to_vec());
-    let mut prepared = tokio::task::spawn_blocking(move || rt.prepare_exec(&id, &args, false))
-        .await
-        .map_err(|e| format!("preparing the command failed: {e}"))?
+    use skiff_runtime::container::exec::{ExecEnd as Ended, ExecReport};
+    let (output, output_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| format!("cannot make a pipe for the command's output: {e}"))?;
+    let null = std::fs::File::open("/dev/null")
+        .map_err(|e| format!("cannot open /dev/null for the command's stdin: {e}"))?;
+    let control = runtime
+        .spawn_exec(
+            id,
+            command,
+            [null.as_fd(), output_write.as_fd(), output_write.as_fd()],
+        )
         .map_err(|e| e.to_string())?;
-    let mut cmd = std::mem::replace(&mut prepared.command, std::process::Command::new("true"));
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = tokio::process::Command::from(cmd)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run the command: {e}"))?;
-    let ended = tokio::time::timeout(timeout, child.wait_with_output()).await;
-    let output = match ended {
-        Ok(Ok(output)) => output,
-        Ok(Err(e)) => return Err(format!("waiting for the command: {e}")),
-        Err(_) => {
-            // The runtime's exec was dropped (and killed); the process in the container
-            // goes by its pid.
-            if let Some(pid) = prepared.pid().and_then(rustix::process::Pid::from_raw) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-            return Ok(ExecEnd::TimedOut);
-        }
+    // The command holds its own copies: the output ends when it (and what it started) exits.
+    drop((null, output_write));
+    let setup = |e: std::io::Error| format!("waiting for the command: {e}");
+    control.set_nonblocking(true).map_err(setup)?;
+    // Dropping the control socket before the end (the timeout below) kills the command.
+    let mut control = tokio::net::UnixStream::from_std(control).map_err(setup)?;
+    let mut output = tokio::net::unix::pipe::Receiver::from_owned_fd(output).map_err(setup)?;
+    let run = async {
+        let mut report = String::new();
+        let mut text = Vec::new();
+        let (reported, read) = tokio::join!(
+            control.read_to_string(&mut report),
+            read_capped(&mut output, &mut text)
+        );
+        reported.and(read).map(|()| (report, text))
     };
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    let code = output.status.code().unwrap_or(-1);
-    if code != 0 && skiff_runtime::container::exec::is_start_failure(&stderr) {
-        let code = skiff_runtime::container::exec::start_failure_code(&stderr, code);
-        return Ok(ExecEnd::Exited {
+    let (report, text) = match tokio::time::timeout(timeout, run).await {
+        Err(_) => return Ok(ExecEnd::TimedOut),
+        Ok(Err(e)) => return Err(format!("waiting for the command: {e}")),
+        Ok(Ok(done)) => done,
+    };
+    match ExecReport::parse(&report).end {
+        Ended::Exited(code) => Ok(ExecEnd::Exited {
             code,
-            output: stderr.trim_end().to_string(),
-        });
+            output: String::from_utf8_lossy(&text).into_owned(),
+        }),
+        Ended::NotStarted { code, message } => Ok(ExecEnd::Exited {
+            code,
+            output: message,
+        }),
+        Ended::Lost => Err("the command's exit was not reported (the launcher is gone)".into()),
     }
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&stderr);
-    if text.len() > MAX_OUTPUT {
-        let mut cut = MAX_OUTPUT;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
+}
+
+/// Reads `reader` to its end, keeping the first [`MAX_OUTPUT`] bytes in `kept` (allocated
+/// only when there is output).
+async fn read_capped<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    kept: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = reader.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
         }
-        text.truncate(cut);
+        let room = MAX_OUTPUT.saturating_sub(kept.len()).min(n);
+        kept.extend_from_slice(&buf[..room]);
     }
-    Ok(ExecEnd::Exited { code, output: text })
 }
 
 #[cfg(test)]

@@ -6,10 +6,16 @@
 //! With a tty the command's stdio is the child side of a pty of ours, its controlling terminal:
 //! the session reads and writes the parent side, and sets the window size there (the kernel then
 //! signals the command's foreground process group).
+//!
+//! [`ContainerManager::spawn_exec`] starts a command through the launcher instead (ADR 015): no
+//! process of this binary per command, the container's settings read once per container
+//! instance, and the exit and start failures reported on a control socket ([`ExecReport`]).
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -157,6 +163,153 @@ impl ContainerManager {
     }
 }
 
+/// What the launcher said on an exec's control socket ([`ContainerManager::spawn_exec`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecReport {
+    /// The command's host pid, once it was started.
+    pub pid: Option<i32>,
+    pub end: ExecEnd,
+}
+
+/// How a command started through the launcher ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecEnd {
+    /// It ran and exited with this code (128 + signal when killed).
+    Exited(i32),
+    /// It could not start: the code Kubernetes reports (127: no such command, 126: cannot
+    /// run, 255: anything else) and runc's words (`exec failed: ...`).
+    NotStarted { code: i32, message: String },
+    /// The control socket closed without an end (the launcher died).
+    Lost,
+}
+
+impl ExecReport {
+    /// Parses the control socket's whole text (lines `pid N`, `failed CODE MESSAGE`,
+    /// `exit CODE`); a start failure wins over the exit code that follows it.
+    pub fn parse(text: &str) -> ExecReport {
+        let mut report = ExecReport {
+            pid: None,
+            end: ExecEnd::Lost,
+        };
+        for line in text.lines() {
+            let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+            match word {
+                "pid" => report.pid = rest.trim().parse().ok(),
+                "failed" => {
+                    let (code, message) = rest.split_once(' ').unwrap_or((rest, ""));
+                    report.end = ExecEnd::NotStarted {
+                        code: code.parse().unwrap_or(255),
+                        message: message.to_owned(),
+                    };
+                }
+                "exit" if !matches!(report.end, ExecEnd::NotStarted { .. }) => {
+                    report.end = match rest.trim().parse() {
+                        Ok(code) => ExecEnd::Exited(code),
+                        Err(_) => ExecEnd::Lost,
+                    };
+                }
+                _ => {}
+            }
+        }
+        report
+    }
+}
+
+impl ContainerManager {
+    /// The launcher's plan for execs in container `id` (which must run): which container, and
+    /// its process settings; read from the container's files once per container.
+    fn exec_plan(&self, id: &str) -> Result<Arc<Vec<u8>>> {
+        let mut plans = self
+            .exec_plans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(plan) = plans.get(id) {
+            return Ok(plan.clone());
+        }
+        let dir = self.container_dir(id);
+        let read = |name: &str| -> Result<Value> {
+            let path = dir.join(name);
+            let bytes = std::fs::read(&path).map_err(io_error("reading", &path))?;
+            serde_json::from_slice(&bytes).map_err(|source| ContainerError::Json { path, source })
+        };
+        let config = read("config.json")?;
+        let monitor: super::monitor::MonitorConfig =
+            serde_json::from_value(read(super::monitor::CONFIG_FILE)?).map_err(|source| {
+                ContainerError::Json {
+                    path: dir.join(super::monitor::CONFIG_FILE),
+                    source,
+                }
+            })?;
+        let status = self
+            .status(id)?
+            .ok_or_else(|| ContainerError::NotFound(id.to_owned()))?;
+        let super::ContainerState::Running { pid, .. } = status.state else {
+            return Err(ContainerError::Spec(format!(
+                "container {id} is not running"
+            )));
+        };
+        let mut process = exec_process(&config, &[], false);
+        if let Some(object) = process.as_object_mut() {
+            object.remove("args");
+        }
+        let plan = super::launcher::ExecPlan {
+            target: super::nsexec::ExecTarget {
+                id: id.to_owned(),
+                pid,
+                cgroup_path: monitor.cgroup_path,
+            },
+            process,
+        };
+        let bytes = serde_json::to_vec(&plan).map_err(|source| ContainerError::Json {
+            path: dir.join("config.json"),
+            source,
+        })?;
+        let plan = Arc::new(bytes);
+        plans.insert(id.to_owned(), plan.clone());
+        Ok(plan)
+    }
+
+    /// Forgets the exec plan of container `id` (removed, or its init gone).
+    pub(crate) fn forget_exec_plan(&self, id: &str) {
+        self.exec_plans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
+    }
+
+    /// Starts `args` in the running container `id` through the launcher, with `stdio` as the
+    /// command's stdin, stdout and stderr (a terminal's child side when `tty`). Returns the
+    /// control socket: read it to its end and parse it with [`ExecReport::parse`]; closing it
+    /// before the end kills the command's process group. Does not block on the command; the
+    /// first exec in a container reads its files.
+    pub fn spawn_exec(
+        &self,
+        id: &str,
+        args: &[String],
+        tty: bool,
+        stdio: [BorrowedFd<'_>; 3],
+    ) -> Result<UnixStream> {
+        if args.is_empty() {
+            return Err(ContainerError::Spec(
+                "exec needs a command (kubectl exec POD -- COMMAND)".into(),
+            ));
+        }
+        let plan = self.exec_plan(id)?;
+        let header = super::launcher::ExecHeader {
+            args: args.to_vec(),
+            tty,
+        };
+        let dir = self.container_dir(id);
+        let request = super::launcher::encode_exec(&header, &plan)
+            .map_err(io_error("starting exec in", &dir))?;
+        let (ours, theirs) = UnixStream::pair().map_err(io_error("starting exec in", &dir))?;
+        self.launcher()
+            .exec(&request, theirs.as_fd(), stdio)
+            .map_err(io_error("starting exec in", &dir))?;
+        Ok(ours)
+    }
+}
+
 /// The exit code Kubernetes reports for an exec the runtime could not start: 127 when the
 /// command is not there, 126 when it cannot be run, else the runtime's own code.
 pub fn start_failure_code(runtime_stderr: &str, code: i32) -> i32 {
@@ -195,6 +348,48 @@ mod tests {
         assert_eq!(p["user"]["uid"], 33);
         assert_eq!(p["terminal"], true);
         assert!(p.get("consoleSize").is_none());
+    }
+
+    #[test]
+    fn control_lines_parse() {
+        assert_eq!(
+            ExecReport::parse("pid 1234\nexit 0\n"),
+            ExecReport {
+                pid: Some(1234),
+                end: ExecEnd::Exited(0)
+            }
+        );
+        assert_eq!(
+            ExecReport::parse("pid 9\nexit 137\n").end,
+            ExecEnd::Exited(137)
+        );
+        // The child's start failure, then the launcher's exit line with the same code.
+        let missing = "failed 127 exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH";
+        assert_eq!(
+            ExecReport::parse(&format!("pid 5\n{missing}\nexit 127\n")),
+            ExecReport {
+                pid: Some(5),
+                end: ExecEnd::NotStarted {
+                    code: 127,
+                    message: "exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH".into()
+                }
+            }
+        );
+        // Refused before a process existed (no pid line).
+        assert_eq!(
+            ExecReport::parse("failed 255 exec failed: container c is not running\n"),
+            ExecReport {
+                pid: None,
+                end: ExecEnd::NotStarted {
+                    code: 255,
+                    message: "exec failed: container c is not running".into()
+                }
+            }
+        );
+        // The launcher died: no end.
+        assert_eq!(ExecReport::parse("pid 7\n").end, ExecEnd::Lost);
+        assert_eq!(ExecReport::parse("").end, ExecEnd::Lost);
+        assert_eq!(ExecReport::parse("exit x\n").end, ExecEnd::Lost);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The node's containers: start one under its own monitor process, read its status (also after
 //! the agent restarted: the monitors and their status files outlive it), stop and remove it.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use oci_spec::runtime::Spec;
@@ -51,6 +52,9 @@ pub struct ContainerManager {
     launcher: Arc<Launcher>,
     /// `[skiff, internal]`: runs `exec` (nsexec.rs) and the launcher.
     helper_command: Vec<PathBuf>,
+    /// Per running container, the launcher's exec plan (JSON), read once from its files
+    /// (exec.rs); forgotten when the container is removed.
+    pub(crate) exec_plans: Arc<Mutex<HashMap<String, Arc<Vec<u8>>>>>,
 }
 
 impl ContainerManager {
@@ -72,6 +76,7 @@ impl ContainerManager {
             launcher: Arc::new(Launcher::new(&helper_command, root)),
             helper_command,
             log_options,
+            exec_plans: Arc::default(),
         })
     }
 
@@ -81,6 +86,16 @@ impl ContainerManager {
 
     pub fn runtime(&self) -> &CliRuntime {
         &self.runtime
+    }
+
+    /// The pid of the launcher process (None until the first container or exec started it).
+    pub fn launcher_pid(&self) -> Option<u32> {
+        self.launcher.pid()
+    }
+
+    /// The launcher (exec.rs sends it commands to start).
+    pub(crate) fn launcher(&self) -> &Launcher {
+        &self.launcher
     }
 
     /// `[skiff, internal]`, before `monitor ...` or `exec ...`.
@@ -314,6 +329,7 @@ impl ContainerManager {
     /// its cgroup in every hierarchy, and its directory (not the log file: the caller owns its
     /// path). Idempotent; keeps going past errors and reports them all.
     pub fn remove(&self, id: &str) -> Result<()> {
+        self.forget_exec_plan(id);
         let dir = self.container_dir(id);
         let mut errors = Vec::new();
         // The monitor deletes the runtime's state after the exit: ask the runtime only when it

@@ -12,7 +12,7 @@
 //! Failures to start print runc's words (`exec failed: ...`), with 127 for a command that is
 //! not there and 126 for one that cannot run, which the agent reports as Kubernetes does.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::ExitCode;
@@ -76,7 +76,10 @@ fn run(container_dir: &Path, process_file: &Path, pid_file: &Path) -> Result<u8,
     });
     let (child_pid, born_in_v2) = fork_into(v2_dir.as_ref())?;
     if child_pid == 0 {
-        let (code, message) = child(layout.as_ref(), born_in_v2, &process, namespaces);
+        let cgroup = layout
+            .as_ref()
+            .map(|(layout, path)| (layout, path.as_str()));
+        let (code, message) = child(cgroup, born_in_v2, &process, namespaces);
         eprintln!("exec failed: {message}");
         std::process::exit(code)
     }
@@ -94,22 +97,6 @@ fn run(container_dir: &Path, process_file: &Path, pid_file: &Path) -> Result<u8,
 fn fork_into(cgroup: Option<&OwnedFd>) -> Result<(i32, bool), String> {
     use std::os::fd::AsRawFd;
     if let Some(cgroup) = cgroup {
-        /// The kernel's `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
-        #[repr(C)]
-        #[derive(Default)]
-        struct CloneArgs {
-            flags: u64,
-            pidfd: u64,
-            child_tid: u64,
-            parent_tid: u64,
-            exit_signal: u64,
-            stack: u64,
-            stack_size: u64,
-            tls: u64,
-            set_tid: u64,
-            set_tid_size: u64,
-            cgroup: u64,
-        }
         const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
         let args = CloneArgs {
             flags: CLONE_INTO_CGROUP,
@@ -210,7 +197,7 @@ fn wait(child_pid: i32) -> u8 {
 /// The command's process: joins the container, takes its settings, and executes the command.
 /// Returns only on failure: the exit code and what went wrong.
 fn child(
-    cgroup: Option<&(CgroupLayout, String)>,
+    cgroup: Option<(&CgroupLayout, &str)>,
     born_in_v2: bool,
     process: &Value,
     namespaces: Namespaces,
@@ -253,7 +240,7 @@ fn child(
 /// Everything but the exec, in runc's order: cgroup, namespaces, terminal, limits, identity
 /// and capabilities, working directory.
 fn enter(
-    cgroup: Option<&(CgroupLayout, String)>,
+    cgroup: Option<(&CgroupLayout, &str)>,
     born_in_v2: bool,
     process: &Value,
     namespaces: Namespaces,
@@ -310,6 +297,213 @@ fn enter(
     let cwd = process["cwd"].as_str().unwrap_or("/");
     std::env::set_current_dir(cwd)
         .map_err(|e| format!("chdir to cwd (\"{cwd}\") set in config.json failed: {e}"))
+}
+
+/// Which container an exec enters: its id, its init's host pid and its cgroup path
+/// (`linux.cgroupsPath`), as the manager read them from the container's files.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ExecTarget {
+    pub id: String,
+    pub pid: u32,
+    pub cgroup_path: Option<String>,
+}
+
+/// A command's process started by [`spawn`]: its host pid, and a pidfd through which it is
+/// signalled and its exit collected ([`reap`]).
+pub(crate) struct Spawned {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+}
+
+/// The descriptors a spawned command gets: its stdin, stdout and stderr, and the control
+/// socket where a start failure is written (`failed CODE MESSAGE`).
+pub(crate) struct SpawnIo<'a> {
+    pub stdio: [BorrowedFd<'a>; 3],
+    pub control: BorrowedFd<'a>,
+}
+
+/// Starts `process` (an OCI process with the command's args) in the container `target` as a
+/// child of the calling process, without a process in between: the caller joins the
+/// container's PID namespace for its children only, clones the child (into the container's v2
+/// cgroup where it can, with a pidfd), and goes back to `own_pid_ns` at once. The caller must
+/// not ignore SIGCHLD (the kernel would reap the child, its status lost) and must reap it
+/// ([`reap`]). The child takes
+/// `io` as its stdio, a session of its own (so a timeout kills its whole process group), then
+/// the container's cgroup, namespaces and process settings, and executes the command; when
+/// that fails it writes why to the control socket and exits with runc's code (127, 126, 255).
+///
+/// The calling process must be single-threaded (the launcher is): the child runs any code.
+/// An error: nothing was started. When going back to its own PID namespace fails, the
+/// process exits (its next children would be born in the container's namespace).
+#[allow(unsafe_code)]
+pub(crate) fn spawn(
+    target: &ExecTarget,
+    process: &Value,
+    layout: Option<&CgroupLayout>,
+    own_pid_ns: BorrowedFd<'_>,
+    io: SpawnIo<'_>,
+) -> Result<Spawned, String> {
+    let cgroup = match (target.cgroup_path.as_deref(), layout) {
+        (Some(path), Some(layout)) => Some((layout, path)),
+        (Some(_), None) => return Err("the host's cgroup layout is unknown".to_owned()),
+        (None, _) => None,
+    };
+    let namespaces = Namespaces::open(&target.id, target.pid)?;
+    let v2_dir = cgroup.and_then(|(layout, path)| {
+        let dir = layout.v2_dir(path)?;
+        std::fs::File::open(dir).ok().map(OwnedFd::from)
+    });
+    rustix::thread::move_into_link_name_space(
+        namespaces.pid.as_fd(),
+        Some(LinkNameSpaceType::ProcessID),
+    )
+    .map_err(|e| format!("joining the container's PID namespace: {e}"))?;
+    let cloned = clone_with_pidfd(v2_dir.as_ref());
+    if let Ok((0, born_in_v2, _)) = cloned {
+        let (code, message) = spawned_child(cgroup, born_in_v2, process, namespaces, &io);
+        let line = format!(
+            "failed {code} exec failed: {}\n",
+            message.replace('\n', " ")
+        );
+        let _ = rustix::io::write(io.control, line.as_bytes());
+        // SAFETY: _exit ends the child at once, running nothing of the launcher's (no atexit
+        // handlers, no buffered output flushed twice).
+        unsafe { libc::_exit(code) }
+    }
+    if let Err(e) =
+        rustix::thread::move_into_link_name_space(own_pid_ns, Some(LinkNameSpaceType::ProcessID))
+    {
+        eprintln!("exec: cannot return to the launcher's own PID namespace: {e}; exiting");
+        std::process::exit(1);
+    }
+    match cloned? {
+        (pid, _, Some(pidfd)) => Ok(Spawned { pid, pidfd }),
+        (pid, _, None) => Err(format!("clone3 gave process {pid} no pidfd")),
+    }
+}
+
+/// The child of [`spawn`]: its stdio and session, then [`child`]. Returns only on failure.
+fn spawned_child(
+    cgroup: Option<(&CgroupLayout, &str)>,
+    born_in_v2: bool,
+    process: &Value,
+    namespaces: Namespaces,
+    io: &SpawnIo<'_>,
+) -> (i32, String) {
+    let [stdin, stdout, stderr] = &io.stdio;
+    let dup = rustix::stdio::dup2_stdin(stdin)
+        .and_then(|()| rustix::stdio::dup2_stdout(stdout))
+        .and_then(|()| rustix::stdio::dup2_stderr(stderr));
+    if let Err(e) = dup {
+        return (i32::from(FAILED), format!("setting up stdio: {e}"));
+    }
+    // With a terminal, `enter` makes the session and takes the terminal.
+    if process["terminal"].as_bool() != Some(true) {
+        if let Err(e) = rustix::process::setsid() {
+            return (i32::from(FAILED), format!("setsid: {e}"));
+        }
+    }
+    child(cgroup, born_in_v2, process, namespaces)
+}
+
+/// clone3 with a pidfd, into the v2 cgroup `cgroup` when given and the
+/// kernel can. Returns the child's pid (0 in the child), whether it was born in that cgroup,
+/// and the pidfd (in the parent only).
+#[allow(unsafe_code)]
+fn clone_with_pidfd(cgroup: Option<&OwnedFd>) -> Result<(i32, bool, Option<OwnedFd>), String> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    const CLONE_PIDFD: u64 = 0x1000;
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let mut attempts = Vec::with_capacity(2);
+    if let Some(cgroup) = cgroup {
+        attempts.push((CLONE_PIDFD | CLONE_INTO_CGROUP, cgroup.as_raw_fd() as u64));
+    }
+    attempts.push((CLONE_PIDFD, 0));
+    let mut last = String::new();
+    for (flags, cgroup_fd) in attempts {
+        let mut pidfd: libc::c_int = -1;
+        let args = CloneArgs {
+            flags,
+            pidfd: &mut pidfd as *mut libc::c_int as u64,
+            // (An exec resets the exit signal to SIGCHLD anyway.)
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: cgroup_fd,
+            ..CloneArgs::default()
+        };
+        // SAFETY: with no stack given, clone3 duplicates the calling process as fork does; the
+        // caller is single-threaded (the launcher), so the child may run any code. `args` and
+        // `pidfd` live across the call and the size of `args` is passed.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match pid {
+            0 => return Ok((0, cgroup_fd != 0, None)),
+            pid if pid > 0 && pidfd >= 0 => {
+                // SAFETY: CLONE_PIDFD made the kernel write a new descriptor, owned by us now.
+                let fd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+                return Ok((pid as i32, cgroup_fd != 0, Some(fd)));
+            }
+            _ => last = format!("clone3: {}", std::io::Error::last_os_error()),
+        }
+    }
+    Err(last)
+}
+
+/// The kernel's `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Collects the exit of a process started by [`spawn`] through its pidfd: its exit code as a
+/// shell reports it (128 + signal when killed); None when it has not exited (with `wait`
+/// false) or cannot be collected.
+#[allow(unsafe_code)]
+pub(crate) fn reap(pidfd: BorrowedFd<'_>, wait: bool) -> Option<u8> {
+    use std::os::fd::AsRawFd;
+    const P_PIDFD: libc::idtype_t = 3;
+    let mut options = libc::WEXITED | libc::__WALL;
+    if !wait {
+        options |= libc::WNOHANG;
+    }
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid value for the kernel to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes only into `info`, valid for the call; the pidfd is open.
+        let done =
+            unsafe { libc::waitid(P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, options) };
+        if done != 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return None;
+        }
+        // SAFETY: waitid filled `info` for a child's exit (si_pid 0: nothing exited yet).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return None;
+        }
+        return Some(match info.si_code {
+            libc::CLD_EXITED => u8::try_from(status & 0xff).unwrap_or(FAILED),
+            _ => u8::try_from(128 + (status & 0x7f)).unwrap_or(FAILED),
+        });
+    }
 }
 
 fn strings(value: &Value) -> Vec<String> {
