@@ -473,6 +473,8 @@ fn the_launcher_runs_commands_in_a_container_and_reaps_them() {
             "-c",
             "cat /proc/1/cmdline | tr '\\0' ' '; echo; \
              [ \"$(cat /proc/self/cgroup)\" = \"$(cat /proc/1/cgroup)\" ] && echo same-cgroups; \
+             s='^(Seccomp|NoNewPrivs|CapInh|CapPrm|CapEff|CapBnd|CapAmb|Uid|Gid|Groups):'; \
+             [ \"$(grep -E \"$s\" /proc/self/status)\" = \"$(grep -E \"$s\" /proc/1/status)\" ] && echo same-settings; \
              echo oops >&2; exit 3",
         ],
     );
@@ -482,7 +484,8 @@ fn the_launcher_runs_commands_in_a_container_and_reaps_them() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "sleep 1000 ", "{text}");
     assert_eq!(lines[1], "same-cgroups", "{text}");
-    assert_eq!(lines[2], "oops", "{text}");
+    assert_eq!(lines[2], "same-settings", "{text}");
+    assert_eq!(lines[3], "oops", "{text}");
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "the command was reaped"

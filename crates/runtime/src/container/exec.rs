@@ -300,11 +300,11 @@ impl ContainerManager {
             tty,
         };
         let dir = self.container_dir(id);
-        let request = super::launcher::encode_exec(&header, &plan)
+        let head = super::launcher::encode_exec_head(&header, plan.len())
             .map_err(io_error("starting exec in", &dir))?;
         let (ours, theirs) = UnixStream::pair().map_err(io_error("starting exec in", &dir))?;
         self.launcher()
-            .exec(&request, theirs.as_fd(), stdio)
+            .exec(&[&head, &plan], theirs.as_fd(), stdio)
             .map_err(io_error("starting exec in", &dir))?;
         Ok(ours)
     }

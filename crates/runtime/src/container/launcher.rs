@@ -55,13 +55,14 @@ const MAX_PATH: usize = 4096;
 /// socket's default send buffer (212992 bytes), which bounds a datagram.
 pub(crate) const MAX_REQUEST: usize = 192 * 1024;
 
-/// A request to the launcher, decoded.
+/// A request to the launcher, decoded (an exec's plan still as the JSON bytes it came in: the
+/// launcher parses a container's plan once and recognises it by its bytes after that).
 #[derive(Debug, PartialEq)]
-pub(crate) enum Request {
+pub(crate) enum Request<'a> {
     /// Fork the monitor of the container in this directory.
     Monitor(PathBuf),
     /// Start a command in a container.
-    Exec { header: ExecHeader, plan: ExecPlan },
+    Exec { header: ExecHeader, plan: &'a [u8] },
 }
 
 /// What changes from one exec of a container to the next.
@@ -80,7 +81,7 @@ pub(crate) struct ExecPlan {
     pub process: serde_json::Value,
 }
 
-impl Request {
+impl Request<'_> {
     /// How many descriptors a request of this kind carries.
     fn descriptors(&self) -> usize {
         match self {
@@ -105,11 +106,12 @@ pub(crate) fn encode_monitor(dir: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// An exec request's bytes: the header, then the plan's JSON as the manager cached it.
-pub(crate) fn encode_exec(header: &ExecHeader, plan_json: &[u8]) -> std::io::Result<Vec<u8>> {
+/// The first part of an exec request's bytes (kind, header length, header); the plan's JSON,
+/// as the manager cached it, follows (sent from where it is, not copied).
+pub(crate) fn encode_exec_head(header: &ExecHeader, plan_len: usize) -> std::io::Result<Vec<u8>> {
     let header = serde_json::to_vec(header).map_err(std::io::Error::other)?;
     let length = u32::try_from(header.len()).map_err(std::io::Error::other)?;
-    let total = 5 + header.len() + plan_json.len();
+    let total = 5 + header.len() + plan_len;
     if total > MAX_REQUEST {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
@@ -118,16 +120,20 @@ pub(crate) fn encode_exec(header: &ExecHeader, plan_json: &[u8]) -> std::io::Res
             ),
         ));
     }
-    let mut bytes = Vec::with_capacity(total);
+    let mut bytes = Vec::with_capacity(5 + header.len());
     bytes.push(b'E');
     bytes.extend_from_slice(&length.to_le_bytes());
     bytes.extend_from_slice(&header);
-    bytes.extend_from_slice(plan_json);
     Ok(bytes)
 }
 
+/// An exec plan's JSON, parsed.
+pub(crate) fn parse_plan(bytes: &[u8]) -> Result<ExecPlan, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("an invalid exec plan: {e}"))
+}
+
 /// Decodes a request's bytes; the error says what is wrong with them.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Request, String> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Request<'_>, String> {
     match bytes.split_first() {
         None => Err("an empty request".to_owned()),
         Some((b'M', path)) if !path.is_empty() && path.len() <= MAX_PATH => {
@@ -149,8 +155,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Request, String> {
             let (header, plan) = rest.split_at(length);
             let header: ExecHeader = serde_json::from_slice(header)
                 .map_err(|e| format!("an invalid exec header: {e}"))?;
-            let plan: ExecPlan =
-                serde_json::from_slice(plan).map_err(|e| format!("an invalid exec plan: {e}"))?;
+            if plan.is_empty() {
+                return Err("an exec request without a plan".to_owned());
+            }
             Ok(Request::Exec { header, plan })
         }
         Some((kind, _)) => Err(format!("a request of unknown kind {kind:#04x}")),
@@ -217,14 +224,15 @@ impl Launcher {
         report: BorrowedFd<'_>,
         log: BorrowedFd<'_>,
     ) -> std::io::Result<()> {
-        self.request(&encode_monitor(dir)?, &[report, log])
+        self.request(&[&encode_monitor(dir)?], &[report, log])
     }
 
-    /// Has the launcher start a command (`request` from [`encode_exec`]) with `control`, the
+    /// Has the launcher start a command (`request`: [`encode_exec_head`], then the plan) with
+    /// `control`, the
     /// launcher's end of the control socket, and the command's stdin, stdout and stderr.
     pub(crate) fn exec(
         &self,
-        request: &[u8],
+        request: &[&[u8]],
         control: BorrowedFd<'_>,
         stdio: [BorrowedFd<'_>; 3],
     ) -> std::io::Result<()> {
@@ -234,7 +242,7 @@ impl Launcher {
 
     /// Sends one request, starting the launcher first if it is not running (again, once, if
     /// it died).
-    fn request(&self, payload: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+    fn request(&self, payload: &[&[u8]], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
         let mut running = self
             .running
             .lock()
@@ -287,19 +295,15 @@ impl Launcher {
     }
 }
 
-fn send(socket: BorrowedFd<'_>, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), Errno> {
+fn send(socket: BorrowedFd<'_>, payload: &[&[u8]], fds: &[BorrowedFd<'_>]) -> Result<(), Errno> {
+    let parts: Vec<IoSlice<'_>> = payload.iter().map(|p| IoSlice::new(p)).collect();
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     if !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(Errno::NOBUFS);
     }
     loop {
-        match rustix::net::sendmsg(
-            socket,
-            &[IoSlice::new(payload)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        ) {
+        match rustix::net::sendmsg(socket, &parts, &mut control, SendFlags::NOSIGNAL) {
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e),
             Ok(_) => return Ok(()),
@@ -336,6 +340,18 @@ fn tell(control: BorrowedFd<'_>, line: &str) {
     );
 }
 
+/// A container's exec plan as the launcher keeps it: parsed, its process settings without the
+/// seccomp profile (compiled into the setup), and its setup.
+struct PreparedPlan {
+    target: super::nsexec::ExecTarget,
+    process: serde_json::Value,
+    setup: super::nsexec::ExecSetup,
+}
+
+/// How many containers' plans the launcher keeps (all are dropped when it is full: they are
+/// made again at the next exec of each).
+const MAX_PLANS: usize = 1024;
+
 /// The state the launcher keeps for exec requests.
 struct ExecServer {
     /// The launcher's own PID namespace, to come back to after a child was cloned into a
@@ -343,11 +359,43 @@ struct ExecServer {
     own_pid_ns: Result<OwnedFd, String>,
     /// The host's cgroup layout, read at the first exec.
     layout: Option<Option<super::cgroup::CgroupLayout>>,
+    /// Plans prepared before, by their JSON bytes (plans differ early, in the container id,
+    /// so a search compares a few bytes per other container).
+    plans: Vec<(Vec<u8>, std::rc::Rc<PreparedPlan>)>,
     running: Vec<RunningExec>,
 }
 
 impl ExecServer {
-    fn start(&mut self, header: ExecHeader, plan: ExecPlan, fds: Vec<OwnedFd>) {
+    /// The prepared plan of `bytes`, made now if it was not before.
+    fn prepared(&mut self, bytes: &[u8]) -> Result<std::rc::Rc<PreparedPlan>, String> {
+        if let Some((_, plan)) = self.plans.iter().find(|(b, _)| b.as_slice() == bytes) {
+            return Ok(plan.clone());
+        }
+        let ExecPlan {
+            target,
+            mut process,
+        } = parse_plan(bytes)?;
+        let layout = self
+            .layout
+            .get_or_insert_with(|| super::cgroup::CgroupLayout::detect().ok())
+            .as_ref();
+        let setup = super::nsexec::ExecSetup::new(&process, layout, target.cgroup_path.as_deref())?;
+        if let Some(object) = process.as_object_mut() {
+            object.remove(super::exec::SECCOMP_KEY);
+        }
+        let plan = std::rc::Rc::new(PreparedPlan {
+            target,
+            process,
+            setup,
+        });
+        if self.plans.len() >= MAX_PLANS {
+            self.plans.clear();
+        }
+        self.plans.push((bytes.to_vec(), plan.clone()));
+        Ok(plan)
+    }
+
+    fn start(&mut self, header: ExecHeader, plan: &[u8], fds: Vec<OwnedFd>) {
         let Ok([control, stdin, stdout, stderr]) = <[OwnedFd; 4]>::try_from(fds) else {
             return;
         };
@@ -358,22 +406,30 @@ impl ExecServer {
         if header.args.is_empty() {
             return failed("no command".to_owned());
         }
+        let plan = match self.prepared(plan) {
+            Ok(plan) => plan,
+            Err(message) => return failed(message),
+        };
         let own_pid_ns = match &self.own_pid_ns {
             Ok(fd) => fd.as_fd(),
             Err(e) => return failed(e.clone()),
         };
-        let layout = self
-            .layout
-            .get_or_insert_with(|| super::cgroup::CgroupLayout::detect().ok())
-            .as_ref();
-        let mut process = plan.process;
-        process["args"] = serde_json::json!(header.args);
-        process["terminal"] = serde_json::json!(header.tty);
+        let command = super::nsexec::Command {
+            args: header.args,
+            terminal: header.tty,
+        };
         let io = super::nsexec::SpawnIo {
             stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
             control: control.as_fd(),
         };
-        match super::nsexec::spawn(&plan.target, &process, layout, own_pid_ns, io) {
+        match super::nsexec::spawn(
+            &plan.target,
+            &plan.process,
+            &command,
+            &plan.setup,
+            own_pid_ns,
+            io,
+        ) {
             Err(message) => failed(message),
             Ok(spawned) => {
                 tell(control.as_fd(), &format!("pid {}\n", spawned.pid));
@@ -411,6 +467,7 @@ pub fn serve() -> ExitCode {
             .map(OwnedFd::from)
             .map_err(|e| format!("opening the launcher's PID namespace: {e}")),
         layout: None,
+        plans: Vec::new(),
         running: Vec::new(),
     };
     let mut buffer = vec![0u8; MAX_REQUEST];
@@ -629,16 +686,18 @@ mod tests {
             tty: false,
         };
         let plan_json = serde_json::to_vec(&plan()).expect("plan");
-        let bytes = encode_exec(&header, &plan_json).expect("encode");
+        let mut bytes = encode_exec_head(&header, plan_json.len()).expect("encode");
+        bytes.extend_from_slice(&plan_json);
         let decoded = decode(&bytes).expect("decode");
         assert_eq!(decoded.descriptors(), 4);
         assert_eq!(
             decoded,
             Request::Exec {
                 header,
-                plan: plan()
+                plan: &plan_json
             }
         );
+        assert_eq!(parse_plan(&plan_json), Ok(plan()));
     }
 
     #[test]
@@ -670,16 +729,15 @@ mod tests {
         let mut bytes = vec![b'E'];
         bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&header);
-        bytes.extend_from_slice(b"{\"target\": 1}");
-        let err = decode(&bytes).expect_err("bad plan");
+        assert_eq!(decode(&bytes), Err("an exec request without a plan".into()));
+        let err = parse_plan(b"{\"target\": 1}").expect_err("bad plan");
         assert!(err.starts_with("an invalid exec plan: "), "{err}");
-        let huge = vec![b'x'; MAX_REQUEST];
-        let err = encode_exec(
+        let err = encode_exec_head(
             &ExecHeader {
                 args: vec!["true".into()],
                 tty: false,
             },
-            &huge,
+            MAX_REQUEST,
         )
         .expect_err("too long");
         assert!(err.to_string().contains("more than the"), "{err}");

@@ -60,26 +60,22 @@ fn run(container_dir: &Path, process_file: &Path, pid_file: &Path) -> Result<u8,
     )
     .map_err(|e| format!("joining the container's PID namespace: {e}"))?;
 
-    let layout = match config.cgroup_path.as_deref() {
-        Some(path) => Some((
-            CgroupLayout::detect().map_err(|e| e.to_string())?,
-            path.to_owned(),
-        )),
+    let layout = match config.cgroup_path {
+        Some(_) => Some(CgroupLayout::detect().map_err(|e| e.to_string())?),
         None => None,
     };
+    let setup = ExecSetup::new(&process, layout.as_ref(), config.cgroup_path.as_deref())?;
     // On the v2 hierarchy the command's process is born in the container's cgroup: moving it
     // there afterwards would take the kernel's cgroup write lock, which waits for an RCU grace
     // period (10 ms or so) unless the host favours dynamic cgroup changes.
-    let v2_dir = layout.as_ref().and_then(|(layout, path)| {
-        let dir = layout.v2_dir(path)?;
-        std::fs::File::open(dir).ok().map(OwnedFd::from)
-    });
+    let v2_dir = setup.open_v2_dir();
     let (child_pid, born_in_v2) = fork_into(v2_dir.as_ref())?;
     if child_pid == 0 {
-        let cgroup = layout
-            .as_ref()
-            .map(|(layout, path)| (layout, path.as_str()));
-        let (code, message) = child(cgroup, born_in_v2, &process, namespaces);
+        let command = Command {
+            args: strings(&process["args"]),
+            terminal: process["terminal"].as_bool() == Some(true),
+        };
+        let (code, message) = child(&setup, born_in_v2, &process, &command, namespaces);
         eprintln!("exec failed: {message}");
         std::process::exit(code)
     }
@@ -197,15 +193,16 @@ fn wait(child_pid: i32) -> u8 {
 /// The command's process: joins the container, takes its settings, and executes the command.
 /// Returns only on failure: the exit code and what went wrong.
 fn child(
-    cgroup: Option<(&CgroupLayout, &str)>,
+    setup: &ExecSetup,
     born_in_v2: bool,
     process: &Value,
+    command: &Command,
     namespaces: Namespaces,
 ) -> (i32, String) {
-    match enter(cgroup, born_in_v2, process, namespaces) {
+    match enter(setup, born_in_v2, process, command.terminal, namespaces) {
         Err(message) => (i32::from(FAILED), message),
         Ok(()) => {
-            let args = strings(&process["args"]);
+            let args = &command.args;
             let Some((program, rest)) = args.split_first() else {
                 return (i32::from(FAILED), "no command".to_owned());
             };
@@ -240,25 +237,20 @@ fn child(
 /// Everything but the exec, in runc's order: cgroup, namespaces, terminal, limits, identity
 /// and capabilities, working directory.
 fn enter(
-    cgroup: Option<(&CgroupLayout, &str)>,
+    setup: &ExecSetup,
     born_in_v2: bool,
     process: &Value,
+    terminal: bool,
     namespaces: Namespaces,
 ) -> Result<(), String> {
-    if let Some((layout, path)) = cgroup {
-        for (dir, v1) in layout.dirs_by_version(path) {
-            // A hierarchy where the runtime made no directory for the container has nothing
-            // to join.
-            if (!v1 && born_in_v2) || !dir.is_dir() {
-                continue;
-            }
-            // On v1 this single-threaded process moves its only thread through `tasks`
-            // ("0": itself), which needs no write lock and so no RCU grace period, where
-            // `cgroup.procs` would wait for one. v2 has only `cgroup.procs`.
-            let file = dir.join(if v1 { "tasks" } else { "cgroup.procs" });
-            std::fs::write(&file, "0")
-                .map_err(|e| format!("joining the cgroup {}: {e}", dir.display()))?;
+    for (file, v1) in &setup.cgroup_joins {
+        if !v1 && born_in_v2 {
+            continue;
         }
+        std::fs::write(file, "0").map_err(|e| {
+            let dir = file.parent().unwrap_or(file);
+            format!("joining the cgroup {}: {e}", dir.display())
+        })?;
     }
     // After the cgroup: the container's cgroup namespace is rooted at it. The mount namespace
     // comes last and also gives the container's root, with `/` as the working directory.
@@ -267,7 +259,7 @@ fn enter(
             .map_err(|e| format!("joining the container's namespaces: {e}"))?;
     }
 
-    if process["terminal"].as_bool() == Some(true) {
+    if terminal {
         rustix::process::setsid().map_err(|e| format!("setsid: {e}"))?;
         rustix::process::ioctl_tiocsctty(std::io::stdin())
             .map_err(|e| format!("making the terminal the controlling one: {e}"))?;
@@ -279,10 +271,7 @@ fn enter(
     }
     // The container's seccomp filter (ADR 014), as runc orders it: without no_new_privs it
     // needs CAP_SYS_ADMIN, so before the identity drops it; with it, after.
-    let filter = match process.get(super::exec::SECCOMP_KEY) {
-        Some(profile) if !profile.is_null() => Some(super::seccomp_bpf::compile(profile)?),
-        _ => None,
-    };
+    let filter = &setup.filter;
     let no_new_privs = process["noNewPrivileges"].as_bool() == Some(true);
     if let Some(filter) = filter.as_deref().filter(|_| !no_new_privs) {
         super::seccomp_bpf::install(filter)?;
@@ -297,6 +286,68 @@ fn enter(
     let cwd = process["cwd"].as_str().unwrap_or("/");
     std::env::set_current_dir(cwd)
         .map_err(|e| format!("chdir to cwd (\"{cwd}\") set in config.json failed: {e}"))
+}
+
+/// What an exec's process needs that is the same for every exec in one container instance,
+/// worked out once (the launcher keeps it per container): the cgroup files to join and the
+/// compiled seccomp filter.
+pub(crate) struct ExecSetup {
+    /// The container's directory in each hierarchy (`tasks` on v1, `cgroup.procs` on v2) that
+    /// exists, and whether it is a v1 one.
+    cgroup_joins: Vec<(std::path::PathBuf, bool)>,
+    /// The container's v2 directory, to be born in.
+    v2_dir: Option<std::path::PathBuf>,
+    filter: Option<Vec<super::seccomp_bpf::Instruction>>,
+}
+
+impl ExecSetup {
+    /// The setup of `process` (its seccomp profile) in the cgroup `cgroup_path`.
+    pub(crate) fn new(
+        process: &Value,
+        layout: Option<&CgroupLayout>,
+        cgroup_path: Option<&str>,
+    ) -> Result<ExecSetup, String> {
+        let (cgroup_joins, v2_dir) = match (cgroup_path, layout) {
+            (Some(path), Some(layout)) => (
+                layout
+                    .dirs_by_version(path)
+                    .into_iter()
+                    // A hierarchy where the runtime made no directory for the container has
+                    // nothing to join.
+                    .filter(|(dir, _)| dir.is_dir())
+                    // On v1 the single-threaded child moves its only thread through `tasks`
+                    // ("0": itself), which needs no write lock and so no RCU grace period,
+                    // where `cgroup.procs` would wait for one. v2 has only `cgroup.procs`.
+                    .map(|(dir, v1)| (dir.join(if v1 { "tasks" } else { "cgroup.procs" }), v1))
+                    .collect(),
+                layout.v2_dir(path),
+            ),
+            (Some(_), None) => return Err("the host's cgroup layout is unknown".to_owned()),
+            (None, _) => (Vec::new(), None),
+        };
+        // The container's seccomp filter (ADR 014).
+        let filter = match process.get(super::exec::SECCOMP_KEY) {
+            Some(profile) if !profile.is_null() => Some(super::seccomp_bpf::compile(profile)?),
+            _ => None,
+        };
+        Ok(ExecSetup {
+            cgroup_joins,
+            v2_dir,
+            filter,
+        })
+    }
+
+    /// The container's v2 directory, opened to clone a process into it.
+    fn open_v2_dir(&self) -> Option<OwnedFd> {
+        let dir = self.v2_dir.as_ref()?;
+        std::fs::File::open(dir).ok().map(OwnedFd::from)
+    }
+}
+
+/// The command an exec runs (the process settings' `args` and `terminal`).
+pub(crate) struct Command {
+    pub args: Vec<String>,
+    pub terminal: bool,
 }
 
 /// Which container an exec enters: its id, its init's host pid and its cgroup path
@@ -340,20 +391,13 @@ pub(crate) struct SpawnIo<'a> {
 pub(crate) fn spawn(
     target: &ExecTarget,
     process: &Value,
-    layout: Option<&CgroupLayout>,
+    command: &Command,
+    setup: &ExecSetup,
     own_pid_ns: BorrowedFd<'_>,
     io: SpawnIo<'_>,
 ) -> Result<Spawned, String> {
-    let cgroup = match (target.cgroup_path.as_deref(), layout) {
-        (Some(path), Some(layout)) => Some((layout, path)),
-        (Some(_), None) => return Err("the host's cgroup layout is unknown".to_owned()),
-        (None, _) => None,
-    };
     let namespaces = Namespaces::open(&target.id, target.pid)?;
-    let v2_dir = cgroup.and_then(|(layout, path)| {
-        let dir = layout.v2_dir(path)?;
-        std::fs::File::open(dir).ok().map(OwnedFd::from)
-    });
+    let v2_dir = setup.open_v2_dir();
     rustix::thread::move_into_link_name_space(
         namespaces.pid.as_fd(),
         Some(LinkNameSpaceType::ProcessID),
@@ -361,7 +405,7 @@ pub(crate) fn spawn(
     .map_err(|e| format!("joining the container's PID namespace: {e}"))?;
     let cloned = clone_with_pidfd(v2_dir.as_ref());
     if let Ok((0, born_in_v2, _)) = cloned {
-        let (code, message) = spawned_child(cgroup, born_in_v2, process, namespaces, &io);
+        let (code, message) = spawned_child(setup, born_in_v2, process, command, namespaces, &io);
         let line = format!(
             "failed {code} exec failed: {}\n",
             message.replace('\n', " ")
@@ -385,9 +429,10 @@ pub(crate) fn spawn(
 
 /// The child of [`spawn`]: its stdio and session, then [`child`]. Returns only on failure.
 fn spawned_child(
-    cgroup: Option<(&CgroupLayout, &str)>,
+    setup: &ExecSetup,
     born_in_v2: bool,
     process: &Value,
+    command: &Command,
     namespaces: Namespaces,
     io: &SpawnIo<'_>,
 ) -> (i32, String) {
@@ -399,12 +444,12 @@ fn spawned_child(
         return (i32::from(FAILED), format!("setting up stdio: {e}"));
     }
     // With a terminal, `enter` makes the session and takes the terminal.
-    if process["terminal"].as_bool() != Some(true) {
+    if !command.terminal {
         if let Err(e) = rustix::process::setsid() {
             return (i32::from(FAILED), format!("setsid: {e}"));
         }
     }
-    child(cgroup, born_in_v2, process, namespaces)
+    child(setup, born_in_v2, process, command, namespaces)
 }
 
 /// clone3 with a pidfd, into the v2 cgroup `cgroup` when given and the
