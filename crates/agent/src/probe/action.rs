@@ -450,8 +450,15 @@ pub async fn exec_in(
     use skiff_runtime::container::exec::{ExecEnd as Ended, ExecReport};
     let (output, output_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| format!("cannot make a pipe for the command's output: {e}"))?;
-    let null = std::fs::File::open("/dev/null")
-        .map_err(|e| format!("cannot open /dev/null for the command's stdin: {e}"))?;
+    // One /dev/null for every command's stdin (the launcher passes a copy on).
+    static NULL: OnceLock<Result<std::fs::File, String>> = OnceLock::new();
+    let null = NULL
+        .get_or_init(|| {
+            std::fs::File::open("/dev/null")
+                .map_err(|e| format!("cannot open /dev/null for the command's stdin: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)?;
     let control = runtime
         .spawn_exec(
             id,
@@ -459,8 +466,8 @@ pub async fn exec_in(
             [null.as_fd(), output_write.as_fd(), output_write.as_fd()],
         )
         .map_err(|e| e.to_string())?;
-    // The command holds its own copies: the output ends when it (and what it started) exits.
-    drop((null, output_write));
+    // The command holds its own copy: the output ends when it (and what it started) exits.
+    drop(output_write);
     let setup = |e: std::io::Error| format!("waiting for the command: {e}");
     control.set_nonblocking(true).map_err(setup)?;
     // Dropping the control socket before the end (the timeout below) kills the command.

@@ -215,10 +215,18 @@ impl ExecReport {
     }
 }
 
+/// A container's exec plan as the manager keeps it: its name for the launcher's cache
+/// (`<id>/<init pid>`) and its JSON.
+#[derive(Debug)]
+pub(crate) struct CachedPlan {
+    name: String,
+    json: Vec<u8>,
+}
+
 impl ContainerManager {
     /// The launcher's plan for execs in container `id` (which must run): which container, and
     /// its process settings; read from the container's files once per container.
-    fn exec_plan(&self, id: &str) -> Result<Arc<Vec<u8>>> {
+    fn exec_plan(&self, id: &str) -> Result<Arc<CachedPlan>> {
         let mut plans = self
             .exec_plans
             .lock()
@@ -264,7 +272,10 @@ impl ContainerManager {
             path: dir.join("config.json"),
             source,
         })?;
-        let plan = Arc::new(bytes);
+        let plan = Arc::new(CachedPlan {
+            name: format!("{id}/{pid}"),
+            json: bytes,
+        });
         plans.insert(id.to_owned(), plan.clone());
         Ok(plan)
     }
@@ -295,16 +306,18 @@ impl ContainerManager {
             ));
         }
         let plan = self.exec_plan(id)?;
+        let CachedPlan { name, json: plan } = &*plan;
         let header = super::launcher::ExecHeader {
             args: args.to_vec(),
             tty,
+            plan: name.clone(),
         };
         let dir = self.container_dir(id);
         let head = super::launcher::encode_exec_head(&header, plan.len())
             .map_err(io_error("starting exec in", &dir))?;
         let (ours, theirs) = UnixStream::pair().map_err(io_error("starting exec in", &dir))?;
         self.launcher()
-            .exec(&[&head, &plan], theirs.as_fd(), stdio)
+            .exec(&[&head, plan], theirs.as_fd(), stdio)
             .map_err(io_error("starting exec in", &dir))?;
         Ok(ours)
     }

@@ -65,11 +65,15 @@ pub(crate) enum Request<'a> {
     Exec { header: ExecHeader, plan: &'a [u8] },
 }
 
-/// What changes from one exec of a container to the next.
+/// What changes from one exec of a container to the next, and which plan follows.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct ExecHeader {
     pub args: Vec<String>,
     pub tty: bool,
+    /// Names the plan for the launcher's cache (`<container id>/<init pid>`: a container
+    /// instance's plan never changes); the launcher parses the plan only when it has not
+    /// prepared this one.
+    pub plan: String,
 }
 
 /// What stays the same for every exec in one container instance (the manager caches it):
@@ -340,8 +344,9 @@ fn tell(control: BorrowedFd<'_>, line: &str) {
     );
 }
 
-/// A container's exec plan as the launcher keeps it: parsed, its process settings without the
-/// seccomp profile (compiled into the setup), and its setup.
+/// A container's exec plan as the launcher keeps it (not its bytes: the launcher stays small,
+/// and so cheap to fork): parsed, its process settings without the seccomp profile (compiled
+/// into the setup), and its setup.
 struct PreparedPlan {
     target: super::nsexec::ExecTarget,
     process: serde_json::Value,
@@ -359,16 +364,15 @@ struct ExecServer {
     own_pid_ns: Result<OwnedFd, String>,
     /// The host's cgroup layout, read at the first exec.
     layout: Option<Option<super::cgroup::CgroupLayout>>,
-    /// Plans prepared before, by their JSON bytes (plans differ early, in the container id,
-    /// so a search compares a few bytes per other container).
-    plans: Vec<(Vec<u8>, std::rc::Rc<PreparedPlan>)>,
+    /// Plans prepared before, by the name the header gives them.
+    plans: std::collections::HashMap<String, std::rc::Rc<PreparedPlan>>,
     running: Vec<RunningExec>,
 }
 
 impl ExecServer {
-    /// The prepared plan of `bytes`, made now if it was not before.
-    fn prepared(&mut self, bytes: &[u8]) -> Result<std::rc::Rc<PreparedPlan>, String> {
-        if let Some((_, plan)) = self.plans.iter().find(|(b, _)| b.as_slice() == bytes) {
+    /// The prepared plan named `name`, made now from `bytes` if it was not before.
+    fn prepared(&mut self, name: &str, bytes: &[u8]) -> Result<std::rc::Rc<PreparedPlan>, String> {
+        if let Some(plan) = self.plans.get(name) {
             return Ok(plan.clone());
         }
         let ExecPlan {
@@ -391,7 +395,7 @@ impl ExecServer {
         if self.plans.len() >= MAX_PLANS {
             self.plans.clear();
         }
-        self.plans.push((bytes.to_vec(), plan.clone()));
+        self.plans.insert(name.to_owned(), plan.clone());
         Ok(plan)
     }
 
@@ -406,7 +410,7 @@ impl ExecServer {
         if header.args.is_empty() {
             return failed("no command".to_owned());
         }
-        let plan = match self.prepared(plan) {
+        let plan = match self.prepared(&header.plan, plan) {
             Ok(plan) => plan,
             Err(message) => return failed(message),
         };
@@ -467,7 +471,7 @@ pub fn serve() -> ExitCode {
             .map(OwnedFd::from)
             .map_err(|e| format!("opening the launcher's PID namespace: {e}")),
         layout: None,
-        plans: Vec::new(),
+        plans: std::collections::HashMap::new(),
         running: Vec::new(),
     };
     let mut buffer = vec![0u8; MAX_REQUEST];
@@ -684,6 +688,7 @@ mod tests {
         let header = ExecHeader {
             args: vec!["cat".into(), "/tmp/ready".into()],
             tty: false,
+            plan: "pod_0_main/42".into(),
         };
         let plan_json = serde_json::to_vec(&plan()).expect("plan");
         let mut bytes = encode_exec_head(&header, plan_json.len()).expect("encode");
@@ -724,6 +729,7 @@ mod tests {
         let header = serde_json::to_vec(&ExecHeader {
             args: vec!["true".into()],
             tty: false,
+            plan: "c/1".into(),
         })
         .expect("header");
         let mut bytes = vec![b'E'];
@@ -736,6 +742,7 @@ mod tests {
             &ExecHeader {
                 args: vec!["true".into()],
                 tty: false,
+                plan: "c/1".into(),
             },
             MAX_REQUEST,
         )

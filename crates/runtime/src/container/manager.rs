@@ -54,7 +54,7 @@ pub struct ContainerManager {
     helper_command: Vec<PathBuf>,
     /// Per running container, the launcher's exec plan (JSON), read once from its files
     /// (exec.rs); forgotten when the container is removed.
-    pub(crate) exec_plans: Arc<Mutex<HashMap<String, Arc<Vec<u8>>>>>,
+    pub(crate) exec_plans: Arc<Mutex<HashMap<String, Arc<super::exec::CachedPlan>>>>,
 }
 
 impl ContainerManager {

@@ -276,7 +276,11 @@ fn enter(
     if let Some(filter) = filter.as_deref().filter(|_| !no_new_privs) {
         super::seccomp_bpf::install(filter)?;
     }
-    set_identity(&process["user"], &process["capabilities"])?;
+    set_identity(
+        &process["user"],
+        &process["capabilities"],
+        setup.last_capability,
+    )?;
     if no_new_privs {
         rustix::thread::set_no_new_privs(true).map_err(|e| format!("no_new_privs: {e}"))?;
         if let Some(filter) = filter.as_deref() {
@@ -298,6 +302,8 @@ pub(crate) struct ExecSetup {
     /// The container's v2 directory, to be born in.
     v2_dir: Option<std::path::PathBuf>,
     filter: Option<Vec<super::seccomp_bpf::Instruction>>,
+    /// The highest capability number the kernel knows.
+    last_capability: u32,
 }
 
 impl ExecSetup {
@@ -334,6 +340,7 @@ impl ExecSetup {
             cgroup_joins,
             v2_dir,
             filter,
+            last_capability: last_capability(),
         })
     }
 
@@ -620,13 +627,12 @@ fn capability_set(names: &Value) -> Result<u64, String> {
 /// Bounding set, then groups, gid and uid (keeping capabilities across the change of uid),
 /// then the effective, permitted, inheritable and ambient sets, as runc does.
 #[allow(unsafe_code)]
-fn set_identity(user: &Value, capabilities: &Value) -> Result<(), String> {
+fn set_identity(user: &Value, capabilities: &Value, last: u32) -> Result<(), String> {
     let bounding = capability_set(&capabilities["bounding"])?;
     let effective = capability_set(&capabilities["effective"])?;
     let permitted = capability_set(&capabilities["permitted"])?;
     let inheritable = capability_set(&capabilities["inheritable"])?;
     let ambient = capability_set(&capabilities["ambient"])?;
-    let last = last_capability();
     for bit in 0..=last {
         if bounding & (1 << bit) == 0 {
             // SAFETY: prctl with integer arguments only.
