@@ -10,7 +10,8 @@
 //! inside a container, run by a shell there.
 //!
 //! Run as root on a quiet machine: `SKIFF_BIN=target/release/skiff cargo run --release -p
-//! skiff-e2e --example probe_bench [PODS] [SECONDS] [--no-probes]` (scripts/bench.sh does).
+//! skiff-e2e --example probe_bench [PODS] [SECONDS] [--no-probes|--exec-only|--http-only]`
+//! (scripts/bench.sh does; the last two split the cost between the two kinds of probe).
 
 use std::time::{Duration, Instant};
 
@@ -126,7 +127,16 @@ fn ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn pod_manifest(i: usize, probes: bool) -> serde_json::Value {
+/// Which probes each pod gets.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Probes {
+    None,
+    Both,
+    ExecOnly,
+    HttpOnly,
+}
+
+fn pod_manifest(i: usize, probes: Probes) -> serde_json::Value {
     let mut container = serde_json::json!({
         "name": "main",
         "image": "busybox",
@@ -134,10 +144,12 @@ fn pod_manifest(i: usize, probes: bool) -> serde_json::Value {
         "command": ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"],
         "ports": [{"name": "http", "containerPort": 8080}],
     });
-    if probes {
+    if matches!(probes, Probes::Both | Probes::ExecOnly) {
         container["readinessProbe"] = serde_json::json!({
             "exec": {"command": ["true"]}, "periodSeconds": 1,
         });
+    }
+    if matches!(probes, Probes::Both | Probes::HttpOnly) {
         container["livenessProbe"] = serde_json::json!({
             "httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1,
         });
@@ -152,7 +164,16 @@ fn pod_manifest(i: usize, probes: bool) -> serde_json::Value {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let probes = !args.iter().any(|a| a == "--no-probes");
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    let probes = if flag("--no-probes") {
+        Probes::None
+    } else if flag("--exec-only") {
+        Probes::ExecOnly
+    } else if flag("--http-only") {
+        Probes::HttpOnly
+    } else {
+        Probes::Both
+    };
     let numbers: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let pods: usize = numbers
         .first()
@@ -201,10 +222,11 @@ fn main() -> Result<()> {
         "{pods} pods{}, {elapsed:.0} s, % of one core (utime+stime): skiff server {server:.1}%, \
          its reaped children {server_children:.1}%, launcher {launcher:.1}%, the commands it \
          started and reaped {commands:.1}%, {} monitors {monitor_cpu:.1}%; together {total:.1}%",
-        if probes {
-            " with a 1 s exec and a 1 s httpGet probe each"
-        } else {
-            " without probes"
+        match probes {
+            Probes::Both => " with a 1 s exec and a 1 s httpGet probe each",
+            Probes::ExecOnly => " with a 1 s exec probe each",
+            Probes::HttpOnly => " with a 1 s httpGet probe each",
+            Probes::None => " without probes",
         },
         monitors.len(),
     );
