@@ -7,7 +7,7 @@
 //! the session reads and writes the parent side, and sets the window size there (the kernel then
 //! signals the command's foreground process group).
 //!
-//! [`ContainerManager::spawn_exec`] starts a command through the launcher instead (ADR 015): no
+//! [`ContainerManager::spawn_exec`] starts a command through the launcher instead (ADR 017): no
 //! process of this binary per command, the container's settings read once per container
 //! instance, and the exit and start failures reported on a control socket ([`ExecReport`]).
 

@@ -9,7 +9,7 @@
 //!
 //! It also starts commands in containers (exec probes, hooks): forking a process that runs the
 //! steps of nsexec.rs in-process costs a fork of this small process, where `skiff internal
-//! exec` cost an exec and relocation of the whole binary per command (ADR 015).
+//! exec` cost an exec and relocation of the whole binary per command (ADR 017).
 //!
 //! Protocol: a `SOCK_SEQPACKET` socket pair; the launcher's end is its stdin. A request is one
 //! message (see [`Request`]), its first byte the kind:
