@@ -1,8 +1,8 @@
 //! Probes and lifecycle hooks as a user meets them, with the real kubectl and busybox: readiness
 //! flipping READY both ways (exec, httpGet on a named port, tcpSocket), a liveness probe
 //! restarting a hung container, a startup probe holding the others back (a sidecar's too), a
-//! probe on a port name that does not exist, postStart, and preStop before SIGTERM within the
-//! grace period.
+//! probe on a port name that does not exist, exec probes whose command is missing or fails
+//! (their events), postStart, and preStop before SIGTERM within the grace period.
 
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,28 @@ spec:
       httpGet: {path: /index.html, port: http, httpHeaders: [{name: X-Probe, value: skiff}]}
       periodSeconds: 1
       failureThreshold: 1
+"#,
+    );
+    // exec probes whose command is not in the image, and one that fails with output.
+    cluster.create_from(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: no-command}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: Never
+    command: [sleep, "3600"]
+    readinessProbe:
+      exec: {command: [no-such-command]}
+      periodSeconds: 1
+    livenessProbe:
+      exec: {command: [sh, -c, "echo sick; exit 1"]}
+      periodSeconds: 1
+      failureThreshold: 1000
 "#,
     );
     cluster.create_from(
@@ -223,7 +245,18 @@ spec:
     assert_eq!(field(&cluster, "misnamed", "{.status.phase}"), "Running");
     assert_eq!(ready_column(&cluster, "misnamed"), "0/1");
 
-    for pod in ["toggled", "web", "misnamed", "tcp"] {
+    // A command that is not there: runc's words; one that fails: its output.
+    wait_until(WAIT, "the events of the failing exec probes", || {
+        let seen = events(&cluster, "no-command");
+        seen.iter().any(|e| {
+            e == "Unhealthy: Readiness probe failed: exec failed: unable to start container process: exec: \"no-such-command\": executable file not found in $PATH"
+        }) && seen
+            .iter()
+            .any(|e| e == "Unhealthy: Liveness probe failed: sick")
+    });
+    assert_eq!(ready_column(&cluster, "no-command"), "0/1");
+
+    for pod in ["toggled", "web", "misnamed", "tcp", "no-command"] {
         cluster.kubectl_ok(["delete", "pod", pod]);
     }
 }
