@@ -106,7 +106,12 @@ async fn http_get_over_http_and_https_with_kubelets_verdicts() {
         "{head}"
     );
 
-    let (redirect, _r) = http_server("HTTP/1.1 302 Found\r\nLocation: /x\r\n\r\n", None).await;
+    // A redirect to another host is not followed: its 3xx is a success.
+    let (redirect, _r) = http_server(
+        "HTTP/1.1 302 Found\r\nLocation: http://elsewhere.invalid/x\r\n\r\n",
+        None,
+    )
+    .await;
     let got = http_get(
         &get(redirect.into(), "HTTP"),
         &container,
@@ -114,7 +119,11 @@ async fn http_get_over_http_and_https_with_kubelets_verdicts() {
         TIMEOUT,
     )
     .await;
-    assert_eq!(got, Ok(Outcome::Success), "3xx is a success");
+    assert_eq!(
+        got,
+        Ok(Outcome::Success),
+        "3xx to another host is a success"
+    );
 
     let (broken, _b) = http_server("HTTP/1.1 500 Oops\r\n\r\n", None).await;
     let got = http_get(&get(broken.into(), "HTTP"), &container, &target(), TIMEOUT).await;
@@ -188,5 +197,69 @@ async fn a_silent_server_times_out_and_a_closed_port_is_refused() {
     assert_eq!(
         got,
         Err("the pod has no network namespace on this node".into())
+    );
+}
+
+/// Serves each connection by its request's path: `/healthz` redirects to `/moved`, `/moved`
+/// answers `moved`, `/loop` redirects to itself.
+async fn routed_server(moved: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split(' ').nth(1).unwrap_or_default().to_string();
+                let reply = match path.as_str() {
+                    "/healthz" => format!(
+                        "HTTP/1.1 301 Moved\r\nLocation: http://127.0.0.1:{port}/moved\r\n\r\n"
+                    ),
+                    "/moved" => moved.to_string(),
+                    "/loop" => "HTTP/1.1 302 Found\r\nLocation: loop\r\n\r\n".to_string(),
+                    _ => "HTTP/1.1 404 Not Found\r\n\r\n".to_string(),
+                };
+                let _ = stream.write_all(reply.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// Same-host redirects are followed, as kubelet's client follows them: the probe's verdict is
+/// the last response's, and a loop ends after 10 redirects.
+#[tokio::test]
+async fn http_get_follows_redirects_on_the_same_host() {
+    let container = Container::default();
+    let fine = routed_server("HTTP/1.1 200 OK\r\n\r\n").await;
+    let got = http_get(&get(fine.into(), "HTTP"), &container, &target(), TIMEOUT).await;
+    assert_eq!(got, Ok(Outcome::Success));
+
+    let failing = routed_server("HTTP/1.1 503 Unavailable\r\n\r\n").await;
+    let got = http_get(&get(failing.into(), "HTTP"), &container, &target(), TIMEOUT).await;
+    assert_eq!(
+        got,
+        Ok(Outcome::Failure(
+            "HTTP probe failed with statuscode: 503".into()
+        )),
+        "the redirect's target decides"
+    );
+
+    let mut looping = get(fine.into(), "HTTP");
+    looping.path = Some("/loop".into());
+    let got = http_get(&looping, &container, &target(), TIMEOUT).await;
+    assert_eq!(
+        got,
+        Ok(Outcome::Failure(format!(
+            "Get \"http://127.0.0.1:{fine}/loop\": stopped after 10 redirects"
+        )))
     );
 }

@@ -234,36 +234,144 @@ pub fn http_request(path: &str, authority: &str, headers: &[HTTPHeader]) -> Vec<
     text.into_bytes()
 }
 
-/// Sends `request` on `stream` and reads the response's status code.
+/// Sends `request` on `stream` and reads the response's status code, and for a redirect (3xx)
+/// its `Location`.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     request: &[u8],
-) -> std::io::Result<u16> {
+) -> std::io::Result<(u16, Option<String>)> {
     stream.write_all(request).await?;
     stream.flush().await?;
     let mut head = Vec::with_capacity(256);
     let mut buf = [0u8; 1024];
+    let mut code = None;
     loop {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             break;
         }
         head.extend_from_slice(&buf[..n]);
-        if head.contains(&b'\n') || head.len() >= MAX_OUTPUT {
+        if head.len() >= MAX_OUTPUT {
+            break;
+        }
+        if code.is_none() && head.contains(&b'\n') {
+            code = parse_status_line(&head);
+            // Only a redirect needs the rest of the head.
+            if !code.is_some_and(|c| (300..400).contains(&c)) {
+                break;
+            }
+        }
+        if head.windows(4).any(|w| w == b"\r\n\r\n") {
             break;
         }
     }
-    parse_status_line(&head).ok_or_else(|| {
+    let code = code.or_else(|| parse_status_line(&head)).ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "malformed HTTP response".to_string(),
         )
+    })?;
+    let location = (300..400)
+        .contains(&code)
+        .then(|| header_value(&head, "location"))
+        .flatten();
+    Ok((code, location))
+}
+
+/// The value of header `name` (lower case) in a response head.
+fn header_value(head: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    text.split("\r\n").skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_string())
     })
 }
 
-/// httpGet: a status from 200 to 399 is success (redirects are not followed: a 3xx is a
-/// success, as kubelet counts a redirect to another host). HTTPS does not verify the
-/// certificate, as kubelet does not.
+/// Where a redirect leads, as Go's client resolves `Location` against the request's URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hop {
+    pub https: bool,
+    /// The host as written (an IP; kubelet compares host names, not addresses).
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl Hop {
+    fn url(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(_)) => format!("{scheme}://[{}]:{}{}", self.host, self.port, self.path),
+            _ => format!("{scheme}://{}:{}{}", self.host, self.port, self.path),
+        }
+    }
+}
+
+/// The next hop of a redirect from `from` to `location`: an absolute URL, a scheme-relative
+/// one, an absolute path or a path relative to the current one. None: not a URL we can follow.
+pub fn resolve_redirect(from: &Hop, location: &str) -> Option<Hop> {
+    let (https, rest) = if let Some(rest) = location.strip_prefix("http://") {
+        (false, Some(rest))
+    } else if let Some(rest) = location.strip_prefix("https://") {
+        (true, Some(rest))
+    } else if let Some(rest) = location.strip_prefix("//") {
+        (from.https, Some(rest))
+    } else {
+        (from.https, None)
+    };
+    let Some(rest) = rest else {
+        let path = if location.starts_with('/') {
+            location.to_string()
+        } else {
+            let base = from.path.split(['?', '#']).next().unwrap_or("/");
+            let dir = &base[..base.rfind('/').map_or(0, |i| i + 1)];
+            format!("{}{location}", if dir.is_empty() { "/" } else { dir })
+        };
+        return Some(Hop {
+            path,
+            ..from.clone()
+        });
+    };
+    let (authority, path) = match rest.find(['/', '?', '#']) {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, "/"),
+    };
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    let default_port = if https { 443 } else { 80 };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None => default_port,
+        };
+        (host.to_string(), port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host.to_string(), port.parse().ok()?),
+            None => (authority.to_string(), default_port),
+        }
+    };
+    Some(Hop {
+        https,
+        host,
+        port,
+        path,
+    })
+}
+
+/// How many redirects kubelet's client follows before giving up (Go's default).
+const MAX_REDIRECTS: usize = 10;
+
+/// httpGet: a status from 200 to 399 is success. Redirects are followed as kubelet's client
+/// follows them: to the same host (another port or scheme too), at most 10; one to another
+/// host is not followed and its 3xx counts as success. HTTPS does not verify the certificate,
+/// as kubelet does not.
 pub async fn http_get(
     action: &HTTPGetAction,
     container: &Container,
@@ -279,9 +387,9 @@ pub async fn http_get(
     )
 }
 
-/// Sends the GET of `action` and reads the response's status code within `timeout`. The outer
-/// error: the action cannot be run (a port name that is not there); the inner one: the
-/// request failed, as Go's client words it.
+/// Sends the GET of `action` (following same-host redirects) and reads the final response's
+/// status code, all within `timeout`. The outer error: the action cannot be run (a port name
+/// that is not there); the inner one: the request failed, as Go's client words it.
 pub async fn http_status(
     action: &HTTPGetAction,
     container: &Container,
@@ -295,33 +403,65 @@ pub async fn http_status(
         .scheme
         .as_deref()
         .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
-    let scheme = if https { "https" } else { "http" };
     let path = action.path.as_deref().unwrap_or("/");
-    let url = format!("{scheme}://{addr}{path}");
-    let authority = addr.to_string();
-    let request = http_request(
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    let first = Hop {
+        https,
+        host: addr.ip().to_string(),
+        port: addr.port(),
         path,
-        &authority,
-        action.http_headers.as_deref().unwrap_or(&[]),
-    );
+    };
+    let headers = action.http_headers.as_deref().unwrap_or(&[]);
+    let url = first.url();
     let attempt = async {
-        let stream = connect(target, addr, timeout).await?;
-        let code = if https {
-            let connector = tokio_rustls::TlsConnector::from(insecure_tls()?);
-            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-            let tls = connector
-                .connect(name, stream)
+        let mut hop = first.clone();
+        let mut redirects = 0;
+        loop {
+            // Every hop is on the first one's host, an IP.
+            let ip: IpAddr = hop
+                .host
+                .parse()
+                .map_err(|_| (hop.url(), "invalid host".to_string()))?;
+            let addr = SocketAddr::new(ip, hop.port);
+            let request = http_request(&hop.path, &addr.to_string(), headers);
+            let stream = connect(target, addr, timeout)
                 .await
-                .map_err(|e| format!("tls: {}", io_text(&e)))?;
-            exchange(tls, &request).await
-        } else {
-            exchange(stream, &request).await
-        };
-        code.map_err(|e| io_text(&e))
+                .map_err(|e| (hop.url(), e))?;
+            let answer = if hop.https {
+                let connector =
+                    tokio_rustls::TlsConnector::from(insecure_tls().map_err(|e| (hop.url(), e))?);
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let tls = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| (hop.url(), format!("tls: {}", io_text(&e))))?;
+                exchange(tls, &request).await
+            } else {
+                exchange(stream, &request).await
+            };
+            let (code, location) = answer.map_err(|e| (hop.url(), io_text(&e)))?;
+            let next = location.and_then(|l| resolve_redirect(&hop, &l));
+            match next {
+                // Another host: kubelet's client stops and keeps the redirect as the answer.
+                Some(next) if next.host == first.host => {
+                    redirects += 1;
+                    if redirects >= MAX_REDIRECTS {
+                        return Err((next.url(), "stopped after 10 redirects".to_string()));
+                    }
+                    hop = next;
+                }
+                _ => return Ok(code),
+            }
+        }
     };
     Ok(match tokio::time::timeout(timeout, attempt).await {
         Ok(Ok(code)) => Ok(code),
-        Ok(Err(e)) => Err(format!("Get {url:?}: {e}")),
+        Ok(Err((at, e))) if e.starts_with("stopped after") => Err(format!("Get {at:?}: {e}")),
+        Ok(Err((_, e))) => Err(format!("Get {url:?}: {e}")),
         Err(_) => Err(format!(
             "Get {url:?}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)"
         )),
@@ -553,6 +693,51 @@ mod tests {
         assert_eq!(
             resolve_port(&IntOrString::Int(0), &c),
             Err("invalid port number: 0".into())
+        );
+    }
+
+    #[test]
+    fn redirects_resolve_as_gos_client_resolves_them() {
+        let from = Hop {
+            https: false,
+            host: "10.0.0.5".into(),
+            port: 8080,
+            path: "/a/b?x=1".into(),
+        };
+        let hop = |https, host: &str, port, path: &str| Hop {
+            https,
+            host: host.into(),
+            port,
+            path: path.into(),
+        };
+        assert_eq!(
+            resolve_redirect(&from, "/ok"),
+            Some(hop(false, "10.0.0.5", 8080, "/ok"))
+        );
+        assert_eq!(
+            resolve_redirect(&from, "c"),
+            Some(hop(false, "10.0.0.5", 8080, "/a/c"))
+        );
+        assert_eq!(
+            resolve_redirect(&from, "https://10.0.0.5:8443/s"),
+            Some(hop(true, "10.0.0.5", 8443, "/s"))
+        );
+        assert_eq!(
+            resolve_redirect(&from, "http://10.0.0.5"),
+            Some(hop(false, "10.0.0.5", 80, "/"))
+        );
+        assert_eq!(
+            resolve_redirect(&from, "//example.invalid/x"),
+            Some(hop(false, "example.invalid", 80, "/x"))
+        );
+        assert_eq!(
+            resolve_redirect(&from, "https://[fd00::1]/v6"),
+            Some(hop(true, "fd00::1", 443, "/v6"))
+        );
+        assert_eq!(resolve_redirect(&from, "http://10.0.0.5:bad/"), None);
+        assert_eq!(
+            hop(true, "fd00::1", 443, "/v6").url(),
+            "https://[fd00::1]:443/v6"
         );
     }
 
