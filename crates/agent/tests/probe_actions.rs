@@ -263,3 +263,22 @@ async fn http_get_follows_redirects_on_the_same_host() {
         )))
     );
 }
+
+/// A host name in the action is resolved on the node (here from /etc/hosts: nothing leaves the
+/// machine) and written in the Host header as given.
+#[tokio::test]
+async fn host_names_are_resolved_by_the_node() {
+    let container = Container::default();
+    let (port, mut requests) = http_server("HTTP/1.1 200 OK\r\n\r\n", None).await;
+    let mut action = get(port.into(), "HTTP");
+    action.host = Some("localhost".into());
+    let got = http_get(&action, &container, &target(), TIMEOUT).await;
+    assert_eq!(got, Ok(Outcome::Success));
+    let head = requests.recv().await.expect("the request");
+    assert!(
+        head.contains(&format!("Host: localhost:{port}\r\n")),
+        "{head}"
+    );
+    let got = tcp_check(Some("localhost"), port, &target(), TIMEOUT).await;
+    assert_eq!(got, Ok(Outcome::Success));
+}

@@ -54,16 +54,45 @@ pub fn resolve_port(port: &IntOrString, container: &Container) -> Result<u16, St
         .ok_or_else(|| format!("invalid port number: {number}"))
 }
 
-/// The address `host` (default: the pod's IP) and `port` name.
-fn socket_address(host: Option<&str>, port: u16, target: &PodTarget) -> Result<SocketAddr, String> {
-    let host = host
-        .filter(|h| !h.is_empty())
+/// The host an action names, else the pod's IP.
+fn host_of<'a>(host: Option<&'a str>, target: &'a PodTarget) -> Result<&'a str, String> {
+    host.filter(|h| !h.is_empty())
         .or(target.pod_ip.as_deref())
-        .ok_or_else(|| "the pod has no IP yet".to_string())?;
-    let ip: IpAddr = host
-        .parse()
-        .map_err(|_| format!("host {host:?} is not an IP address (names are not resolved)"))?;
-    Ok(SocketAddr::new(ip, port))
+        .ok_or_else(|| "the pod has no IP yet".to_string())
+}
+
+/// The address of `host` (an IP, or a name the node's resolver knows, as kubelet's dialer
+/// resolves it) and `port`; a name that does not resolve is Go's dial error.
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let no_such_host = || format!("dial tcp: lookup {host}: no such host");
+    let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| no_such_host())?
+        .collect();
+    if found.is_empty() {
+        return Err(no_such_host());
+    }
+    Ok(found)
+}
+
+/// A connection to the first of `addrs` that takes one, as Go's dialer tries a name's
+/// addresses in turn; else the last error.
+async fn connect_any(
+    target: &PodTarget,
+    addrs: &[SocketAddr],
+    timeout: Duration,
+) -> Result<TcpStream, String> {
+    let mut last = "no address".to_string();
+    for addr in addrs {
+        match connect(target, *addr, timeout).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// The pod's network cannot be reached (no sandbox here): the probe errors out, uncounted,
@@ -182,9 +211,13 @@ pub async fn tcp_check(
     target: &PodTarget,
     timeout: Duration,
 ) -> Result<Outcome, String> {
-    let addr = socket_address(host, port, target)?;
+    let host = host_of(host, target)?;
     has_namespace(target)?;
-    Ok(match connect(target, addr, timeout).await {
+    let addrs = match resolve(host, port).await {
+        Ok(addrs) => addrs,
+        Err(e) => return Ok(Outcome::Failure(e)),
+    };
+    Ok(match connect_any(target, &addrs, timeout).await {
         Ok(_) => Outcome::Success,
         Err(e) => Outcome::Failure(e),
     })
@@ -300,12 +333,17 @@ pub struct Hop {
 }
 
 impl Hop {
+    /// `host:port` (`[v6]:port`), as the Host header and URLs write it.
+    fn authority(&self) -> String {
+        match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(_)) => format!("[{}]:{}", self.host, self.port),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+
     fn url(&self) -> String {
         let scheme = if self.https { "https" } else { "http" };
-        match self.host.parse::<IpAddr>() {
-            Ok(IpAddr::V6(_)) => format!("{scheme}://[{}]:{}{}", self.host, self.port, self.path),
-            _ => format!("{scheme}://{}:{}{}", self.host, self.port, self.path),
-        }
+        format!("{scheme}://{}{}", self.authority(), self.path)
     }
 }
 
@@ -397,7 +435,7 @@ pub async fn http_status(
     timeout: Duration,
 ) -> Result<Result<u16, String>, String> {
     let port = resolve_port(&action.port, container)?;
-    let addr = socket_address(action.host.as_deref(), port, target)?;
+    let host = host_of(action.host.as_deref(), target)?;
     has_namespace(target)?;
     let https = action
         .scheme
@@ -411,8 +449,8 @@ pub async fn http_status(
     };
     let first = Hop {
         https,
-        host: addr.ip().to_string(),
-        port: addr.port(),
+        host: host.to_string(),
+        port,
         path,
     };
     let headers = action.http_headers.as_deref().unwrap_or(&[]);
@@ -421,20 +459,21 @@ pub async fn http_status(
         let mut hop = first.clone();
         let mut redirects = 0;
         loop {
-            // Every hop is on the first one's host, an IP.
-            let ip: IpAddr = hop
-                .host
-                .parse()
-                .map_err(|_| (hop.url(), "invalid host".to_string()))?;
-            let addr = SocketAddr::new(ip, hop.port);
-            let request = http_request(&hop.path, &addr.to_string(), headers);
-            let stream = connect(target, addr, timeout)
+            let addrs = resolve(&hop.host, hop.port)
                 .await
                 .map_err(|e| (hop.url(), e))?;
+            let request = http_request(&hop.path, &hop.authority(), headers);
+            let stream = connect_any(target, &addrs, timeout)
+                .await
+                .map_err(|e| (hop.url(), e))?;
+            let addr = stream.peer_addr().map_err(|e| (hop.url(), io_text(&e)))?;
             let answer = if hop.https {
                 let connector =
                     tokio_rustls::TlsConnector::from(insecure_tls().map_err(|e| (hop.url(), e))?);
-                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let name = match rustls::pki_types::ServerName::try_from(hop.host.clone()) {
+                    Ok(name) => name,
+                    Err(_) => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+                };
                 let tls = connector
                     .connect(name, stream)
                     .await
@@ -479,7 +518,12 @@ pub async fn grpc_check(
         .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("invalid port number: {}", action.port))?;
-    let addr = socket_address(None, port, target)?;
+    let addr = SocketAddr::new(
+        host_of(None, target)?
+            .parse::<IpAddr>()
+            .map_err(|_| "the pod's IP is not an IP address".to_string())?,
+        port,
+    );
     has_namespace(target)?;
     let service = action.service.clone().unwrap_or_default();
     let secs = timeout.as_secs();
@@ -777,21 +821,34 @@ mod tests {
         assert!(!text.contains("X-Evil"));
     }
 
-    #[test]
-    fn addresses_default_to_the_pod_ip() {
+    #[tokio::test]
+    async fn addresses_default_to_the_pod_ip_and_names_resolve_on_the_node() {
         let target = PodTarget {
             netns: None,
             pod_ip: Some("10.1.0.7".into()),
         };
+        assert_eq!(host_of(None, &target), Ok("10.1.0.7"));
+        assert_eq!(host_of(Some(""), &target), Ok("10.1.0.7"));
+        assert_eq!(host_of(Some("localhost"), &target), Ok("localhost"));
+        let none = PodTarget {
+            netns: None,
+            pod_ip: None,
+        };
+        assert!(host_of(None, &none).is_err());
         assert_eq!(
-            socket_address(None, 80, &target),
-            Ok("10.1.0.7:80".parse().expect("address"))
+            resolve("10.1.0.7", 80).await,
+            Ok(vec!["10.1.0.7:80".parse().expect("address")])
         );
-        assert_eq!(
-            socket_address(Some("127.0.0.1"), 80, &target),
-            Ok("127.0.0.1:80".parse().expect("address"))
+        // From /etc/hosts: no query leaves the machine.
+        let local = resolve("localhost", 8080)
+            .await
+            .expect("localhost resolves");
+        assert!(
+            local
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 8080),
+            "{local:?}"
         );
-        assert!(socket_address(Some("example.com"), 80, &target).is_err());
     }
 
     #[test]
