@@ -77,6 +77,13 @@ pub struct SecretFlags {
     pub docker_email: Option<String>,
     /// `--from-literal=key=value`, repeatable.
     pub from_literal: Vec<String>,
+    /// `--from-file=[key=]path` (a file, or a directory's files), repeatable.
+    pub from_file: Vec<String>,
+    /// `--from-env-file=path` (KEY=VALUE lines), repeatable.
+    pub from_env_file: Vec<String>,
+    /// `create secret tls`: `--cert` and `--key` files (PEM).
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// The flags of the streaming verbs.
@@ -191,6 +198,10 @@ const VALUE_FLAGS: &[(&str, Option<char>)] = &[
     ("docker-password", None),
     ("docker-email", None),
     ("from-literal", None),
+    ("from-file", None),
+    ("from-env-file", None),
+    ("cert", None),
+    ("key", None),
 ];
 
 /// The known long flag closest to a mistyped one (`--show-lables` → `show-labels`), if one is
@@ -411,6 +422,10 @@ impl Flags {
             "docker-password" => self.secret.docker_password = Some(value),
             "docker-email" => self.secret.docker_email = Some(value),
             "from-literal" => self.secret.from_literal.push(value),
+            "from-file" => self.secret.from_file.push(value),
+            "from-env-file" => self.secret.from_env_file.push(value),
+            "cert" => self.secret.cert = Some(value),
+            "key" => self.secret.key = Some(value),
             // Accepted for kubectl's sake; this slice has no use for them.
             _ => {}
         }

@@ -165,18 +165,19 @@ pub(crate) fn docker_config_json(
 fn secret_from_flags(flags: &Flags, names: &[String]) -> Result<(String, serde_json::Value)> {
     let usage = |sub: &str| format!("See 'kubectl create secret {sub} -h' for help and examples");
     let (sub, rest) = match names.split_first() {
-        Some((sub, rest)) if sub == "docker-registry" || sub == "generic" => (sub.as_str(), rest),
+        Some((sub, rest)) if ["docker-registry", "generic", "tls"].contains(&sub.as_str()) => {
+            (sub.as_str(), rest)
+        }
         Some((other, _)) => {
             return Err(Error::Message(format!(
-                "unknown secret type {other:?}: use docker-registry or generic \
-                 (tls is not in this Skiff CLI yet)\nSee 'kubectl create secret -h' for help \
-                 and examples"
+                "unknown secret type {other:?}: use docker-registry, generic or tls\nSee \
+                 'kubectl create secret -h' for help and examples"
             )))
         }
         None => {
             return Err(Error::Message(
-                "create secret needs a type: docker-registry or generic\nSee 'kubectl create \
-                 secret -h' for help and examples"
+                "create secret needs a type: docker-registry, generic or tls\nSee 'kubectl \
+                 create secret -h' for help and examples"
                     .to_owned(),
             ))
         }
@@ -208,20 +209,56 @@ fn secret_from_flags(flags: &Flags, names: &[String]) -> Result<(String, serde_j
             base64_of(config.as_bytes()).into(),
         );
         "kubernetes.io/dockerconfigjson".to_owned()
+    } else if sub == "tls" {
+        let s = &flags.secret;
+        let (Some(cert), Some(key)) = (
+            s.cert.as_deref().filter(|c| !c.is_empty()),
+            s.key.as_deref().filter(|k| !k.is_empty()),
+        ) else {
+            return Err(Error::Message(format!(
+                "both --cert and --key are required\n{}",
+                usage(sub)
+            )));
+        };
+        let (cert, key) = (read_source(cert)?, read_source(key)?);
+        check_key_pair(&cert, &key)?;
+        data.insert("tls.crt".to_owned(), base64_of(&cert).into());
+        data.insert("tls.key".to_owned(), base64_of(&key).into());
+        "kubernetes.io/tls".to_owned()
     } else {
-        for literal in &flags.secret.from_literal {
-            let Some((key, value)) = literal.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+        let mut add = |key: &str, value: &[u8]| -> Result<()> {
+            if !valid_config_key(key) {
                 return Err(Error::Message(format!(
-                    "invalid literal source {literal}, expected key=value"
+                    "{key:?} is not a valid key name for a Secret: a valid config key must \
+                     consist of alphanumeric characters, '-', '_' or '.'"
                 )));
-            };
+            }
             if data.contains_key(key) {
                 return Err(Error::Message(format!(
                     "cannot add key {key}, another key by that name already exists in Data \
                      for Secret \"{name}\""
                 )));
             }
-            data.insert(key.to_owned(), base64_of(value.as_bytes()).into());
+            data.insert(key.to_owned(), base64_of(value).into());
+            Ok(())
+        };
+        for source in &flags.secret.from_file {
+            for (key, value) in file_sources(source)? {
+                add(&key, &value)?;
+            }
+        }
+        for path in &flags.secret.from_env_file {
+            for (key, value) in env_file(path)? {
+                add(&key, value.as_bytes())?;
+            }
+        }
+        for literal in &flags.secret.from_literal {
+            let Some((key, value)) = literal.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+                return Err(Error::Message(format!(
+                    "invalid literal source {literal}, expected key=value"
+                )));
+            };
+            add(key, value.as_bytes())?;
         }
         flags
             .patch_type
@@ -237,9 +274,131 @@ fn secret_from_flags(flags: &Flags, names: &[String]) -> Result<(String, serde_j
     Ok((name.clone(), secret))
 }
 
+/// The bytes of file `path`, or kubectl's words when it cannot be read.
+fn read_source(path: &str) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|err| Error::Message(format!("error reading {path}: {}", io_words(&err))))
+}
+
+/// An I/O error without Rust's `(os error N)`, as Go prints it.
+fn io_words(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    match text.find(" (os error") {
+        Some(at) => text[..at].to_lowercase(),
+        None => text,
+    }
+}
+
+/// A Secret's data key: letters, digits, `-`, `_`, `.`; not `.` or `..`; at most 253.
+fn valid_config_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key != "."
+        && key != ".."
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The keys and contents `--from-file=[key=]path` gives: the file under its base name (or the
+/// key given), or every regular file of a directory under its name.
+fn file_sources(source: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let (key, path) = match source.split_once('=') {
+        Some((key, path)) if !key.is_empty() && !path.is_empty() => (Some(key), path),
+        Some(_) => {
+            return Err(Error::Message(format!(
+                "key names or file paths cannot be empty: {source:?}"
+            )))
+        }
+        None => (None, source),
+    };
+    let meta = std::fs::metadata(path)
+        .map_err(|err| Error::Message(format!("error reading {path}: {}", io_words(&err))))?;
+    if !meta.is_dir() {
+        let key = match key {
+            Some(key) => key.to_owned(),
+            None => std::path::Path::new(path)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        return Ok(vec![(key, read_source(path)?)]);
+    }
+    if key.is_some() {
+        return Err(Error::Message(format!(
+            "cannot give a key name for a directory path: {source:?}"
+        )));
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(path)
+        .map_err(|err| Error::Message(format!("error listing {path}: {}", io_words(&err))))?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    let mut found = Vec::new();
+    for entry in entries {
+        let key = entry
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // A file whose name is not a valid key is refused by the caller, as kubectl does.
+        found.push((key, read_source(&entry.to_string_lossy())?));
+    }
+    Ok(found)
+}
+
+/// The `KEY=VALUE` lines of an env file (blank lines and `#` comments skipped; a bare `KEY`
+/// takes the value from the environment, as kubectl does).
+fn env_file(path: &str) -> Result<Vec<(String, String)>> {
+    let text = String::from_utf8(read_source(path)?)
+        .map_err(|_| Error::Message(format!("{path}: the env file is not UTF-8")))?;
+    let mut found = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = match line.split_once('=') {
+            Some((key, value)) => (key.to_owned(), value.to_owned()),
+            None => (
+                line.trim_end().to_owned(),
+                std::env::var(line.trim_end()).unwrap_or_default(),
+            ),
+        };
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(Error::Message(format!(
+                "{path}:{}: {key:?} is not a valid variable name",
+                n + 1
+            )));
+        }
+        found.push((key, value));
+    }
+    Ok(found)
+}
+
+/// kubectl refuses a certificate and key that are not PEM of the expected kinds.
+fn check_key_pair(cert: &[u8], key: &[u8]) -> Result<()> {
+    let cert = String::from_utf8_lossy(cert);
+    let key = String::from_utf8_lossy(key);
+    if !cert.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(Error::Message(
+            "failed to load key pair tls: failed to find any PEM data in certificate input"
+                .to_owned(),
+        ));
+    }
+    if !(key.contains("-----BEGIN") && key.contains("PRIVATE KEY-----")) {
+        return Err(Error::Message(
+            "failed to load key pair tls: failed to find any PEM data in key input".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// `kubectl create secret docker-registry NAME --docker-server=S --docker-username=U
-/// --docker-password=P [--docker-email=E]` and `kubectl create secret generic NAME
-/// [--from-literal=key=value]... [--type=T]`.
+/// --docker-password=P [--docker-email=E]`, `kubectl create secret generic NAME
+/// [--from-literal=key=value]... [--from-file=[key=]path]... [--from-env-file=path]...
+/// [--type=T]` and `kubectl create secret tls NAME --cert=FILE --key=FILE`.
 async fn create_secret(flags: &Flags, names: &[String]) -> Result<()> {
     let (name, secret) = secret_from_flags(flags, names)?;
     let dry_run = DryRun::parse(flags)?;

@@ -1147,8 +1147,48 @@ fn secrets_print_what_kubectl_prints() {
     cleanup(&cluster);
     same_steps(&cluster, &secrets, &cleanup, &steps);
 
-    // create secret docker-registry|generic: the same answers and the same objects.
+    // create secret docker-registry|generic|tls: the same answers and the same objects.
+    let sources = cluster.scratch_dir().join("secret-sources");
+    let dir = sources.join("dir");
+    fs::create_dir_all(&dir).expect("a scratch directory");
+    fs::write(sources.join("username.txt"), "alice\n").expect("write");
+    fs::write(dir.join("one"), "1").expect("write");
+    fs::write(dir.join("two.conf"), "a = b\n").expect("write");
+    fs::create_dir_all(sources.join("bad")).expect("a scratch directory");
+    fs::write(sources.join("bad").join("not a key"), "refused").expect("write");
+    fs::write(
+        sources.join("app.env"),
+        "# settings\nMODE=fast\n\nLEVEL=3\n",
+    )
+    .expect("write");
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let cert = rcgen::CertificateParams::new(vec!["web.example.com".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("a certificate");
+    fs::write(sources.join("tls.crt"), cert.pem()).expect("write");
+    fs::write(sources.join("tls.key"), key.serialize_pem()).expect("write");
+    let at = |name: &str| sources.join(name).to_string_lossy().into_owned();
+    let (file, keyed, dir, env, bad) = (
+        format!("--from-file={}", at("username.txt")),
+        format!("--from-file=user={}", at("username.txt")),
+        format!("--from-file={}", at("dir")),
+        format!("--from-env-file={}", at("app.env")),
+        format!("--from-file={}", at("bad")),
+    );
+    let (cert, key, missing) = (
+        format!("--cert={}", at("tls.crt")),
+        format!("--key={}", at("tls.key")),
+        format!("--key={}", at("nothing-here")),
+    );
     let made = [
+        vec!["create", "secret", "generic", "made", &file, &keyed, &dir],
+        vec!["create", "secret", "generic", "made", &env],
+        vec!["create", "secret", "generic", "made", &file, &file],
+        vec!["create", "secret", "generic", "made", &bad],
+        vec!["create", "secret", "tls", "made", &cert, &key],
+        vec!["create", "secret", "tls", "made", &cert],
+        vec!["create", "secret", "tls", "made", &cert, &missing],
         vec![
             "create",
             "secret",
