@@ -148,18 +148,22 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
             ..PodCondition::default()
         });
     };
-    set("PodReadyToStartContainers", view.sandbox_ready, None, None);
-    let (initialized, reason, message) = initialized(&spec, &init_statuses, phase);
-    set("Initialized", initialized, reason, message);
-    let sidecars: Vec<&ContainerStatus> = init_specs
-        .iter()
-        .filter(|c| is_restartable_init(c))
-        .filter_map(|c| find(&init_statuses, &c.name))
-        .collect();
-    let (ready, reason, message) = containers_ready(&sidecars, &statuses, phase);
-    set("Ready", ready, reason.clone(), message.clone());
-    set("ContainersReady", ready, reason, message);
-    set("PodScheduled", true, None, None);
+    // A pod rejected at admission has no condition at all (kubelet writes only its phase,
+    // reason and message, and drops the conditions it owns, the scheduler's PodScheduled too).
+    if !rejected {
+        set("PodReadyToStartContainers", view.sandbox_ready, None, None);
+        let (initialized, reason, message) = initialized(&spec, &init_statuses, phase);
+        set("Initialized", initialized, reason, message);
+        let sidecars: Vec<&ContainerStatus> = init_specs
+            .iter()
+            .filter(|c| is_restartable_init(c))
+            .filter_map(|c| find(&init_statuses, &c.name))
+            .collect();
+        let (ready, reason, message) = containers_ready(&sidecars, &statuses, phase);
+        set("Ready", ready, reason.clone(), message.clone());
+        set("ContainersReady", ready, reason, message);
+        set("PodScheduled", true, None, None);
+    }
 
     let host_ip = view.host_ip.clone().or(previous.host_ip);
     let pod_ip = view.pod_ips.first().cloned().or(previous.pod_ip);
@@ -176,6 +180,7 @@ pub fn pod_status(pod: &Pod, view: &PodView, now: Timestamp) -> PodStatus {
     PodStatus {
         phase: Some(phase.into()),
         observed_generation: generation,
+        // Always sent: an empty list clears the scheduler's condition of a rejected pod too.
         conditions: Some(conditions),
         host_ips: host_ip.clone().map(|ip| vec![HostIP { ip }]),
         host_ip,
@@ -768,6 +773,28 @@ mod tests {
         let s = pod_status(&p, &failed, t(5));
         assert_eq!(s.phase.as_deref(), Some("Succeeded"));
         assert_eq!(s.reason, None);
+    }
+
+    #[test]
+    fn a_pod_rejected_at_admission_has_no_kubelet_conditions_or_containers() {
+        let p = two();
+        let rejected = PodView {
+            sandbox_ready: false,
+            failed: Some(("SysctlForbidden".into(), "Pod was rejected: ...".into())),
+            ..view(vec![])
+        };
+        let s = pod_status(&p, &rejected, t(5));
+        assert_eq!(s.phase.as_deref(), Some("Failed"));
+        assert_eq!(s.reason.as_deref(), Some("SysctlForbidden"));
+        assert_eq!(s.conditions, Some(Vec::new()), "{:?}", s.conditions);
+        assert_eq!(s.container_statuses, None);
+        // A pod that ran before failing keeps its conditions.
+        let failed = PodView {
+            failed: Some(("DeadlineExceeded".into(), "too long".into())),
+            ..view(vec![running("a"), running("b")])
+        };
+        let c = condition_map(&pod_status(&p, &failed, t(5)));
+        assert!(c.contains_key("Ready") && c.contains_key("PodScheduled"));
     }
 
     fn phase_of(p: &Pod, v: &PodView) -> String {

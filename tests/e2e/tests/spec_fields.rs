@@ -233,6 +233,11 @@ echo done"#;
         r#"Pod was rejected: forbidden sysctl: "net.core.somaxconn" not allowlisted"#
     );
     assert!(event_reasons(&cluster, "unsafe").contains(&"SysctlForbidden".to_string()));
+    assert_eq!(
+        cluster.jsonpath(&["pod", "unsafe"], "{.status.conditions[*].type}"),
+        "",
+        "kubelet writes no condition for a pod it rejects"
+    );
     let shown = cluster.kubectl_ok(["get", "pod", "unsafe", "--no-headers"]);
     assert!(shown.contains("SysctlForbidden"), "{shown}");
 
