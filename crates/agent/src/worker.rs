@@ -308,6 +308,9 @@ struct PodWorker {
     /// Set when the node failed the pod (reason, message): rejected at admission, or past its
     /// activeDeadlineSeconds. Its containers are stopped and none starts again.
     failed: Option<(String, String)>,
+    /// Containers taken over at start have their ended instances' messages read again with
+    /// the pod's spec at hand (FallbackToLogsOnError needs it).
+    adopted_messages: bool,
 }
 
 /// The pod's events, recorded in order by a task of their own so that their API calls overlap
@@ -553,6 +556,7 @@ impl PodWorker {
             probe_wake: Arc::new(Notify::new()),
             netns: None,
             failed: None,
+            adopted_messages: false,
         }
     }
 
@@ -635,7 +639,27 @@ impl PodWorker {
             slot.current = Some(id);
             slot.attempt = attempt;
         }
+        worker.adopted_messages = !worker.slots.is_empty();
         worker
+    }
+
+    /// The termination messages of the ended instances taken over at start, as kubelet
+    /// reports them: with the log's tail for a FallbackToLogsOnError container that failed
+    /// without writing one.
+    async fn fill_adopted_messages(&mut self, pod: &Pod) {
+        self.adopted_messages = false;
+        let runtime = self.ctx.runtime.clone();
+        for (name, slot) in self.slots.iter_mut() {
+            let Some(container) = container_spec(pod, name) else {
+                continue;
+            };
+            if let Some(ContainerView::Terminated(ended)) = slot.view.as_mut() {
+                ended.message = fallback_message(&runtime, &container, ended).await;
+            }
+            if let Some(ended) = slot.last_terminated.as_mut() {
+                ended.message = fallback_message(&runtime, &container, ended).await;
+            }
+        }
     }
 
     async fn run(mut self, mut rx: watch::Receiver<Option<Pod>>) {
@@ -667,6 +691,9 @@ impl PodWorker {
 
     /// One pass over the pod: sandbox, each container, status. Returns when to look again.
     async fn sync(&mut self, pod: &Pod) -> Duration {
+        if self.adopted_messages {
+            self.fill_adopted_messages(pod).await;
+        }
         let (namespace, name) = pod_label(pod);
         let mut wake = self.ctx.poll;
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());

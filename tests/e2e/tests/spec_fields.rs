@@ -647,3 +647,38 @@ fn allowed_unsafe_sysctls_must_be_namespaced_or_the_node_does_not_start() {
         }
     }
 }
+
+/// A FallbackToLogsOnError message of a container that ended before an agent restart is still
+/// reported after it: the restarted agent reads it from the log again.
+#[test]
+fn fallback_messages_survive_an_agent_restart() {
+    let mut cluster = Cluster::start_with_agent(import_test_images);
+    // The pod keeps running on `main`; `failing` ended for good (restartPolicy Never).
+    cluster.create_from(
+        r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "half"},
+        "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0, "containers": [
+          {"name": "main", "image": "busybox", "imagePullPolicy": "Never",
+           "command": ["sleep", "3600"]},
+          {"name": "failing", "image": "busybox", "imagePullPolicy": "Never",
+           "terminationMessagePolicy": "FallbackToLogsOnError",
+           "command": ["sh", "-c", "echo oops; exit 2"]}]}}"#,
+    );
+    let message = |cluster: &Cluster| {
+        cluster.jsonpath(
+            &["pod", "half"],
+            "{.status.containerStatuses[?(@.name==\"failing\")].state.terminated.message}",
+        )
+    };
+    wait_until(WAIT, "the failing container's message", || {
+        message(&cluster) == "oops\n"
+    });
+    cluster.restart();
+    // Once a pod made after the restart runs, the restarted agent has synced `half` too.
+    cluster.create_from(&pod("after", "exec sleep 3600", none(), none()));
+    wait_phase(&cluster, "after", "Running");
+    assert_eq!(message(&cluster), "oops\n");
+    assert_eq!(
+        cluster.jsonpath(&["pod", "half"], "{.status.phase}"),
+        "Running"
+    );
+}
