@@ -375,11 +375,26 @@ fn kubectl_exec_runs_under_the_containers_seccomp_profile() {
         with_profile(serde_json::json!({"type": "Localhost", "localhostProfile": "no-mkdir.json"})),
         none.clone(),
     ));
+    // hostPID and hostIPC: the exec joins only the namespaces that are not the node's (an exec
+    // readiness probe, started by the launcher, and kubectl exec).
+    let mut host = sleeper.clone();
+    host["readinessProbe"] = serde_json::json!({"exec": {"command": ["true"]}, "periodSeconds": 1});
+    cluster.create_from(&report_pod(
+        "host",
+        host,
+        serde_json::json!({"hostPID": true, "hostIPC": true}),
+    ));
     for pod in ["default", "unconfined", "localhost"] {
         wait_until(WAIT, &format!("{pod} Running"), || {
             cluster.jsonpath(&["pod", pod], "{.status.phase}") == "Running"
         });
     }
+    wait_until(WAIT, "host Ready (its exec probe runs)", || {
+        cluster.jsonpath(
+            &["pod", "host"],
+            "{.status.conditions[?(@.type==\"Ready\")].status}",
+        ) == "True"
+    });
     let exec = |pod: &str, script: &str| {
         let out = cluster.kubectl(["exec", pod, "--", "sh", "-c", script]);
         skiff_e2e::stdout(&out).trim().to_owned()
@@ -392,6 +407,29 @@ fn kubectl_exec_runs_under_the_containers_seccomp_profile() {
     assert_eq!(exec("default", mkdir), "ok");
     assert_eq!(
         exec("default", "awk '/^Seccomp:/ {print $2}' /proc/self/status"),
+        "2"
+    );
+    let own = |kind: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .expect("own namespace")
+            .display()
+            .to_string()
+    };
+    let namespaces = "for n in pid ipc uts net mnt; do readlink /proc/self/ns/$n; done";
+    let in_host = exec("host", namespaces);
+    let in_host: Vec<&str> = in_host.lines().collect();
+    assert_eq!(in_host.len(), 5, "{in_host:?}");
+    assert_eq!(in_host[0], own("pid"), "{in_host:?}");
+    assert_eq!(in_host[1], own("ipc"), "{in_host:?}");
+    for (seen, kind) in in_host[2..].iter().zip(["uts", "net", "mnt"]) {
+        assert_ne!(*seen, own(kind), "{kind} in a hostPID/hostIPC pod");
+    }
+    let in_default = exec("default", namespaces);
+    for (seen, kind) in in_default.lines().zip(["pid", "ipc", "uts", "net", "mnt"]) {
+        assert_ne!(seen, own(kind), "{kind} in a default pod");
+    }
+    assert_eq!(
+        exec("host", "awk '/^Seccomp:/ {print $2}' /proc/self/status"),
         "2"
     );
 }

@@ -54,11 +54,13 @@ fn run(container_dir: &Path, process_file: &Path, pid_file: &Path) -> Result<u8,
     };
     let namespaces = Namespaces::open(&config.id, pid)?;
     // Children only: this process stays in the agent's PID namespace to wait.
-    rustix::thread::move_into_link_name_space(
-        namespaces.pid.as_fd(),
-        Some(LinkNameSpaceType::ProcessID),
-    )
-    .map_err(|e| format!("joining the container's PID namespace: {e}"))?;
+    if !namespaces.pid_is_own {
+        rustix::thread::move_into_link_name_space(
+            namespaces.pid.as_fd(),
+            Some(LinkNameSpaceType::ProcessID),
+        )
+        .map_err(|e| format!("joining the container's PID namespace: {e}"))?;
+    }
 
     let layout = match config.cgroup_path {
         Some(_) => Some(CgroupLayout::detect().map_err(|e| e.to_string())?),
@@ -125,6 +127,8 @@ fn fork_into(cgroup: Option<&OwnedFd>) -> Result<(i32, bool), String> {
 /// The namespaces of the container's init, opened while it was checked to run.
 struct Namespaces {
     pid: OwnedFd,
+    /// Whether the PID namespace is this process's own (hostPID): nothing to join then.
+    pid_is_own: bool,
     /// In the order they are joined: the mount namespace last.
     others: Vec<(OwnedFd, LinkNameSpaceType)>,
 }
@@ -143,15 +147,29 @@ impl Namespaces {
                 .map(OwnedFd::from)
                 .map_err(|e| format!("opening {path}: {e}"))
         };
+        let mut others = Vec::with_capacity(5);
+        for (name, kind) in [
+            ("ipc", LinkNameSpaceType::InterProcessCommunication),
+            ("uts", LinkNameSpaceType::HostNameAndNISDomainName),
+            ("net", LinkNameSpaceType::Network),
+            ("cgroup", LinkNameSpaceType::ControlGroup),
+        ] {
+            let fd = open(name)?;
+            // A namespace the container shares with this process (hostIPC, hostNetwork, a
+            // host's cgroup namespace) is joined already: setns to it would change nothing.
+            if !is_own_namespace(fd.as_fd(), name) {
+                others.push((fd, kind));
+            }
+        }
+        // Always joined, even when it were this process's own: setns to a mount namespace
+        // also sets the root and working directory to the namespace's.
+        others.push((open("mnt")?, LinkNameSpaceType::Mount));
+        let pid_fd = open("pid")?;
+        let pid_is_own = is_own_namespace(pid_fd.as_fd(), "pid");
         let namespaces = Namespaces {
-            pid: open("pid")?,
-            others: vec![
-                (open("ipc")?, LinkNameSpaceType::InterProcessCommunication),
-                (open("uts")?, LinkNameSpaceType::HostNameAndNISDomainName),
-                (open("net")?, LinkNameSpaceType::Network),
-                (open("cgroup")?, LinkNameSpaceType::ControlGroup),
-                (open("mnt")?, LinkNameSpaceType::Mount),
-            ],
+            pid: pid_fd,
+            pid_is_own,
+            others,
         };
         // A pidfd is readable once its process has exited.
         let mut fds = [rustix::event::PollFd::new(
@@ -167,6 +185,27 @@ impl Namespaces {
             _ => Err(not_running()),
         }
     }
+}
+
+/// Whether `fd` (an nsfs file) is the namespace `/proc/self/ns/NAME` of this process; false
+/// when either cannot be read (the namespace is joined then, as before).
+/// The launcher's own namespaces never change (only its children's PID namespace does, which
+/// `/proc/self/ns/pid` does not show), so each is read once.
+fn is_own_namespace(fd: BorrowedFd<'_>, name: &str) -> bool {
+    const NAMES: [&str; 5] = ["ipc", "uts", "net", "cgroup", "pid"];
+    /// Device and inode of each of [`NAMES`] of this process, when it could be read.
+    static OWN: std::sync::OnceLock<[Option<(u64, u64)>; 5]> = std::sync::OnceLock::new();
+    let own = OWN.get_or_init(|| {
+        NAMES.map(|name| {
+            rustix::fs::stat(format!("/proc/self/ns/{name}").as_str())
+                .ok()
+                .map(|s| (s.st_dev, s.st_ino))
+        })
+    });
+    let Some(Some(own)) = NAMES.iter().position(|n| *n == name).map(|i| own[i]) else {
+        return false;
+    };
+    rustix::fs::fstat(fd).is_ok_and(|theirs| (theirs.st_dev, theirs.st_ino) == own)
 }
 
 /// The command's exit code as a shell reports it: 128 + signal when killed.
@@ -405,11 +444,15 @@ pub(crate) fn spawn(
 ) -> Result<Spawned, String> {
     let namespaces = Namespaces::open(&target.id, target.pid)?;
     let v2_dir = setup.open_v2_dir();
-    rustix::thread::move_into_link_name_space(
-        namespaces.pid.as_fd(),
-        Some(LinkNameSpaceType::ProcessID),
-    )
-    .map_err(|e| format!("joining the container's PID namespace: {e}"))?;
+    // A hostPID container's children are born in the launcher's own PID namespace already.
+    let pid_is_own = namespaces.pid_is_own;
+    if !pid_is_own {
+        rustix::thread::move_into_link_name_space(
+            namespaces.pid.as_fd(),
+            Some(LinkNameSpaceType::ProcessID),
+        )
+        .map_err(|e| format!("joining the container's PID namespace: {e}"))?;
+    }
     let cloned = clone_with_pidfd(v2_dir.as_ref());
     if let Ok((0, born_in_v2, _)) = cloned {
         let (code, message) = spawned_child(setup, born_in_v2, process, command, namespaces, &io);
@@ -422,9 +465,14 @@ pub(crate) fn spawn(
         // handlers, no buffered output flushed twice).
         unsafe { libc::_exit(code) }
     }
-    if let Err(e) =
-        rustix::thread::move_into_link_name_space(own_pid_ns, Some(LinkNameSpaceType::ProcessID))
-    {
+    let returned = match pid_is_own {
+        true => Ok(()),
+        false => rustix::thread::move_into_link_name_space(
+            own_pid_ns,
+            Some(LinkNameSpaceType::ProcessID),
+        ),
+    };
+    if let Err(e) = returned {
         eprintln!("exec: cannot return to the launcher's own PID namespace: {e}; exiting");
         std::process::exit(1);
     }
@@ -704,4 +752,23 @@ fn last_capability() -> u32 {
         .ok()
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(40)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_namespaces_are_recognised_and_other_files_are_not() {
+        for name in ["ipc", "uts", "net", "cgroup", "pid"] {
+            let own = std::fs::File::open(format!("/proc/self/ns/{name}")).expect("own ns");
+            assert!(is_own_namespace(own.as_fd(), name), "{name}");
+        }
+        // Another namespace type's file, and a file that is no namespace: joined as before.
+        let net = std::fs::File::open("/proc/self/ns/net").expect("own net ns");
+        assert!(!is_own_namespace(net.as_fd(), "ipc"));
+        let null = std::fs::File::open("/dev/null").expect("/dev/null");
+        assert!(!is_own_namespace(null.as_fd(), "net"));
+        assert!(!is_own_namespace(net.as_fd(), "mnt"));
+    }
 }
