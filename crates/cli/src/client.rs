@@ -226,18 +226,7 @@ impl ApiClient {
                 body.map(|(_, body)| body).unwrap_or_default(),
             ))
             .map_err(|err| Error::Message(format!("cannot build the request {uri}: {err}")))?;
-        let response = self.client.send(request).await.map_err(|source| {
-            if is_refused(&source) {
-                Error::Connect {
-                    server: self.authority.clone(),
-                }
-            } else {
-                Error::Request {
-                    what: format!("request to {}{uri} failed", self.server),
-                    source,
-                }
-            }
-        })?;
+        let response = self.dispatch(request, uri).await?;
         let status = response.status();
         let bytes = response
             .into_body()
@@ -348,18 +337,7 @@ impl ApiClient {
             .header(http::header::SEC_WEBSOCKET_PROTOCOL, protocol)
             .body(kube::client::Body::empty())
             .map_err(|err| Error::Message(format!("cannot build the request {uri}: {err}")))?;
-        let response = self.client.send(request).await.map_err(|source| {
-            if is_refused(&source) {
-                Error::Connect {
-                    server: self.authority.clone(),
-                }
-            } else {
-                Error::Request {
-                    what: format!("request to {}{uri} failed", self.server),
-                    source,
-                }
-            }
-        })?;
+        let response = self.dispatch(request, uri).await?;
         let status = response.status();
         if status != StatusCode::SWITCHING_PROTOCOLS {
             let bytes = response
@@ -386,6 +364,26 @@ impl ApiClient {
         Ok(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await)
     }
 
+    /// Sends `request` (to `uri`); a refused connection says which server did not answer.
+    async fn dispatch(
+        &self,
+        request: Request<kube::client::Body>,
+        uri: &str,
+    ) -> Result<http::Response<kube::client::Body>> {
+        self.client.send(request).await.map_err(|source| {
+            if is_refused(&source) {
+                Error::Connect {
+                    server: self.authority.clone(),
+                }
+            } else {
+                Error::Request {
+                    what: format!("request to {}{uri} failed", self.server),
+                    source,
+                }
+            }
+        })
+    }
+
     /// GETs `uri` and hands each chunk of the answer to `sink` as it arrives (logs, `-f`).
     pub async fn get_stream(
         &self,
@@ -399,18 +397,7 @@ impl ApiClient {
             .header(http::header::ACCEPT, "*/*")
             .body(kube::client::Body::empty())
             .map_err(|err| Error::Message(format!("cannot build the request {uri}: {err}")))?;
-        let response = self.client.send(request).await.map_err(|source| {
-            if is_refused(&source) {
-                Error::Connect {
-                    server: self.authority.clone(),
-                }
-            } else {
-                Error::Request {
-                    what: format!("request to {}{uri} failed", self.server),
-                    source,
-                }
-            }
-        })?;
+        let response = self.dispatch(request, uri).await?;
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
