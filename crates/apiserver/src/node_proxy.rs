@@ -19,6 +19,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::error::ApiError;
@@ -500,7 +501,11 @@ async fn pass_upgrade(
         )
         .await
         {
+            // A node side that ends without a TLS close_notify is an error here, after all
+            // its data was passed on: what is still buffered for the client is flushed and the
+            // client's side closed cleanly, so the client sees every byte and a proper end.
             tracing::debug!(error = %e, "a stream through to a node ended");
+            let _ = client_io.shutdown().await;
         }
     });
     Ok(ours)

@@ -370,12 +370,17 @@ spec:
     wait_until(WAIT, "three failed startup probes of slow", || {
         event_count(&cluster, "slow", "Unhealthy: Startup probe failed") >= 3
     });
-    // One Event object counted up, not one per failure.
-    let failures = events(&cluster, "slow")
+    // Event objects counted up, not one per failure (a failure with other output, e.g. a
+    // timeout on a loaded machine, is an object of its own, as in kubelet).
+    let objects = events(&cluster, "slow")
         .iter()
         .filter(|e| e.starts_with("Unhealthy: Startup probe failed"))
         .count();
-    assert_eq!(failures, 1);
+    let failures = event_count(&cluster, "slow", "Unhealthy: Startup probe failed");
+    assert!(
+        objects < failures as usize,
+        "{objects} event objects for {failures} failures"
+    );
     assert_eq!(
         field(&cluster, "slow", "{.status.containerStatuses[0].started}"),
         "false"
