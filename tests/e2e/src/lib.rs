@@ -949,6 +949,31 @@ pub fn write_file(dir: &Path, name: &str, contents: &str) -> PathBuf {
     path
 }
 
+/// A pod `name` (restartPolicy Never) of one busybox container `main` running `script` with
+/// `sh -c`, with `container` and `spec` merged into its container's and its spec's fields.
+pub fn busybox_script_pod(
+    name: &str,
+    script: &str,
+    container: serde_json::Value,
+    spec: serde_json::Value,
+) -> String {
+    let mut c = serde_json::json!({
+        "name": "main", "image": "busybox", "imagePullPolicy": "Never",
+        "command": ["sh", "-c", script],
+    });
+    for (k, v) in container.as_object().expect("an object").clone() {
+        c[k] = v;
+    }
+    let mut s = serde_json::json!({"restartPolicy": "Never", "containers": [c]});
+    for (k, v) in spec.as_object().expect("an object").clone() {
+        s[k] = v;
+    }
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": s,
+    })
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

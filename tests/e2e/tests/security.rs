@@ -47,21 +47,7 @@ echo done"#;
 /// A pod `name` of one busybox container running [`REPORT`] once, with `container` and `pod`
 /// merged into its container's and its spec's fields.
 fn report_pod(name: &str, container: serde_json::Value, pod: serde_json::Value) -> String {
-    let mut c = serde_json::json!({
-        "name": "main", "image": "busybox", "imagePullPolicy": "Never",
-        "command": ["sh", "-c", REPORT],
-    });
-    for (k, v) in container.as_object().expect("an object").clone() {
-        c[k] = v;
-    }
-    let mut spec = serde_json::json!({"restartPolicy": "Never", "containers": [c]});
-    for (k, v) in pod.as_object().expect("an object").clone() {
-        spec[k] = v;
-    }
-    serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec,
-    })
-    .to_string()
+    skiff_e2e::busybox_script_pod(name, REPORT, container, pod)
 }
 
 /// The report of pod `name` once its container has run to the end.

@@ -13,24 +13,10 @@ use skiff_e2e::{import_test_images, wait_until, Cluster};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// A pod `name` of one busybox container running `script` with `sh -c`, with `container` and
-/// `pod` merged into its container's and its spec's fields.
+/// A pod `name` of one busybox container running `script` (see
+/// [`skiff_e2e::busybox_script_pod`]).
 fn pod(name: &str, script: &str, container: serde_json::Value, spec: serde_json::Value) -> String {
-    let mut c = serde_json::json!({
-        "name": "main", "image": "busybox", "imagePullPolicy": "Never",
-        "command": ["sh", "-c", script],
-    });
-    for (k, v) in container.as_object().expect("an object").clone() {
-        c[k] = v;
-    }
-    let mut s = serde_json::json!({"restartPolicy": "Never", "containers": [c]});
-    for (k, v) in spec.as_object().expect("an object").clone() {
-        s[k] = v;
-    }
-    serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": s,
-    })
-    .to_string()
+    skiff_e2e::busybox_script_pod(name, script, container, spec)
 }
 
 fn none() -> serde_json::Value {
