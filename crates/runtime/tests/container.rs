@@ -464,7 +464,7 @@ fn the_launcher_runs_commands_in_a_container_and_reaps_them() {
         panic!("not running: {status:?}");
     };
     // The command joins the container: its root, its PID namespace (pid 1 is the init), its
-    // cgroup; its output and exit code come back.
+    // cgroup, its process settings; its output and exit code come back.
     let (report, text) = spawn_exec(
         &fixture,
         "app",
@@ -475,6 +475,7 @@ fn the_launcher_runs_commands_in_a_container_and_reaps_them() {
              [ \"$(cat /proc/self/cgroup)\" = \"$(cat /proc/1/cgroup)\" ] && echo same-cgroups; \
              s='^(Seccomp|NoNewPrivs|CapInh|CapPrm|CapEff|CapBnd|CapAmb|Uid|Gid|Groups):'; \
              [ \"$(grep -E \"$s\" /proc/self/status)\" = \"$(grep -E \"$s\" /proc/1/status)\" ] && echo same-settings; \
+             echo fds:; ls /proc/$$/fd; echo :fds; \
              echo oops >&2; exit 3",
         ],
     );
@@ -485,7 +486,10 @@ fn the_launcher_runs_commands_in_a_container_and_reaps_them() {
     assert_eq!(lines[0], "sleep 1000 ", "{text}");
     assert_eq!(lines[1], "same-cgroups", "{text}");
     assert_eq!(lines[2], "same-settings", "{text}");
-    assert_eq!(lines[3], "oops", "{text}");
+    // Nothing of the launcher's is open in the command (it holds each container's cgroup
+    // files and init's pidfd, and whatever it inherited), as runc leaves nothing open.
+    assert_eq!(lines[3..8], ["fds:", "0", "1", "2", ":fds"], "{text}");
+    assert_eq!(lines[8], "oops", "{text}");
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
         "the command was reaped"

@@ -344,18 +344,20 @@ fn tell(control: BorrowedFd<'_>, line: &str) {
     );
 }
 
-/// A container's exec plan as the launcher keeps it (not its bytes: the launcher stays small,
-/// and so cheap to fork): parsed, its process settings without the seccomp profile (compiled
-/// into the setup), and its setup.
+/// A container's exec plan as the launcher keeps it (not its bytes: the launcher stays small):
+/// the container's entry, with its descriptors held open (ADR 018).
 struct PreparedPlan {
-    target: super::nsexec::ExecTarget,
-    process: serde_json::Value,
-    setup: super::nsexec::ExecSetup,
+    entry: super::entry::Entry,
 }
 
-/// How many containers' plans the launcher keeps (all are dropped when it is full: they are
-/// made again at the next exec of each).
+/// How many containers' plans the launcher keeps at most (all are dropped when it is full:
+/// they are made again at the next exec of each); fewer when its descriptors would not do.
 const MAX_PLANS: usize = 1024;
+
+/// Descriptors an entry holds at most (a pidfd, a v1 `tasks` file per hierarchy, a v2 one
+/// and its directory), and those the launcher keeps for itself and its running commands.
+const DESCRIPTORS_PER_PLAN: u64 = 16;
+const DESCRIPTORS_SPARE: u64 = 256;
 
 /// The state the launcher keeps for exec requests.
 struct ExecServer {
@@ -366,33 +368,62 @@ struct ExecServer {
     layout: Option<Option<super::cgroup::CgroupLayout>>,
     /// Plans prepared before, by the name the header gives them.
     plans: std::collections::HashMap<String, std::rc::Rc<PreparedPlan>>,
+    /// How many plans fit in the launcher's descriptors.
+    max_plans: usize,
     running: Vec<RunningExec>,
 }
 
 impl ExecServer {
+    fn new() -> ExecServer {
+        // The entries hold descriptors: the soft limit is raised to the hard one (which needs
+        // no privilege), and the plans kept bounded by it.
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        let hard = limit.maximum.unwrap_or(1 << 20);
+        let _ = rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(hard),
+                maximum: limit.maximum,
+            },
+        );
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(hard);
+        let fit = soft.saturating_sub(DESCRIPTORS_SPARE) / DESCRIPTORS_PER_PLAN;
+        ExecServer {
+            own_pid_ns: std::fs::File::open("/proc/self/ns/pid")
+                .map(OwnedFd::from)
+                .map_err(|e| format!("opening the launcher's PID namespace: {e}")),
+            layout: None,
+            plans: std::collections::HashMap::new(),
+            max_plans: usize::try_from(fit)
+                .unwrap_or(MAX_PLANS)
+                .clamp(8, MAX_PLANS),
+            running: Vec::new(),
+        }
+    }
+
     /// The prepared plan named `name`, made now from `bytes` if it was not before.
     fn prepared(&mut self, name: &str, bytes: &[u8]) -> Result<std::rc::Rc<PreparedPlan>, String> {
         if let Some(plan) = self.plans.get(name) {
             return Ok(plan.clone());
         }
-        let ExecPlan {
-            target,
-            mut process,
-        } = parse_plan(bytes)?;
+        let ExecPlan { target, process } = parse_plan(bytes)?;
         let layout = self
             .layout
             .get_or_insert_with(|| super::cgroup::CgroupLayout::detect().ok())
             .as_ref();
-        let setup = super::nsexec::ExecSetup::new(&process, layout, target.cgroup_path.as_deref())?;
-        if let Some(object) = process.as_object_mut() {
-            object.remove(super::exec::SECCOMP_KEY);
-        }
-        let plan = std::rc::Rc::new(PreparedPlan {
-            target,
-            process,
-            setup,
-        });
-        if self.plans.len() >= MAX_PLANS {
+        let entry = super::entry::Entry::new(
+            &target.id,
+            target.pid,
+            target.cgroup_path.as_deref(),
+            layout,
+            &process,
+        )?;
+        let plan = std::rc::Rc::new(PreparedPlan { entry });
+        // Containers whose init has gone take their descriptors with them.
+        self.plans.retain(|_, plan| !plan.entry.init_exited());
+        if self.plans.len() >= self.max_plans {
             self.plans.clear();
         }
         self.plans.insert(name.to_owned(), plan.clone());
@@ -418,21 +449,13 @@ impl ExecServer {
             Ok(fd) => fd.as_fd(),
             Err(e) => return failed(e.clone()),
         };
-        let command = super::nsexec::Command {
-            args: header.args,
-            terminal: header.tty,
-        };
-        let io = super::nsexec::SpawnIo {
-            stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
-            control: control.as_fd(),
-        };
         match super::nsexec::spawn(
-            &plan.target,
-            &plan.process,
-            &command,
-            &plan.setup,
+            &plan.entry,
+            &header.args,
+            header.tty,
+            [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
+            super::entry::Report::Control(control.as_fd()),
             own_pid_ns,
-            io,
         ) {
             Err(message) => failed(message),
             Ok(spawned) => {
@@ -466,14 +489,7 @@ pub fn serve() -> ExitCode {
     // SAFETY: fd 0 is the socket the manager gave as stdin, open for this process's life; it is
     // only borrowed here.
     let socket = unsafe { BorrowedFd::borrow_raw(0) };
-    let mut server = ExecServer {
-        own_pid_ns: std::fs::File::open("/proc/self/ns/pid")
-            .map(OwnedFd::from)
-            .map_err(|e| format!("opening the launcher's PID namespace: {e}")),
-        layout: None,
-        plans: std::collections::HashMap::new(),
-        running: Vec::new(),
-    };
+    let mut server = ExecServer::new();
     let mut buffer = vec![0u8; MAX_REQUEST];
     loop {
         // Wait for a request, an exit, or a manager closing a control socket. Per running

@@ -15,6 +15,7 @@
 
 pub mod attach;
 pub mod cgroup;
+mod entry;
 pub mod exec;
 pub mod expand;
 pub mod launcher;

@@ -1,5 +1,5 @@
 //! A container's seccomp profile (OCI `linux.seccomp`) compiled to a classic BPF program and
-//! installed, for `skiff internal exec` (`nsexec.rs`): an exec'd process is confined as the
+//! installed, for exec'd processes (`entry.rs`): an exec'd process is confined as the
 //! container's own processes are, without runc or libseccomp (ADR 014).
 //!
 //! x86-64 only. The program checks the architecture first: a call from another ABI (i386's
@@ -456,8 +456,11 @@ pub fn compile(profile: &Value) -> Result<Vec<Instruction>, String> {
 /// Installs `program` on the calling thread (and what it executes). Needs no_new_privs or
 /// CAP_SYS_ADMIN.
 #[allow(unsafe_code)]
-pub fn install(program: &[Instruction]) -> Result<(), String> {
-    let len = u16::try_from(program.len()).map_err(|_| "seccomp program too long".to_owned())?;
+pub fn install(program: &[Instruction]) -> std::io::Result<()> {
+    // (No allocation here, even on failure: the exec's child calls it, sharing its parent's
+    // memory; see entry.rs.)
+    let len = u16::try_from(program.len())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let prog = libc::sock_fprog {
         len,
         // Instruction is repr(C) with the layout of struct sock_filter.
@@ -471,13 +474,10 @@ pub fn install(program: &[Instruction]) -> Result<(), String> {
             &prog as *const libc::sock_fprog,
         )
     };
-    if rc != 0 {
-        return Err(format!(
-            "installing the seccomp filter: {}",
-            std::io::Error::last_os_error()
-        ));
+    match rc {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -958,7 +958,7 @@ mod tests {
             0 => {
                 let code = rustix::thread::set_no_new_privs(true)
                     .map_err(|e| e.to_string())
-                    .and_then(|()| install(&program))
+                    .and_then(|()| install(&program).map_err(|e| e.to_string()))
                     .map_or(100, |()| check());
                 // SAFETY: exits the forked child without running the parent's destructors.
                 unsafe { libc::_exit(code) }
