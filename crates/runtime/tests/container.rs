@@ -474,12 +474,24 @@ fn the_launcher_runs_commands_in_a_container_and_reaps_them() {
             "cat /proc/1/cmdline | tr '\\0' ' '; echo; \
              [ \"$(cat /proc/self/cgroup)\" = \"$(cat /proc/1/cgroup)\" ] && echo same-cgroups; \
              s='^(Seccomp|NoNewPrivs|CapInh|CapPrm|CapEff|CapBnd|CapAmb|Uid|Gid|Groups):'; \
-             [ \"$(grep -E \"$s\" /proc/self/status)\" = \"$(grep -E \"$s\" /proc/1/status)\" ] && echo same-settings; \
+             [ \"$(grep -E \"$s\" /proc/self/status)\" = \"$(grep -E \"$s\" /proc/1/status)\" ] \
+               && [ $(cat /proc/self/oom_score_adj) = $(cat /proc/1/oom_score_adj) ] && echo same-settings; \
              echo fds:; ls /proc/$$/fd; echo :fds; \
              echo oops >&2; exit 3",
         ],
     );
     assert_eq!(report.end, ExecEnd::Exited(3), "{text}");
+    // The launcher lent the command the container's OOM score (1000, BestEffort) and took its
+    // own back.
+    let launcher = fixture.manager.launcher_pid().expect("a launcher");
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{launcher}/oom_score_adj"))
+            .expect("the launcher's score")
+            .trim(),
+        std::fs::read_to_string("/proc/self/oom_score_adj")
+            .expect("the test's score")
+            .trim()
+    );
     let pid = report.pid.expect("a pid line");
     assert_ne!(pid, init as i32);
     let lines: Vec<&str> = text.lines().collect();
@@ -507,6 +519,19 @@ fn the_launcher_runs_commands_in_a_container_and_reaps_them() {
     let (report, _) = spawn_exec(&fixture, "app", &["/etc"]);
     assert!(
         matches!(report.end, ExecEnd::NotStarted { code: 126, .. }),
+        "{report:?}"
+    );
+    let (report, _) = spawn_exec(&fixture, "app", &["/etc/passwd"]);
+    assert_eq!(
+        report.end,
+        ExecEnd::NotStarted {
+            code: 126,
+            message: "exec failed: unable to start container process: exec: \"/etc/passwd\": permission denied".into()
+        }
+    );
+    let (report, _) = spawn_exec(&fixture, "app", &["/no/such/file"]);
+    assert!(
+        matches!(&report.end, ExecEnd::NotStarted { code: 127, message } if message.ends_with("no such file or directory")),
         "{report:?}"
     );
     let null = std::fs::File::open("/dev/null").expect("/dev/null");

@@ -285,6 +285,8 @@ pub(crate) struct Exec<'a> {
     joins: Vec<(RawFd, c_int)>,
     /// Set before each clone attempt: whether the child is born in the container's v2 cgroup.
     born_in_v2: bool,
+    /// Whether the child inherits the container's OOM score from the caller (see [`OwnScore`]).
+    score_inherited: bool,
     /// Signals with a handler in the caller (the child resets them, as the handlers are in
     /// memory it shares).
     handled: &'static [c_int],
@@ -353,6 +355,7 @@ impl<'a> Exec<'a> {
             report,
             joins,
             born_in_v2: false,
+            score_inherited: false,
             handled: handled_signals(),
         })
     }
@@ -408,6 +411,8 @@ pub(crate) fn spawn(exec: &mut Exec<'_>) -> Result<Spawned, String> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     }
+    let (inherited, own_score) = entry_score(exec.entry);
+    exec.score_inherited = inherited;
     let mut last = String::new();
     let mut result = None;
     for cgroup in attempts {
@@ -441,9 +446,71 @@ pub(crate) fn spawn(exec: &mut Exec<'_>) -> Result<Spawned, String> {
         }
         last = format!("clone3: {}", std::io::Error::from_raw_os_error(-pid as i32));
     }
+    if let Some(own) = own_score {
+        own.restore();
+    }
     // SAFETY: `old` was filled above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     result.ok_or(last)
+}
+
+/// The calling process's own OOM score adjustment, through its `/proc/self/oom_score_adj`
+/// held open, and its value when first read. A child cloned while the process carries the
+/// container's score inherits it, where opening `/proc/self/oom_score_adj` in the child (a
+/// lookup in /proc per exec) cost as much as the rest of its entry. The callers (the
+/// launcher, `skiff internal exec`) are single-threaded: the score is the process's.
+struct OwnScore {
+    file: std::fs::File,
+    original: Vec<u8>,
+}
+
+impl OwnScore {
+    fn get() -> Option<&'static OwnScore> {
+        static OWN: std::sync::OnceLock<Option<OwnScore>> = std::sync::OnceLock::new();
+        OWN.get_or_init(|| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/proc/self/oom_score_adj")
+                .ok()?;
+            let original = std::fs::read("/proc/self/oom_score_adj").ok()?;
+            let original = original.trim_ascii().to_vec();
+            Some(OwnScore { file, original })
+        })
+        .as_ref()
+    }
+
+    fn set(&self, score: &[u8]) -> bool {
+        use std::os::unix::fs::FileExt;
+        self.file.write_at(score, 0).is_ok_and(|n| n == score.len())
+    }
+
+    /// Back to the original score (never below the minimum the process may set, as it was
+    /// its own); a process that cannot must not fork anything more with the container's.
+    fn restore(&self) {
+        if !self.set(&self.original) {
+            eprintln!("exec: cannot restore the OOM score adjustment; exiting");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Gives the calling process the entry's OOM score for its next child, when the entry has one
+/// that differs from the process's own and the process may take it (a score below the
+/// process's minimum needs CAP_SYS_RESOURCE: the child then writes it itself, and fails as
+/// it would have). Returns whether the child inherits the entry's score, and the process's
+/// score to restore after the clone.
+fn entry_score(entry: &Entry) -> (bool, Option<&'static OwnScore>) {
+    let (Some(score), Some(own)) = (entry.oom_score_adj.as_deref(), OwnScore::get()) else {
+        return (false, None);
+    };
+    if score == own.original.as_slice() {
+        return (true, None);
+    }
+    match own.set(score) {
+        true => (true, Some(own)),
+        false => (false, None),
+    }
 }
 
 /// The kernel's `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
@@ -709,7 +776,11 @@ fn run(exec: &Exec<'_>, line: &mut Line) -> i32 {
         for (resource, value, name) in &entry.rlimits {
             check!(libc::setrlimit(*resource, value) == 0, "setting ", name);
         }
-        if let Some(score) = &entry.oom_score_adj {
+        if let Some(score) = entry
+            .oom_score_adj
+            .as_ref()
+            .filter(|_| !exec.score_inherited)
+        {
             let fd = libc::open(
                 c"/proc/self/oom_score_adj".as_ptr(),
                 libc::O_WRONLY | libc::O_CLOEXEC,
@@ -800,19 +871,27 @@ fn run(exec: &Exec<'_>, line: &mut Line) -> i32 {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        // The PATH search of runc's exec: the first file that can be executed; a file that
-        // is there but cannot be is remembered, one that is not is skipped.
+        // The PATH search of runc's exec (Go's LookPath): the first candidate that is a file
+        // with an execute bit, found by stat rather than by executing each (a failed execve
+        // costs a new memory map); a path names its file, which must be one too.
         let mut failure = libc::ENOENT;
         for file in &exec.candidates {
-            libc::execve(file.as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr());
-            match errno() {
-                libc::ENOENT | libc::ENOTDIR => {}
-                libc::EACCES => failure = libc::EACCES,
-                other => {
-                    failure = other;
-                    break;
+            let mut meta: libc::stat = std::mem::zeroed();
+            if libc::stat(file.as_ptr(), &mut meta) != 0 {
+                if exec.program.contains('/') {
+                    failure = errno();
                 }
+                continue;
             }
+            if meta.st_mode & libc::S_IFMT == libc::S_IFDIR || meta.st_mode & 0o111 == 0 {
+                if exec.program.contains('/') {
+                    failure = libc::EACCES;
+                }
+                continue;
+            }
+            libc::execve(file.as_ptr(), exec.argv.as_ptr(), exec.envp.as_ptr());
+            failure = errno();
+            break;
         }
         let program = exec.program;
         line.push("unable to start container process: exec: \"");
