@@ -23,6 +23,9 @@ const MAX_OUTPUT: usize = 10 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Success,
+    /// A success with something to say (kubelet's `probe.Warning`: an httpGet answered by a
+    /// redirect that was not followed); recorded as a `ProbeWarning` event.
+    Warning(String),
     Failure(String),
 }
 
@@ -267,12 +270,21 @@ pub fn http_request(path: &str, authority: &str, headers: &[HTTPHeader]) -> Vec<
     text.into_bytes()
 }
 
-/// Sends `request` on `stream` and reads the response's status code, and for a redirect (3xx)
-/// its `Location`.
+/// A response as a probe needs it: the status code, and for a redirect (3xx) its `Location`
+/// and its body (the first [`MAX_OUTPUT`] bytes, lossily as text).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub code: u16,
+    pub location: Option<String>,
+    pub body: String,
+}
+
+/// Sends `request` on `stream` and reads the response's status code; for a redirect, the
+/// rest of the response too (the request asks the server to close the connection after it).
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     request: &[u8],
-) -> std::io::Result<(u16, Option<String>)> {
+) -> std::io::Result<Answer> {
     stream.write_all(request).await?;
     stream.flush().await?;
     let mut head = Vec::with_capacity(256);
@@ -284,17 +296,17 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             break;
         }
         head.extend_from_slice(&buf[..n]);
-        if head.len() >= MAX_OUTPUT {
+        if head.len() >= 2 * MAX_OUTPUT {
             break;
         }
         if code.is_none() && head.contains(&b'\n') {
             code = parse_status_line(&head);
-            // Only a redirect needs the rest of the head.
+            // Only a redirect needs the rest.
             if !code.is_some_and(|c| (300..400).contains(&c)) {
                 break;
             }
         }
-        if head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if response_complete(&head) {
             break;
         }
     }
@@ -304,11 +316,36 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             "malformed HTTP response".to_string(),
         )
     })?;
-    let location = (300..400)
-        .contains(&code)
-        .then(|| header_value(&head, "location"))
-        .flatten();
-    Ok((code, location))
+    let redirect = (300..400).contains(&code);
+    let location = redirect.then(|| header_value(&head, "location")).flatten();
+    let body = match head.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) if redirect => {
+            let body = &head[end + 4..];
+            String::from_utf8_lossy(&body[..body.len().min(MAX_OUTPUT)]).into_owned()
+        }
+        _ => String::new(),
+    };
+    Ok(Answer {
+        code,
+        location,
+        body,
+    })
+}
+
+/// Whether `response` holds a whole response: its head, and its body as long as its
+/// `Content-Length` says, or a chunked body's last chunk; else it ends when the server closes.
+fn response_complete(response: &[u8]) -> bool {
+    let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = &response[..end + 4];
+    let body = &response[end + 4..];
+    if let Some(length) = header_value(head, "content-length").and_then(|v| v.parse::<usize>().ok())
+    {
+        return body.len() >= length;
+    }
+    header_value(head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+        && body.ends_with(b"0\r\n\r\n")
 }
 
 /// The value of header `name` (lower case) in a response head.
@@ -408,8 +445,9 @@ const MAX_REDIRECTS: usize = 10;
 
 /// httpGet: a status from 200 to 399 is success. Redirects are followed as kubelet's client
 /// follows them: to the same host (another port or scheme too), at most 10; one to another
-/// host is not followed and its 3xx counts as success. HTTPS does not verify the certificate,
-/// as kubelet does not.
+/// host is not followed and its 3xx counts as success with a warning (kubelet's `Probe
+/// terminated redirects, Response body: ...`). HTTPS does not verify the certificate, as
+/// kubelet does not.
 pub async fn http_get(
     action: &HTTPGetAction,
     container: &Container,
@@ -418,22 +456,29 @@ pub async fn http_get(
 ) -> Result<Outcome, String> {
     Ok(
         match http_status(action, container, target, timeout).await? {
-            Ok(code) if (200..400).contains(&code) => Outcome::Success,
-            Ok(code) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
+            Ok(answer) if (200..300).contains(&answer.code) => Outcome::Success,
+            Ok(answer) if (300..400).contains(&answer.code) => Outcome::Warning(format!(
+                "Probe terminated redirects, Response body: {}",
+                answer.body
+            )),
+            Ok(answer) => Outcome::Failure(format!(
+                "HTTP probe failed with statuscode: {}",
+                answer.code
+            )),
             Err(e) => Outcome::Failure(e),
         },
     )
 }
 
-/// Sends the GET of `action` (following same-host redirects) and reads the final response's
-/// status code, all within `timeout`. The outer error: the action cannot be run (a port name
+/// Sends the GET of `action` (following same-host redirects) and reads the final response
+/// ([`Answer`]), all within `timeout`. The outer error: the action cannot be run (a port name
 /// that is not there); the inner one: the request failed, as Go's client words it.
 pub async fn http_status(
     action: &HTTPGetAction,
     container: &Container,
     target: &PodTarget,
     timeout: Duration,
-) -> Result<Result<u16, String>, String> {
+) -> Result<Result<Answer, String>, String> {
     let port = resolve_port(&action.port, container)?;
     let host = host_of(action.host.as_deref(), target)?;
     has_namespace(target)?;
@@ -482,8 +527,11 @@ pub async fn http_status(
             } else {
                 exchange(stream, &request).await
             };
-            let (code, location) = answer.map_err(|e| (hop.url(), io_text(&e)))?;
-            let next = location.and_then(|l| resolve_redirect(&hop, &l));
+            let answer = answer.map_err(|e| (hop.url(), io_text(&e)))?;
+            let next = answer
+                .location
+                .as_deref()
+                .and_then(|l| resolve_redirect(&hop, l));
             match next {
                 // Another host: kubelet's client stops and keeps the redirect as the answer.
                 Some(next) if next.host == first.host => {
@@ -493,12 +541,12 @@ pub async fn http_status(
                     }
                     hop = next;
                 }
-                _ => return Ok(code),
+                _ => return Ok(answer),
             }
         }
     };
     Ok(match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(code)) => Ok(code),
+        Ok(Ok(answer)) => Ok(answer),
         Ok(Err((at, e))) if e.starts_with("stopped after") => Err(format!("Get {at:?}: {e}")),
         Ok(Err((_, e))) => Err(format!("Get {url:?}: {e}")),
         Err(_) => Err(format!(
@@ -849,6 +897,52 @@ mod tests {
                 .all(|a| a.ip().is_loopback() && a.port() == 8080),
             "{local:?}"
         );
+    }
+
+    /// Runs `exchange` against a server that answers `response` and then keeps the connection
+    /// open (as a server ignoring `Connection: close` would).
+    fn exchange_with(response: &'static [u8]) -> Answer {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let (client, mut server) = tokio::io::duplex(64 * 1024);
+            let serve = async move {
+                let mut request = [0u8; 1024];
+                let _ = server.read(&mut request).await;
+                server.write_all(response).await.expect("answer");
+                // Held open until the exchange is over.
+                server
+            };
+            let (answer, _server) =
+                tokio::join!(exchange(client, b"GET / HTTP/1.1\r\n\r\n"), serve);
+            answer.expect("an answer")
+        })
+    }
+
+    #[test]
+    fn redirects_are_read_whole_and_other_answers_by_their_status_line() {
+        let answer = exchange_with(
+            b"HTTP/1.1 302 Found\r\nLocation: http://elsewhere.example/\r\nContent-Length: 5\r\n\r\nmoved",
+        );
+        assert_eq!(
+            answer,
+            Answer {
+                code: 302,
+                location: Some("http://elsewhere.example/".into()),
+                body: "moved".into()
+            }
+        );
+        let chunked = exchange_with(
+            b"HTTP/1.1 301 Moved\r\nLocation: /x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        );
+        assert_eq!(
+            (chunked.code, chunked.location.as_deref()),
+            (301, Some("/x"))
+        );
+        let ok = exchange_with(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+        assert_eq!((ok.code, ok.location, ok.body), (200, None, String::new()));
     }
 
     #[test]

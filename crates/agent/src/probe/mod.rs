@@ -385,6 +385,14 @@ async fn probe_once(
     };
     match result {
         Ok(Outcome::Success) => Some(true),
+        Ok(Outcome::Warning(output)) => {
+            (ctx.events)(
+                EventType::Warning,
+                "ProbeWarning",
+                format!("{} probe warning: {output}", kind.label()),
+            );
+            Some(true)
+        }
         Ok(Outcome::Failure(output)) => {
             (ctx.events)(
                 EventType::Warning,
