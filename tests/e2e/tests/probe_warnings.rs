@@ -26,7 +26,8 @@ exec nc -ll -p 8080 -e /tmp/answer"#;
             "{.status.containerStatuses[0].ready}",
         ) == "true"
     });
-    let warning = "ProbeWarning: Readiness probe warning: Probe terminated redirects, Response body: moved";
+    let warning =
+        "ProbeWarning: Readiness probe warning: Probe terminated redirects, Response body: moved";
     wait_until(Duration::from_secs(30), "a ProbeWarning event", || {
         cluster
             .kubectl_ok([
