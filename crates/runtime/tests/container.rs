@@ -358,7 +358,12 @@ fn stat_fields(pid: u32) -> Vec<String> {
 #[test]
 fn monitors_are_forked_by_one_launcher_that_is_replaced_when_it_dies() {
     let mut fixture = Fixture::new("launcher");
+    // A descriptor the starter leaks (no close-on-exec, as one open in another thread at the
+    // spawn would be) is not kept by the launcher, nor by the monitors it forks.
+    let leaked = std::fs::File::open("/dev/null").expect("/dev/null");
+    rustix::io::fcntl_setfd(&leaked, rustix::io::FdFlags::empty()).expect("inheritable");
     let first = fixture.start("one", "sleep 1000", serde_json::json!({}));
+    drop(leaked);
     let second = fixture.start("two", "sleep 1000", serde_json::json!({}));
     // One launcher, the test's child, forked both monitors; they are not its children (it
     // forks them through a process that exits at once, so it reaps only its commands).
@@ -377,6 +382,24 @@ fn monitors_are_forked_by_one_launcher_that_is_replaced_when_it_dies() {
     };
     assert_eq!(comm(launcher), "skiff-launcher");
     assert_eq!(comm(first.monitor_pid), "skiff-monitor");
+    // Its stdio, and its own PID namespace (to come back to after an exec) as 3.
+    let fds: Vec<(String, String)> = std::fs::read_dir(format!("/proc/{launcher}/fd"))
+        .expect("the launcher's descriptors")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let link = std::fs::read_link(e.path()).ok()?;
+            Some((
+                e.file_name().to_str()?.to_owned(),
+                link.to_string_lossy().into_owned(),
+            ))
+        })
+        .collect();
+    assert!(
+        fds.iter()
+            .all(|(fd, link)| ["0", "1", "2"].contains(&fd.as_str())
+                || (fd == "3" && link.starts_with("pid:["))),
+        "the launcher holds its stdio and PID namespace only: {fds:?}"
+    );
 
     // A launcher that died is replaced on the next start; the running monitors live on.
     rustix::process::kill_process(

@@ -486,6 +486,11 @@ impl ExecServer {
 pub fn serve() -> ExitCode {
     use rustix::event::{PollFd, PollFlags};
     let _ = rustix::thread::set_name(c"skiff-launcher");
+    // Nothing but its stdio is the launcher's: a descriptor its starter leaked (one without
+    // close-on-exec, open in another thread at the spawn) would otherwise live as long as the
+    // launcher, and in every monitor it forks (a pod's socket keeps the pod's network alive).
+    // SAFETY: close_range with integer arguments; no descriptor above 2 is in use here yet.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     // SAFETY: fd 0 is the socket the manager gave as stdin, open for this process's life; it is
     // only borrowed here.
     let socket = unsafe { BorrowedFd::borrow_raw(0) };

@@ -164,9 +164,16 @@ fn loopback_up() -> Result<()> {
             source: e.into(),
         }
     };
-    // Protocol `None` is 0, NETLINK_ROUTE.
-    let socket = rustix::net::socket(AddressFamily::NETLINK, SocketType::RAW, None)
-        .map_err(sys("opening a netlink socket"))?;
+    // Protocol `None` is 0, NETLINK_ROUTE. Close-on-exec: a process the agent starts meanwhile
+    // (the launcher, runc, a plugin) would otherwise keep the socket, and with it the pod's
+    // network namespace and veth pair, for as long as it lives.
+    let socket = rustix::net::socket_with(
+        AddressFamily::NETLINK,
+        SocketType::RAW,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(sys("opening a netlink socket"))?;
     // struct nlmsghdr (16 bytes) + struct ifinfomsg (16 bytes), native endian.
     let mut message = Vec::with_capacity(32);
     message.extend_from_slice(&32u32.to_ne_bytes()); // nlmsg_len
