@@ -207,6 +207,24 @@ pub(crate) fn parse_targets(args: &[String]) -> Result<Request> {
     Ok(Request { targets })
 }
 
+/// `parse_targets` for the verbs that act on named objects one at a time (`edit`, `patch`):
+/// each (kind, name) in the order given; naming none is a usage error saying `usage`.
+pub(crate) fn parse_named_objects(
+    args: &[String],
+    usage: &str,
+) -> Result<Vec<(&'static Resource, String)>> {
+    let request = parse_targets(args)?;
+    let objects: Vec<(&'static Resource, String)> = request
+        .targets
+        .iter()
+        .flat_map(|(resource, names)| names.iter().map(move |n| (*resource, n.clone())))
+        .collect();
+    if objects.is_empty() {
+        return Err(Error::Usage(usage.to_owned()));
+    }
+    Ok(objects)
+}
+
 /// The objects `names` of `resource` in `namespace`, or, with no names, those the flags'
 /// selectors list in `list_namespace` (None: every namespace); each failure is added to
 /// `errors` and the others still fetched.
