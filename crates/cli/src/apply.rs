@@ -6,7 +6,7 @@ use http::Method;
 use serde_json::{Map, Value};
 use skiff_api::patch;
 
-use crate::client::{self, ApiClient, ACCEPT_JSON};
+use crate::client::{ApiClient, ACCEPT_JSON};
 use crate::create::{target_namespace, with_source};
 use crate::get::{encode, finish};
 use crate::jsonpath::go_json;
@@ -188,15 +188,8 @@ async fn apply(
     }
     let path = resource.object_path(&namespace, &name);
     let current = match api
-        .send(
-            Method::GET,
-            &path,
-            ACCEPT_JSON,
-            None,
-            ("get", resource.plural),
-        )
+        .get_resource_json(&path, ACCEPT_JSON, resource.plural)
         .await
-        .and_then(|bytes| client::parse(&bytes, &path))
     {
         Ok(current) => Some(current),
         Err(Error::Api(err)) if err.is_not_found() => None,

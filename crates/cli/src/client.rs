@@ -420,6 +420,15 @@ impl ApiClient {
         Ok(())
     }
 
+    /// GETs `uri`, an object or a list of `plural`, and parses the answer as JSON; a failure
+    /// that is not a `Status` reads as kubectl's `(get plural)`.
+    pub async fn get_resource_json(&self, uri: &str, accept: &str, plural: &str) -> Result<Value> {
+        let bytes = self
+            .send(Method::GET, uri, accept, None, ("get", plural))
+            .await?;
+        parse(&bytes, uri)
+    }
+
     /// GETs `uri` and parses the answer as JSON.
     pub async fn get_json(&self, uri: &str, accept: &str) -> Result<Value> {
         let bytes = self

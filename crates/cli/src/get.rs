@@ -3,10 +3,9 @@
 
 use std::io::Write;
 
-use http::Method;
 use serde_json::{json, Value};
 
-use crate::client::{self, ApiClient, ACCEPT_JSON, ACCEPT_TABLE};
+use crate::client::{ApiClient, ACCEPT_JSON, ACCEPT_TABLE};
 use crate::jsonpath::{self, Template};
 use crate::kinds::{self, Resource};
 use crate::{printer, report, Error, Flags, Result};
@@ -255,15 +254,8 @@ pub(crate) async fn fetch_named_or_listed(
     for name in names {
         let uri = resource.object_path(namespace, name);
         match api
-            .send(
-                Method::GET,
-                &uri,
-                ACCEPT_JSON,
-                None,
-                ("get", resource.plural),
-            )
+            .get_resource_json(&uri, ACCEPT_JSON, resource.plural)
             .await
-            .and_then(|bytes| client::parse(&bytes, &uri))
         {
             Ok(object) => objects.push(object),
             Err(err) => errors.push(err),
@@ -371,16 +363,10 @@ pub async fn run(flags: &Flags) -> Result<()> {
             }
             let mut uri_page = uri.clone();
             loop {
-                let bytes = api
-                    .send(
-                        Method::GET,
-                        &uri_page,
-                        accept,
-                        None,
-                        ("get", resource.plural),
-                    )
-                    .await;
-                let value = match bytes.and_then(|b| client::parse(&b, &uri_page)) {
+                let value = match api
+                    .get_resource_json(&uri_page, accept, resource.plural)
+                    .await
+                {
                     Ok(value) => value,
                     Err(err) => {
                         errors.push(err);
@@ -403,11 +389,7 @@ pub async fn run(flags: &Flags) -> Result<()> {
         } else {
             for name in names {
                 let uri = resource.object_path(&namespace, name);
-                match api
-                    .send(Method::GET, &uri, accept, None, ("get", resource.plural))
-                    .await
-                    .and_then(|b| client::parse(&b, &uri))
-                {
+                match api.get_resource_json(&uri, accept, resource.plural).await {
                     Ok(value) => answers.push(value),
                     Err(err) => errors.push(err),
                 }

@@ -4,11 +4,9 @@
 
 use std::io::Write;
 
-use http::Method;
 use serde_json::Value;
 
-use crate::client::ACCEPT_JSON;
-use crate::client::{self, ApiClient, ACCEPT_TABLE};
+use crate::client::{ApiClient, ACCEPT_JSON, ACCEPT_TABLE};
 use crate::get::{encode, parse_targets, table_rows, TableOptions};
 use crate::jsonpath::Template;
 use crate::kinds::Resource;
@@ -104,16 +102,8 @@ impl Watched {
             return api.get_json(&uri, accept).await;
         };
         let uri = self.resource.object_path(api.namespace(), name);
-        let bytes = api
-            .send(
-                Method::GET,
-                &uri,
-                accept,
-                None,
-                ("get", self.resource.plural),
-            )
-            .await?;
-        client::parse(&bytes, &uri)
+        api.get_resource_json(&uri, accept, self.resource.plural)
+            .await
     }
 
     /// The watch request that goes on from `version`, the one of what [`Self::fetch`] got.
