@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use skiff_api::patch;
 
 use crate::client::{ApiClient, ACCEPT_JSON};
-use crate::create::{target_namespace, with_source};
+use crate::create::{send_object, target_namespace, with_source};
 use crate::get::{encode, finish};
 use crate::jsonpath::go_json;
 use crate::manifest::{self, Object};
@@ -208,18 +208,9 @@ async fn apply(
                 resource.collection_path(Some(&namespace)),
                 dry_run.query(flags, "kubectl-client-side-apply")
             );
-            let body = serde_json::to_vec(&modified)
-                .map_err(|err| Error::Message(format!("cannot encode {}: {err}", object.source)))?;
-            api.send(
-                Method::POST,
-                &uri,
-                ACCEPT_JSON,
-                Some(body),
-                ("post", resource.plural),
-            )
-            .await
-            .map_err(|err| crate::manifest::point_at_field(err, &object))
-            .map_err(|err| with_any_source(err, "creating", &object.source))?;
+            send_object(api, Method::POST, &uri, &modified, &object)
+                .await
+                .map_err(|err| with_any_source(err, "creating", &object.source))?;
         }
         return Ok(dry_run.line(flags, resource.singular, &name, "created"));
     };
@@ -330,19 +321,9 @@ pub async fn run_replace(flags: &Flags) -> Result<()> {
                     resource.object_path(&namespace, &name),
                     dry_run.query(flags, "kubectl-replace")
                 );
-                let body = serde_json::to_vec(&object.value).map_err(|err| {
-                    Error::Message(format!("cannot encode {}: {err}", object.source))
-                })?;
-                api.send(
-                    Method::PUT,
-                    &uri,
-                    ACCEPT_JSON,
-                    Some(body),
-                    ("put", resource.plural),
-                )
-                .await
-                .map_err(|err| crate::manifest::point_at_field(err, &object))
-                .map_err(|err| with_source(err, "replacing", &object.source))?;
+                send_object(&api, Method::PUT, &uri, &object.value, &object)
+                    .await
+                    .map_err(|err| with_source(err, "replacing", &object.source))?;
             }
             Ok::<_, Error>(dry_run.line(flags, resource.singular, &name, "replaced"))
         }
