@@ -21,14 +21,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
 
 use super::{running_container, status, Body, StreamingContext};
 
 /// The header with the runtime id of the container, from the API server.
-pub(super) const CONTAINER_ID_HEADER: &str = "x-skiff-container-id";
+const CONTAINER_ID_HEADER: &str = "x-skiff-container-id";
 
 /// Whether runtime id `id` (`<pod-uid>_<restart>_<name>`) is an instance of `container`.
-pub(super) fn names_container(id: &str, container: &str) -> bool {
+fn names_container(id: &str, container: &str) -> bool {
     let mut parts = id.splitn(3, '_');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(uid), Some(restart), Some(name)) => {
@@ -135,22 +136,12 @@ pub async fn serve(
     container: &str,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    let options = match parse_options(req.uri().query()) {
-        Ok(options) => options,
-        Err(message) => return status(400, "BadRequest", &message),
-    };
-    let (key, protocol) = match channel_upgrade(&req, "exec") {
-        Ok(upgrade) => upgrade,
+    let request = match ChannelRequest::read(&req, "exec", container, parse_options) {
+        Ok(request) => request,
         Err(message) => return status(400, "BadRequest", &message),
     };
     // The API server says which container runs (it has the pod at hand); else ask the API.
-    let told = req
-        .headers()
-        .get(CONTAINER_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| names_container(id, container))
-        .map(str::to_string);
-    let id = match told {
+    let id = match request.told_id.clone() {
         Some(id) => id,
         None => match running_container(ctx, namespace, pod, container).await {
             Ok(id) => id,
@@ -158,31 +149,103 @@ pub async fn serve(
         },
     };
     let runtime = ctx.runtime.clone();
-    let (command, tty) = (options.command.clone(), options.tty);
+    let (command, tty) = (request.options.command.clone(), request.options.tty);
     let prepared =
         match tokio::task::spawn_blocking(move || runtime.prepare_exec(&id, &command, tty)).await {
             Ok(Ok(prepared)) => prepared,
             Ok(Err(e)) => return status(500, "InternalError", &e.0),
             Err(e) => return status(500, "InternalError", &e.to_string()),
         };
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match upgrade.await {
-            Ok(upgraded) => {
-                let ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+    request.upgrade(&mut req, tracing::Span::none(), |ws, options, v5| {
+        session(ws, prepared, options, v5)
+    })
+}
+
+/// The WebSocket of an exec or attach session, once the connection is upgraded.
+pub(super) type ChannelSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// What an exec and an attach read from their request before anything else: the client's
+/// options, the WebSocket key and channel protocol, and the runtime id of the container when
+/// the API server told it.
+pub(super) struct ChannelRequest<O> {
+    pub options: O,
+    /// From [`CONTAINER_ID_HEADER`], when it names an instance of the container.
+    pub told_id: Option<String>,
+    verb: &'static str,
+    key: hyper::header::HeaderValue,
+    protocol: &'static str,
+}
+
+impl<O: Send + 'static> ChannelRequest<O> {
+    /// Reads `req`, an exec or attach (`verb`) of `container` whose query `parse_options` reads;
+    /// else the message of the 400 answer.
+    pub(super) fn read(
+        req: &Request<Incoming>,
+        verb: &'static str,
+        container: &str,
+        parse_options: fn(Option<&str>) -> Result<O, String>,
+    ) -> Result<Self, String> {
+        let options = parse_options(req.uri().query())?;
+        let (key, protocol) = channel_upgrade(req, verb)?;
+        let told_id = req
+            .headers()
+            .get(CONTAINER_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| names_container(id, container))
+            .map(str::to_string);
+        Ok(ChannelRequest {
+            options,
+            told_id,
+            verb,
+            key,
+            protocol,
+        })
+    }
+
+    /// The 101 answer; once the connection is upgraded, `session` runs (in `span`) on its
+    /// WebSocket with the options and whether the client speaks v5.
+    pub(super) fn upgrade<F, Fut>(
+        self,
+        req: &mut Request<Incoming>,
+        span: tracing::Span,
+        session: F,
+    ) -> Response<Body>
+    where
+        F: FnOnce(ChannelSocket, O, bool) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let upgrade = hyper::upgrade::on(req);
+        let ChannelRequest {
+            options,
+            verb,
+            key,
+            protocol,
+            ..
+        } = self;
+        tokio::spawn(
+            async move {
+                match upgrade.await {
+                    Ok(upgraded) => {
+                        let ws = WebSocketStream::from_raw_socket(
+                            TokioIo::new(upgraded),
+                            Role::Server,
+                            None,
+                        )
                         .await;
-                session(ws, prepared, options, protocol == PROTOCOLS[0]).await;
+                        session(ws, options, protocol == PROTOCOLS[0]).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "{verb}: the upgrade failed"),
+                }
             }
-            Err(e) => tracing::debug!(error = %e, "exec: the upgrade failed"),
-        }
-    });
-    switching_protocols(&key, protocol)
+            .instrument(span),
+        );
+        switching_protocols(&key, protocol)
+    }
 }
 
 /// The WebSocket key and the channel protocol (v5 or v4) of an exec or attach (`verb`) request,
 /// or what is missing (for a 400 answer).
-pub(super) fn channel_upgrade(
+fn channel_upgrade(
     req: &Request<Incoming>,
     verb: &str,
 ) -> Result<(hyper::header::HeaderValue, &'static str), String> {
@@ -207,10 +270,7 @@ pub(super) fn channel_upgrade(
 }
 
 /// The 101 answer to a WebSocket upgrade with key `key`, speaking `protocol`.
-pub(super) fn switching_protocols(
-    key: &hyper::header::HeaderValue,
-    protocol: &'static str,
-) -> Response<Body> {
+fn switching_protocols(key: &hyper::header::HeaderValue, protocol: &'static str) -> Response<Body> {
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut resp = Response::new(
         Empty::<Bytes>::new()
