@@ -369,13 +369,7 @@ where
     });
     spdy_session(ours, dial).await;
     // The session is over: give the last frames a moment to leave, then drop the connection.
-    let stalled = outbound.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(1), outbound)
-        .await
-        .is_err()
-    {
-        stalled.abort();
-    }
+    let_writer_finish(outbound).await;
     inbound.abort();
 }
 
@@ -590,16 +584,24 @@ where
     // Every connection goes with the session.
     forwarders.shutdown().await;
     drop(out);
-    // Frames already queued may go out, but a client that stopped reading does not keep
-    // the session's task alive.
-    let stalled = writer_task.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(1), writer_task)
+    if !let_writer_finish(writer_task).await {
+        tracing::debug!("port-forward: the client stopped reading");
+    }
+}
+
+/// Gives a session's writer a second to send the frames already queued, then stops it: a
+/// client that stopped reading does not keep the session's task alive. False when it had to
+/// be stopped.
+async fn let_writer_finish(writer: tokio::task::JoinHandle<()>) -> bool {
+    let stalled = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(1), writer)
         .await
         .is_err()
     {
-        tracing::debug!("port-forward: the client stopped reading");
         stalled.abort();
+        return false;
     }
+    true
 }
 
 /// One forwarded connection: the pod's connection on one side, a pair of streams on the other.
@@ -760,13 +762,8 @@ where
         })))
         .await;
     drop(out);
-    let stalled = writer.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(1), writer)
-        .await
-        .is_err()
-    {
+    if !let_writer_finish(writer).await {
         tracing::debug!("port-forward: the client stopped reading");
-        stalled.abort();
     }
 }
 
