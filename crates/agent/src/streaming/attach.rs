@@ -129,13 +129,7 @@ pub async fn serve(
         None => {
             let uid = found.metadata.uid.clone().unwrap_or_default();
             let attempt = parse_container_id(&uid, &id).map_or(0, |(a, _)| a);
-            let path = ctx
-                .data_dir
-                .join("pods")
-                .join(&uid)
-                .join("logs")
-                .join(container)
-                .join(format!("{attempt}.log"));
+            let path = ctx.container_log_path(&uid, container, attempt);
             let mut readers = Vec::new();
             for (wanted, stream, channel) in [
                 (options.stdout, LogStream::Stdout, STDOUT),
