@@ -11,7 +11,6 @@ use std::os::fd::OwnedFd;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -23,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
-use super::{running_container, status, Body, StreamingContext};
+use super::{running_container, status, websocket_accepted, Body, StreamingContext};
 
 /// The header with the runtime id of the container, from the API server.
 const CONTAINER_ID_HEADER: &str = "x-skiff-container-id";
@@ -239,7 +238,7 @@ impl<O: Send + 'static> ChannelRequest<O> {
             }
             .instrument(span),
         );
-        switching_protocols(&key, protocol)
+        websocket_accepted(&key, protocol)
     }
 }
 
@@ -267,34 +266,6 @@ fn channel_upgrade(
         );
     };
     Ok((key, protocol))
-}
-
-/// The 101 answer to a WebSocket upgrade with key `key`, speaking `protocol`.
-fn switching_protocols(key: &hyper::header::HeaderValue, protocol: &'static str) -> Response<Body> {
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let mut resp = Response::new(
-        Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-    let headers = resp.headers_mut();
-    headers.insert(
-        hyper::header::UPGRADE,
-        hyper::header::HeaderValue::from_static("websocket"),
-    );
-    headers.insert(
-        hyper::header::CONNECTION,
-        hyper::header::HeaderValue::from_static("Upgrade"),
-    );
-    if let Ok(value) = hyper::header::HeaderValue::from_str(&accept) {
-        headers.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, value);
-    }
-    headers.insert(
-        hyper::header::SEC_WEBSOCKET_PROTOCOL,
-        hyper::header::HeaderValue::from_static(protocol),
-    );
-    resp
 }
 
 /// Gives the terminal the size kubectl sent (`{"Width":W,"Height":H}`) and tells the runtime,

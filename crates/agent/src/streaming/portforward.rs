@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response};
@@ -38,7 +37,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::spdy::{self, Frame, HeaderDecoder, HeaderEncoder, RawFrame};
-use super::{pod_on_this_node, status, Body, StreamingContext};
+use super::{
+    pod_on_this_node, status, switching_protocols, websocket_accepted, Body, StreamingContext,
+};
 
 /// kubectl's WebSocket subprotocol: SPDY inside.
 const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
@@ -224,47 +225,24 @@ pub async fn serve(
         tracing::debug!(pod = %label, "port-forward session ended");
     });
 
-    let mut resp = Response::new(
-        Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-    let headers = resp.headers_mut();
-    headers.insert(
-        hyper::header::CONNECTION,
-        HeaderValue::from_static("Upgrade"),
-    );
-    match protocol {
-        Protocol::Spdy => {
-            headers.insert(hyper::header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-            headers.insert(
+    match (protocol, key) {
+        (Protocol::Spdy, _) => {
+            let mut resp = switching_protocols("SPDY/3.1");
+            resp.headers_mut().insert(
                 X_STREAM_PROTOCOL_VERSION,
                 HeaderValue::from_static(PORT_FORWARD_V1),
             );
+            resp
         }
-        Protocol::SpdyOverWebSocket | Protocol::Channels(_) => {
-            headers.insert(
-                hyper::header::UPGRADE,
-                HeaderValue::from_static("websocket"),
-            );
-            let accept = key.map(|k| {
-                tokio_tungstenite::tungstenite::handshake::derive_accept_key(k.as_bytes())
-            });
-            if let Some(value) = accept.and_then(|a| HeaderValue::from_str(&a).ok()) {
-                headers.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, value);
-            }
-            let chosen = match protocol {
-                Protocol::Channels(p) => p,
-                _ => SPDY_TUNNEL,
-            };
-            headers.insert(
-                hyper::header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static(chosen),
-            );
-        }
+        (Protocol::SpdyOverWebSocket, Some(key)) => websocket_accepted(&key, SPDY_TUNNEL),
+        (Protocol::Channels(chosen), Some(key)) => websocket_accepted(&key, chosen),
+        // Refused above, before anything started.
+        (Protocol::SpdyOverWebSocket | Protocol::Channels(_), None) => status(
+            400,
+            "BadRequest",
+            "a WebSocket upgrade needs Sec-WebSocket-Key",
+        ),
     }
-    resp
 }
 
 /// Connects to ports of the pod whose network namespace is the file `netns`.
