@@ -148,6 +148,16 @@ fn compare_keys(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
     }
 }
 
+/// What `-o json|yaml|jsonpath=` print: the one object named alone as it is, else a List.
+fn as_printed(mut objects: Vec<Value>, single_item: bool) -> Value {
+    if single_item && objects.len() == 1 {
+        objects.pop().unwrap_or(Value::Null)
+    } else {
+        json!({"apiVersion": "v1", "items": objects, "kind": "List",
+               "metadata": {"resourceVersion": ""}})
+    }
+}
+
 /// kubectl's message for a kind the server does not serve, with the closest known name when
 /// the word looks like a typo of one (kubectl gives no hint).
 pub(crate) fn unknown_kind(name: &str) -> Error {
@@ -461,24 +471,14 @@ pub async fn run(flags: &Flags) -> Result<()> {
         Output::JsonPath(template)
             if !(objects.is_empty() && !errors.is_empty() && single_item) =>
         {
-            let value = if single_item && objects.len() == 1 {
-                objects.pop().unwrap_or(Value::Null)
-            } else {
-                json!({"apiVersion": "v1", "items": objects, "kind": "List",
-                       "metadata": {"resourceVersion": ""}})
-            };
+            let value = as_printed(objects, single_item);
             stdout = template.render(&value)?;
             printed_any = true;
         }
         Output::Json | Output::Yaml
             if !(objects.is_empty() && !errors.is_empty() && single_item) =>
         {
-            let value = if single_item && objects.len() == 1 {
-                objects.pop().unwrap_or(Value::Null)
-            } else {
-                json!({"apiVersion": "v1", "items": objects, "kind": "List",
-                       "metadata": {"resourceVersion": ""}})
-            };
+            let value = as_printed(objects, single_item);
             stdout = if output == Output::Json {
                 printer::json(&value)
             } else {
