@@ -26,10 +26,7 @@ pub async fn run(flags: &Flags) -> Result<()> {
         "you must specify the object to edit: kubectl edit TYPE NAME or TYPE/NAME",
     )?;
     let api = ApiClient::connect(flags).await?;
-    let namespace = flags
-        .namespace
-        .clone()
-        .unwrap_or_else(|| api.namespace().to_owned());
+    let namespace = api.namespace().to_owned();
     let json = flags.output.as_deref() == Some("json");
     for (resource, name) in targets {
         edit_one(&api, resource, &namespace, &name, json).await?;

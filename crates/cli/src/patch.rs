@@ -46,10 +46,7 @@ pub async fn run(flags: &Flags) -> Result<()> {
         "you must specify the object to patch: kubectl patch TYPE NAME -p PATCH",
     )?;
     let api = ApiClient::connect(flags).await?;
-    let namespace = flags
-        .namespace
-        .clone()
-        .unwrap_or_else(|| api.namespace().to_owned());
+    let namespace = api.namespace().to_owned();
     for (resource, name) in targets {
         let uri = resource.object_path(&namespace, &name);
         let before = api.get_json(&uri, ACCEPT_JSON).await?;
