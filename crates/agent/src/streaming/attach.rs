@@ -25,39 +25,16 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::exec::{frame, ChannelRequest, CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT};
+use super::exec::{frame, ChannelRequest, Stdio, CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT};
 use super::{pod_on_this_node, running_container_of, status, Body, StreamingContext};
 use crate::runtime::parse_container_id;
 
-/// What the client asked for.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct AttachOptions {
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
-}
-
-fn parse_options(query: Option<&str>) -> Result<AttachOptions, String> {
-    let mut options = AttachOptions::default();
+fn parse_options(query: Option<&str>) -> Result<Stdio, String> {
+    let mut options = Stdio::default();
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        let on = || matches!(value.as_ref(), "" | "true" | "1");
-        match key.as_ref() {
-            "stdin" | "input" => options.stdin = on(),
-            "stdout" | "output" => options.stdout = on(),
-            "stderr" | "error" => options.stderr = on(),
-            "tty" => options.tty = on(),
-            _ => {}
-        }
+        options.take(&key, &value);
     }
-    if !(options.stdin || options.stdout || options.stderr) {
-        return Err("you must specify at least one of stdin, stdout, stderr".into());
-    }
-    if options.tty {
-        // A terminal has one output.
-        options.stderr = false;
-    }
-    Ok(options)
+    options.checked()
 }
 
 /// The refusal of an attach with stdin to a container started without it (the API server
@@ -181,7 +158,7 @@ enum Ended {
 async fn session<S>(
     ws: WebSocketStream<S>,
     source: Source,
-    options: AttachOptions,
+    options: Stdio,
     v5: bool,
     runtime: std::sync::Arc<dyn crate::runtime::PodRuntime>,
 ) where
@@ -357,7 +334,7 @@ mod tests {
         let o = parse_options(Some("container=c&stdin=true&stdout=true&tty=true")).expect("it");
         assert_eq!(
             o,
-            AttachOptions {
+            Stdio {
                 stdin: true,
                 stdout: true,
                 stderr: false,

@@ -54,39 +54,63 @@ pub(super) const ERROR: u8 = 3;
 pub(super) const RESIZE: u8 = 4;
 pub(super) const CLOSE: u8 = 255;
 
+/// The streams an exec or attach client asks for, by kubectl's names or the older ones.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Stdio {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+impl Stdio {
+    /// Takes the query parameter `key=value` if it names a stream or the terminal; false when
+    /// it is another parameter.
+    pub(super) fn take(&mut self, key: &str, value: &str) -> bool {
+        let on = matches!(value, "" | "true" | "1");
+        match key {
+            "stdin" | "input" => self.stdin = on,
+            "stdout" | "output" => self.stdout = on,
+            "stderr" | "error" => self.stderr = on,
+            "tty" => self.tty = on,
+            _ => return false,
+        }
+        true
+    }
+
+    /// Refuses a request for no stream; with a terminal, no stderr (a terminal has one output:
+    /// kubectl never asks for both).
+    pub(super) fn checked(mut self) -> Result<Self, String> {
+        if !(self.stdin || self.stdout || self.stderr) {
+            return Err("you must specify at least one of stdin, stdout, stderr".into());
+        }
+        if self.tty {
+            self.stderr = false;
+        }
+        Ok(self)
+    }
+}
+
 /// What the client asked for.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct ExecOptions {
     command: Vec<String>,
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
+    stdio: Stdio,
 }
 
 fn parse_options(query: Option<&str>) -> Result<ExecOptions, String> {
     let mut options = ExecOptions::default();
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        let on = || matches!(value.as_ref(), "" | "true" | "1");
-        match key.as_ref() {
-            "command" => options.command.push(value.into_owned()),
-            "stdin" | "input" => options.stdin = on(),
-            "stdout" | "output" => options.stdout = on(),
-            "stderr" | "error" => options.stderr = on(),
-            "tty" => options.tty = on(),
-            _ => {}
+        if key == "command" {
+            options.command.push(value.into_owned());
+        } else {
+            options.stdio.take(&key, &value);
         }
     }
     if options.command.is_empty() {
         return Err("you must specify at least one command for the container".into());
     }
-    if !(options.stdin || options.stdout || options.stderr) {
-        return Err("you must specify at least one of stdin, stdout, stderr".into());
-    }
-    if options.tty && options.stderr {
-        // A terminal has one output: kubectl never asks for both.
-        options.stderr = false;
-    }
+    options.stdio = options.stdio.checked()?;
     Ok(options)
 }
 
@@ -148,7 +172,7 @@ pub async fn serve(
         },
     };
     let runtime = ctx.runtime.clone();
-    let (command, tty) = (request.options.command.clone(), request.options.tty);
+    let (command, tty) = (request.options.command.clone(), request.options.stdio.tty);
     let prepared =
         match tokio::task::spawn_blocking(move || runtime.prepare_exec(&id, &command, tty)).await {
             Ok(Ok(prepared)) => prepared,
@@ -334,7 +358,7 @@ async fn session<S>(
     let (out_tx, writer) = super::spawn_writer(sink, 32);
 
     let mut command = std::mem::replace(&mut prepared.command, std::process::Command::new("true"));
-    let tty = options.tty;
+    let tty = options.stdio.tty;
     let terminal = prepared.terminal.take();
     let stdio = |want: bool| {
         if want {
@@ -356,8 +380,8 @@ async fn session<S>(
             }
         }
         None => {
-            command.stdin(stdio(options.stdin));
-            command.stdout(stdio(options.stdout));
+            command.stdin(stdio(options.stdio.stdin));
+            command.stdout(stdio(options.stdio.stdout));
             // The runtime's own errors come on its stderr: always read it.
             command.stderr(std::process::Stdio::piped());
         }
@@ -407,7 +431,7 @@ async fn session<S>(
         let tx = out_tx.clone();
         let channel = if tty {
             STDOUT
-        } else if options.stderr {
+        } else if options.stdio.stderr {
             STDERR
         } else {
             0
@@ -575,9 +599,9 @@ mod tests {
         ))
         .expect("options");
         assert_eq!(o.command, ["sh", "-c", "echo hi"]);
-        assert!(o.stdout && o.stderr && !o.stdin && !o.tty);
+        assert!(o.stdio.stdout && o.stdio.stderr && !o.stdio.stdin && !o.stdio.tty);
         let tty = parse_options(Some("command=sh&stdin=true&stdout=true&tty=true")).expect("tty");
-        assert!(tty.tty && tty.stdin && !tty.stderr);
+        assert!(tty.stdio.tty && tty.stdio.stdin && !tty.stdio.stderr);
         assert!(parse_options(Some("stdout=true")).is_err());
         assert!(parse_options(Some("command=ls&stdin=false&stdout=false&stderr=false")).is_err());
     }
