@@ -6,8 +6,8 @@ use http::Method;
 use serde_json::{Map, Value};
 use skiff_api::patch;
 
-use crate::client::{self, ApiClient, ACCEPT_JSON};
-use crate::create::{target_namespace, with_source};
+use crate::client::{ApiClient, ACCEPT_JSON};
+use crate::create::{send_object, target_namespace, with_source};
 use crate::get::{encode, finish};
 use crate::jsonpath::go_json;
 use crate::manifest::{self, Object};
@@ -188,15 +188,8 @@ async fn apply(
     }
     let path = resource.object_path(&namespace, &name);
     let current = match api
-        .send(
-            Method::GET,
-            &path,
-            ACCEPT_JSON,
-            None,
-            ("get", resource.plural),
-        )
+        .get_resource_json(&path, ACCEPT_JSON, resource.plural)
         .await
-        .and_then(|bytes| client::parse(&bytes, &path))
     {
         Ok(current) => Some(current),
         Err(Error::Api(err)) if err.is_not_found() => None,
@@ -215,18 +208,9 @@ async fn apply(
                 resource.collection_path(Some(&namespace)),
                 dry_run.query(flags, "kubectl-client-side-apply")
             );
-            let body = serde_json::to_vec(&modified)
-                .map_err(|err| Error::Message(format!("cannot encode {}: {err}", object.source)))?;
-            api.send(
-                Method::POST,
-                &uri,
-                ACCEPT_JSON,
-                Some(body),
-                ("post", resource.plural),
-            )
-            .await
-            .map_err(|err| crate::manifest::point_at_field(err, &object))
-            .map_err(|err| with_any_source(err, "creating", &object.source))?;
+            send_object(api, Method::POST, &uri, &modified, &object)
+                .await
+                .map_err(|err| with_any_source(err, "creating", &object.source))?;
         }
         return Ok(dry_run.line(flags, resource.singular, &name, "created"));
     };
@@ -337,19 +321,9 @@ pub async fn run_replace(flags: &Flags) -> Result<()> {
                     resource.object_path(&namespace, &name),
                     dry_run.query(flags, "kubectl-replace")
                 );
-                let body = serde_json::to_vec(&object.value).map_err(|err| {
-                    Error::Message(format!("cannot encode {}: {err}", object.source))
-                })?;
-                api.send(
-                    Method::PUT,
-                    &uri,
-                    ACCEPT_JSON,
-                    Some(body),
-                    ("put", resource.plural),
-                )
-                .await
-                .map_err(|err| crate::manifest::point_at_field(err, &object))
-                .map_err(|err| with_source(err, "replacing", &object.source))?;
+                send_object(&api, Method::PUT, &uri, &object.value, &object)
+                    .await
+                    .map_err(|err| with_source(err, "replacing", &object.source))?;
             }
             Ok::<_, Error>(dry_run.line(flags, resource.singular, &name, "replaced"))
         }

@@ -41,16 +41,8 @@ pub async fn run(flags: &Flags) -> Result<()> {
 pub(crate) async fn attach(api: &ApiClient, pod: &Value, flags: &Flags) -> Result<()> {
     let stream = &flags.stream;
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
-    if phase == "Succeeded" || phase == "Failed" {
-        return Err(Error::Message(format!(
-            "cannot attach a container in a completed pod; current phase is {phase}"
-        )));
-    }
-    let container_name = match &stream.container {
-        Some(container) => container.clone(),
-        None => pods::default_container(pod, stream.quiet)?,
-    };
+    pods::refuse_completed(pod, "attach a container in")?;
+    let container_name = pods::chosen_container(pod, stream)?;
     let Some(container) = find_container(pod, &container_name) else {
         return Err(Error::Message(format!(
             "cannot attach to the container: container {container_name} not found in pod {name}"

@@ -287,12 +287,7 @@ impl ApiClient {
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
-            let bytes = body
-                .collect()
-                .await
-                .map(|c| c.to_bytes().to_vec())
-                .unwrap_or_default();
-            return Err(ApiError::from_response(status, &bytes, "watch", "").into());
+            return Err(refusal(status, body, ("watch", "")).await);
         }
         let mut pending: Vec<u8> = Vec::new();
         while let Some(frame) = body.frame().await {
@@ -340,13 +335,7 @@ impl ApiClient {
         let response = self.dispatch(request, uri).await?;
         let status = response.status();
         if status != StatusCode::SWITCHING_PROTOCOLS {
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes().to_vec())
-                .unwrap_or_default();
-            return Err(ApiError::from_response(status, &bytes, what.0, what.1).into());
+            return Err(refusal(status, response.into_body(), what).await);
         }
         let accepted = response
             .headers()
@@ -401,12 +390,7 @@ impl ApiClient {
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
-            let bytes = body
-                .collect()
-                .await
-                .map(|c| c.to_bytes().to_vec())
-                .unwrap_or_default();
-            return Err(ApiError::from_response(status, &bytes, what.0, what.1).into());
+            return Err(refusal(status, body, what).await);
         }
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|source| Error::Request {
@@ -420,6 +404,15 @@ impl ApiClient {
         Ok(())
     }
 
+    /// GETs `uri`, an object or a list of `plural`, and parses the answer as JSON; a failure
+    /// that is not a `Status` reads as kubectl's `(get plural)`.
+    pub async fn get_resource_json(&self, uri: &str, accept: &str, plural: &str) -> Result<Value> {
+        let bytes = self
+            .send(Method::GET, uri, accept, None, ("get", plural))
+            .await?;
+        parse(&bytes, uri)
+    }
+
     /// GETs `uri` and parses the answer as JSON.
     pub async fn get_json(&self, uri: &str, accept: &str) -> Result<Value> {
         let bytes = self
@@ -427,6 +420,17 @@ impl ApiClient {
             .await?;
         parse(&bytes, uri)
     }
+}
+
+/// The error of an answer that is not the one asked for: the server's `Status` in `body`
+/// (read whole; one that cannot be read counts as empty), `what` as in [`ApiClient::send`].
+async fn refusal(status: StatusCode, body: kube::client::Body, what: (&str, &str)) -> Error {
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes().to_vec())
+        .unwrap_or_default();
+    ApiError::from_response(status, &bytes, what.0, what.1).into()
 }
 
 pub fn parse(bytes: &[u8], uri: &str) -> Result<Value> {

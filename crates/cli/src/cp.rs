@@ -82,17 +82,9 @@ pub async fn run(flags: &Flags) -> Result<()> {
     let api = ApiClient::connect(&flags).await?;
     let name = remote.pod.as_deref().unwrap_or_default();
     let pod = pods::get(&api, name).await?;
-    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
-    if phase == "Succeeded" || phase == "Failed" {
-        return Err(Error::Message(format!(
-            "cannot exec into a container in a completed pod; current phase is {phase}"
-        )));
-    }
+    pods::refuse_completed(&pod, "exec into a container in")?;
     if src.pod.is_some() {
-        let container = match &flags.stream.container {
-            Some(container) => container.clone(),
-            None => pods::default_container(&pod, flags.stream.quiet)?,
-        };
+        let container = pods::chosen_container(&pod, &flags.stream)?;
         copy_from_pod(&api, name, &container, &src.file, Path::new(&dest.file)).await
     } else {
         copy_to_pod(&api, &pod, &flags, Path::new(&src.file), &dest.file).await
@@ -134,10 +126,7 @@ async fn copy_to_pod(
         None => (".".to_owned(), dest.clone()),
     };
     let archive = make_tar(src, &dest_file)?;
-    let container = match &flags.stream.container {
-        Some(container) => container.clone(),
-        None => pods::default_container(pod, flags.stream.quiet)?,
-    };
+    let container = pods::chosen_container(pod, &flags.stream)?;
     let mut command: Vec<String> = vec!["tar".into()];
     if flags.stream.no_preserve {
         command.extend(["--no-same-permissions".into(), "--no-same-owner".into()]);

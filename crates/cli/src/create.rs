@@ -61,6 +61,29 @@ pub(crate) fn with_source(err: Error, operation: &str, source: &str) -> Error {
     }
 }
 
+/// Sends `body` (the manifest's object, or what apply made of it) to `uri` with `method`
+/// (POST, PUT); the server's refusal points at the field of the manifest it names.
+pub(crate) async fn send_object(
+    api: &ApiClient,
+    method: Method,
+    uri: &str,
+    body: &serde_json::Value,
+    object: &Object,
+) -> Result<Vec<u8>> {
+    let encoded = serde_json::to_vec(body)
+        .map_err(|err| Error::Message(format!("cannot encode {}: {err}", object.source)))?;
+    let verb = method.as_str().to_ascii_lowercase();
+    api.send(
+        method,
+        uri,
+        ACCEPT_JSON,
+        Some(encoded),
+        (&verb, object.resource.plural),
+    )
+    .await
+    .map_err(|err| manifest::point_at_field(err, object))
+}
+
 async fn create(
     api: &ApiClient,
     flags: &Flags,
@@ -79,19 +102,9 @@ async fn create(
     }
     let query = dry_run.query(flags, "kubectl-create");
     let uri = format!("{}{query}", resource.collection_path(Some(&namespace)));
-    let body = serde_json::to_vec(&object.value)
-        .map_err(|err| Error::Message(format!("cannot encode {}: {err}", object.source)))?;
-    let created = api
-        .send(
-            Method::POST,
-            &uri,
-            ACCEPT_JSON,
-            Some(body),
-            ("post", resource.plural),
-        )
+    let created = send_object(api, Method::POST, &uri, &object.value, &object)
         .await
         .and_then(|bytes| client::parse(&bytes, &uri))
-        .map_err(|err| manifest::point_at_field(err, &object))
         .map_err(|err| with_source(err, "creating", &object.source))?;
     let name = created["metadata"]["name"]
         .as_str()

@@ -209,18 +209,12 @@ async fn wait_gone(api: &ApiClient, target: &Target, uid: Option<&str>) -> Resul
     let uri = target.resource.object_path(&target.namespace, &target.name);
     loop {
         let current = match api
-            .send(
-                Method::GET,
-                &uri,
-                ACCEPT_JSON,
-                None,
-                ("get", target.resource.plural),
-            )
+            .get_resource_json(&uri, ACCEPT_JSON, target.resource.plural)
             .await
         {
             Err(Error::Api(err)) if err.is_not_found() => return Ok(()),
             Err(err) => return Err(err),
-            Ok(bytes) => client::parse(&bytes, &uri)?,
+            Ok(current) => current,
         };
         if uid.is_some() && current["metadata"]["uid"].as_str() != uid {
             return Ok(());

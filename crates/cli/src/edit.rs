@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use skiff_api::decode::{self, Format};
 
 use crate::client::{self, ApiClient, ACCEPT_JSON};
-use crate::get::parse_targets;
+use crate::get::parse_named_objects;
 use crate::kinds::Resource;
 use crate::{printer, Error, Flags, Result};
 
@@ -21,22 +21,12 @@ const HEADER: &str = "\
 ";
 
 pub async fn run(flags: &Flags) -> Result<()> {
-    let request = parse_targets(&flags.args)?;
-    let targets: Vec<(&'static Resource, String)> = request
-        .targets
-        .iter()
-        .flat_map(|(resource, names)| names.iter().map(move |n| (*resource, n.clone())))
-        .collect();
-    if targets.is_empty() {
-        return Err(Error::Usage(
-            "you must specify the object to edit: kubectl edit TYPE NAME or TYPE/NAME".to_owned(),
-        ));
-    }
+    let targets = parse_named_objects(
+        &flags.args,
+        "you must specify the object to edit: kubectl edit TYPE NAME or TYPE/NAME",
+    )?;
     let api = ApiClient::connect(flags).await?;
-    let namespace = flags
-        .namespace
-        .clone()
-        .unwrap_or_else(|| api.namespace().to_owned());
+    let namespace = api.namespace().to_owned();
     let json = flags.output.as_deref() == Some("json");
     for (resource, name) in targets {
         edit_one(&api, resource, &namespace, &name, json).await?;

@@ -32,16 +32,8 @@ pub async fn run(flags: &Flags) -> Result<()> {
     let stream = &flags.stream;
     let api = ApiClient::connect(flags).await?;
     let pod = pods::get(&api, name).await?;
-    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
-    if phase == "Succeeded" || phase == "Failed" {
-        return Err(Error::Message(format!(
-            "cannot exec into a container in a completed pod; current phase is {phase}"
-        )));
-    }
-    let container = match &stream.container {
-        Some(container) => container.clone(),
-        None => pods::default_container(&pod, stream.quiet)?,
-    };
+    pods::refuse_completed(&pod, "exec into a container in")?;
+    let container = pods::chosen_container(&pod, stream)?;
     let tty = channels::use_tty(stream.stdin, stream.tty, stream.quiet);
     let uri = exec_uri(&api, name, &container, command, stream.stdin, tty);
     let ws = api

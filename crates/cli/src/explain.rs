@@ -17,7 +17,9 @@ pub fn wrap(text: &str, limit: usize) -> String {
     let mut word = String::new();
     let mut spaces = String::new();
     let (mut word_len, mut space_len) = (0usize, 0usize);
-    for c in text.chars() {
+    // The end of the text finishes the last line as a newline would: one more newline, taken
+    // off again at the end.
+    for c in text.chars().chain(std::iter::once('\n')) {
         if c == '\n' {
             if word.is_empty() {
                 if current + space_len <= limit {
@@ -56,14 +58,7 @@ pub fn wrap(text: &str, limit: usize) -> String {
             }
         }
     }
-    if word.is_empty() {
-        if current + space_len <= limit {
-            out.push_str(&spaces);
-        }
-    } else {
-        out.push_str(&spaces);
-        out.push_str(&word);
-    }
+    out.pop();
     out
 }
 

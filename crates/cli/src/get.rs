@@ -3,10 +3,9 @@
 
 use std::io::Write;
 
-use http::Method;
 use serde_json::{json, Value};
 
-use crate::client::{self, ApiClient, ACCEPT_JSON, ACCEPT_TABLE};
+use crate::client::{ApiClient, ACCEPT_JSON, ACCEPT_TABLE};
 use crate::jsonpath::{self, Template};
 use crate::kinds::{self, Resource};
 use crate::{printer, report, Error, Flags, Result};
@@ -149,6 +148,16 @@ fn compare_keys(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {
     }
 }
 
+/// What `-o json|yaml|jsonpath=` print: the one object named alone as it is, else a List.
+fn as_printed(mut objects: Vec<Value>, single_item: bool) -> Value {
+    if single_item && objects.len() == 1 {
+        objects.pop().unwrap_or(Value::Null)
+    } else {
+        json!({"apiVersion": "v1", "items": objects, "kind": "List",
+               "metadata": {"resourceVersion": ""}})
+    }
+}
+
 /// kubectl's message for a kind the server does not serve, with the closest known name when
 /// the word looks like a typo of one (kubectl gives no hint).
 pub(crate) fn unknown_kind(name: &str) -> Error {
@@ -207,6 +216,24 @@ pub(crate) fn parse_targets(args: &[String]) -> Result<Request> {
     Ok(Request { targets })
 }
 
+/// `parse_targets` for the verbs that act on named objects one at a time (`edit`, `patch`):
+/// each (kind, name) in the order given; naming none is a usage error saying `usage`.
+pub(crate) fn parse_named_objects(
+    args: &[String],
+    usage: &str,
+) -> Result<Vec<(&'static Resource, String)>> {
+    let request = parse_targets(args)?;
+    let objects: Vec<(&'static Resource, String)> = request
+        .targets
+        .iter()
+        .flat_map(|(resource, names)| names.iter().map(move |n| (*resource, n.clone())))
+        .collect();
+    if objects.is_empty() {
+        return Err(Error::Usage(usage.to_owned()));
+    }
+    Ok(objects)
+}
+
 /// The objects `names` of `resource` in `namespace`, or, with no names, those the flags'
 /// selectors list in `list_namespace` (None: every namespace); each failure is added to
 /// `errors` and the others still fetched.
@@ -237,15 +264,8 @@ pub(crate) async fn fetch_named_or_listed(
     for name in names {
         let uri = resource.object_path(namespace, name);
         match api
-            .send(
-                Method::GET,
-                &uri,
-                ACCEPT_JSON,
-                None,
-                ("get", resource.plural),
-            )
+            .get_resource_json(&uri, ACCEPT_JSON, resource.plural)
             .await
-            .and_then(|bytes| client::parse(&bytes, &uri))
         {
             Ok(object) => objects.push(object),
             Err(err) => errors.push(err),
@@ -353,16 +373,10 @@ pub async fn run(flags: &Flags) -> Result<()> {
             }
             let mut uri_page = uri.clone();
             loop {
-                let bytes = api
-                    .send(
-                        Method::GET,
-                        &uri_page,
-                        accept,
-                        None,
-                        ("get", resource.plural),
-                    )
-                    .await;
-                let value = match bytes.and_then(|b| client::parse(&b, &uri_page)) {
+                let value = match api
+                    .get_resource_json(&uri_page, accept, resource.plural)
+                    .await
+                {
                     Ok(value) => value,
                     Err(err) => {
                         errors.push(err);
@@ -385,11 +399,7 @@ pub async fn run(flags: &Flags) -> Result<()> {
         } else {
             for name in names {
                 let uri = resource.object_path(&namespace, name);
-                match api
-                    .send(Method::GET, &uri, accept, None, ("get", resource.plural))
-                    .await
-                    .and_then(|b| client::parse(&b, &uri))
-                {
+                match api.get_resource_json(&uri, accept, resource.plural).await {
                     Ok(value) => answers.push(value),
                     Err(err) => errors.push(err),
                 }
@@ -461,24 +471,14 @@ pub async fn run(flags: &Flags) -> Result<()> {
         Output::JsonPath(template)
             if !(objects.is_empty() && !errors.is_empty() && single_item) =>
         {
-            let value = if single_item && objects.len() == 1 {
-                objects.pop().unwrap_or(Value::Null)
-            } else {
-                json!({"apiVersion": "v1", "items": objects, "kind": "List",
-                       "metadata": {"resourceVersion": ""}})
-            };
+            let value = as_printed(objects, single_item);
             stdout = template.render(&value)?;
             printed_any = true;
         }
         Output::Json | Output::Yaml
             if !(objects.is_empty() && !errors.is_empty() && single_item) =>
         {
-            let value = if single_item && objects.len() == 1 {
-                objects.pop().unwrap_or(Value::Null)
-            } else {
-                json!({"apiVersion": "v1", "items": objects, "kind": "List",
-                       "metadata": {"resourceVersion": ""}})
-            };
+            let value = as_printed(objects, single_item);
             stdout = if output == Output::Json {
                 printer::json(&value)
             } else {

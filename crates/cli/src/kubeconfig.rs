@@ -13,15 +13,7 @@ const DEFAULT_DATA_DIR: &str = "/var/lib/skiff";
 
 /// The merged kubeconfig kubectl would use, or None when it would find none.
 pub fn load(flags: &Flags) -> Result<Kubeconfig> {
-    let candidates = candidates(
-        flags.kubeconfig.as_deref(),
-        std::env::var("KUBECONFIG").ok().as_deref(),
-        std::env::var_os("HOME").map(PathBuf::from).as_deref(),
-        std::env::var_os("SKIFF_DATA_DIR")
-            .map(PathBuf::from)
-            .as_deref(),
-    );
-    match candidates {
+    match candidates_here(flags) {
         Candidates::Explicit(path) => read(&path),
         Candidates::Merged(paths) => {
             let mut merged: Option<Kubeconfig> = None;
@@ -50,15 +42,7 @@ pub fn load(flags: &Flags) -> Result<Kubeconfig> {
 /// them as files): the `--kubeconfig` file, the existing files of `$KUBECONFIG`, or the first
 /// existing default. Empty when none exists.
 pub fn files(flags: &Flags) -> Vec<PathBuf> {
-    let candidates = candidates(
-        flags.kubeconfig.as_deref(),
-        std::env::var("KUBECONFIG").ok().as_deref(),
-        std::env::var_os("HOME").map(PathBuf::from).as_deref(),
-        std::env::var_os("SKIFF_DATA_DIR")
-            .map(PathBuf::from)
-            .as_deref(),
-    );
-    match candidates {
+    match candidates_here(flags) {
         Candidates::Explicit(path) => vec![path],
         Candidates::Merged(paths) => paths.into_iter().filter(|p| p.exists()).collect(),
         Candidates::FirstExisting(paths) => {
@@ -96,6 +80,18 @@ enum Candidates {
     Merged(Vec<PathBuf>),
     /// The first of these that exists (`~/.kube/config`, then the admin kubeconfig).
     FirstExisting(Vec<PathBuf>),
+}
+
+/// [`candidates`] for `flags` in this process's environment.
+fn candidates_here(flags: &Flags) -> Candidates {
+    candidates(
+        flags.kubeconfig.as_deref(),
+        std::env::var("KUBECONFIG").ok().as_deref(),
+        std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+        std::env::var_os("SKIFF_DATA_DIR")
+            .map(PathBuf::from)
+            .as_deref(),
+    )
 }
 
 fn candidates(

@@ -7,7 +7,7 @@ use serde_json::Value;
 use skiff_api::decode::{self, Format};
 
 use crate::client::{self, ApiClient, ACCEPT_JSON};
-use crate::get::{encode, parse_targets};
+use crate::get::{encode, parse_named_objects};
 use crate::{printer, Error, Flags, Result};
 
 pub async fn run(flags: &Flags) -> Result<()> {
@@ -41,22 +41,12 @@ pub async fn run(flags: &Flags) -> Result<()> {
             if json_patch { "array" } else { "object" }
         )));
     }
-    let request = parse_targets(&flags.args)?;
-    let targets: Vec<_> = request
-        .targets
-        .iter()
-        .flat_map(|(resource, names)| names.iter().map(move |n| (*resource, n.clone())))
-        .collect();
-    if targets.is_empty() {
-        return Err(Error::Usage(
-            "you must specify the object to patch: kubectl patch TYPE NAME -p PATCH".to_owned(),
-        ));
-    }
+    let targets = parse_named_objects(
+        &flags.args,
+        "you must specify the object to patch: kubectl patch TYPE NAME -p PATCH",
+    )?;
     let api = ApiClient::connect(flags).await?;
-    let namespace = flags
-        .namespace
-        .clone()
-        .unwrap_or_else(|| api.namespace().to_owned());
+    let namespace = api.namespace().to_owned();
     for (resource, name) in targets {
         let uri = resource.object_path(&namespace, &name);
         let before = api.get_json(&uri, ACCEPT_JSON).await?;

@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::args::StreamFlags;
 use crate::client::ACCEPT_JSON;
 use crate::{ApiClient, Error, Result};
 
@@ -75,6 +76,26 @@ pub(crate) fn default_container(pod: &Value, quiet: bool) -> Result<String> {
         ));
     }
     Ok((*first).to_owned())
+}
+
+/// The container `-c` names, else the one [`default_container`] picks.
+pub(crate) fn chosen_container(pod: &Value, stream: &StreamFlags) -> Result<String> {
+    match &stream.container {
+        Some(container) => Ok(container.clone()),
+        None => default_container(pod, stream.quiet),
+    }
+}
+
+/// kubectl's refusal to stream to a pod whose containers have all ended: `cannot {action} a
+/// completed pod; current phase is PHASE`.
+pub(crate) fn refuse_completed(pod: &Value, action: &str) -> Result<()> {
+    let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+    if phase == "Succeeded" || phase == "Failed" {
+        return Err(Error::Message(format!(
+            "cannot {action} a completed pod; current phase is {phase}"
+        )));
+    }
+    Ok(())
 }
 
 /// kubectl's AllContainerNames: `a, b, init (init), debug (ephem)`.

@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use http::Method;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::client::{self, ApiClient, ACCEPT_JSON};
+use crate::client::{ApiClient, ACCEPT_JSON};
 use crate::get::{encode, list_query, parse_targets};
 use crate::jsonpath::{result_text, Template};
 use crate::kinds::Resource;
@@ -218,15 +217,8 @@ async fn wait_for(
     let mut first = true;
     loop {
         let current = match api
-            .send(
-                Method::GET,
-                &path,
-                ACCEPT_JSON,
-                None,
-                ("get", resource.plural),
-            )
+            .get_resource_json(&path, ACCEPT_JSON, resource.plural)
             .await
-            .and_then(|bytes| client::parse(&bytes, &path))
         {
             Ok(object) => Some(object),
             Err(Error::Api(err)) if err.is_not_found() => {

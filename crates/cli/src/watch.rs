@@ -4,13 +4,12 @@
 
 use std::io::Write;
 
-use http::Method;
 use serde_json::Value;
 
-use crate::client::ACCEPT_JSON;
-use crate::client::{self, ApiClient, ACCEPT_TABLE};
+use crate::client::{ApiClient, ACCEPT_JSON, ACCEPT_TABLE};
 use crate::get::{encode, parse_targets, table_rows, TableOptions};
 use crate::jsonpath::Template;
+use crate::kinds::Resource;
 use crate::{printer, Error, Flags, Result};
 
 /// Column widths that only grow: kubectl's tabwriter keeps them across the rows it prints.
@@ -51,6 +50,78 @@ fn emit(text: &str) {
     let _ = out.flush();
 }
 
+/// What one `get -w` follows: one kind, and one object of it or those the selectors pick.
+struct Watched {
+    resource: &'static Resource,
+    name: Option<String>,
+    all_namespaces: bool,
+    /// The selectors, the name (as `metadata.name=`) folded into the field selector.
+    query: Vec<(String, String)>,
+}
+
+impl Watched {
+    fn parse(flags: &Flags) -> Result<Self> {
+        let request = parse_targets(&flags.args)?;
+        let [(resource, names)] = request.targets.as_slice() else {
+            return Err(too_many_to_watch(request.targets.len()));
+        };
+        let name = match names.as_slice() {
+            [] => None,
+            [name] => Some(name.clone()),
+            _ => return Err(too_many_to_watch(names.len())),
+        };
+        let mut query: Vec<(String, String)> = Vec::new();
+        if let Some(selector) = &flags.selector {
+            query.push(("labelSelector".to_owned(), selector.clone()));
+        }
+        let field_selector = match (&name, &flags.field_selector) {
+            (Some(name), Some(other)) => Some(format!("metadata.name={name},{other}")),
+            (Some(name), None) => Some(format!("metadata.name={name}")),
+            (None, other) => other.clone(),
+        };
+        if let Some(selector) = field_selector {
+            query.push(("fieldSelector".to_owned(), selector));
+        }
+        Ok(Watched {
+            resource,
+            name,
+            all_namespaces: flags.all_namespaces,
+            query,
+        })
+    }
+
+    fn collection_path(&self, api: &ApiClient) -> String {
+        self.resource
+            .collection_path((!self.all_namespaces).then_some(api.namespace()))
+    }
+
+    /// The state the watch starts from, as `accept` asks: the named object, else the list.
+    async fn fetch(&self, api: &ApiClient, accept: &str) -> Result<Value> {
+        let Some(name) = &self.name else {
+            let uri = format!("{}{}", self.collection_path(api), encode(&self.query));
+            return api.get_json(&uri, accept).await;
+        };
+        let uri = self.resource.object_path(api.namespace(), name);
+        api.get_resource_json(&uri, accept, self.resource.plural)
+            .await
+    }
+
+    /// The watch request that goes on from `version`, the one of what [`Self::fetch`] got.
+    fn watch_uri(&self, api: &ApiClient, version: String) -> String {
+        let mut query = self.query.clone();
+        query.push(("resourceVersion".to_owned(), version));
+        query.push(("watch".to_owned(), "1".to_owned()));
+        format!("{}{}", self.collection_path(api), encode(&query))
+    }
+}
+
+fn too_many_to_watch(found: usize) -> Error {
+    Error::Message(format!(
+        "watch is only supported on individual resources and resource collections, but {found} \
+         resources were found"
+    ))
+}
+
 pub async fn run(flags: &Flags) -> Result<()> {
     let (wide, names_only) = match flags.output.as_deref() {
         None | Some("") => (false, false),
@@ -67,59 +138,10 @@ pub async fn run(flags: &Flags) -> Result<()> {
             )))
         }
     };
-    let request = parse_targets(&flags.args)?;
-    let [(resource, names)] = request.targets.as_slice() else {
-        return Err(Error::Message(format!(
-            "watch is only supported on individual resources and resource collections, but {} \
-             resources were found",
-            request.targets.len()
-        )));
-    };
-    if names.len() > 1 {
-        return Err(Error::Message(format!(
-            "watch is only supported on individual resources and resource collections, but {} \
-             resources were found",
-            names.len()
-        )));
-    }
+    let watched = Watched::parse(flags)?;
+    let resource = watched.resource;
     let api = ApiClient::connect(flags).await?;
-    let namespace = api.namespace().to_owned();
-    let ns = (!flags.all_namespaces).then_some(namespace.as_str());
-    let mut query: Vec<(String, String)> = Vec::new();
-    if let Some(selector) = &flags.selector {
-        query.push(("labelSelector".to_owned(), selector.clone()));
-    }
-    let mut field_selector = flags.field_selector.clone();
-    let first = match names.first() {
-        Some(name) => {
-            field_selector = Some(match field_selector {
-                Some(other) => format!("metadata.name={name},{other}"),
-                None => format!("metadata.name={name}"),
-            });
-            let uri = resource.object_path(&namespace, name);
-            let bytes = api
-                .send(
-                    Method::GET,
-                    &uri,
-                    ACCEPT_TABLE,
-                    None,
-                    ("get", resource.plural),
-                )
-                .await?;
-            client::parse(&bytes, &uri)?
-        }
-        None => {
-            let mut list_query = query.clone();
-            if let Some(selector) = &field_selector {
-                list_query.push(("fieldSelector".to_owned(), selector.clone()));
-            }
-            let uri = format!("{}{}", resource.collection_path(ns), encode(&list_query));
-            api.get_json(&uri, ACCEPT_TABLE).await?
-        }
-    };
-    if let Some(selector) = field_selector {
-        query.push(("fieldSelector".to_owned(), selector));
-    }
+    let first = watched.fetch(&api, ACCEPT_TABLE).await?;
     let columns = first["columnDefinitions"]
         .as_array()
         .cloned()
@@ -182,9 +204,7 @@ pub async fn run(flags: &Flags) -> Result<()> {
     };
     print_rows(&first, "ADDED", &mut widths);
 
-    query.push(("resourceVersion".to_owned(), version));
-    query.push(("watch".to_owned(), "1".to_owned()));
-    let uri = format!("{}{}", resource.collection_path(ns), encode(&query));
+    let uri = watched.watch_uri(&api, version);
     api.watch_with_accept(&uri, ACCEPT_TABLE, |event| {
         let kind = event["type"].as_str().unwrap_or_default();
         if matches!(kind, "ADDED" | "MODIFIED" | "DELETED") {
@@ -227,72 +247,18 @@ impl ObjectOutput {
 }
 
 async fn watch_objects(flags: &Flags, output: ObjectOutput) -> Result<()> {
-    let request = parse_targets(&flags.args)?;
-    let [(resource, names)] = request.targets.as_slice() else {
-        return Err(Error::Message(format!(
-            "watch is only supported on individual resources and resource collections, but {} \
-             resources were found",
-            request.targets.len()
-        )));
-    };
+    let watched = Watched::parse(flags)?;
+    let resource = watched.resource;
     let api = ApiClient::connect(flags).await?;
-    let namespace = api.namespace().to_owned();
-    let ns = (!flags.all_namespaces).then_some(namespace.as_str());
-    let mut query: Vec<(String, String)> = Vec::new();
-    if let Some(selector) = &flags.selector {
-        query.push(("labelSelector".to_owned(), selector.clone()));
-    }
-    let mut field_selector = flags.field_selector.clone();
-    let (items, version) = match names.as_slice() {
-        [name] => {
-            field_selector = Some(match field_selector {
-                Some(other) => format!("metadata.name={name},{other}"),
-                None => format!("metadata.name={name}"),
-            });
-            let uri = resource.object_path(&namespace, name);
-            let bytes = api
-                .send(
-                    Method::GET,
-                    &uri,
-                    ACCEPT_JSON,
-                    None,
-                    ("get", resource.plural),
-                )
-                .await?;
-            let object = client::parse(&bytes, &uri)?;
-            let version = object["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            (vec![object], version)
-        }
-        [] => {
-            let mut list_query = query.clone();
-            if let Some(selector) = &field_selector {
-                list_query.push(("fieldSelector".to_owned(), selector.clone()));
-            }
-            let uri = format!("{}{}", resource.collection_path(ns), encode(&list_query));
-            let list = api.get_json(&uri, ACCEPT_JSON).await?;
-            let version = list["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            (
-                list["items"].as_array().cloned().unwrap_or_default(),
-                version,
-            )
-        }
-        _ => {
-            return Err(Error::Message(format!(
-                "watch is only supported on individual resources and resource collections, \
-                 but {} resources were found",
-                names.len()
-            )))
-        }
+    let fetched = watched.fetch(&api, ACCEPT_JSON).await?;
+    let version = fetched["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let items = match watched.name {
+        Some(_) => vec![fetched],
+        None => fetched["items"].as_array().cloned().unwrap_or_default(),
     };
-    if let Some(selector) = field_selector {
-        query.push(("fieldSelector".to_owned(), selector));
-    }
     let mut first = true;
     for mut item in items {
         if let Some(map) = item.as_object_mut() {
@@ -302,9 +268,7 @@ async fn watch_objects(flags: &Flags, output: ObjectOutput) -> Result<()> {
         emit(&output.render(&item, first)?);
         first = false;
     }
-    query.push(("resourceVersion".to_owned(), version));
-    query.push(("watch".to_owned(), "1".to_owned()));
-    let uri = format!("{}{}", resource.collection_path(ns), encode(&query));
+    let uri = watched.watch_uri(&api, version);
     let mut failure = None;
     api.watch_until(&uri, |event| {
         if !matches!(

@@ -15,54 +15,26 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use skiff_runtime::container::attach as monitor;
 use skiff_runtime::container::log::LogStream;
 use skiff_runtime::container::log_read::{LogQuery, LogReader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tracing::Instrument;
 
-use super::exec::{
-    channel_upgrade, frame, names_container, switching_protocols, CLOSE, CONTAINER_ID_HEADER,
-    ERROR, PROTOCOLS, RESIZE, STDERR, STDIN, STDOUT,
-};
+use super::exec::{frame, ChannelRequest, Stdio, CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT};
 use super::{pod_on_this_node, running_container_of, status, Body, StreamingContext};
 use crate::runtime::parse_container_id;
 
-/// What the client asked for.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct AttachOptions {
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
-}
-
-fn parse_options(query: Option<&str>) -> Result<AttachOptions, String> {
-    let mut options = AttachOptions::default();
+fn parse_options(query: Option<&str>) -> Result<Stdio, String> {
+    let mut options = Stdio::default();
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        let on = || matches!(value.as_ref(), "" | "true" | "1");
-        match key.as_ref() {
-            "stdin" | "input" => options.stdin = on(),
-            "stdout" | "output" => options.stdout = on(),
-            "stderr" | "error" => options.stderr = on(),
-            "tty" => options.tty = on(),
-            _ => {}
-        }
+        options.take(&key, &value);
     }
-    if !(options.stdin || options.stdout || options.stderr) {
-        return Err("you must specify at least one of stdin, stdout, stderr".into());
-    }
-    if options.tty {
-        // A terminal has one output.
-        options.stderr = false;
-    }
-    Ok(options)
+    options.checked()
 }
 
 /// The refusal of an attach with stdin to a container started without it (the API server
@@ -92,14 +64,11 @@ pub async fn serve(
     container: &str,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    let options = match parse_options(req.uri().query()) {
-        Ok(options) => options,
+    let request = match ChannelRequest::read(&req, "attach", container, parse_options) {
+        Ok(request) => request,
         Err(message) => return status(400, "BadRequest", &message),
     };
-    let (key, protocol) = match channel_upgrade(&req, "attach") {
-        Ok(upgrade) => upgrade,
-        Err(message) => return status(400, "BadRequest", &message),
-    };
+    let options = &request.options;
     let found = match pod_on_this_node(ctx, namespace, pod).await {
         Ok(found) => found,
         Err(resp) => return resp,
@@ -118,13 +87,7 @@ pub async fn serve(
     if options.stdin && !spec.stdin.unwrap_or(false) {
         return status(400, "BadRequest", &stdin_refused(pod, container));
     }
-    let told = req
-        .headers()
-        .get(CONTAINER_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| names_container(id, container))
-        .map(str::to_string);
-    let id = match told {
+    let id = match request.told_id.clone() {
         Some(id) => id,
         None => match running_container_of(&found, container) {
             Ok(id) => id,
@@ -143,13 +106,7 @@ pub async fn serve(
         None => {
             let uid = found.metadata.uid.clone().unwrap_or_default();
             let attempt = parse_container_id(&uid, &id).map_or(0, |(a, _)| a);
-            let path = ctx
-                .data_dir
-                .join("pods")
-                .join(&uid)
-                .join("logs")
-                .join(container)
-                .join(format!("{attempt}.log"));
+            let path = ctx.container_log_path(&uid, container, attempt);
             let mut readers = Vec::new();
             for (wanted, stream, channel) in [
                 (options.stdout, LogStream::Stdout, STDOUT),
@@ -179,31 +136,15 @@ pub async fn serve(
         }
     };
     let runtime = ctx.runtime.clone();
-    let upgrade = hyper::upgrade::on(&mut req);
     let (namespace, pod, uid) = (
         namespace.to_owned(),
         pod.to_owned(),
         found.metadata.uid.clone().unwrap_or_default(),
     );
     let span = tracing::debug_span!("attach", %namespace, %pod, %uid);
-    tokio::spawn(
-        async move {
-            match upgrade.await {
-                Ok(upgraded) => {
-                    let ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        None,
-                    )
-                    .await;
-                    session(ws, source, options, protocol == PROTOCOLS[0], runtime).await;
-                }
-                Err(e) => tracing::debug!(error = %e, "attach: the upgrade failed"),
-            }
-        }
-        .instrument(span),
-    );
-    switching_protocols(&key, protocol)
+    request.upgrade(&mut req, span, |ws, options, v5| {
+        session(ws, source, options, v5, runtime)
+    })
 }
 
 /// How a session ended.
@@ -217,7 +158,7 @@ enum Ended {
 async fn session<S>(
     ws: WebSocketStream<S>,
     source: Source,
-    options: AttachOptions,
+    options: Stdio,
     v5: bool,
     runtime: std::sync::Arc<dyn crate::runtime::PodRuntime>,
 ) where
@@ -393,7 +334,7 @@ mod tests {
         let o = parse_options(Some("container=c&stdin=true&stdout=true&tty=true")).expect("it");
         assert_eq!(
             o,
-            AttachOptions {
+            Stdio {
                 stdin: true,
                 stdout: true,
                 stderr: false,

@@ -11,7 +11,6 @@ use std::os::fd::OwnedFd;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -21,14 +20,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
 
-use super::{running_container, status, Body, StreamingContext};
+use super::{running_container, status, websocket_accepted, Body, StreamingContext};
 
 /// The header with the runtime id of the container, from the API server.
-pub(super) const CONTAINER_ID_HEADER: &str = "x-skiff-container-id";
+const CONTAINER_ID_HEADER: &str = "x-skiff-container-id";
 
 /// Whether runtime id `id` (`<pod-uid>_<restart>_<name>`) is an instance of `container`.
-pub(super) fn names_container(id: &str, container: &str) -> bool {
+fn names_container(id: &str, container: &str) -> bool {
     let mut parts = id.splitn(3, '_');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(uid), Some(restart), Some(name)) => {
@@ -54,39 +54,63 @@ pub(super) const ERROR: u8 = 3;
 pub(super) const RESIZE: u8 = 4;
 pub(super) const CLOSE: u8 = 255;
 
+/// The streams an exec or attach client asks for, by kubectl's names or the older ones.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Stdio {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+impl Stdio {
+    /// Takes the query parameter `key=value` if it names a stream or the terminal; false when
+    /// it is another parameter.
+    pub(super) fn take(&mut self, key: &str, value: &str) -> bool {
+        let on = matches!(value, "" | "true" | "1");
+        match key {
+            "stdin" | "input" => self.stdin = on,
+            "stdout" | "output" => self.stdout = on,
+            "stderr" | "error" => self.stderr = on,
+            "tty" => self.tty = on,
+            _ => return false,
+        }
+        true
+    }
+
+    /// Refuses a request for no stream; with a terminal, no stderr (a terminal has one output:
+    /// kubectl never asks for both).
+    pub(super) fn checked(mut self) -> Result<Self, String> {
+        if !(self.stdin || self.stdout || self.stderr) {
+            return Err("you must specify at least one of stdin, stdout, stderr".into());
+        }
+        if self.tty {
+            self.stderr = false;
+        }
+        Ok(self)
+    }
+}
+
 /// What the client asked for.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct ExecOptions {
     command: Vec<String>,
-    stdin: bool,
-    stdout: bool,
-    stderr: bool,
-    tty: bool,
+    stdio: Stdio,
 }
 
 fn parse_options(query: Option<&str>) -> Result<ExecOptions, String> {
     let mut options = ExecOptions::default();
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        let on = || matches!(value.as_ref(), "" | "true" | "1");
-        match key.as_ref() {
-            "command" => options.command.push(value.into_owned()),
-            "stdin" | "input" => options.stdin = on(),
-            "stdout" | "output" => options.stdout = on(),
-            "stderr" | "error" => options.stderr = on(),
-            "tty" => options.tty = on(),
-            _ => {}
+        if key == "command" {
+            options.command.push(value.into_owned());
+        } else {
+            options.stdio.take(&key, &value);
         }
     }
     if options.command.is_empty() {
         return Err("you must specify at least one command for the container".into());
     }
-    if !(options.stdin || options.stdout || options.stderr) {
-        return Err("you must specify at least one of stdin, stdout, stderr".into());
-    }
-    if options.tty && options.stderr {
-        // A terminal has one output: kubectl never asks for both.
-        options.stderr = false;
-    }
+    options.stdio = options.stdio.checked()?;
     Ok(options)
 }
 
@@ -135,22 +159,12 @@ pub async fn serve(
     container: &str,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    let options = match parse_options(req.uri().query()) {
-        Ok(options) => options,
-        Err(message) => return status(400, "BadRequest", &message),
-    };
-    let (key, protocol) = match channel_upgrade(&req, "exec") {
-        Ok(upgrade) => upgrade,
+    let request = match ChannelRequest::read(&req, "exec", container, parse_options) {
+        Ok(request) => request,
         Err(message) => return status(400, "BadRequest", &message),
     };
     // The API server says which container runs (it has the pod at hand); else ask the API.
-    let told = req
-        .headers()
-        .get(CONTAINER_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| names_container(id, container))
-        .map(str::to_string);
-    let id = match told {
+    let id = match request.told_id.clone() {
         Some(id) => id,
         None => match running_container(ctx, namespace, pod, container).await {
             Ok(id) => id,
@@ -158,31 +172,103 @@ pub async fn serve(
         },
     };
     let runtime = ctx.runtime.clone();
-    let (command, tty) = (options.command.clone(), options.tty);
+    let (command, tty) = (request.options.command.clone(), request.options.stdio.tty);
     let prepared =
         match tokio::task::spawn_blocking(move || runtime.prepare_exec(&id, &command, tty)).await {
             Ok(Ok(prepared)) => prepared,
             Ok(Err(e)) => return status(500, "InternalError", &e.0),
             Err(e) => return status(500, "InternalError", &e.to_string()),
         };
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match upgrade.await {
-            Ok(upgraded) => {
-                let ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
+    request.upgrade(&mut req, tracing::Span::none(), |ws, options, v5| {
+        session(ws, prepared, options, v5)
+    })
+}
+
+/// The WebSocket of an exec or attach session, once the connection is upgraded.
+pub(super) type ChannelSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// What an exec and an attach read from their request before anything else: the client's
+/// options, the WebSocket key and channel protocol, and the runtime id of the container when
+/// the API server told it.
+pub(super) struct ChannelRequest<O> {
+    pub options: O,
+    /// From [`CONTAINER_ID_HEADER`], when it names an instance of the container.
+    pub told_id: Option<String>,
+    verb: &'static str,
+    key: hyper::header::HeaderValue,
+    protocol: &'static str,
+}
+
+impl<O: Send + 'static> ChannelRequest<O> {
+    /// Reads `req`, an exec or attach (`verb`) of `container` whose query `parse_options` reads;
+    /// else the message of the 400 answer.
+    pub(super) fn read(
+        req: &Request<Incoming>,
+        verb: &'static str,
+        container: &str,
+        parse_options: fn(Option<&str>) -> Result<O, String>,
+    ) -> Result<Self, String> {
+        let options = parse_options(req.uri().query())?;
+        let (key, protocol) = channel_upgrade(req, verb)?;
+        let told_id = req
+            .headers()
+            .get(CONTAINER_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| names_container(id, container))
+            .map(str::to_string);
+        Ok(ChannelRequest {
+            options,
+            told_id,
+            verb,
+            key,
+            protocol,
+        })
+    }
+
+    /// The 101 answer; once the connection is upgraded, `session` runs (in `span`) on its
+    /// WebSocket with the options and whether the client speaks v5.
+    pub(super) fn upgrade<F, Fut>(
+        self,
+        req: &mut Request<Incoming>,
+        span: tracing::Span,
+        session: F,
+    ) -> Response<Body>
+    where
+        F: FnOnce(ChannelSocket, O, bool) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let upgrade = hyper::upgrade::on(req);
+        let ChannelRequest {
+            options,
+            verb,
+            key,
+            protocol,
+            ..
+        } = self;
+        tokio::spawn(
+            async move {
+                match upgrade.await {
+                    Ok(upgraded) => {
+                        let ws = WebSocketStream::from_raw_socket(
+                            TokioIo::new(upgraded),
+                            Role::Server,
+                            None,
+                        )
                         .await;
-                session(ws, prepared, options, protocol == PROTOCOLS[0]).await;
+                        session(ws, options, protocol == PROTOCOLS[0]).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "{verb}: the upgrade failed"),
+                }
             }
-            Err(e) => tracing::debug!(error = %e, "exec: the upgrade failed"),
-        }
-    });
-    switching_protocols(&key, protocol)
+            .instrument(span),
+        );
+        websocket_accepted(&key, protocol)
+    }
 }
 
 /// The WebSocket key and the channel protocol (v5 or v4) of an exec or attach (`verb`) request,
 /// or what is missing (for a 400 answer).
-pub(super) fn channel_upgrade(
+fn channel_upgrade(
     req: &Request<Incoming>,
     verb: &str,
 ) -> Result<(hyper::header::HeaderValue, &'static str), String> {
@@ -204,37 +290,6 @@ pub(super) fn channel_upgrade(
         );
     };
     Ok((key, protocol))
-}
-
-/// The 101 answer to a WebSocket upgrade with key `key`, speaking `protocol`.
-pub(super) fn switching_protocols(
-    key: &hyper::header::HeaderValue,
-    protocol: &'static str,
-) -> Response<Body> {
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let mut resp = Response::new(
-        Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-    let headers = resp.headers_mut();
-    headers.insert(
-        hyper::header::UPGRADE,
-        hyper::header::HeaderValue::from_static("websocket"),
-    );
-    headers.insert(
-        hyper::header::CONNECTION,
-        hyper::header::HeaderValue::from_static("Upgrade"),
-    );
-    if let Ok(value) = hyper::header::HeaderValue::from_str(&accept) {
-        headers.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, value);
-    }
-    headers.insert(
-        hyper::header::SEC_WEBSOCKET_PROTOCOL,
-        hyper::header::HeaderValue::from_static(protocol),
-    );
-    resp
 }
 
 /// Gives the terminal the size kubectl sent (`{"Width":W,"Height":H}`) and tells the runtime,
@@ -303,7 +358,7 @@ async fn session<S>(
     let (out_tx, writer) = super::spawn_writer(sink, 32);
 
     let mut command = std::mem::replace(&mut prepared.command, std::process::Command::new("true"));
-    let tty = options.tty;
+    let tty = options.stdio.tty;
     let terminal = prepared.terminal.take();
     let stdio = |want: bool| {
         if want {
@@ -325,8 +380,8 @@ async fn session<S>(
             }
         }
         None => {
-            command.stdin(stdio(options.stdin));
-            command.stdout(stdio(options.stdout));
+            command.stdin(stdio(options.stdio.stdin));
+            command.stdout(stdio(options.stdio.stdout));
             // The runtime's own errors come on its stderr: always read it.
             command.stderr(std::process::Stdio::piped());
         }
@@ -376,7 +431,7 @@ async fn session<S>(
         let tx = out_tx.clone();
         let channel = if tty {
             STDOUT
-        } else if options.stderr {
+        } else if options.stdio.stderr {
             STDERR
         } else {
             0
@@ -544,9 +599,9 @@ mod tests {
         ))
         .expect("options");
         assert_eq!(o.command, ["sh", "-c", "echo hi"]);
-        assert!(o.stdout && o.stderr && !o.stdin && !o.tty);
+        assert!(o.stdio.stdout && o.stdio.stderr && !o.stdio.stdin && !o.stdio.tty);
         let tty = parse_options(Some("command=sh&stdin=true&stdout=true&tty=true")).expect("tty");
-        assert!(tty.tty && tty.stdin && !tty.stderr);
+        assert!(tty.stdio.tty && tty.stdio.stdin && !tty.stdio.stderr);
         assert!(parse_options(Some("stdout=true")).is_err());
         assert!(parse_options(Some("command=ls&stdin=false&stdout=false&stderr=false")).is_err());
     }

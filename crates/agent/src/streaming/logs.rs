@@ -181,13 +181,7 @@ pub async fn serve(
             &format!("container {container:?} in pod {pod_name:?} has no log on this node"),
         );
     };
-    let path = ctx
-        .data_dir
-        .join("pods")
-        .join(&uid)
-        .join("logs")
-        .join(container)
-        .join(format!("{attempt}.log"));
+    let path = ctx.container_log_path(&uid, container, attempt);
     let (reader, first) = match LogReader::open(&path, &options.query) {
         Ok(opened) => opened,
         Err(e) => {

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -81,6 +81,19 @@ pub struct StreamingContext {
     pub runtime: Arc<dyn PodRuntime>,
     pub data_dir: PathBuf,
     pub node_name: String,
+}
+
+impl StreamingContext {
+    /// The log file of attempt `attempt` of `container` of the pod with uid `uid`, where the
+    /// agent's runtime writes it.
+    fn container_log_path(&self, uid: &str, container: &str, attempt: u32) -> PathBuf {
+        self.data_dir
+            .join("pods")
+            .join(uid)
+            .join("logs")
+            .join(container)
+            .join(format!("{attempt}.log"))
+    }
 }
 
 /// The bound streaming server.
@@ -265,6 +278,45 @@ pub(crate) fn running_container_of(
             pod.metadata.name.as_deref().unwrap_or_default()
         )),
     }
+}
+
+/// A 101 answer switching to `upgrade` (`websocket`, `SPDY/3.1`); the caller adds the headers
+/// of the protocol.
+pub(super) fn switching_protocols(upgrade: &'static str) -> Response<Body> {
+    let mut resp = Response::new(
+        Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+    let headers = resp.headers_mut();
+    headers.insert(
+        hyper::header::UPGRADE,
+        hyper::header::HeaderValue::from_static(upgrade),
+    );
+    headers.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("Upgrade"),
+    );
+    resp
+}
+
+/// The 101 answer to a WebSocket upgrade with key `key`, speaking subprotocol `protocol`.
+pub(super) fn websocket_accepted(
+    key: &hyper::header::HeaderValue,
+    protocol: &'static str,
+) -> Response<Body> {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut resp = switching_protocols("websocket");
+    let headers = resp.headers_mut();
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&accept) {
+        headers.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    headers.insert(
+        hyper::header::SEC_WEBSOCKET_PROTOCOL,
+        hyper::header::HeaderValue::from_static(protocol),
+    );
+    resp
 }
 
 /// A Kubernetes Status response.

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Request, Response};
@@ -38,7 +37,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::spdy::{self, Frame, HeaderDecoder, HeaderEncoder, RawFrame};
-use super::{pod_on_this_node, status, Body, StreamingContext};
+use super::{
+    pod_on_this_node, status, switching_protocols, websocket_accepted, Body, StreamingContext,
+};
 
 /// kubectl's WebSocket subprotocol: SPDY inside.
 const SPDY_TUNNEL: &str = "SPDY/3.1+portforward.k8s.io";
@@ -224,47 +225,24 @@ pub async fn serve(
         tracing::debug!(pod = %label, "port-forward session ended");
     });
 
-    let mut resp = Response::new(
-        Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .boxed(),
-    );
-    *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
-    let headers = resp.headers_mut();
-    headers.insert(
-        hyper::header::CONNECTION,
-        HeaderValue::from_static("Upgrade"),
-    );
-    match protocol {
-        Protocol::Spdy => {
-            headers.insert(hyper::header::UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-            headers.insert(
+    match (protocol, key) {
+        (Protocol::Spdy, _) => {
+            let mut resp = switching_protocols("SPDY/3.1");
+            resp.headers_mut().insert(
                 X_STREAM_PROTOCOL_VERSION,
                 HeaderValue::from_static(PORT_FORWARD_V1),
             );
+            resp
         }
-        Protocol::SpdyOverWebSocket | Protocol::Channels(_) => {
-            headers.insert(
-                hyper::header::UPGRADE,
-                HeaderValue::from_static("websocket"),
-            );
-            let accept = key.map(|k| {
-                tokio_tungstenite::tungstenite::handshake::derive_accept_key(k.as_bytes())
-            });
-            if let Some(value) = accept.and_then(|a| HeaderValue::from_str(&a).ok()) {
-                headers.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, value);
-            }
-            let chosen = match protocol {
-                Protocol::Channels(p) => p,
-                _ => SPDY_TUNNEL,
-            };
-            headers.insert(
-                hyper::header::SEC_WEBSOCKET_PROTOCOL,
-                HeaderValue::from_static(chosen),
-            );
-        }
+        (Protocol::SpdyOverWebSocket, Some(key)) => websocket_accepted(&key, SPDY_TUNNEL),
+        (Protocol::Channels(chosen), Some(key)) => websocket_accepted(&key, chosen),
+        // Refused above, before anything started.
+        (Protocol::SpdyOverWebSocket | Protocol::Channels(_), None) => status(
+            400,
+            "BadRequest",
+            "a WebSocket upgrade needs Sec-WebSocket-Key",
+        ),
     }
-    resp
 }
 
 /// Connects to ports of the pod whose network namespace is the file `netns`.
@@ -369,13 +347,7 @@ where
     });
     spdy_session(ours, dial).await;
     // The session is over: give the last frames a moment to leave, then drop the connection.
-    let stalled = outbound.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(1), outbound)
-        .await
-        .is_err()
-    {
-        stalled.abort();
-    }
+    let_writer_finish(outbound).await;
     inbound.abort();
 }
 
@@ -590,16 +562,24 @@ where
     // Every connection goes with the session.
     forwarders.shutdown().await;
     drop(out);
-    // Frames already queued may go out, but a client that stopped reading does not keep
-    // the session's task alive.
-    let stalled = writer_task.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(1), writer_task)
+    if !let_writer_finish(writer_task).await {
+        tracing::debug!("port-forward: the client stopped reading");
+    }
+}
+
+/// Gives a session's writer a second to send the frames already queued, then stops it: a
+/// client that stopped reading does not keep the session's task alive. False when it had to
+/// be stopped.
+async fn let_writer_finish(writer: tokio::task::JoinHandle<()>) -> bool {
+    let stalled = writer.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(1), writer)
         .await
         .is_err()
     {
-        tracing::debug!("port-forward: the client stopped reading");
         stalled.abort();
+        return false;
     }
+    true
 }
 
 /// One forwarded connection: the pod's connection on one side, a pair of streams on the other.
@@ -760,13 +740,8 @@ where
         })))
         .await;
     drop(out);
-    let stalled = writer.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(1), writer)
-        .await
-        .is_err()
-    {
+    if !let_writer_finish(writer).await {
         tracing::debug!("port-forward: the client stopped reading");
-        stalled.abort();
     }
 }
 
