@@ -393,6 +393,22 @@ impl Cluster {
     /// Like [`Cluster::kubectl_command`], with another kubeconfig.
     pub fn kubectl_command_with(&self, kubeconfig: &Path) -> Command {
         let mut command = Command::new(kubectl_bin());
+        self.set_up_kubectl(&mut command, kubeconfig);
+        command
+    }
+
+    /// Skiff's own kubectl (`skiff kubectl`) set up as [`Cluster::kubectl_command`] sets up
+    /// the real one: same kubeconfig, cache dir and private HOME.
+    pub fn skiff_kubectl_command(&self) -> Command {
+        let mut command = Command::new(skiff_bin());
+        command.arg("kubectl");
+        self.set_up_kubectl(&mut command, &self.kubeconfig);
+        command
+    }
+
+    /// What both kubectls get: `kubeconfig`, the cluster's discovery cache and private HOME,
+    /// no KUBECONFIG from the environment, no stdin.
+    fn set_up_kubectl(&self, command: &mut Command, kubeconfig: &Path) {
         command
             .arg("--kubeconfig")
             .arg(kubeconfig)
@@ -401,23 +417,6 @@ impl Cluster {
             .env("HOME", self.root.path().join("home"))
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null());
-        command
-    }
-
-    /// Skiff's own kubectl (`skiff kubectl`) set up as [`Cluster::kubectl_command`] sets up
-    /// the real one: same kubeconfig, cache dir and private HOME.
-    pub fn skiff_kubectl_command(&self) -> Command {
-        let mut command = Command::new(skiff_bin());
-        command
-            .arg("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.root.path().join("kubectl-cache"))
-            .env("HOME", self.root.path().join("home"))
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null());
-        command
     }
 
     /// Runs kubectl with `args` and returns what it did (at most [`COMMAND_TIMEOUT`]).
