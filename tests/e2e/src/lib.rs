@@ -373,6 +373,24 @@ impl Cluster {
         self.root.path()
     }
 
+    /// Directory `name` under [`Cluster::scratch_dir`], created, as a string for a hostPath
+    /// in a manifest.
+    pub fn scratch_subdir(&self, name: &str) -> String {
+        let dir = self.scratch_dir().join(name);
+        fs::create_dir_all(&dir).expect("a scratch directory");
+        dir.to_str().expect("utf-8 path").to_string()
+    }
+
+    /// The READY and STATUS columns of `kubectl get po <pod>` (empty when it shows no row).
+    pub fn pod_ready_and_status(&self, pod: &str) -> (String, String) {
+        let table = parse_table(&self.kubectl_ok(["get", "po", pod]));
+        let row = table.get(1).cloned().unwrap_or_default();
+        (
+            row.get(1).cloned().unwrap_or_default(),
+            row.get(2).cloned().unwrap_or_default(),
+        )
+    }
+
     /// What the server printed so far (stdout, then the stderr log).
     pub fn server_output(&self) -> String {
         let stdout = self

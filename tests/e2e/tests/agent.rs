@@ -560,8 +560,7 @@ fn a_crashing_container_backs_off_with_growing_delays() {
         delays.push(Instant::now());
         if n == 1 {
             wait_until(WAIT, "CrashLoopBackOff", || {
-                let table = parse_table(&cluster.kubectl_ok(["get", "pod", "crashy"]));
-                table.get(1).is_some_and(|row| row[2] == "CrashLoopBackOff")
+                cluster.pod_ready_and_status("crashy").1 == "CrashLoopBackOff"
             });
         }
     }

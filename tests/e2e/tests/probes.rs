@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_e2e::{import_test_images, parse_table, wait_until, Cluster};
+use skiff_e2e::{import_test_images, wait_until, Cluster};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -43,12 +43,7 @@ fn event_count(cluster: &Cluster, pod: &str, prefix: &str) -> u32 {
 
 /// The READY column of `kubectl get po <pod>`.
 fn ready_column(cluster: &Cluster, pod: &str) -> String {
-    let table = parse_table(&cluster.kubectl_ok(["get", "po", pod]));
-    table
-        .get(1)
-        .and_then(|row| row.get(1))
-        .cloned()
-        .unwrap_or_default()
+    cluster.pod_ready_and_status(pod).0
 }
 
 fn field(cluster: &Cluster, pod: &str, path: &str) -> String {
@@ -436,9 +431,7 @@ spec:
 #[test]
 fn post_start_runs_first_and_pre_stop_runs_before_sigterm_within_the_grace_period() {
     let cluster = Cluster::start_with_agent(import_test_images);
-    let shared = cluster.scratch_dir().join("hooks");
-    std::fs::create_dir_all(&shared).expect("a scratch directory");
-    let shared = shared.to_str().expect("utf-8 path").to_string();
+    let shared = cluster.scratch_subdir("hooks");
     cluster.create_from(&format!(
         r#"
 apiVersion: v1
