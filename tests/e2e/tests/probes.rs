@@ -10,6 +10,28 @@ use skiff_e2e::{import_test_images, wait_until, Cluster};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// `command: [sleep, "3600"]`: a container that only waits (for its probes, its hooks).
+const SLEEP: &str = r#"[sleep, "3600"]"#;
+
+/// A pod `name` (grace period 1 s) of one busybox container `main` running `command` (a YAML
+/// list), with `fields` (YAML lines at the container's indentation, after a newline: its probes)
+/// added to it.
+fn probed_pod(name: &str, command: &str, fields: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: Never
+    command: {command}{fields}"#
+    )
+}
+
 /// `reason: message` of every event about pod `pod`.
 fn events(cluster: &Cluster, pod: &str) -> Vec<String> {
     let out = cluster.kubectl_ok([
@@ -61,56 +83,32 @@ fn condition(cluster: &Cluster, pod: &str, kind: &str) -> String {
 #[test]
 fn readiness_probes_flip_ready_both_ways_and_a_missing_port_name_is_reported() {
     let cluster = Cluster::start_with_agent(import_test_images);
-    cluster.create_from(
+    cluster.create_from(&probed_pod(
+        "toggled",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: toggled}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     readinessProbe:
       exec: {command: [test, -f, /tmp/ready]}
       periodSeconds: 1
       failureThreshold: 1
 "#,
-    );
-    cluster.create_from(
+    ));
+    cluster.create_from(&probed_pod(
+        "web",
+        r#"[sh, -c, "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]"#,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: web}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sh, -c, "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
     ports: [{name: http, containerPort: 8080}]
     readinessProbe:
       httpGet: {path: /index.html, port: http, httpHeaders: [{name: X-Probe, value: skiff}]}
       periodSeconds: 1
       failureThreshold: 1
 "#,
-    );
+    ));
     // exec probes whose command is not in the image, and one that fails with output.
-    cluster.create_from(
+    cluster.create_from(&probed_pod(
+        "no-command",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: no-command}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     readinessProbe:
       exec: {command: [no-such-command]}
       periodSeconds: 1
@@ -119,43 +117,27 @@ spec:
       periodSeconds: 1
       failureThreshold: 1000
 "#,
-    );
-    cluster.create_from(
+    ));
+    cluster.create_from(&probed_pod(
+        "misnamed",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: misnamed}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     ports: [{name: http, containerPort: 8080}]
     readinessProbe:
       tcpSocket: {port: metrics}
       periodSeconds: 1
 "#,
-    );
-    cluster.create_from(
+    ));
+    cluster.create_from(&probed_pod(
+        "tcp",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: tcp}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     readinessProbe:
       tcpSocket: {port: 9999}
       periodSeconds: 1
       failureThreshold: 1
 "#,
-    );
+    ));
 
     // Running, but not ready until the probe passes.
     wait_until(WAIT, "toggled Running", || {
@@ -260,39 +242,23 @@ spec:
 fn a_liveness_probe_restarts_a_hung_container_and_startup_gates_the_others() {
     let cluster = Cluster::start_with_agent(import_test_images);
     // The probe hangs (past its 1 s timeout) once /tmp/hung exists.
-    cluster.create_from(
+    cluster.create_from(&probed_pod(
+        "hangs",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: hangs}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     livenessProbe:
       exec: {command: [sh, -c, "test ! -f /tmp/hung || sleep 30"]}
       periodSeconds: 1
       timeoutSeconds: 1
       failureThreshold: 2
 "#,
-    );
+    ));
     // Liveness and readiness would both fail before /tmp/started exists: the startup probe
     // must keep them from running until it passes.
-    cluster.create_from(
+    cluster.create_from(&probed_pod(
+        "slow",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: slow}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     startupProbe:
       exec: {command: [test, -f, /tmp/started]}
       periodSeconds: 1
@@ -305,7 +271,7 @@ spec:
       exec: {command: [test, -f, /tmp/started]}
       periodSeconds: 1
 "#,
-    );
+    ));
     // A sidecar whose startup probe has not passed holds the app container back.
     cluster.create_from(
         r#"
@@ -473,23 +439,15 @@ spec:
 "#,
     );
     // A failing postStart hook kills the container, which is restarted.
-    cluster.create_from(
+    cluster.create_from(&probed_pod(
+        "bad-hook",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: bad-hook}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     lifecycle:
       postStart:
         exec: {command: [sh, -c, "echo nope; exit 3"]}
 "#,
-    );
+    ));
 
     let trace = std::path::Path::new(&shared).join("trace");
     wait_until(WAIT, "hooked Running", || {
