@@ -381,6 +381,32 @@ impl Cluster {
         dir.to_str().expect("utf-8 path").to_string()
     }
 
+    /// The table of `kubectl get events` about object `name` (headers only, or kubectl's "No
+    /// resources found", when there are none).
+    pub fn events_about(&self, name: &str) -> String {
+        self.kubectl_ok([
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+        ])
+    }
+
+    /// `reason: message` of every event about object `name`, one a line.
+    pub fn event_messages(&self, name: &str) -> Vec<String> {
+        self.kubectl_ok([
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    }
+
     /// The READY and STATUS columns of `kubectl get po <pod>` (empty when it shows no row).
     pub fn pod_ready_and_status(&self, pod: &str) -> (String, String) {
         let table = parse_table(&self.kubectl_ok(["get", "po", pod]));

@@ -64,12 +64,7 @@ fn server_registers_its_node_and_serves_its_pods() {
     );
     let pods = parse_table(&cluster.kubectl_ok(["get", "pods"]));
     assert_eq!(pods[1][2], "ErrImageNeverPull", "{pods:?}");
-    let events = cluster.kubectl_ok([
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=kubia-manual",
-    ]);
+    let events = cluster.events_about("kubia-manual");
     assert!(events.contains("ErrImageNeverPull"), "{events}");
 
     // A graceful delete: the agent confirms it once the sandbox is gone; kubectl waits for it.

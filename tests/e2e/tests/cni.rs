@@ -294,15 +294,6 @@ fn assert_nothing_left(c: &CniCluster) {
     assert!(rules.is_empty(), "portmap rules left behind: {rules:#?}");
 }
 
-fn events_of(cluster: &Cluster, pod: &str) -> String {
-    cluster.kubectl_ok([
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={pod}"),
-    ])
-}
-
 #[test]
 fn cni_pods_reach_each_other_by_pod_ip_and_hostports_answer_on_the_node() {
     let c = CniCluster::start(&[]);
@@ -417,7 +408,7 @@ fn a_broken_cni_configuration_or_plugin_leaves_the_pod_waiting_with_the_reason()
     .expect("write");
     c.cluster.create_from(&web_pod("waiting", None));
     wait_until(WAIT, "the FailedCreatePodSandBox event", || {
-        let events = events_of(&c.cluster, "waiting");
+        let events = c.cluster.events_about("waiting");
         events.contains("FailedCreatePodSandBox") && events.contains("nosuch-plugin")
     });
     // The agent retries the sandbox every few seconds, so an ADD may be half-way at any
@@ -432,7 +423,7 @@ fn a_broken_cni_configuration_or_plugin_leaves_the_pod_waiting_with_the_reason()
     )
     .expect("write");
     wait_until(WAIT, "the plugin's error in an event", || {
-        let events = events_of(&c.cluster, "waiting");
+        let events = c.cluster.events_about("waiting");
         events.contains("CNI plugin bridge failed on ADD with code")
     });
     // Fixed, the pod starts.

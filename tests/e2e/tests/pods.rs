@@ -497,12 +497,7 @@ fn bad_input_surfaces_in_status_and_events_and_other_pods_run() {
         "Pending"
     );
     // The image: kubelet's reasons, and the registry client's own words in the event.
-    let events = cluster.kubectl_ok([
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=noimage",
-    ]);
+    let events = cluster.events_about("noimage");
     assert!(
         events.contains("Failed to pull image \"127.0.0.1:1/nope:1\""),
         "{events}"
@@ -510,12 +505,7 @@ fn bad_input_surfaces_in_status_and_events_and_other_pods_run() {
     assert!(events.contains("Connection refused"), "{events}");
     assert!(events.contains("ErrImagePull"), "{events}");
     for pod in ["nocmd", "tinymem", "nodir"] {
-        let events = cluster.kubectl_ok([
-            "get",
-            "events",
-            "--field-selector",
-            &format!("involvedObject.name={pod}"),
-        ]);
+        let events = cluster.events_about(pod);
         assert!(
             events.contains("Warning") && events.contains("Failed"),
             "{pod}: {events}"

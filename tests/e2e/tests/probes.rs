@@ -32,19 +32,6 @@ spec:
     )
 }
 
-/// `reason: message` of every event about pod `pod`.
-fn events(cluster: &Cluster, pod: &str) -> Vec<String> {
-    let out = cluster.kubectl_ok([
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={pod}"),
-        "-o",
-        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
-    ]);
-    out.lines().map(str::to_owned).collect()
-}
-
 /// How many times an event about pod `pod` starting with `prefix` (`reason: message`) was
 /// recorded: identical events are one Event object with a count, as kubelet's.
 fn event_count(cluster: &Cluster, pod: &str, prefix: &str) -> u32 {
@@ -144,7 +131,8 @@ fn readiness_probes_flip_ready_both_ways_and_a_missing_port_name_is_reported() {
         field(&cluster, "toggled", "{.status.phase}") == "Running"
     });
     wait_until(WAIT, "a failed readiness probe of toggled", || {
-        events(&cluster, "toggled")
+        cluster
+            .event_messages("toggled")
             .iter()
             .any(|e| e.starts_with("Unhealthy: Readiness probe failed"))
     });
@@ -188,19 +176,20 @@ fn readiness_probes_flip_ready_both_ways_and_a_missing_port_name_is_reported() {
         ready_column(&cluster, "web") == "0/1"
     });
     assert!(
-        events(&cluster, "web")
+        cluster
+            .event_messages("web")
             .iter()
             .any(|e| e
                 == "Unhealthy: Readiness probe failed: HTTP probe failed with statuscode: 404"),
         "{:?}",
-        events(&cluster, "web")
+        cluster.event_messages("web")
     );
 
     // tcpSocket: refused until something listens on the port.
     wait_until(WAIT, "a refused tcpSocket probe", || {
         let ip = field(&cluster, "tcp", "{.status.podIP}");
         !ip.is_empty()
-            && events(&cluster, "tcp").iter().any(|e| {
+            && cluster.event_messages("tcp").iter().any(|e| {
                 e == &format!(
                     "Unhealthy: Readiness probe failed: dial tcp {ip}:9999: connect: connection refused"
                 )
@@ -215,7 +204,7 @@ fn readiness_probes_flip_ready_both_ways_and_a_missing_port_name_is_reported() {
 
     // A port name the container does not have: never ready, and the event names it.
     wait_until(WAIT, "the event about the missing port name", || {
-        events(&cluster, "misnamed").iter().any(|e| {
+        cluster.event_messages("misnamed").iter().any(|e| {
             e == "Unhealthy: Readiness probe errored and resulted in unknown state: port \"metrics\" not found"
         })
     });
@@ -224,7 +213,7 @@ fn readiness_probes_flip_ready_both_ways_and_a_missing_port_name_is_reported() {
 
     // A command that is not there: runc's words; one that fails: its output.
     wait_until(WAIT, "the events of the failing exec probes", || {
-        let seen = events(&cluster, "no-command");
+        let seen = cluster.event_messages("no-command");
         seen.iter().any(|e| {
             e == "Unhealthy: Readiness probe failed: exec failed: unable to start container process: exec: \"no-such-command\": executable file not found in $PATH"
         }) && seen
@@ -304,7 +293,7 @@ spec:
     });
     cluster.kubectl_ok(["exec", "hangs", "--", "touch", "/tmp/hung"]);
     wait_until(WAIT, "hangs restarted", || restarts("hangs") == "1");
-    let seen = events(&cluster, "hangs");
+    let seen = cluster.event_messages("hangs");
     assert!(
         seen.iter()
             .any(|e| e.starts_with("Unhealthy: Liveness probe failed: command timed out")),
@@ -333,7 +322,8 @@ spec:
     });
     // Event objects counted up, not one per failure (a failure with other output, e.g. a
     // timeout on a loaded machine, is an object of its own, as in kubelet).
-    let objects = events(&cluster, "slow")
+    let objects = cluster
+        .event_messages("slow")
         .iter()
         .filter(|e| e.starts_with("Unhealthy: Startup probe failed"))
         .count();
@@ -348,7 +338,7 @@ spec:
     );
     assert_eq!(ready_column(&cluster, "slow"), "0/1");
     assert_eq!(restarts("slow"), "0");
-    let seen = events(&cluster, "slow");
+    let seen = cluster.event_messages("slow");
     assert!(
         !seen
             .iter()
@@ -492,7 +482,7 @@ spec:
         .unwrap_or(0)
             >= 1
     });
-    let seen = events(&cluster, "bad-hook");
+    let seen = cluster.event_messages("bad-hook");
     assert!(
         seen.iter().any(
             |e| e.starts_with("FailedPostStartHook: Exec lifecycle hook")

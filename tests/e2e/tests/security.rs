@@ -285,14 +285,7 @@ fn bad_security_settings_leave_the_container_waiting_with_kubernetes_reasons() {
             "Pending"
         );
     }
-    let events = cluster.kubectl_ok([
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=nonroot",
-        "-o",
-        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
-    ]);
+    let events = cluster.event_messages("nonroot").join("\n");
     assert!(
         events.contains("Failed: Error: container has runAsNonRoot and image will run as root"),
         "{events}"
