@@ -5,6 +5,7 @@
 //! server killed, when the [`Cluster`] is dropped, also when the test panics. Several tests
 //! run at once, so nothing here uses a fixed port or path.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -415,6 +416,32 @@ impl Cluster {
             row.get(1).cloned().unwrap_or_default(),
             row.get(2).cloned().unwrap_or_default(),
         )
+    }
+
+    /// Waits (at most `timeout`) until pod `name` reaches `phase`, panicking with its status
+    /// and logs if it reaches the other terminal phase instead.
+    pub fn wait_pod_phase(&self, name: &str, phase: &str, timeout: Duration) {
+        wait_until(timeout, &format!("{name} {phase}"), || {
+            let now = self.jsonpath(&["pod", name], "{.status.phase}");
+            if now != phase && matches!(now.as_str(), "Succeeded" | "Failed") {
+                let status = self.jsonpath(&["pod", name], "{.status}");
+                let logs = stdout(&self.kubectl(["logs", name]));
+                panic!("{name} is {now}, not {phase}: {status}\n{logs}");
+            }
+            now == phase
+        });
+    }
+
+    /// The `key=value` lines of pod `name`'s log once it Succeeded (within `timeout`) and
+    /// printed `done`: what the report scripts of [`busybox_script_pod`] pods print.
+    pub fn pod_report(&self, name: &str, timeout: Duration) -> BTreeMap<String, String> {
+        self.wait_pod_phase(name, "Succeeded", timeout);
+        let logs = self.kubectl_ok(["logs", name]);
+        assert!(logs.lines().any(|l| l == "done"), "{name}: {logs}");
+        logs.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+            .collect()
     }
 
     /// What the server printed so far (stdout, then the stderr log).
