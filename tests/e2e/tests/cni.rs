@@ -186,26 +186,18 @@ fn remove_shared_portmap_state() {
             .any(|l| l.starts_with("-A "))
     });
     if !in_use {
-        let _ = iptables(&[
-            "-D",
-            "PREROUTING",
-            "-m",
-            "addrtype",
-            "--dst-type",
-            "LOCAL",
-            "-j",
-            "CNI-HOSTPORT-DNAT",
-        ]);
-        let _ = iptables(&[
-            "-D",
-            "OUTPUT",
-            "-m",
-            "addrtype",
-            "--dst-type",
-            "LOCAL",
-            "-j",
-            "CNI-HOSTPORT-DNAT",
-        ]);
+        for chain in ["PREROUTING", "OUTPUT"] {
+            let _ = iptables(&[
+                "-D",
+                chain,
+                "-m",
+                "addrtype",
+                "--dst-type",
+                "LOCAL",
+                "-j",
+                "CNI-HOSTPORT-DNAT",
+            ]);
+        }
         let _ = iptables(&[
             "-D",
             "POSTROUTING",
