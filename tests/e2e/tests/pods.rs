@@ -144,35 +144,37 @@ impl Reports {
     }
 }
 
-/// Every process on the host whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<(u32, String)> {
+/// What `pick` makes of each process on the host (its pid and its /proc directory), where it
+/// makes something.
+fn each_process<T>(pick: impl Fn(u32, &Path) -> Option<T>) -> Vec<T> {
     std::fs::read_dir("/proc")
         .map(|d| d.flatten().collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
         .filter_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            cmdline.contains(needle).then_some((pid, cmdline))
+            pick(pid, &e.path())
         })
         .collect()
+}
+
+/// Every process on the host whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<(u32, String)> {
+    each_process(|pid, dir| {
+        let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        cmdline.contains(needle).then_some((pid, cmdline))
+    })
 }
 
 /// Every process on the host in namespace `link` (as `/proc/self/ns/<kind>` reads, e.g.
 /// `net:[4026532301]`).
 fn processes_in(link: &str) -> Vec<u32> {
     let kind = link.split(':').next().unwrap_or_default();
-    std::fs::read_dir("/proc")
-        .map(|d| d.flatten().collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let ns = std::fs::read_link(e.path().join("ns").join(kind)).ok()?;
-            (ns.to_str() == Some(link)).then_some(pid)
-        })
-        .collect()
+    each_process(|pid, dir| {
+        let ns = std::fs::read_link(dir.join("ns").join(kind)).ok()?;
+        (ns.to_str() == Some(link)).then_some(pid)
+    })
 }
 
 /// Directories of cgroup `relative` that exist, in any hierarchy (v1 controllers or the v2 root).
