@@ -67,6 +67,23 @@ fn web_pods_on(harness: &MultiNode, a: &str, b: &str) -> (String, String) {
     (ip("web-a"), ip("web-b"))
 }
 
+/// `web-a` (at `ip_a`) and `web-b` (at `ip_b`) answer each other by pod IP, and `web-b` sees
+/// `web-a`'s own address (not masqueraded).
+fn assert_web_pods_reach_each_other(harness: &MultiNode, ip_a: &str, ip_b: &str) {
+    assert_eq!(
+        fetch_from(harness, "web-a", ip_b, "").trim(),
+        "hello from web-b"
+    );
+    assert_eq!(
+        fetch_from(harness, "web-b", ip_a, "").trim(),
+        "hello from web-a"
+    );
+    assert_eq!(
+        peer(&fetch_from(harness, "web-a", ip_b, "cgi-bin/peer")),
+        ip_a
+    );
+}
+
 /// The line of `ip route` for `destination` in `agent`'s namespace, if there is one.
 fn route_to(agent: &AgentHost, destination: &str) -> Option<String> {
     agent
@@ -113,18 +130,7 @@ fn pods_on_two_nodes_reach_each_other_and_a_deleted_nodes_route_goes() {
 
     // A → B and B → A by pod IP, routed between the hosts and not masqueraded: each side sees
     // the other pod's own address.
-    assert_eq!(
-        fetch_from(&harness, "web-a", &ip_b, "").trim(),
-        "hello from web-b"
-    );
-    assert_eq!(
-        fetch_from(&harness, "web-b", &ip_a, "").trim(),
-        "hello from web-a"
-    );
-    assert_eq!(
-        peer(&fetch_from(&harness, "web-a", &ip_b, "cgi-bin/peer")),
-        ip_a
-    );
+    assert_web_pods_reach_each_other(&harness, &ip_a, &ip_b);
     assert_eq!(
         peer(&fetch_from(&harness, "web-b", &ip_a, "cgi-bin/peer")),
         ip_b
@@ -307,16 +313,5 @@ fn cni_pods_on_two_nodes_reach_each_other_with_addresses_from_their_nodes_pod_ci
     };
     assert!(within(&ip_a, &cidr_a), "{ip_a} not in {cidr_a}");
     assert!(within(&ip_b, &cidr_b), "{ip_b} not in {cidr_b}");
-    assert_eq!(
-        fetch_from(&harness, "web-a", &ip_b, "").trim(),
-        "hello from web-b"
-    );
-    assert_eq!(
-        fetch_from(&harness, "web-b", &ip_a, "").trim(),
-        "hello from web-a"
-    );
-    assert_eq!(
-        peer(&fetch_from(&harness, "web-a", &ip_b, "cgi-bin/peer")),
-        ip_a
-    );
+    assert_web_pods_reach_each_other(&harness, &ip_a, &ip_b);
 }
