@@ -84,6 +84,21 @@ fn assert_web_pods_reach_each_other(harness: &MultiNode, ip_a: &str, ip_b: &str)
     );
 }
 
+/// Patches node `node`'s status so that its one address is InternalIP `address`.
+fn set_internal_ip(harness: &MultiNode, node: &str, address: &str) {
+    harness.cluster().kubectl_ok([
+        "patch",
+        "node",
+        node,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"status": {{"addresses": [{{"type": "InternalIP", "address": "{address}"}}]}}}}"#
+        ),
+    ]);
+}
+
 /// The line of `ip route` for `destination` in `agent`'s namespace, if there is one.
 fn route_to(agent: &AgentHost, destination: &str) -> Option<String> {
     agent
@@ -195,15 +210,7 @@ fn an_agent_removes_stale_routes_at_start_and_skips_nodes_it_cannot_reach_direct
     harness.cluster().create_from(&format!(
         r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{far}"}}}}"#
     ));
-    harness.cluster().kubectl_ok([
-        "patch",
-        "node",
-        far,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status": {"addresses": [{"type": "InternalIP", "address": "198.51.100.7"}]}}"#,
-    ]);
+    set_internal_ip(&harness, far, "198.51.100.7");
     wait_until(WAIT, "the far node's podCIDR", || {
         !harness
             .cluster()
@@ -227,17 +234,7 @@ fn an_agent_removes_stale_routes_at_start_and_skips_nodes_it_cannot_reach_direct
     let hosts_prefix = harness.server_address().trim_end_matches('1').to_string();
     for last in ["50", "51"] {
         let address = format!("{hosts_prefix}{last}");
-        harness.cluster().kubectl_ok([
-            "patch",
-            "node",
-            far,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &format!(
-                r#"{{"status": {{"addresses": [{{"type": "InternalIP", "address": "{address}"}}]}}}}"#
-            ),
-        ]);
+        set_internal_ip(&harness, far, &address);
         wait_until(
             WAIT,
             &format!("A's route to the far node via {address}"),
