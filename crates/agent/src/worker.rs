@@ -533,6 +533,21 @@ async fn fallback_message(
     }
 }
 
+/// How long a pod's containers get between the stop signal and SIGKILL, as kubelet:
+/// `first` (a probe's or the deletion's own period) when set, else the pod's
+/// terminationGracePeriodSeconds, else 30 s; a negative period counts as zero.
+fn grace_period(pod: &Pod, first: Option<i64>) -> Duration {
+    let seconds = first
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
+        .unwrap_or(30)
+        .max(0);
+    Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+}
+
 fn pod_label(pod: &Pod) -> (String, String) {
     (
         pod.metadata.namespace.clone().unwrap_or_default(),
@@ -881,13 +896,7 @@ impl PodWorker {
             .record(pod, None, EventType::Normal, reason, message)
             .await;
         self.failed = Some((reason.into(), message.into()));
-        let grace = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30)
-            .max(0);
-        let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        let grace = grace_period(pod, None);
         self.stop_containers(Some(pod), SIGTERM, grace).await;
     }
 
@@ -1060,16 +1069,7 @@ impl PodWorker {
         self.events
             .record(pod, Some(name), EventType::Normal, "Killing", &message)
             .await;
-        let grace = probe
-            .and_then(|p| p.termination_grace_period_seconds)
-            .or_else(|| {
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-            })
-            .unwrap_or(30)
-            .max(0);
-        let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        let grace = grace_period(pod, probe.and_then(|p| p.termination_grace_period_seconds));
         let signal = self
             .slots
             .get(name)
@@ -1447,13 +1447,7 @@ impl PodWorker {
                                 "FailedPostStartHook",
                             )
                             .await;
-                        let grace = pod
-                            .spec
-                            .as_ref()
-                            .and_then(|s| s.termination_grace_period_seconds)
-                            .unwrap_or(30)
-                            .max(0);
-                        let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+                        let grace = grace_period(pod, None);
                         let signal = slot
                             .image
                             .as_ref()
@@ -1586,17 +1580,7 @@ impl PodWorker {
     /// The pod is being deleted: stop its containers within the grace period, remove
     /// everything, then confirm the deletion so the object goes.
     async fn terminate(&mut self, pod: &Pod) {
-        let grace = pod
-            .metadata
-            .deletion_grace_period_seconds
-            .or_else(|| {
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-            })
-            .unwrap_or(30)
-            .max(0);
-        let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        let grace = grace_period(pod, pod.metadata.deletion_grace_period_seconds);
         self.tear_down(Some(pod), SIGTERM, grace).await;
         self.events.flush().await;
         let (namespace, name) = pod_label(pod);
@@ -1779,4 +1763,24 @@ async fn fetch_pull_secrets(
             .await;
     }
     secrets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(spec: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": spec}))
+            .expect("pod")
+    }
+
+    #[test]
+    fn grace_period_prefers_its_own_then_the_pods_then_30_seconds() {
+        let with = pod(serde_json::json!({"containers": [], "terminationGracePeriodSeconds": 5}));
+        let without = pod(serde_json::json!({"containers": []}));
+        assert_eq!(grace_period(&with, Some(2)), Duration::from_secs(2));
+        assert_eq!(grace_period(&with, None), Duration::from_secs(5));
+        assert_eq!(grace_period(&without, None), Duration::from_secs(30));
+        assert_eq!(grace_period(&with, Some(-1)), Duration::ZERO);
+    }
 }

@@ -5,6 +5,7 @@
 //! server killed, when the [`Cluster`] is dropped, also when the test panics. Several tests
 //! run at once, so nothing here uses a fixed port or path.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -373,6 +374,76 @@ impl Cluster {
         self.root.path()
     }
 
+    /// Directory `name` under [`Cluster::scratch_dir`], created, as a string for a hostPath
+    /// in a manifest.
+    pub fn scratch_subdir(&self, name: &str) -> String {
+        let dir = self.scratch_dir().join(name);
+        fs::create_dir_all(&dir).expect("a scratch directory");
+        dir.to_str().expect("utf-8 path").to_string()
+    }
+
+    /// The table of `kubectl get events` about object `name` (headers only, or kubectl's "No
+    /// resources found", when there are none).
+    pub fn events_about(&self, name: &str) -> String {
+        self.kubectl_ok([
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+        ])
+    }
+
+    /// `reason: message` of every event about object `name`, one a line.
+    pub fn event_messages(&self, name: &str) -> Vec<String> {
+        self.kubectl_ok([
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={name}"),
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+        ])
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    }
+
+    /// The READY and STATUS columns of `kubectl get po <pod>` (empty when it shows no row).
+    pub fn pod_ready_and_status(&self, pod: &str) -> (String, String) {
+        let table = parse_table(&self.kubectl_ok(["get", "po", pod]));
+        let row = table.get(1).cloned().unwrap_or_default();
+        (
+            row.get(1).cloned().unwrap_or_default(),
+            row.get(2).cloned().unwrap_or_default(),
+        )
+    }
+
+    /// Waits (at most `timeout`) until pod `name` reaches `phase`, panicking with its status
+    /// and logs if it reaches the other terminal phase instead.
+    pub fn wait_pod_phase(&self, name: &str, phase: &str, timeout: Duration) {
+        wait_until(timeout, &format!("{name} {phase}"), || {
+            let now = self.jsonpath(&["pod", name], "{.status.phase}");
+            if now != phase && matches!(now.as_str(), "Succeeded" | "Failed") {
+                let status = self.jsonpath(&["pod", name], "{.status}");
+                let logs = stdout(&self.kubectl(["logs", name]));
+                panic!("{name} is {now}, not {phase}: {status}\n{logs}");
+            }
+            now == phase
+        });
+    }
+
+    /// The `key=value` lines of pod `name`'s log once it Succeeded (within `timeout`) and
+    /// printed `done`: what the report scripts of [`busybox_script_pod`] pods print.
+    pub fn pod_report(&self, name: &str, timeout: Duration) -> BTreeMap<String, String> {
+        self.wait_pod_phase(name, "Succeeded", timeout);
+        let logs = self.kubectl_ok(["logs", name]);
+        assert!(logs.lines().any(|l| l == "done"), "{name}: {logs}");
+        logs.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+            .collect()
+    }
+
     /// What the server printed so far (stdout, then the stderr log).
     pub fn server_output(&self) -> String {
         let stdout = self
@@ -393,6 +464,22 @@ impl Cluster {
     /// Like [`Cluster::kubectl_command`], with another kubeconfig.
     pub fn kubectl_command_with(&self, kubeconfig: &Path) -> Command {
         let mut command = Command::new(kubectl_bin());
+        self.set_up_kubectl(&mut command, kubeconfig);
+        command
+    }
+
+    /// Skiff's own kubectl (`skiff kubectl`) set up as [`Cluster::kubectl_command`] sets up
+    /// the real one: same kubeconfig, cache dir and private HOME.
+    pub fn skiff_kubectl_command(&self) -> Command {
+        let mut command = Command::new(skiff_bin());
+        command.arg("kubectl");
+        self.set_up_kubectl(&mut command, &self.kubeconfig);
+        command
+    }
+
+    /// What both kubectls get: `kubeconfig`, the cluster's discovery cache and private HOME,
+    /// no KUBECONFIG from the environment, no stdin.
+    fn set_up_kubectl(&self, command: &mut Command, kubeconfig: &Path) {
         command
             .arg("--kubeconfig")
             .arg(kubeconfig)
@@ -401,23 +488,6 @@ impl Cluster {
             .env("HOME", self.root.path().join("home"))
             .env_remove("KUBECONFIG")
             .stdin(Stdio::null());
-        command
-    }
-
-    /// Skiff's own kubectl (`skiff kubectl`) set up as [`Cluster::kubectl_command`] sets up
-    /// the real one: same kubeconfig, cache dir and private HOME.
-    pub fn skiff_kubectl_command(&self) -> Command {
-        let mut command = Command::new(skiff_bin());
-        command
-            .arg("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.root.path().join("kubectl-cache"))
-            .env("HOME", self.root.path().join("home"))
-            .env_remove("KUBECONFIG")
-            .stdin(Stdio::null());
-        command
     }
 
     /// Runs kubectl with `args` and returns what it did (at most [`COMMAND_TIMEOUT`]).

@@ -64,12 +64,7 @@ fn server_registers_its_node_and_serves_its_pods() {
     );
     let pods = parse_table(&cluster.kubectl_ok(["get", "pods"]));
     assert_eq!(pods[1][2], "ErrImageNeverPull", "{pods:?}");
-    let events = cluster.kubectl_ok([
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=kubia-manual",
-    ]);
+    let events = cluster.events_about("kubia-manual");
     assert!(events.contains("ErrImageNeverPull"), "{events}");
 
     // A graceful delete: the agent confirms it once the sandbox is gone; kubectl waits for it.
@@ -560,8 +555,7 @@ fn a_crashing_container_backs_off_with_growing_delays() {
         delays.push(Instant::now());
         if n == 1 {
             wait_until(WAIT, "CrashLoopBackOff", || {
-                let table = parse_table(&cluster.kubectl_ok(["get", "pod", "crashy"]));
-                table.get(1).is_some_and(|row| row[2] == "CrashLoopBackOff")
+                cluster.pod_ready_and_status("crashy").1 == "CrashLoopBackOff"
             });
         }
     }

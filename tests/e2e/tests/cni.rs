@@ -186,26 +186,18 @@ fn remove_shared_portmap_state() {
             .any(|l| l.starts_with("-A "))
     });
     if !in_use {
-        let _ = iptables(&[
-            "-D",
-            "PREROUTING",
-            "-m",
-            "addrtype",
-            "--dst-type",
-            "LOCAL",
-            "-j",
-            "CNI-HOSTPORT-DNAT",
-        ]);
-        let _ = iptables(&[
-            "-D",
-            "OUTPUT",
-            "-m",
-            "addrtype",
-            "--dst-type",
-            "LOCAL",
-            "-j",
-            "CNI-HOSTPORT-DNAT",
-        ]);
+        for chain in ["PREROUTING", "OUTPUT"] {
+            let _ = iptables(&[
+                "-D",
+                chain,
+                "-m",
+                "addrtype",
+                "--dst-type",
+                "LOCAL",
+                "-j",
+                "CNI-HOSTPORT-DNAT",
+            ]);
+        }
         let _ = iptables(&[
             "-D",
             "POSTROUTING",
@@ -292,15 +284,6 @@ fn assert_nothing_left(c: &CniCluster) {
     });
     let rules = c.net.portmap_rules();
     assert!(rules.is_empty(), "portmap rules left behind: {rules:#?}");
-}
-
-fn events_of(cluster: &Cluster, pod: &str) -> String {
-    cluster.kubectl_ok([
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={pod}"),
-    ])
 }
 
 #[test]
@@ -417,7 +400,7 @@ fn a_broken_cni_configuration_or_plugin_leaves_the_pod_waiting_with_the_reason()
     .expect("write");
     c.cluster.create_from(&web_pod("waiting", None));
     wait_until(WAIT, "the FailedCreatePodSandBox event", || {
-        let events = events_of(&c.cluster, "waiting");
+        let events = c.cluster.events_about("waiting");
         events.contains("FailedCreatePodSandBox") && events.contains("nosuch-plugin")
     });
     // The agent retries the sandbox every few seconds, so an ADD may be half-way at any
@@ -432,7 +415,7 @@ fn a_broken_cni_configuration_or_plugin_leaves_the_pod_waiting_with_the_reason()
     )
     .expect("write");
     wait_until(WAIT, "the plugin's error in an event", || {
-        let events = events_of(&c.cluster, "waiting");
+        let events = c.cluster.events_about("waiting");
         events.contains("CNI plugin bridge failed on ADD with code")
     });
     // Fixed, the pod starts.

@@ -6,27 +6,15 @@
 
 use std::time::Duration;
 
-use skiff_e2e::{import_test_images, parse_table, wait_until, Cluster};
+use skiff_e2e::{import_test_images, wait_until, Cluster};
 
 /// Longer than kubelet's first back-off (10 s) with room for a loaded machine.
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The READY and STATUS columns of `kubectl get po <pod>`.
-fn ready_and_status(cluster: &Cluster, pod: &str) -> (String, String) {
-    let table = parse_table(&cluster.kubectl_ok(["get", "po", pod]));
-    let row = table.get(1).cloned().unwrap_or_default();
-    (
-        row.get(1).cloned().unwrap_or_default(),
-        row.get(2).cloned().unwrap_or_default(),
-    )
-}
-
 #[test]
 fn init_containers_run_in_order_a_failing_one_is_retried_and_a_sidecar_stays() {
     let cluster = Cluster::start_with_agent(import_test_images);
-    let shared = cluster.scratch_dir().join("order");
-    std::fs::create_dir_all(&shared).expect("a scratch directory");
-    let shared = shared.to_str().expect("utf-8 path").to_string();
+    let shared = cluster.scratch_subdir("order");
     // `flaky` fails on its first two runs and succeeds on its third (the first restart comes
     // at once, the second after kubelet's 10 s back-off); every container appends its name to
     // /out/order when it starts.
@@ -68,7 +56,7 @@ spec:
     // The failed run shows as kubectl shows it, and holds everything after it back.
     let mut seen = Vec::new();
     wait_until(WAIT, "Init:CrashLoopBackOff while flaky backs off", || {
-        let (_, status) = ready_and_status(&cluster, "ordered");
+        let (_, status) = cluster.pod_ready_and_status("ordered");
         if seen.last() != Some(&status) {
             seen.push(status.clone());
         }
@@ -100,7 +88,7 @@ spec:
 
     // After the back-off flaky runs again and succeeds; the sidecar starts, then the app.
     wait_until(WAIT, "ordered Running with its sidecar", || {
-        let (ready, status) = ready_and_status(&cluster, "ordered");
+        let (ready, status) = cluster.pod_ready_and_status("ordered");
         if seen.last() != Some(&status) {
             seen.push(status.clone());
         }
@@ -174,7 +162,7 @@ spec:
             .is_empty()
     });
     assert_eq!(
-        ready_and_status(&cluster, "stuck"),
+        cluster.pod_ready_and_status("stuck"),
         ("0/1".to_owned(), "Init:0/1".to_owned())
     );
     assert_eq!(

@@ -67,6 +67,38 @@ fn web_pods_on(harness: &MultiNode, a: &str, b: &str) -> (String, String) {
     (ip("web-a"), ip("web-b"))
 }
 
+/// `web-a` (at `ip_a`) and `web-b` (at `ip_b`) answer each other by pod IP, and `web-b` sees
+/// `web-a`'s own address (not masqueraded).
+fn assert_web_pods_reach_each_other(harness: &MultiNode, ip_a: &str, ip_b: &str) {
+    assert_eq!(
+        fetch_from(harness, "web-a", ip_b, "").trim(),
+        "hello from web-b"
+    );
+    assert_eq!(
+        fetch_from(harness, "web-b", ip_a, "").trim(),
+        "hello from web-a"
+    );
+    assert_eq!(
+        peer(&fetch_from(harness, "web-a", ip_b, "cgi-bin/peer")),
+        ip_a
+    );
+}
+
+/// Patches node `node`'s status so that its one address is InternalIP `address`.
+fn set_internal_ip(harness: &MultiNode, node: &str, address: &str) {
+    harness.cluster().kubectl_ok([
+        "patch",
+        "node",
+        node,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &format!(
+            r#"{{"status": {{"addresses": [{{"type": "InternalIP", "address": "{address}"}}]}}}}"#
+        ),
+    ]);
+}
+
 /// The line of `ip route` for `destination` in `agent`'s namespace, if there is one.
 fn route_to(agent: &AgentHost, destination: &str) -> Option<String> {
     agent
@@ -113,18 +145,7 @@ fn pods_on_two_nodes_reach_each_other_and_a_deleted_nodes_route_goes() {
 
     // A → B and B → A by pod IP, routed between the hosts and not masqueraded: each side sees
     // the other pod's own address.
-    assert_eq!(
-        fetch_from(&harness, "web-a", &ip_b, "").trim(),
-        "hello from web-b"
-    );
-    assert_eq!(
-        fetch_from(&harness, "web-b", &ip_a, "").trim(),
-        "hello from web-a"
-    );
-    assert_eq!(
-        peer(&fetch_from(&harness, "web-a", &ip_b, "cgi-bin/peer")),
-        ip_a
-    );
+    assert_web_pods_reach_each_other(&harness, &ip_a, &ip_b);
     assert_eq!(
         peer(&fetch_from(&harness, "web-b", &ip_a, "cgi-bin/peer")),
         ip_b
@@ -189,15 +210,7 @@ fn an_agent_removes_stale_routes_at_start_and_skips_nodes_it_cannot_reach_direct
     harness.cluster().create_from(&format!(
         r#"{{"apiVersion": "v1", "kind": "Node", "metadata": {{"name": "{far}"}}}}"#
     ));
-    harness.cluster().kubectl_ok([
-        "patch",
-        "node",
-        far,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status": {"addresses": [{"type": "InternalIP", "address": "198.51.100.7"}]}}"#,
-    ]);
+    set_internal_ip(&harness, far, "198.51.100.7");
     wait_until(WAIT, "the far node's podCIDR", || {
         !harness
             .cluster()
@@ -221,17 +234,7 @@ fn an_agent_removes_stale_routes_at_start_and_skips_nodes_it_cannot_reach_direct
     let hosts_prefix = harness.server_address().trim_end_matches('1').to_string();
     for last in ["50", "51"] {
         let address = format!("{hosts_prefix}{last}");
-        harness.cluster().kubectl_ok([
-            "patch",
-            "node",
-            far,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &format!(
-                r#"{{"status": {{"addresses": [{{"type": "InternalIP", "address": "{address}"}}]}}}}"#
-            ),
-        ]);
+        set_internal_ip(&harness, far, &address);
         wait_until(
             WAIT,
             &format!("A's route to the far node via {address}"),
@@ -307,16 +310,5 @@ fn cni_pods_on_two_nodes_reach_each_other_with_addresses_from_their_nodes_pod_ci
     };
     assert!(within(&ip_a, &cidr_a), "{ip_a} not in {cidr_a}");
     assert!(within(&ip_b, &cidr_b), "{ip_b} not in {cidr_b}");
-    assert_eq!(
-        fetch_from(&harness, "web-a", &ip_b, "").trim(),
-        "hello from web-b"
-    );
-    assert_eq!(
-        fetch_from(&harness, "web-b", &ip_a, "").trim(),
-        "hello from web-a"
-    );
-    assert_eq!(
-        peer(&fetch_from(&harness, "web-a", &ip_b, "cgi-bin/peer")),
-        ip_a
-    );
+    assert_web_pods_reach_each_other(&harness, &ip_a, &ip_b);
 }

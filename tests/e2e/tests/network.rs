@@ -194,12 +194,7 @@ fn an_exhausted_pod_cidr_leaves_the_pod_waiting_with_an_event() {
         WAIT,
         "the second pod's FailedCreatePodSandBox event",
         || {
-            let events = cluster.kubectl_ok([
-                "get",
-                "events",
-                "--field-selector",
-                "involvedObject.name=second",
-            ]);
+            let events = cluster.events_about("second");
             events.contains("FailedCreatePodSandBox") && events.contains("no free address left")
         },
     );
@@ -225,12 +220,7 @@ fn a_node_without_a_pod_cidr_leaves_its_pods_waiting_with_the_reason() {
     let cluster = Cluster::start_with_agent_args(&["--disable-node-ipam"], import_test_images);
     cluster.create_from(&web_pod("waiting", None));
     wait_until(WAIT, "the pod's FailedCreatePodSandBox event", || {
-        let events = cluster.kubectl_ok([
-            "get",
-            "events",
-            "--field-selector",
-            "involvedObject.name=waiting",
-        ]);
+        let events = cluster.events_about("waiting");
         events.contains("FailedCreatePodSandBox") && events.contains("the node has no podCIDR yet")
     });
     assert_eq!(

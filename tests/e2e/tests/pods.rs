@@ -144,35 +144,37 @@ impl Reports {
     }
 }
 
-/// Every process on the host whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<(u32, String)> {
+/// What `pick` makes of each process on the host (its pid and its /proc directory), where it
+/// makes something.
+fn each_process<T>(pick: impl Fn(u32, &Path) -> Option<T>) -> Vec<T> {
     std::fs::read_dir("/proc")
         .map(|d| d.flatten().collect::<Vec<_>>())
         .unwrap_or_default()
         .into_iter()
         .filter_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            cmdline.contains(needle).then_some((pid, cmdline))
+            pick(pid, &e.path())
         })
         .collect()
+}
+
+/// Every process on the host whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<(u32, String)> {
+    each_process(|pid, dir| {
+        let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        cmdline.contains(needle).then_some((pid, cmdline))
+    })
 }
 
 /// Every process on the host in namespace `link` (as `/proc/self/ns/<kind>` reads, e.g.
 /// `net:[4026532301]`).
 fn processes_in(link: &str) -> Vec<u32> {
     let kind = link.split(':').next().unwrap_or_default();
-    std::fs::read_dir("/proc")
-        .map(|d| d.flatten().collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|e| {
-            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let ns = std::fs::read_link(e.path().join("ns").join(kind)).ok()?;
-            (ns.to_str() == Some(link)).then_some(pid)
-        })
-        .collect()
+    each_process(|pid, dir| {
+        let ns = std::fs::read_link(dir.join("ns").join(kind)).ok()?;
+        (ns.to_str() == Some(link)).then_some(pid)
+    })
 }
 
 /// Directories of cgroup `relative` that exist, in any hierarchy (v1 controllers or the v2 root).
@@ -497,12 +499,7 @@ fn bad_input_surfaces_in_status_and_events_and_other_pods_run() {
         "Pending"
     );
     // The image: kubelet's reasons, and the registry client's own words in the event.
-    let events = cluster.kubectl_ok([
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=noimage",
-    ]);
+    let events = cluster.events_about("noimage");
     assert!(
         events.contains("Failed to pull image \"127.0.0.1:1/nope:1\""),
         "{events}"
@@ -510,12 +507,7 @@ fn bad_input_surfaces_in_status_and_events_and_other_pods_run() {
     assert!(events.contains("Connection refused"), "{events}");
     assert!(events.contains("ErrImagePull"), "{events}");
     for pod in ["nocmd", "tinymem", "nodir"] {
-        let events = cluster.kubectl_ok([
-            "get",
-            "events",
-            "--field-selector",
-            &format!("involvedObject.name={pod}"),
-        ]);
+        let events = cluster.events_about(pod);
         assert!(
             events.contains("Warning") && events.contains("Failed"),
             "{pod}: {events}"

@@ -30,15 +30,8 @@ exec nc -ll -p 8080 -e /tmp/answer"#;
         "ProbeWarning: Readiness probe warning: Probe terminated redirects, Response body: moved";
     wait_until(Duration::from_secs(30), "a ProbeWarning event", || {
         cluster
-            .kubectl_ok([
-                "get",
-                "events",
-                "--field-selector",
-                "involvedObject.name=redirected",
-                "-o",
-                "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
-            ])
-            .lines()
+            .event_messages("redirected")
+            .iter()
             .any(|line| line == warning)
     });
     cluster.kubectl_ok(["delete", "pod", "redirected", "--wait=true"]);

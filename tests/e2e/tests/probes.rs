@@ -6,21 +6,30 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_e2e::{import_test_images, parse_table, wait_until, Cluster};
+use skiff_e2e::{import_test_images, wait_until, Cluster};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// `reason: message` of every event about pod `pod`.
-fn events(cluster: &Cluster, pod: &str) -> Vec<String> {
-    let out = cluster.kubectl_ok([
-        "get",
-        "events",
-        "--field-selector",
-        &format!("involvedObject.name={pod}"),
-        "-o",
-        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
-    ]);
-    out.lines().map(str::to_owned).collect()
+/// `command: [sleep, "3600"]`: a container that only waits (for its probes, its hooks).
+const SLEEP: &str = r#"[sleep, "3600"]"#;
+
+/// A pod `name` (grace period 1 s) of one busybox container `main` running `command` (a YAML
+/// list), with `fields` (YAML lines at the container's indentation, after a newline: its probes)
+/// added to it.
+fn probed_pod(name: &str, command: &str, fields: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: Never
+    command: {command}{fields}"#
+    )
 }
 
 /// How many times an event about pod `pod` starting with `prefix` (`reason: message`) was
@@ -43,12 +52,7 @@ fn event_count(cluster: &Cluster, pod: &str, prefix: &str) -> u32 {
 
 /// The READY column of `kubectl get po <pod>`.
 fn ready_column(cluster: &Cluster, pod: &str) -> String {
-    let table = parse_table(&cluster.kubectl_ok(["get", "po", pod]));
-    table
-        .get(1)
-        .and_then(|row| row.get(1))
-        .cloned()
-        .unwrap_or_default()
+    cluster.pod_ready_and_status(pod).0
 }
 
 fn field(cluster: &Cluster, pod: &str, path: &str) -> String {
@@ -66,56 +70,32 @@ fn condition(cluster: &Cluster, pod: &str, kind: &str) -> String {
 #[test]
 fn readiness_probes_flip_ready_both_ways_and_a_missing_port_name_is_reported() {
     let cluster = Cluster::start_with_agent(import_test_images);
-    cluster.create_from(
+    cluster.create_from(&probed_pod(
+        "toggled",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: toggled}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     readinessProbe:
       exec: {command: [test, -f, /tmp/ready]}
       periodSeconds: 1
       failureThreshold: 1
 "#,
-    );
-    cluster.create_from(
+    ));
+    cluster.create_from(&probed_pod(
+        "web",
+        r#"[sh, -c, "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]"#,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: web}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sh, -c, "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
     ports: [{name: http, containerPort: 8080}]
     readinessProbe:
       httpGet: {path: /index.html, port: http, httpHeaders: [{name: X-Probe, value: skiff}]}
       periodSeconds: 1
       failureThreshold: 1
 "#,
-    );
+    ));
     // exec probes whose command is not in the image, and one that fails with output.
-    cluster.create_from(
+    cluster.create_from(&probed_pod(
+        "no-command",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: no-command}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     readinessProbe:
       exec: {command: [no-such-command]}
       periodSeconds: 1
@@ -124,50 +104,35 @@ spec:
       periodSeconds: 1
       failureThreshold: 1000
 "#,
-    );
-    cluster.create_from(
+    ));
+    cluster.create_from(&probed_pod(
+        "misnamed",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: misnamed}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     ports: [{name: http, containerPort: 8080}]
     readinessProbe:
       tcpSocket: {port: metrics}
       periodSeconds: 1
 "#,
-    );
-    cluster.create_from(
+    ));
+    cluster.create_from(&probed_pod(
+        "tcp",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: tcp}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     readinessProbe:
       tcpSocket: {port: 9999}
       periodSeconds: 1
       failureThreshold: 1
 "#,
-    );
+    ));
 
     // Running, but not ready until the probe passes.
     wait_until(WAIT, "toggled Running", || {
         field(&cluster, "toggled", "{.status.phase}") == "Running"
     });
     wait_until(WAIT, "a failed readiness probe of toggled", || {
-        events(&cluster, "toggled")
+        cluster
+            .event_messages("toggled")
             .iter()
             .any(|e| e.starts_with("Unhealthy: Readiness probe failed"))
     });
@@ -211,19 +176,20 @@ spec:
         ready_column(&cluster, "web") == "0/1"
     });
     assert!(
-        events(&cluster, "web")
+        cluster
+            .event_messages("web")
             .iter()
             .any(|e| e
                 == "Unhealthy: Readiness probe failed: HTTP probe failed with statuscode: 404"),
         "{:?}",
-        events(&cluster, "web")
+        cluster.event_messages("web")
     );
 
     // tcpSocket: refused until something listens on the port.
     wait_until(WAIT, "a refused tcpSocket probe", || {
         let ip = field(&cluster, "tcp", "{.status.podIP}");
         !ip.is_empty()
-            && events(&cluster, "tcp").iter().any(|e| {
+            && cluster.event_messages("tcp").iter().any(|e| {
                 e == &format!(
                     "Unhealthy: Readiness probe failed: dial tcp {ip}:9999: connect: connection refused"
                 )
@@ -238,7 +204,7 @@ spec:
 
     // A port name the container does not have: never ready, and the event names it.
     wait_until(WAIT, "the event about the missing port name", || {
-        events(&cluster, "misnamed").iter().any(|e| {
+        cluster.event_messages("misnamed").iter().any(|e| {
             e == "Unhealthy: Readiness probe errored and resulted in unknown state: port \"metrics\" not found"
         })
     });
@@ -247,7 +213,7 @@ spec:
 
     // A command that is not there: runc's words; one that fails: its output.
     wait_until(WAIT, "the events of the failing exec probes", || {
-        let seen = events(&cluster, "no-command");
+        let seen = cluster.event_messages("no-command");
         seen.iter().any(|e| {
             e == "Unhealthy: Readiness probe failed: exec failed: unable to start container process: exec: \"no-such-command\": executable file not found in $PATH"
         }) && seen
@@ -265,39 +231,23 @@ spec:
 fn a_liveness_probe_restarts_a_hung_container_and_startup_gates_the_others() {
     let cluster = Cluster::start_with_agent(import_test_images);
     // The probe hangs (past its 1 s timeout) once /tmp/hung exists.
-    cluster.create_from(
+    cluster.create_from(&probed_pod(
+        "hangs",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: hangs}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     livenessProbe:
       exec: {command: [sh, -c, "test ! -f /tmp/hung || sleep 30"]}
       periodSeconds: 1
       timeoutSeconds: 1
       failureThreshold: 2
 "#,
-    );
+    ));
     // Liveness and readiness would both fail before /tmp/started exists: the startup probe
     // must keep them from running until it passes.
-    cluster.create_from(
+    cluster.create_from(&probed_pod(
+        "slow",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: slow}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     startupProbe:
       exec: {command: [test, -f, /tmp/started]}
       periodSeconds: 1
@@ -310,7 +260,7 @@ spec:
       exec: {command: [test, -f, /tmp/started]}
       periodSeconds: 1
 "#,
-    );
+    ));
     // A sidecar whose startup probe has not passed holds the app container back.
     cluster.create_from(
         r#"
@@ -343,7 +293,7 @@ spec:
     });
     cluster.kubectl_ok(["exec", "hangs", "--", "touch", "/tmp/hung"]);
     wait_until(WAIT, "hangs restarted", || restarts("hangs") == "1");
-    let seen = events(&cluster, "hangs");
+    let seen = cluster.event_messages("hangs");
     assert!(
         seen.iter()
             .any(|e| e.starts_with("Unhealthy: Liveness probe failed: command timed out")),
@@ -372,7 +322,8 @@ spec:
     });
     // Event objects counted up, not one per failure (a failure with other output, e.g. a
     // timeout on a loaded machine, is an object of its own, as in kubelet).
-    let objects = events(&cluster, "slow")
+    let objects = cluster
+        .event_messages("slow")
         .iter()
         .filter(|e| e.starts_with("Unhealthy: Startup probe failed"))
         .count();
@@ -387,7 +338,7 @@ spec:
     );
     assert_eq!(ready_column(&cluster, "slow"), "0/1");
     assert_eq!(restarts("slow"), "0");
-    let seen = events(&cluster, "slow");
+    let seen = cluster.event_messages("slow");
     assert!(
         !seen
             .iter()
@@ -436,9 +387,7 @@ spec:
 #[test]
 fn post_start_runs_first_and_pre_stop_runs_before_sigterm_within_the_grace_period() {
     let cluster = Cluster::start_with_agent(import_test_images);
-    let shared = cluster.scratch_dir().join("hooks");
-    std::fs::create_dir_all(&shared).expect("a scratch directory");
-    let shared = shared.to_str().expect("utf-8 path").to_string();
+    let shared = cluster.scratch_subdir("hooks");
     cluster.create_from(&format!(
         r#"
 apiVersion: v1
@@ -480,23 +429,15 @@ spec:
 "#,
     );
     // A failing postStart hook kills the container, which is restarted.
-    cluster.create_from(
+    cluster.create_from(&probed_pod(
+        "bad-hook",
+        SLEEP,
         r#"
-apiVersion: v1
-kind: Pod
-metadata: {name: bad-hook}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: busybox
-    imagePullPolicy: Never
-    command: [sleep, "3600"]
     lifecycle:
       postStart:
         exec: {command: [sh, -c, "echo nope; exit 3"]}
 "#,
-    );
+    ));
 
     let trace = std::path::Path::new(&shared).join("trace");
     wait_until(WAIT, "hooked Running", || {
@@ -541,7 +482,7 @@ spec:
         .unwrap_or(0)
             >= 1
     });
-    let seen = events(&cluster, "bad-hook");
+    let seen = cluster.event_messages("bad-hook");
     assert!(
         seen.iter().any(
             |e| e.starts_with("FailedPostStartHook: Exec lifecycle hook")

@@ -8,7 +8,6 @@
 //!
 //! Each container reports what it sees on its stdout, read back with `kubectl logs`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -48,25 +47,6 @@ echo done"#;
 /// merged into its container's and its spec's fields.
 fn report_pod(name: &str, container: serde_json::Value, pod: serde_json::Value) -> String {
     skiff_e2e::busybox_script_pod(name, REPORT, container, pod)
-}
-
-/// The report of pod `name` once its container has run to the end.
-fn report_of(cluster: &Cluster, name: &str) -> BTreeMap<String, String> {
-    wait_until(WAIT, &format!("{name} Succeeded"), || {
-        let phase = cluster.jsonpath(&["pod", name], "{.status.phase}");
-        if phase == "Failed" {
-            let status = cluster.jsonpath(&["pod", name], "{.status.containerStatuses}");
-            let logs = skiff_e2e::stdout(&cluster.kubectl(["logs", name]));
-            panic!("{name} failed: {status}\n{logs}");
-        }
-        phase == "Succeeded"
-    });
-    let logs = cluster.kubectl_ok(["logs", name]);
-    assert!(logs.lines().any(|l| l == "done"), "{name}: {logs}");
-    logs.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
-        .collect()
 }
 
 /// Whether the hex capability mask `mask` (as /proc/self/status prints it) holds `bit`.
@@ -133,7 +113,7 @@ fn default_pods_are_confined_and_privileged_lifts_exactly_that() {
         none.clone(),
     ));
 
-    let default = report_of(&cluster, "default");
+    let default = cluster.pod_report("default", WAIT);
     assert_eq!(default["mount"], "denied", "{default:?}");
     assert_eq!(default["kcore"], "0", "/proc/kcore masked (or absent)");
     assert_eq!(default["timer_list"], "0", "/proc/timer_list masked");
@@ -157,12 +137,12 @@ fn default_pods_are_confined_and_privileged_lifts_exactly_that() {
 
     // The same container without a filter may make a user namespace: the profile, not a
     // missing capability, refused it above.
-    let unconfined = report_of(&cluster, "unconfined");
+    let unconfined = cluster.pod_report("unconfined", WAIT);
     assert_eq!(unconfined["seccomp"], "0", "{unconfined:?}");
     assert_eq!(unconfined["userns"], "ok", "{unconfined:?}");
     assert_eq!(unconfined["mount"], "denied", "still no CAP_SYS_ADMIN");
 
-    let privileged = report_of(&cluster, "privileged");
+    let privileged = cluster.pod_report("privileged", WAIT);
     assert_eq!(privileged["mount"], "ok", "{privileged:?}");
     assert_eq!(privileged["timer_list"], "16", "nothing masked");
     assert_eq!(privileged["procsys"], "", "no read-only /proc/sys");
@@ -184,7 +164,7 @@ fn default_pods_are_confined_and_privileged_lifts_exactly_that() {
     assert!(processes <= 4, "privileged sees {processes} processes");
     assert_eq!(privileged["uid"], "0");
 
-    let restricted = report_of(&cluster, "restricted");
+    let restricted = cluster.pod_report("restricted", WAIT);
     assert_eq!(restricted["nonewprivs"], "1", "{restricted:?}");
     assert_eq!(restricted["uid"], "1000");
     let groups: Vec<&str> = restricted["groups"].split_whitespace().collect();
@@ -206,7 +186,7 @@ fn default_pods_are_confined_and_privileged_lifts_exactly_that() {
             .display()
             .to_string()
     };
-    let host = report_of(&cluster, "host");
+    let host = cluster.pod_report("host", WAIT);
     assert_eq!(host["pidns"], own("pid"), "{host:?}");
     assert_eq!(host["ipcns"], own("ipc"));
     let processes: u32 = host["processes"].parse().expect("a count");
@@ -214,7 +194,7 @@ fn default_pods_are_confined_and_privileged_lifts_exactly_that() {
     assert_ne!(default["pidns"], own("pid"));
     assert_ne!(default["ipcns"], own("ipc"));
 
-    let localhost = report_of(&cluster, "localhost");
+    let localhost = cluster.pod_report("localhost", WAIT);
     assert_eq!(localhost["mkdir"], "denied", "{localhost:?}");
     assert_eq!(localhost["userns"], "ok", "only its own profile applies");
 }
@@ -285,19 +265,12 @@ fn bad_security_settings_leave_the_container_waiting_with_kubernetes_reasons() {
             "Pending"
         );
     }
-    let events = cluster.kubectl_ok([
-        "get",
-        "events",
-        "--field-selector",
-        "involvedObject.name=nonroot",
-        "-o",
-        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
-    ]);
+    let events = cluster.event_messages("nonroot").join("\n");
     assert!(
         events.contains("Failed: Error: container has runAsNonRoot and image will run as root"),
         "{events}"
     );
-    let ok = report_of(&cluster, "nonroot-ok");
+    let ok = cluster.pod_report("nonroot-ok", WAIT);
     assert_eq!(ok["uid"], "1234");
 
     // The API refuses what Kubernetes' validation refuses.
@@ -328,10 +301,10 @@ fn seccomp_default_false_leaves_pods_without_a_profile_unconfined() {
         none.clone(),
         serde_json::json!({"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}),
     ));
-    let plain = report_of(&cluster, "plain");
+    let plain = cluster.pod_report("plain", WAIT);
     assert_eq!(plain["seccomp"], "0", "{plain:?}");
     assert_eq!(plain["userns"], "ok");
-    let asked = report_of(&cluster, "asked");
+    let asked = cluster.pod_report("asked", WAIT);
     assert_eq!(asked["seccomp"], "2", "{asked:?}");
     assert_eq!(asked["userns"], "denied");
 }

@@ -6,7 +6,6 @@
 //!
 //! Containers report what they see on their stdout, read back with `kubectl logs`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use skiff_e2e::{import_test_images, wait_until, Cluster};
@@ -21,31 +20,6 @@ fn pod(name: &str, script: &str, container: serde_json::Value, spec: serde_json:
 
 fn none() -> serde_json::Value {
     serde_json::json!({})
-}
-
-/// Waits until pod `name` reaches `phase`, panicking with its status if it reaches the other
-/// terminal one.
-fn wait_phase(cluster: &Cluster, name: &str, phase: &str) {
-    wait_until(WAIT, &format!("{name} {phase}"), || {
-        let now = cluster.jsonpath(&["pod", name], "{.status.phase}");
-        if now != phase && matches!(now.as_str(), "Succeeded" | "Failed") {
-            let status = cluster.jsonpath(&["pod", name], "{.status}");
-            let logs = skiff_e2e::stdout(&cluster.kubectl(["logs", name]));
-            panic!("{name} is {now}, not {phase}: {status}\n{logs}");
-        }
-        now == phase
-    });
-}
-
-/// The `key=value` lines of pod `name`'s log once it Succeeded (and printed `done`).
-fn report_of(cluster: &Cluster, name: &str) -> BTreeMap<String, String> {
-    wait_phase(cluster, name, "Succeeded");
-    let logs = cluster.kubectl_ok(["logs", name]);
-    assert!(logs.lines().any(|l| l == "done"), "{name}: {logs}");
-    logs.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
-        .collect()
 }
 
 /// The reasons of the events about pod `name`.
@@ -82,7 +56,7 @@ fn active_deadline_fails_the_pod_and_stops_its_containers() {
         none(),
         serde_json::json!({"activeDeadlineSeconds": 2, "terminationGracePeriodSeconds": 1}),
     ));
-    wait_phase(&cluster, "deadline", "Failed");
+    cluster.wait_pod_phase("deadline", "Failed", WAIT);
     let status = |path: &str| cluster.jsonpath(&["pod", "deadline"], path);
     assert_eq!(status("{.status.reason}"), "DeadlineExceeded");
     assert_eq!(
@@ -148,9 +122,9 @@ fn active_deadline_fails_the_pod_and_stops_its_containers() {
         skiff_e2e::stderr(&raised)
     );
     // Lowered on the running pod: the new deadline holds.
-    wait_phase(&cluster, "long", "Running");
+    cluster.wait_pod_phase("long", "Running", WAIT);
     skiff_e2e::assert_success(&patch(1), "lowering activeDeadlineSeconds");
-    wait_phase(&cluster, "long", "Failed");
+    cluster.wait_pod_phase("long", "Failed", WAIT);
     assert_eq!(
         cluster.jsonpath(&["pod", "long"], "{.status.reason}"),
         "DeadlineExceeded"
@@ -197,7 +171,7 @@ echo done"#;
         ]}}),
     ));
 
-    let seen = report_of(&cluster, "safe");
+    let seen = cluster.pod_report("safe", WAIT);
     assert_eq!(seen["range"], want_range, "{seen:?}");
     assert_eq!(seen["rmid"], want_rmid, "{seen:?}");
     assert_eq!(
@@ -209,7 +183,7 @@ echo done"#;
     assert_eq!(host_sysctl("kernel.shm_rmid_forced"), rmid);
     assert_eq!(host_sysctl("kernel.msgmax"), msgmax);
 
-    wait_phase(&cluster, "unsafe", "Failed");
+    cluster.wait_pod_phase("unsafe", "Failed", WAIT);
     assert_eq!(
         cluster.jsonpath(&["pod", "unsafe"], "{.status.reason}"),
         "SysctlForbidden"
@@ -235,7 +209,7 @@ echo done"#;
         none(),
         serde_json::json!({"terminationGracePeriodSeconds": 1}),
     ));
-    wait_phase(&cluster, "after", "Running");
+    cluster.wait_pod_phase("after", "Running", WAIT);
     let after_uid = cluster.jsonpath(&["pod", "after"], "{.metadata.uid}");
     let unsafe_uid = cluster.jsonpath(&["pod", "unsafe"], "{.metadata.uid}");
     let sandboxes = std::fs::read_dir(cluster.data_dir().join("sandboxes"))
@@ -330,7 +304,7 @@ fn host_network_pods_use_the_nodes_network_and_leave_it_alone() {
             ) == "True"
         },
     );
-    wait_phase(&cluster, "default-dns", "Running");
+    cluster.wait_pod_phase("default-dns", "Running", WAIT);
 
     // Its address is the node's.
     let host_ip = cluster.jsonpath(&["pod", "hostnet"], "{.status.hostIP}");
@@ -476,8 +450,8 @@ fn hosts_resolv_conf_and_hostname_are_kubelets() {
             "terminationGracePeriodSeconds": 1,
         }),
     ));
-    wait_phase(&cluster, "named", "Running");
-    wait_phase(&cluster, "default-dns", "Running");
+    cluster.wait_pod_phase("named", "Running", WAIT);
+    cluster.wait_pod_phase("default-dns", "Running", WAIT);
     let exec = |name: &str, args: &[&str]| {
         let mut all = vec!["exec", name, "--"];
         all.extend_from_slice(args);
@@ -571,7 +545,7 @@ fn termination_messages_working_dir_and_tty_as_kubelet() {
         )
     };
     for name in ["fallback", "fallback-bytes", "written", "file-policy"] {
-        wait_phase(&cluster, name, "Failed");
+        cluster.wait_pod_phase(name, "Failed", WAIT);
     }
     // The last 80 lines of the log, each with its newline.
     let want: String = (21..=100).map(|i| format!("line {i}\n")).collect();
@@ -583,15 +557,15 @@ fn termination_messages_working_dir_and_tty_as_kubelet() {
     assert_eq!(message("written"), "custom message");
     // The default policy (File) does not look at the log.
     assert_eq!(message("file-policy"), "");
-    wait_phase(&cluster, "succeeded", "Succeeded");
+    cluster.wait_pod_phase("succeeded", "Succeeded", WAIT);
     assert_eq!(message("succeeded"), "", "no fallback on success");
 
-    let workdir = report_of(&cluster, "workdir");
+    let workdir = cluster.pod_report("workdir", WAIT);
     assert_eq!(workdir["pwd"], "/does/not/exist", "{workdir:?}");
-    let tty = report_of(&cluster, "tty");
+    let tty = cluster.pod_report("tty", WAIT);
     assert_eq!(tty["stdin"], "tty", "{tty:?}");
     assert_eq!(tty["stdout"], "tty", "{tty:?}");
-    let notty = report_of(&cluster, "notty");
+    let notty = cluster.pod_report("notty", WAIT);
     assert_eq!(notty["stdin"], "none", "{notty:?}");
 }
 
@@ -661,7 +635,7 @@ fn fallback_messages_survive_an_agent_restart() {
     cluster.restart();
     // Once a pod made after the restart runs, the restarted agent has synced `half` too.
     cluster.create_from(&pod("after", "exec sleep 3600", none(), none()));
-    wait_phase(&cluster, "after", "Running");
+    cluster.wait_pod_phase("after", "Running", WAIT);
     assert_eq!(message(&cluster), "oops\n");
     assert_eq!(
         cluster.jsonpath(&["pod", "half"], "{.status.phase}"),

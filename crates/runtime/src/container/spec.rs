@@ -960,6 +960,30 @@ mod tests {
         serde_json::to_value(&spec).expect("json")
     }
 
+    /// An input with no namespaces, pod files, mounts or node fields: enough for the
+    /// checks that refuse a spec before any of those matter.
+    fn bare_input<'a>(
+        pod: &'a Pod,
+        container: &'a Container,
+        image_config: &'a Value,
+        rootfs: &'a Path,
+    ) -> ContainerSpecInput<'a> {
+        ContainerSpecInput {
+            pod,
+            container,
+            image_config,
+            rootfs,
+            namespaces: NamespacePaths::default(),
+            pod_files: PodFiles::default(),
+            mounts: vec![],
+            termination_log: None,
+            fields: FieldValues::default(),
+            cgroup_parent: String::new(),
+            container_id: "x".into(),
+            seccomp: SeccompOptions::default(),
+        }
+    }
+
     fn strings(v: &Value) -> Vec<String> {
         v.as_array()
             .expect("array")
@@ -1016,20 +1040,12 @@ mod tests {
             strings(&build(json!({"name": "c"}), cmd_only)["process"]["args"]),
             ["sh"]
         );
-        let error = build_spec(&ContainerSpecInput {
-            pod: &pod(json!({"name": "c"})),
-            container: &serde_json::from_value(json!({"name": "c"})).expect("container"),
-            image_config: &json!({"config": {}}),
-            rootfs: Path::new("/nonexistent"),
-            namespaces: NamespacePaths::default(),
-            pod_files: PodFiles::default(),
-            mounts: vec![],
-            termination_log: None,
-            fields: FieldValues::default(),
-            cgroup_parent: String::new(),
-            container_id: "x".into(),
-            seccomp: SeccompOptions::default(),
-        })
+        let error = build_spec(&bare_input(
+            &pod(json!({"name": "c"})),
+            &serde_json::from_value(json!({"name": "c"})).expect("container"),
+            &json!({"config": {}}),
+            Path::new("/nonexistent"),
+        ))
         .expect_err("no command");
         assert!(
             error.to_string().contains("no command specified"),
@@ -1176,22 +1192,14 @@ mod tests {
         ] {
             assert!(env.contains(&want.to_owned()), "{want} not in {env:?}");
         }
-        let bad = build_spec(&ContainerSpecInput {
-            pod: &pod(json!({"name": "c"})),
-            container: &serde_json::from_value(json!({"name": "c", "command": ["x"],
+        let bad = build_spec(&bare_input(
+            &pod(json!({"name": "c"})),
+            &serde_json::from_value(json!({"name": "c", "command": ["x"],
                 "env": [{"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.nope"}}}]}))
             .expect("container"),
-            image_config: &json!({}),
-            rootfs: Path::new("/nonexistent"),
-            namespaces: NamespacePaths::default(),
-            pod_files: PodFiles::default(),
-            mounts: vec![],
-            termination_log: None,
-            fields: FieldValues::default(),
-            cgroup_parent: String::new(),
-            container_id: "x".into(),
-            seccomp: SeccompOptions::default(),
-        });
+            &json!({}),
+            Path::new("/nonexistent"),
+        ));
         assert!(bad.is_err());
     }
 
@@ -1394,20 +1402,12 @@ mod tests {
     fn an_unknown_capability_is_a_clear_error() {
         let p = pod(json!({"name": "c", "command": ["x"], "securityContext": {
             "capabilities": {"add": ["NET_ADMIN", "SYS_MAGIC"]}}}));
-        let error = build_spec(&ContainerSpecInput {
-            pod: &p,
-            container: &p.spec.as_ref().expect("spec").containers[0],
-            image_config: &json!({}),
-            rootfs: Path::new("/nonexistent"),
-            namespaces: NamespacePaths::default(),
-            pod_files: PodFiles::default(),
-            mounts: vec![],
-            termination_log: None,
-            fields: FieldValues::default(),
-            cgroup_parent: String::new(),
-            container_id: "x".into(),
-            seccomp: SeccompOptions::default(),
-        })
+        let error = build_spec(&bare_input(
+            &p,
+            &p.spec.as_ref().expect("spec").containers[0],
+            &json!({}),
+            Path::new("/nonexistent"),
+        ))
         .expect_err("unknown capability");
         assert!(
             error
@@ -1422,20 +1422,12 @@ mod tests {
         let message = |container: Value, image: Value| -> Option<String> {
             let p = pod(container);
             let rootfs = tempfile::tempdir().expect("rootfs");
-            build_spec(&ContainerSpecInput {
-                pod: &p,
-                container: &p.spec.as_ref().expect("spec").containers[0],
-                image_config: &image,
-                rootfs: rootfs.path(),
-                namespaces: NamespacePaths::default(),
-                pod_files: PodFiles::default(),
-                mounts: vec![],
-                termination_log: None,
-                fields: FieldValues::default(),
-                cgroup_parent: String::new(),
-                container_id: "x".into(),
-                seccomp: SeccompOptions::default(),
-            })
+            build_spec(&bare_input(
+                &p,
+                &p.spec.as_ref().expect("spec").containers[0],
+                &image,
+                rootfs.path(),
+            ))
             .err()
             .map(|e| e.to_string())
         };
