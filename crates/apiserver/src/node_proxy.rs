@@ -19,7 +19,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::ApiError;
@@ -506,6 +506,15 @@ async fn pass_upgrade(
             // client's side closed cleanly, so the client sees every byte and a proper end.
             tracing::debug!(error = %e, "a stream through to a node ended");
             let _ = client_io.shutdown().await;
+            // Then what the client still sends (its answer to the close, the end of its
+            // stdin) is read and dropped until it closes too, for a while: closing a socket
+            // with unread data sends a reset, which can reach the client before the last of
+            // its output and fail its read ("connection reset without closing handshake").
+            let drain = async {
+                let mut sink = [0u8; 8192];
+                while matches!(client_io.read(&mut sink).await, Ok(n) if n > 0) {}
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
         }
     });
     Ok(ours)

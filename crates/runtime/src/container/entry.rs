@@ -989,7 +989,8 @@ impl Line {
     }
 }
 
-fn strings(value: &Value) -> Vec<String> {
+/// The strings of a JSON array (none when it is not one).
+pub(crate) fn strings(value: &Value) -> Vec<String> {
     value
         .as_array()
         .map(|a| {

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::cgroup::CgroupLayout;
-use super::entry::{Entry, Exec, Report};
+use super::entry::{strings, Entry, Exec, Report};
 use super::monitor::{MonitorConfig, CONFIG_FILE, STATUS_FILE};
 use super::{ContainerState, ContainerStatus};
 
@@ -248,17 +248,6 @@ pub(crate) fn reap(pidfd: BorrowedFd<'_>, wait: bool) -> Option<u8> {
             _ => u8::try_from(128 + (status & 0x7f)).unwrap_or(FAILED),
         });
     }
-}
-
-fn strings(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -94,6 +94,16 @@ fn action(name: &str, errno: Option<u64>) -> Result<u32, String> {
     })
 }
 
+/// The return value of a profile's `defaultAction` (with its `defaultErrnoRet`).
+fn default_action(profile: &Value) -> Result<u32, String> {
+    action(
+        profile["defaultAction"]
+            .as_str()
+            .ok_or("seccomp profile without defaultAction")?,
+        profile["defaultErrnoRet"].as_u64(),
+    )
+}
+
 fn syscall_number(name: &str) -> Option<u32> {
     SYSCALLS
         .binary_search_by(|(n, _)| n.cmp(&name))
@@ -389,12 +399,7 @@ fn ranges(by_number: &BTreeMap<u32, Vec<Rule>>, default: u32) -> Vec<(u32, Decis
 /// depend on its arguments loads only `nr` and uses only `jge`, `ja` and `ret`, which the
 /// kernel's action cache can emulate.
 pub fn compile(profile: &Value) -> Result<Vec<Instruction>, String> {
-    let default = action(
-        profile["defaultAction"]
-            .as_str()
-            .ok_or("seccomp profile without defaultAction")?,
-        profile["defaultErrnoRet"].as_u64(),
-    )?;
+    let default = default_action(profile)?;
     let mut by_number: BTreeMap<u32, Vec<Rule>> = BTreeMap::new();
     for rule in profile["syscalls"].as_array().into_iter().flatten() {
         let ret = action(
@@ -532,12 +537,7 @@ mod tests {
                 other => return Err(format!("seccomp operator {other:?}")),
             })
         }
-        let default = action(
-            profile["defaultAction"]
-                .as_str()
-                .ok_or("seccomp profile without defaultAction")?,
-            profile["defaultErrnoRet"].as_u64(),
-        )?;
+        let default = default_action(profile)?;
         let mut program = vec![
             stmt(LD_W_ABS, OFFSET_ARCH),
             jump(JMP_JEQ_K, AUDIT_ARCH_X86_64, 1, 0),
