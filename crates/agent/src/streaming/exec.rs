@@ -185,7 +185,7 @@ pub async fn serve(
 }
 
 /// The WebSocket of an exec or attach session, once the connection is upgraded.
-pub(super) type ChannelSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub(super) type ChannelSocket = WebSocketStream<super::UpgradedIo>;
 
 /// What an exec and an attach read from their request before anything else: the client's
 /// options, the WebSocket key and channel protocol, and the runtime id of the container when
@@ -250,7 +250,7 @@ impl<O: Send + 'static> ChannelRequest<O> {
                 match upgrade.await {
                     Ok(upgraded) => {
                         let ws = WebSocketStream::from_raw_socket(
-                            TokioIo::new(upgraded),
+                            super::ShutdownOnDrop::new(TokioIo::new(upgraded)),
                             Role::Server,
                             None,
                         )

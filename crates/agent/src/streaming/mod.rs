@@ -55,6 +55,91 @@ where
     (tx, writer)
 }
 
+/// An upgraded connection that is shut down when its session drops it: TLS sends its
+/// close_notify and TCP its FIN (a session's WebSocket is split between tasks, so none of
+/// them holds the whole connection to shut it down at its end). Without it the API server saw
+/// every session end with "peer closed connection without sending TLS close_notify".
+pub(crate) struct ShutdownOnDrop<T: tokio::io::AsyncWrite + Unpin + Send + 'static>(Option<T>);
+
+impl<T: tokio::io::AsyncWrite + Unpin + Send + 'static> ShutdownOnDrop<T> {
+    pub(crate) fn new(io: T) -> Self {
+        ShutdownOnDrop(Some(io))
+    }
+
+    fn io(&mut self) -> std::io::Result<&mut T> {
+        self.0
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin + Send + 'static> Drop for ShutdownOnDrop<T> {
+    fn drop(&mut self) {
+        let Some(mut io) = self.0.take() else { return };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let wait = std::time::Duration::from_secs(2);
+                let _ = tokio::time::timeout(wait, io.shutdown()).await;
+            });
+        }
+    }
+}
+
+impl<T> tokio::io::AsyncRead for ShutdownOnDrop<T>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin + Send + 'static> tokio::io::AsyncWrite
+    for ShutdownOnDrop<T>
+{
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_flush(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            Err(e) => std::task::Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// An upgraded connection of the streaming server.
+pub(crate) type UpgradedIo = ShutdownOnDrop<TokioIo<hyper::upgrade::Upgraded>>;
+
 pub use tls::{serving_cert_sha256, SERVING_CERT_ANNOTATION};
 
 /// A response body: whole, or streamed (a followed log).

@@ -204,7 +204,7 @@ pub async fn serve(
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let upgraded = match upgrade.await {
-            Ok(upgraded) => TokioIo::new(upgraded),
+            Ok(upgraded) => super::ShutdownOnDrop::new(TokioIo::new(upgraded)),
             Err(e) => {
                 tracing::debug!(pod = %label, error = %e, "port-forward: the upgrade failed");
                 return;
