@@ -17,6 +17,7 @@ pub mod streaming;
 pub mod worker;
 
 mod heartbeat;
+mod netns;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -133,7 +133,7 @@ impl NodeRuntime {
     }
 
     fn pod_dir(&self, uid: &str) -> PathBuf {
-        self.data_dir.join("pods").join(uid)
+        pod_dir(&self.data_dir, uid)
     }
 
     /// The host paths of the container's volume mounts (emptyDir created on first use).
@@ -313,6 +313,25 @@ fn unmount_volumes(pod_dir: &Path) -> Vec<String> {
         }
     }
     errors
+}
+
+/// A pod's directory under the agent's data directory: `pods/<uid>`.
+pub(crate) fn pod_dir(data_dir: &Path, uid: &str) -> PathBuf {
+    data_dir.join("pods").join(uid)
+}
+
+/// Where attempt `attempt` of container `container` of pod `uid` writes its CRI log:
+/// `pods/<uid>/logs/<container>/<attempt>.log` (kubelet's /var/log/pods).
+pub(crate) fn container_log_path(
+    data_dir: &Path,
+    uid: &str,
+    container: &str,
+    attempt: u32,
+) -> PathBuf {
+    pod_dir(data_dir, uid)
+        .join("logs")
+        .join(container)
+        .join(format!("{attempt}.log"))
 }
 
 /// The cgroup (cgroupfs path) the pod's containers' cgroups live in.
@@ -666,10 +685,11 @@ impl PodRuntime for NodeRuntime {
         })
         .map_err(|e| RuntimeFailure(e.to_string()))?;
         let attempt = parse_container_id(&uid, id).map_or(0, |(a, _)| a);
-        let log_dir = self.pod_dir(&uid).join("logs").join(&container.name);
-        std::fs::create_dir_all(&log_dir)
-            .map_err(|e| failure(&format!("creating {}", log_dir.display()))(&e))?;
-        let log_path = log_dir.join(format!("{attempt}.log"));
+        let log_path = container_log_path(&self.data_dir, &uid, &container.name, attempt);
+        if let Some(log_dir) = log_path.parent() {
+            std::fs::create_dir_all(log_dir)
+                .map_err(|e| failure(&format!("creating {}", log_dir.display()))(&e))?;
+        }
         let started = manager.start(id, &spec, &log_path);
         // Whether it runs or failed to start, a recorded container keeps its root filesystem
         // until it is removed; one that was never recorded drops it here.
@@ -694,11 +714,7 @@ impl PodRuntime for NodeRuntime {
         let Some((attempt, name)) = parse_container_id(uid, id) else {
             return Ok(None);
         };
-        let path = self
-            .pod_dir(uid)
-            .join("logs")
-            .join(name)
-            .join(format!("{attempt}.log"));
+        let path = container_log_path(&self.data_dir, uid, name, attempt);
         match skiff_runtime::container::log::tail(&path, max_lines, max_bytes) {
             Ok(text) => Ok(Some(text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -148,13 +148,7 @@ impl NamespaceSockets {
 
 /// A TCP socket made in network namespace `netns` (by the calling thread, which stays there).
 fn socket_in(netns: &std::path::Path, v6: bool) -> Result<TcpSocket, String> {
-    let file = std::fs::File::open(netns)
-        .map_err(|e| format!("cannot open network namespace {}: {e}", netns.display()))?;
-    rustix::thread::move_into_link_name_space(
-        file.as_fd(),
-        Some(rustix::thread::LinkNameSpaceType::Network),
-    )
-    .map_err(|e| format!("cannot enter network namespace {}: {e}", netns.display()))?;
+    crate::netns::enter(netns)?;
     let socket = if v6 {
         TcpSocket::new_v6()
     } else {

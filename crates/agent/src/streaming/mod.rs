@@ -172,12 +172,7 @@ impl StreamingContext {
     /// The log file of attempt `attempt` of `container` of the pod with uid `uid`, where the
     /// agent's runtime writes it.
     fn container_log_path(&self, uid: &str, container: &str, attempt: u32) -> PathBuf {
-        self.data_dir
-            .join("pods")
-            .join(uid)
-            .join("logs")
-            .join(container)
-            .join(format!("{attempt}.log"))
+        crate::node_runtime::container_log_path(&self.data_dir, uid, container, attempt)
     }
 }
 

@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv6Addr, SocketAddr};
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -284,13 +283,7 @@ fn connect_from_this_thread(
     netns: &std::path::Path,
     port: u16,
 ) -> Result<std::net::TcpStream, String> {
-    let file = std::fs::File::open(netns)
-        .map_err(|e| format!("cannot open network namespace {}: {e}", netns.display()))?;
-    rustix::thread::move_into_link_name_space(
-        file.as_fd(),
-        Some(rustix::thread::LinkNameSpaceType::Network),
-    )
-    .map_err(|e| format!("cannot enter network namespace {}: {e}", netns.display()))?;
+    crate::netns::enter(netns)?;
     let v4 = SocketAddr::from(([127, 0, 0, 1], port));
     let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
     match std::net::TcpStream::connect_timeout(&v4, CONNECT_TIMEOUT) {
