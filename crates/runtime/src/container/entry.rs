@@ -25,7 +25,7 @@ use super::seccomp_bpf::Instruction;
 pub(crate) const FAILED: i32 = 255;
 
 /// The namespaces an exec joins besides the PID namespace, in the order of setns on files.
-const NAMESPACES: [(&str, c_int); 5] = [
+pub(crate) const NAMESPACES: [(&str, c_int); 5] = [
     ("ipc", libc::CLONE_NEWIPC),
     ("uts", libc::CLONE_NEWUTS),
     ("net", libc::CLONE_NEWNET),

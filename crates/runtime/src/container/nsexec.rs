@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::cgroup::CgroupLayout;
-use super::entry::{strings, Entry, Exec, Report};
+use super::entry::{strings, Entry, Exec, Report, NAMESPACES};
 use super::monitor::{MonitorConfig, CONFIG_FILE, STATUS_FILE};
 use super::{ContainerState, ContainerStatus};
 
@@ -111,13 +111,6 @@ type NamespaceFiles = (Option<OwnedFd>, Vec<(OwnedFd, c_int)>);
 /// the init's pidfd shows it still ran after they were opened (a reused pid never hands out
 /// another process's namespaces).
 fn namespace_files(entry: &Entry) -> Result<NamespaceFiles, String> {
-    const FILES: [(&str, c_int); 5] = [
-        ("ipc", libc::CLONE_NEWIPC),
-        ("uts", libc::CLONE_NEWUTS),
-        ("net", libc::CLONE_NEWNET),
-        ("cgroup", libc::CLONE_NEWCGROUP),
-        ("mnt", libc::CLONE_NEWNS),
-    ];
     let open = |name: &str| -> Result<OwnedFd, String> {
         let path = format!("/proc/{}/ns/{name}", entry.init_pid);
         std::fs::File::open(&path)
@@ -128,8 +121,8 @@ fn namespace_files(entry: &Entry) -> Result<NamespaceFiles, String> {
         true => None,
         false => Some(open("pid")?),
     };
-    let mut others = Vec::with_capacity(FILES.len());
-    for (name, flag) in FILES {
+    let mut others = Vec::with_capacity(NAMESPACES.len());
+    for (name, flag) in NAMESPACES {
         if entry.namespaces & flag != 0 {
             others.push((open(name)?, flag));
         }
