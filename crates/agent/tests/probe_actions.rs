@@ -42,21 +42,29 @@ async fn http_server(
                     },
                     None => Box::new(stream),
                 };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+                let Some(head) = read_head(&mut stream).await else {
+                    return;
+                };
+                let _ = tx.send(head);
                 let _ = stream.write_all(reply.as_bytes()).await;
                 let _ = stream.shutdown().await;
             });
         }
     });
     (port, rx)
+}
+
+/// A request's head (up to its blank line), or None when the client went away first.
+async fn read_head<S: tokio::io::AsyncRead + Unpin + ?Sized>(stream: &mut S) -> Option<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
 }
 
 trait AsyncStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
@@ -211,15 +219,10 @@ async fn routed_server(moved: &'static str) -> u16 {
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
+                let Some(head) = read_head(&mut stream).await else {
+                    return;
+                };
+
                 let path = head.split(' ').nth(1).unwrap_or_default().to_string();
                 let reply = match path.as_str() {
                     "/healthz" => format!(

@@ -468,12 +468,14 @@ impl OwnScore {
     fn get() -> Option<&'static OwnScore> {
         static OWN: std::sync::OnceLock<Option<OwnScore>> = std::sync::OnceLock::new();
         OWN.get_or_init(|| {
-            let file = std::fs::OpenOptions::new()
+            use std::io::Read;
+            let mut file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open("/proc/self/oom_score_adj")
                 .ok()?;
-            let original = std::fs::read("/proc/self/oom_score_adj").ok()?;
+            let mut original = Vec::new();
+            file.read_to_end(&mut original).ok()?;
             let original = original.trim_ascii().to_vec();
             Some(OwnScore { file, original })
         })
